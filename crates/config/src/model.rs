@@ -1,0 +1,280 @@
+//! The validated configuration: what the rest of Sumun reads. Every value here has passed the
+//! checks in `validate`; references between sections (listener -> target group, listener ->
+//! security groups, listener -> TLS settings) are known to resolve, and files are known to exist.
+//! Paths are absolute (relative paths in the file are taken from the file's directory).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this came from, if any (an empty config has none).
+    pub source: Option<PathBuf>,
+    pub gateway: GatewaySettings,
+    pub admin: Option<AdminSettings>,
+    pub vault: Option<VaultSettings>,
+    /// Named TLS settings, referenced by listeners' `tls_config`.
+    pub tls: BTreeMap<String, TlsSettings>,
+    pub security_groups: Vec<SecurityGroup>,
+    pub listeners: Vec<Listener>,
+    pub target_groups: Vec<TargetGroup>,
+    pub users: Vec<User>,
+    pub flow_logs: Option<FlowLogSettings>,
+    pub audit: Option<AuditSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewaySettings {
+    /// Shown as `account-id` in flow logs and as the token audience. Default `"sumun"`.
+    pub name: String,
+    /// How long `serve` waits, after the first SIGTERM, for flows to finish. Default `"300s"`;
+    /// the effective wait per flow is the smaller of this and its target group's
+    /// `deregistration_delay`.
+    pub shutdown_timeout: Duration,
+    /// Poll the config file for changes and reload. Default `true`.
+    pub watch_config: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VaultSettings {
+    pub dir: PathBuf,
+    /// Optional key file (mode 0600) holding the master key; otherwise `SUMUN_MASTER_KEY`.
+    pub key_file: Option<PathBuf>,
+    /// Longest lifetime a token may ask for. Default `"1h"`.
+    pub token_max_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsPolicy {
+    /// TLS 1.3 only; X25519MLKEM768 preferred, then X25519, then secp256r1.
+    Tls13Pq,
+    /// Adds TLS 1.2 with forward-secret AEAD suites only.
+    Tls12Compat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsSettings {
+    pub name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub policy: TlsPolicy,
+    /// When set, clients must present a certificate signed by one of these CAs.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityGroup {
+    pub name: String,
+    pub description: Option<String>,
+    pub ingress: Vec<IngressRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressRule {
+    pub cidr: IpNet,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Tls,
+    Postgres,
+    Mysql,
+    Redis,
+    Http,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Tls => "tls",
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+            Protocol::Redis => "redis",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsMode {
+    Required,
+    Optional,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProxyProtocolMode {
+    Off,
+    Accept,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub target_group: String,
+    /// Names of security groups; a connection is admitted when any rule of any group matches.
+    /// Empty means nobody gets in (default deny).
+    pub security_groups: Vec<String>,
+    /// For `tls` listeners always `Required`. Default `Required` for protocol listeners.
+    pub tls: TlsMode,
+    /// Name of a `[tls.NAME]` section. Required for `tls` listeners and when `tls != off`.
+    pub tls_config: Option<String>,
+    pub proxy_protocol: ProxyProtocolMode,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Close a flow after this long without a byte in either direction. Default `"350s"`.
+    pub idle_timeout: Duration,
+    /// Time allowed for PROXY header + TLS handshake. Default `"10s"`.
+    pub handshake_timeout: Duration,
+    /// Most concurrent client connections; more are refused. Default 10000.
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HealthCheckProtocol {
+    /// A TCP connect that succeeds within the timeout.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Default `TCP` (later: protocol-level checks).
+    pub protocol: HealthCheckProtocol,
+    /// Default `"10s"`.
+    pub interval: Duration,
+    /// Default `"2s"`.
+    pub timeout: Duration,
+    /// Default 3.
+    pub healthy_threshold: u32,
+    /// Default 3.
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Primary,
+    Replica,
+    /// Role not stated; learned from health checks once protocol-level checks exist.
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// As written in the file (`host:port`), for display and logs.
+    pub address: String,
+    /// Resolved when the config was loaded.
+    pub addr: SocketAddr,
+    pub role: Role,
+    /// Relative weight for balancing. Default 1.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroup {
+    pub name: String,
+    pub algorithm: Algorithm,
+    /// How long established flows to a removed or draining target may continue. Default `"300s"`.
+    pub deregistration_delay: Duration,
+    /// Send a PROXY v2 header to targets. Default `false`.
+    pub proxy_protocol_v2: bool,
+    pub health_check: HealthCheck,
+    /// Route to every target when none is healthy (NLB behaviour). Default `true`.
+    pub fail_open: bool,
+    /// Default `"3s"`.
+    pub connect_timeout: Duration,
+    /// Further targets tried after a failed connect. Default 2.
+    pub connect_retries: u32,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    Token,
+    Scram,
+    Cert,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub name: String,
+    /// Default `["token"]`.
+    pub auth: Vec<AuthMethod>,
+    /// Vault secret used to log in to the backend.
+    pub backend_credential: Option<String>,
+    /// Databases this user may reach; empty means all.
+    pub databases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowLogSettings {
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size. Default 100 MiB (`"100MiB"`).
+    pub max_size: u64,
+    /// Rotated files kept (`flows.log.1` ...). Default 5.
+    pub max_files: u32,
+    /// Records for long-lived flows every this often. Default `"60s"`.
+    pub aggregation_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditSettings {
+    pub path: PathBuf,
+    /// Default 100 MiB.
+    pub max_size: u64,
+    /// Default 5.
+    pub max_files: u32,
+}
+
+impl Config {
+    /// The configuration `serve` starts from before its first reload: nothing listens.
+    pub fn empty() -> Config {
+        Config {
+            source: None,
+            gateway: GatewaySettings {
+                name: "sumun".to_string(),
+                shutdown_timeout: Duration::from_secs(300),
+                watch_config: true,
+            },
+            admin: None,
+            vault: None,
+            tls: BTreeMap::new(),
+            security_groups: Vec::new(),
+            listeners: Vec::new(),
+            target_groups: Vec::new(),
+            users: Vec::new(),
+            flow_logs: None,
+            audit: None,
+        }
+    }
+
+    pub fn target_group(&self, name: &str) -> Option<&TargetGroup> {
+        self.target_groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn security_group(&self, name: &str) -> Option<&SecurityGroup> {
+        self.security_groups.iter().find(|g| g.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! sumun-testkit

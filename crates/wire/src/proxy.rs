@@ -1,0 +1,1 @@
+//! PROXY protocol v1/v2 codec.
