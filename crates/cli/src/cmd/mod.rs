@@ -1,2 +1,4 @@
+pub mod http;
+pub mod quickstart;
 pub mod serve;
 pub mod vault;

@@ -1,35 +1,378 @@
-//! `sumun serve|validate|status|quickstart|cert`.
+//! `sumun serve|validate|status|quickstart|cert`: running the gateway and looking at it.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use clap::{Args, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use sumun_config::ConfigErrors;
+use sumun_gateway::Gateway;
 
 #[derive(Args)]
-pub struct QuickstartArgs {}
+pub struct ServeArgs {
+    /// The config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct LogArgs {
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Args)]
-pub struct ServeArgs {}
+pub struct ValidateArgs {
+    /// The config file.
+    #[arg(long, short)]
+    pub config: PathBuf,
+}
+
 #[derive(Args)]
-pub struct ValidateArgs {}
-#[derive(Args)]
-pub struct StatusArgs {}
+pub struct StatusArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9900")]
+    pub admin: String,
+    /// Print the raw JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum CertCmd {
-    /// Write a dev CA and server certificate.
-    Dev,
+    /// Write a dev CA and a server certificate signed by it (PEM).
+    Dev(CertDevArgs),
 }
 
-pub fn quickstart(_: QuickstartArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+#[derive(Args)]
+pub struct CertDevArgs {
+    /// Directory to write ca.pem, ca-key.pem, server.pem, server-key.pem into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Host names and IP addresses the server certificate is valid for (repeatable);
+    /// localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Validity of the server certificate, in days.
+    #[arg(long, default_value_t = 90)]
+    pub days: u32,
+    /// Replace existing files.
+    #[arg(long)]
+    pub force: bool,
 }
-pub fn serve(_: ServeArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+#[derive(Args)]
+pub struct QuickstartArgs {
+    /// Where the generated certificates, vault, config and logs live (created or reused).
+    #[arg(long, default_value = "./sumun-quickstart")]
+    pub dir: PathBuf,
+    /// Write the files and print the commands, but do not serve.
+    #[arg(long)]
+    pub no_serve: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
-pub fn validate(_: ValidateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+pub fn init_logging(log: &LogArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SUMUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
 }
-pub fn status(_: StatusArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+fn print_problems(errors: &ConfigErrors) {
+    for problem in errors.problems() {
+        eprintln!("{problem}");
+    }
 }
-pub fn cert(_: CertCmd) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not built yet")
+
+pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    match sumun_config::load(&args.config) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listeners, {} target groups, {} security groups)",
+                args.config.display(),
+                config.listeners.len(),
+                config.target_groups.len(),
+                config.security_groups.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            print_problems(&errors);
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = match sumun_config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_problems(&errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    init_logging(&args.log);
+    run_gateway(config, args.config, None)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sumun-worker")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Serve `config` until SIGTERM/SIGINT, reloading `path` on SIGHUP or when it changes.
+/// `ready` runs once the first apply succeeded (quickstart prints its commands there).
+fn run_gateway(
+    config: sumun_config::Config,
+    path: PathBuf,
+    ready: Option<Box<dyn FnOnce(&Gateway) + Send>>,
+) -> anyhow::Result<ExitCode> {
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let gateway = Gateway::new();
+        if let Err(errors) = gateway.apply(config).await {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "cannot start");
+            }
+            eprintln!("sumun: cannot start: {errors}");
+            return Ok(ExitCode::from(1));
+        }
+        tracing::info!(config = %path.display(), "serving");
+        if let Some(ready) = ready {
+            ready(&gateway);
+        }
+        tokio::spawn(watch_config(gateway.clone(), path.clone()));
+        wait_for_signals(gateway.clone(), path).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn reload(gateway: &Gateway, path: &Path, why: &str) {
+    match sumun_config::load(path) {
+        Err(errors) => {
+            gateway
+                .shared()
+                .metrics
+                .reloads_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for problem in errors.problems() {
+                tracing::error!(problem = %problem, "config rejected; still serving the previous one");
+            }
+        }
+        Ok(config) => match gateway.apply(config).await {
+            Ok(()) => tracing::info!(config = %path.display(), trigger = why, "config reloaded"),
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %e, "config not applied; still serving the previous one");
+                }
+            }
+        },
+    }
+}
+
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Poll the config file and reload when it changes (when `gateway.watch_config` is on).
+async fn watch_config(gateway: Arc<Gateway>, path: PathBuf) {
+    let mut seen = mtime(&path);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if gateway.phase() != sumun_gateway::Phase::Running {
+            return;
+        }
+        let now = mtime(&path);
+        if now != seen {
+            seen = now;
+            if gateway.config().gateway.watch_config {
+                // Let an editor finish writing before reading.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                seen = mtime(&path);
+                reload(&gateway, &path, "file changed").await;
+            }
+        }
+    }
+}
+
+async fn wait_for_signals(gateway: Arc<Gateway>, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&gateway, &path, "SIGHUP").await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: draining open flows (send SIGTERM or SIGINT again to stop at once)");
+    let draining = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.shutdown().await })
+    };
+    let second = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::select! {
+        _ = draining => {}
+        _ = second => {
+            tracing::warn!("second signal: closing every flow now");
+            gateway.stop_now();
+            gateway.shared().records.flush();
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub fn cert(cmd: CertCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CertCmd::Dev(args) => {
+            let pki = sumun_pki::DevPki::generate(&args.hosts, args.days)
+                .context("cannot generate certificates")?;
+            let written = pki
+                .write(&args.out, args.force)
+                .with_context(|| format!("cannot write certificates to {}", args.out.display()))?;
+            println!("{written}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let listeners = crate::cmd::http::get_json(&args.admin, "/api/listeners")?;
+    let targets = crate::cmd::http::get_json(&args.admin, "/api/targets")?;
+    if args.json {
+        let both = serde_json::json!({ "listeners": listeners, "targets": targets });
+        println!("{}", serde_json::to_string_pretty(&both)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or("?").to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let mut rows = vec![vec![
+        "LISTENER".to_string(),
+        "BIND".into(),
+        "PROTOCOL".into(),
+        "TARGET GROUP".into(),
+        "SECURITY GROUPS".into(),
+        "ACTIVE".into(),
+        "FLOWS".into(),
+        "REJECTED".into(),
+        "HEALTHY".into(),
+    ]];
+    for l in listeners.as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&l["name"]),
+            s(&l["bind"]),
+            s(&l["protocol"]),
+            s(&l["target_group"]),
+            s(&l["security_groups"]),
+            s(&l["active_flows"]),
+            s(&l["new_flows_total"]),
+            s(&l["rejected_total"]),
+            format!("{}/{}", s(&l["healthy_targets"]), {
+                let h = l["healthy_targets"].as_u64().unwrap_or(0);
+                let u = l["unhealthy_targets"].as_u64().unwrap_or(0);
+                h + u
+            }),
+        ]);
+    }
+    print_table(&rows);
+    println!();
+    let mut rows = vec![vec![
+        "TARGET GROUP".to_string(),
+        "TARGET".into(),
+        "ROLE".into(),
+        "STATE".into(),
+        "ACTIVE".into(),
+        "FLOWS".into(),
+        "REASON".into(),
+    ]];
+    for t in targets.as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&t["target_group"]),
+            s(&t["address"]),
+            s(&t["role"]),
+            s(&t["health"]),
+            s(&t["active_flows"]),
+            s(&t["flows_total"]),
+            s(&t["reason"]),
+        ]);
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
+    let setup = crate::cmd::quickstart::prepare(&args.dir)?;
+    let config = match sumun_config::load(&setup.config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            print_problems(&errors);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if args.no_serve {
+        crate::cmd::quickstart::print_instructions(&setup, &config, None);
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging(&args.log);
+    let path = setup.config_path.clone();
+    let printed_config = config.clone();
+    run_gateway(
+        config,
+        path,
+        Some(Box::new(move |gateway: &Gateway| {
+            crate::cmd::quickstart::print_instructions(&setup, &printed_config, Some(gateway));
+        })),
+    )
 }

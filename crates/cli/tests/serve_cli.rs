@@ -1,0 +1,375 @@
+//! The `sumun` binary as an operator runs it: validate, serve, reload (SIGHUP and on file
+//! change, including a broken config), SIGTERM draining a long query, status, cert dev and
+//! quickstart.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sumun_testkit::{free_port, Postgres, Redis};
+
+const SUMUN: &str = env!("CARGO_BIN_EXE_sumun");
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("sumun-cli-{tag}-{}-{}", std::process::id(), fastrand::u32(..)));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        Dir(d)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `sumun serve` child whose stderr is collected.
+struct Served {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(config: &Path) -> Served {
+        let mut child = Command::new(SUMUN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("SUMUN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sumun serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().expect("log lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Served { child, log }
+    }
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+    fn wait_log(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_port(addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn redis_config(listen_port: u16, redis_port: u16, admin_port: u16, sg: &str) -> String {
+    format!(
+        r#"
+[gateway]
+name = "cli-test"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "{sg}" }}]
+
+[[listeners]]
+name = "redis"
+bind = "127.0.0.1:{listen_port}"
+protocol = "tcp"
+target_group = "redis"
+security_groups = ["local"]
+
+[[target_groups]]
+name = "redis"
+deregistration_delay = "10s"
+health_check = {{ interval = "1s", timeout = "500ms" }}
+targets = [{{ address = "127.0.0.1:{redis_port}" }}]
+"#
+    )
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> (bool, String) {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_col_and_exit_2() {
+    let dir = Dir::new("validate");
+    let path = dir.path("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[security_groups]]
+name = "app"
+ingress = [{ cidr = "10.0.0.0/33" }]
+
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:6432"
+protocol = "tcp"
+target_group = "nope"
+security_groups = ["app", "missing"]
+idle_timeout = "5 minutes"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(SUMUN).args(["validate", "--config"]).arg(&path).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 4, "every problem is listed:\n{stderr}");
+    let shown = path.display().to_string();
+    for line in &lines {
+        assert!(line.starts_with(&format!("{shown}:")), "FILE:LINE:COL prefix: {line}");
+    }
+    assert!(stderr.contains(":4:"), "the CIDR problem points at line 4:\n{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+    assert!(stderr.contains("missing"), "{stderr}");
+
+    let good = dir.path("good.toml");
+    std::fs::write(&good, redis_config(free_port(), 6379, free_port(), "127.0.0.1/32")).expect("write");
+    let out = Command::new(SUMUN).args(["validate", "--config"]).arg(&good).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn reload_on_sighup_and_on_change_and_a_broken_config_keeps_serving() {
+    let redis = Redis::start().expect("redis");
+    let dir = Dir::new("reload");
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path("sumun.toml");
+    std::fs::write(&config, redis_config(port, redis.port(), admin, "127.0.0.2/32")).expect("write");
+    let served = Served::start(&config);
+    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")), "{}", served.log());
+
+    // 127.0.0.1 is not admitted yet.
+    let (_, reply) = redis_cli(port, &["ping"]);
+    assert_ne!(reply, "PONG");
+
+    // Fix the group and SIGHUP: admitted.
+    std::fs::write(&config, redis_config(port, redis.port(), admin, "127.0.0.1/32")).expect("write");
+    served.signal("HUP");
+    assert!(served.wait_log("config reloaded", Duration::from_secs(5)), "{}", served.log());
+    assert_eq!(redis_cli(port, &["ping"]).1, "PONG");
+
+    // A broken file is refused, logged, and the old config keeps serving.
+    std::fs::write(&config, "[[listeners]]\nname = 3\nbogus = true\n").expect("write");
+    assert!(served.wait_log("config rejected", Duration::from_secs(5)), "{}", served.log());
+    assert_eq!(redis_cli(port, &["ping"]).1, "PONG");
+    let log = served.log();
+    assert!(log.contains("sumun.toml:2:"), "the error names FILE:LINE: {log}");
+}
+
+#[test]
+fn sigterm_drains_a_long_query_then_exits() {
+    let pg = Postgres::start().expect("postgres");
+    let dir = Dir::new("drain");
+    let port = free_port();
+    let config = dir.path("sumun.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.1/32" }}]
+
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:{port}"
+protocol = "tcp"
+target_group = "pg"
+security_groups = ["local"]
+
+[[target_groups]]
+name = "pg"
+deregistration_delay = "20s"
+targets = [{{ address = "127.0.0.1:{}" }}]
+"#,
+            pg.port()
+        ),
+    )
+    .expect("write");
+    let mut served = Served::start(&config);
+    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")));
+
+    let query = std::thread::spawn(move || {
+        Command::new("psql")
+            .args(["-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-c", "select pg_sleep(3), 'finished'"])
+            .env("PGSSLMODE", "disable")
+            .output()
+            .expect("psql")
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    let stopped_at = Instant::now();
+    served.signal("TERM");
+    assert!(served.wait_log("draining", Duration::from_secs(3)), "{}", served.log());
+    // New connections are refused while draining.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "listener closed while draining");
+
+    let out = query.join().expect("psql thread");
+    assert!(out.status.success(), "the query in flight finished: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("finished"));
+    let status = served.wait_exit(Duration::from_secs(10)).expect("exits after the drain");
+    assert!(status.success(), "{status:?}\n{}", served.log());
+    assert!(stopped_at.elapsed() < Duration::from_secs(10), "did not wait for the full delay");
+}
+
+#[test]
+fn second_signal_stops_at_once() {
+    let pg = Postgres::start().expect("postgres");
+    let dir = Dir::new("hardstop");
+    let port = free_port();
+    let config = dir.path("sumun.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[security_groups]]\nname = \"l\"\ningress = [{{ cidr = \"127.0.0.1/32\" }}]\n\
+             [[listeners]]\nname = \"pg\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\ntarget_group = \"pg\"\nsecurity_groups = [\"l\"]\n\
+             [[target_groups]]\nname = \"pg\"\nderegistration_delay = \"60s\"\ntargets = [{{ address = \"127.0.0.1:{}\" }}]\n",
+            pg.port()
+        ),
+    )
+    .expect("write");
+    let mut served = Served::start(&config);
+    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")));
+    let query = std::thread::spawn(move || {
+        Command::new("psql")
+            .args(["-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args(["-c", "select pg_sleep(30)"])
+            .env("PGSSLMODE", "disable")
+            .output()
+            .expect("psql")
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    served.signal("TERM");
+    assert!(served.wait_log("draining", Duration::from_secs(3)));
+    let t = Instant::now();
+    served.signal("INT");
+    assert!(served.wait_exit(Duration::from_secs(5)).is_some(), "second signal stops at once");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let out = query.join().expect("psql");
+    assert!(!out.status.success(), "the query was cut");
+}
+
+#[test]
+fn status_prints_targets_with_state_and_reason() {
+    let redis = Redis::start().expect("redis");
+    let dead = free_port();
+    let dir = Dir::new("status");
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path("sumun.toml");
+    let toml = redis_config(port, redis.port(), admin, "127.0.0.1/32").replace(
+        &format!("targets = [{{ address = \"127.0.0.1:{}\" }}]", redis.port()),
+        &format!("targets = [{{ address = \"127.0.0.1:{}\" }}, {{ address = \"127.0.0.1:{dead}\" }}]", redis.port()),
+    );
+    std::fs::write(&config, toml).expect("write");
+    let served = Served::start(&config);
+    assert!(wait_port(format!("127.0.0.1:{admin}").parse().expect("addr")), "{}", served.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = Command::new(SUMUN)
+        .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
+        .output()
+        .expect("status");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let live = text.lines().find(|l| l.contains(&format!(":{}", redis.port()))).expect("live target row");
+    assert!(live.contains("healthy") && !live.contains("unhealthy"), "{text}");
+    let down = text.lines().find(|l| l.contains(&format!(":{dead}"))).expect("dead target row");
+    assert!(down.contains("unhealthy") && down.contains("refused"), "{text}");
+    assert!(text.contains("LISTENER") && text.contains("redis"), "{text}");
+
+    let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output();
+    if let Ok(m) = metrics {
+        let body = String::from_utf8_lossy(&m.stdout);
+        assert!(body.contains("sumun_healthy_targets{target_group=\"redis\"} 1"), "{body}");
+        assert!(body.contains("sumun_unhealthy_targets{target_group=\"redis\"} 1"), "{body}");
+    }
+}
+
+#[test]
+fn cert_dev_writes_a_ca_and_server_certificate() {
+    let dir = Dir::new("cert");
+    let out = Command::new(SUMUN)
+        .args(["cert", "dev", "--out"])
+        .arg(dir.path("certs"))
+        .args(["--host", "db.internal"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["ca.pem", "server.pem", "server-key.pem"] {
+        assert!(dir.path("certs").join(f).exists(), "{f}");
+    }
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(dir.path("certs/ca.pem"))
+        .arg(dir.path("certs/server.pem"))
+        .output()
+        .expect("openssl");
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let text = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(dir.path("certs/server.pem"))
+        .output()
+        .expect("openssl");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("DNS:db.internal"));
+    // Refuses to overwrite without --force.
+    let again = Command::new(SUMUN).args(["cert", "dev", "--out"]).arg(dir.path("certs")).output().expect("run");
+    assert_eq!(again.status.code(), Some(1));
+}

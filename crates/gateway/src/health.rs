@@ -1,0 +1,110 @@
+//! Active health checks: one task per registered target, probing every `interval` with a
+//! `timeout`, and moving the target between healthy and unhealthy after `healthy_threshold` /
+//! `unhealthy_threshold` consecutive results (NLB semantics). A target's first result settles
+//! its initial state at once.
+//!
+//! The probe is chosen by `HealthCheckProtocol`; today a TCP connect. Protocol-level probes
+//! (PostgreSQL `SELECT pg_is_in_recovery()`, MySQL ping, Redis PING/ROLE) plug in as further
+//! arms of [`probe`] and may also report the target's role.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sumun_config::HealthCheckProtocol;
+use tokio::net::TcpStream;
+
+use crate::targets::{Health, Observation, TargetGroupRt, TargetRt};
+
+/// Why a probe failed, phrased for "N consecutive ..." reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFailure {
+    Timeout,
+    Refused,
+    Error,
+}
+
+impl ProbeFailure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            ProbeFailure::Timeout => "health check timeouts",
+            ProbeFailure::Refused => "health check connections refused",
+            ProbeFailure::Error => "health check errors",
+        }
+    }
+}
+
+/// Run one probe against `addr`.
+pub async fn probe(
+    protocol: HealthCheckProtocol,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    match protocol {
+        HealthCheckProtocol::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await
+        {
+            Err(_) => Err(ProbeFailure::Timeout),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(ProbeFailure::Refused)
+            }
+            Ok(Err(_)) => Err(ProbeFailure::Error),
+            Ok(Ok(stream)) => {
+                drop(stream);
+                Ok(())
+            }
+        },
+    }
+}
+
+/// Start the check loop for `target`. It ends when the target is deregistered or its group is
+/// retired; it holds only weak references so a dropped group frees its targets.
+pub fn spawn_checker(group: &Arc<TargetGroupRt>, target: &Arc<TargetRt>) {
+    if !group.settings().health_check.enabled {
+        return;
+    }
+    let group = Arc::downgrade(group);
+    let target = Arc::downgrade(target);
+    tokio::spawn(check_loop(group, target));
+}
+
+async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>) {
+    // Spread first probes a little so a reload does not probe every target at the same instant.
+    tokio::time::sleep(Duration::from_millis(fastrand::u64(0..50))).await;
+    loop {
+        let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
+            return;
+        };
+        if g.retired.load(Ordering::Relaxed) || t.health() == Health::Draining {
+            return;
+        }
+        let settings = g.settings();
+        let hc = settings.health_check.clone();
+        let addr = t.addr;
+        drop((g, t));
+        let result = probe(hc.protocol, addr, hc.timeout).await;
+        let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
+            return;
+        };
+        let observation = match result {
+            Ok(()) => Observation::Success,
+            Err(failure) => Observation::Failure(failure.reason()),
+        };
+        if let Some((health, reason)) =
+            t.observe(observation, hc.healthy_threshold, hc.unhealthy_threshold)
+        {
+            log_change(&g.name, &t.address, health, &reason);
+        }
+        drop((g, t));
+        tokio::time::sleep(hc.interval).await;
+    }
+}
+
+pub fn log_change(group: &str, target: &str, health: Health, reason: &str) {
+    match health {
+        Health::Healthy => {
+            tracing::info!(target_group = group, target, reason, "target is healthy")
+        }
+        _ => tracing::warn!(target_group = group, target, reason, "target is unhealthy"),
+    }
+}

@@ -1,0 +1,246 @@
+//! Shared test scaffolding: a gateway running in-process from a TOML config, a dev PKI, TLS
+//! clients, and a client-side TLS tunnel so plaintext-only clients (psql 15, pgbench) can be
+//! pointed through a `tls` listener the way stunnel users do.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use sumun_gateway::Gateway;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        let dir = std::env::temp_dir().join(format!(
+            "sumun-gw-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("create test dir");
+        TestDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A gateway running in this process.
+pub struct TestGateway {
+    pub gateway: Arc<Gateway>,
+    pub dir: TestDir,
+    pub config_path: PathBuf,
+}
+
+impl TestGateway {
+    /// Write `toml` (with `{dir}` replaced by the test directory) and start a gateway with it.
+    pub async fn start(toml: &str) -> anyhow::Result<TestGateway> {
+        let dir = TestDir::new("gw");
+        Self::start_in(dir, toml).await
+    }
+
+    pub async fn start_in(dir: TestDir, toml: &str) -> anyhow::Result<TestGateway> {
+        let config_path = dir.path("sumun.toml");
+        std::fs::write(&config_path, toml.replace("{dir}", &dir.0.display().to_string()))?;
+        let config = sumun_config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = Gateway::new();
+        gateway
+            .apply(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("apply: {e}"))?;
+        Ok(TestGateway {
+            gateway,
+            dir,
+            config_path,
+        })
+    }
+
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.gateway
+            .listener_addr(listener)
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    /// Rewrite the config file and apply it.
+    pub async fn reload(&self, toml: &str) -> anyhow::Result<()> {
+        std::fs::write(
+            &self.config_path,
+            toml.replace("{dir}", &self.dir.0.display().to_string()),
+        )?;
+        let config = sumun_config::load(&self.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.gateway
+            .apply(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("apply: {e}"))
+    }
+
+    pub fn flow_log(&self) -> String {
+        self.gateway.shared().records.flush();
+        std::fs::read_to_string(self.dir.path("flows.log")).unwrap_or_default()
+    }
+
+    pub fn audit_log(&self) -> String {
+        self.gateway.shared().records.flush();
+        std::fs::read_to_string(self.dir.path("audit.jsonl")).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.gateway.metrics_text()
+    }
+
+    /// The value of one metric line (exact name and labels), or 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series)
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().expect("metric value"))
+        .unwrap_or(0.0)
+}
+
+/// Write a dev PKI into `dir/certs` and return the CA path.
+pub fn dev_certs(dir: &Path) -> PathBuf {
+    let pki = sumun_pki::DevPki::generate(&[], 30).expect("generate dev pki");
+    pki.write(&dir.join("certs"), true).expect("write certs");
+    dir.join("certs/ca.pem")
+}
+
+/// A rustls client config trusting `ca`, with the given protocol versions and groups.
+pub fn client_config(
+    ca: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    groups: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read ca") {
+        roots.add(cert.expect("ca pem")).expect("add ca");
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if let Some(groups) = groups {
+        provider.kx_groups = groups;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    connector
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+}
+
+/// A local plaintext port that forwards every connection over TLS to `target`.
+pub async fn tls_tunnel(target: SocketAddr, ca: &Path) -> SocketAddr {
+    let config = client_config(ca, &[&rustls::version::TLS13], None);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tunnel");
+    let addr = listener.local_addr().expect("tunnel addr");
+    tokio::spawn(async move {
+        while let Ok((mut plain, _)) = listener.accept().await {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = tls_connect(target, config).await {
+                    let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Connect from a chosen loopback source address (127.0.0.2, ...), to play other hosts.
+pub async fn connect_from(source: &str, target: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source addr"))?;
+    socket.connect(target).await
+}
+
+/// One Redis PING over `stream`; returns the reply line.
+pub async fn redis_ping<S>(stream: &mut S) -> anyhow::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(b"PING\r\n").await?;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .context("PING timed out")??;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+/// Run a redis command over a fresh connection and return its reply as text.
+pub async fn redis_cmd(addr: SocketAddr, cmd: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("{cmd}\r\n").as_bytes()).await?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .context("redis reply timed out")??;
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+/// True when the peer closes the connection (EOF or reset) within `within`.
+pub async fn closed_within<S>(stream: &mut S, within: Duration) -> bool
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+/// Poll `check` every 50 ms until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Run a blocking command and return (success, stdout, stderr).
+pub async fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut c = tokio::process::Command::new(cmd);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().await.unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
