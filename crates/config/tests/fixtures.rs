@@ -325,28 +325,62 @@ fn an_unresolvable_target_host_is_reported() {
     );
 }
 
-#[test]
-fn the_shipped_example_is_valid() {
-    // examples/sumun.toml names certificates relative to itself and logs under /var/log/sumun;
-    // validate it from a scratch directory holding those files.
-    let dir = std::env::temp_dir().join(format!("sumun-config-example-{}", std::process::id()));
+/// Validate `text` as if it sat in a scratch directory holding `certs/` (copies of the test
+/// certificates) and the log directory `/var/log/sumun/` (rewritten to point there).
+fn validate_in_scratch_dir(label: &str, text: &str) -> Result<Config, ConfigErrors> {
+    let dir = std::env::temp_dir().join(format!("sumun-config-{label}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("certs")).expect("mkdir");
-    for (from, to) in [
-        ("server.pem", "server.pem"),
-        ("server-key.pem", "server-key.pem"),
-        ("clients-ca.pem", "clients-ca.pem"),
-    ] {
+    for file in ["server.pem", "server-key.pem", "clients-ca.pem"] {
         std::fs::copy(
-            Path::new("tests/fixtures/certs").join(from),
-            dir.join("certs").join(to),
+            Path::new("tests/fixtures/certs").join(file),
+            dir.join("certs").join(file),
         )
         .expect("copy");
     }
-    let text = std::fs::read_to_string("../../examples/sumun.toml")
-        .expect("example")
-        .replace("/var/log/sumun/", &format!("{}/", dir.display()));
+    let text = text.replace("/var/log/sumun/", &format!("{}/", dir.display()));
     let result = parse(&text, &dir.join("sumun.toml"));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = result.unwrap_or_else(|e| panic!("examples/sumun.toml:\n{e}"));
-    assert!(!config.listeners.is_empty());
+    result
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let text = std::fs::read_to_string("../../examples/sumun.toml").expect("example");
+    let config = validate_in_scratch_dir("example", &text)
+        .unwrap_or_else(|e| panic!("examples/sumun.toml:\n{e}"));
+    assert_eq!(config.listeners.len(), 3);
+    assert_eq!(config.tls.len(), 2);
+}
+
+#[test]
+fn the_example_in_the_docs_is_valid() {
+    let doc = std::fs::read_to_string("../../docs/config.md").expect("docs");
+    let section = doc
+        .split("## A complete example")
+        .nth(1)
+        .expect("example section");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("toml block");
+    let config = validate_in_scratch_dir("docs", block)
+        .unwrap_or_else(|e| panic!("docs/config.md example:\n{e}"));
+    assert_eq!(config.listeners.len(), 2);
+}
+
+#[test]
+fn any_prefix_of_a_valid_file_is_handled_without_panicking() {
+    // Cutting a file anywhere yields syntax errors, missing keys, dangling references...: each
+    // must come back as problems (or a valid config), never a panic.
+    let path = Path::new("tests/fixtures/good/full.toml");
+    let text = std::fs::read_to_string(path).expect("fixture");
+    for (cut, _) in text.char_indices() {
+        if let Err(errors) = parse(&text[..cut], path) {
+            assert!(!errors.problems().is_empty());
+            for p in errors.problems() {
+                assert!(p.line >= 1 && p.col >= 1, "{p}");
+            }
+        }
+    }
 }
