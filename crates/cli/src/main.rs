@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "sumun", version, about = "Sumun (守門): a zero-trust data access gateway")]
+#[command(
+    name = "sumun",
+    version,
+    about = "Sumun (守門): a zero-trust data access gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

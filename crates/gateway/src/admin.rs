@@ -66,7 +66,10 @@ pub(crate) fn start(
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         render_metrics(&shared),
     )
         .into_response()
@@ -76,17 +79,40 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 pub fn render_metrics(shared: &Shared) -> String {
     let registry = shared.registry.load_full();
     shared.metrics.render(&|out: &mut String| {
-        family(out, "sumun_healthy_targets", "gauge", "Targets passing health checks, per target group.");
+        family(
+            out,
+            "sumun_healthy_targets",
+            "gauge",
+            "Targets passing health checks, per target group.",
+        );
         for g in &registry.groups {
             let (healthy, _) = g.healthy_count();
-            let _ = writeln!(out, "sumun_healthy_targets{{target_group=\"{}\"}} {healthy}", esc(&g.name));
+            let _ = writeln!(
+                out,
+                "sumun_healthy_targets{{target_group=\"{}\"}} {healthy}",
+                esc(&g.name)
+            );
         }
-        family(out, "sumun_unhealthy_targets", "gauge", "Targets failing health checks, per target group.");
+        family(
+            out,
+            "sumun_unhealthy_targets",
+            "gauge",
+            "Targets failing health checks, per target group.",
+        );
         for g in &registry.groups {
             let (_, unhealthy) = g.healthy_count();
-            let _ = writeln!(out, "sumun_unhealthy_targets{{target_group=\"{}\"}} {unhealthy}", esc(&g.name));
+            let _ = writeln!(
+                out,
+                "sumun_unhealthy_targets{{target_group=\"{}\"}} {unhealthy}",
+                esc(&g.name)
+            );
         }
-        family(out, "sumun_target_active_flows", "gauge", "Flows open to each target.");
+        family(
+            out,
+            "sumun_target_active_flows",
+            "gauge",
+            "Flows open to each target.",
+        );
         for g in &registry.groups {
             for t in g.targets().iter() {
                 let _ = writeln!(
@@ -98,7 +124,12 @@ pub fn render_metrics(shared: &Shared) -> String {
                 );
             }
         }
-        family(out, "sumun_target_connection_errors_total", "counter", "Failed connects to each target.");
+        family(
+            out,
+            "sumun_target_connection_errors_total",
+            "counter",
+            "Failed connects to each target.",
+        );
         for g in &registry.groups {
             for t in g.targets().iter() {
                 let _ = writeln!(
@@ -173,11 +204,16 @@ pub fn target_statuses(shared: &Shared) -> Vec<TargetStatus> {
     let registry = shared.registry.load_full();
     let mut out: Vec<TargetStatus> = registry.groups.iter().flat_map(|g| g.statuses()).collect();
     out.sort_by(|a, b| {
-        (a.target_group.as_str(), a.address.as_str(), a.health == Health::Draining).cmp(&(
-            b.target_group.as_str(),
-            b.address.as_str(),
-            b.health == Health::Draining,
-        ))
+        (
+            a.target_group.as_str(),
+            a.address.as_str(),
+            a.health == Health::Draining,
+        )
+            .cmp(&(
+                b.target_group.as_str(),
+                b.address.as_str(),
+                b.health == Health::Draining,
+            ))
     });
     out
 }

@@ -7,13 +7,12 @@
 //! protocol-aware front ends (PostgreSQL, MySQL, Redis) insert their handshake and
 //! authentication between TLS and checkout and reuse the rest.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sumun_config::{ProxyProtocolMode, Protocol};
+use sumun_config::{Protocol, ProxyProtocolMode};
 use sumun_policy::Decision;
 use sumun_wire::proxy::{self, Decoded};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -97,7 +96,8 @@ pub(crate) async fn handle(
                 reject(peer, local, RejectReason::ProxyUntrusted);
                 return;
             }
-            match tokio::time::timeout_at(handshake_deadline, read_proxy_header(&mut stream)).await {
+            match tokio::time::timeout_at(handshake_deadline, read_proxy_header(&mut stream)).await
+            {
                 Err(_) => {
                     tracing::warn!(listener = %listener.name, peer = %peer, "no complete PROXY header before the handshake timeout");
                     reject(peer, local, RejectReason::HandshakeTimeout);
@@ -142,20 +142,24 @@ pub(crate) async fn handle(
     match (snap.settings.protocol, &snap.tls) {
         (Protocol::Tls, Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-            let tls_stream =
-                match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(err)) => {
-                        tracing::info!(listener = %listener.name, client = %client, error = %err, "TLS handshake failed");
-                        reject(client, local, RejectReason::TlsHandshake);
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(listener = %listener.name, client = %client, "TLS handshake timed out");
-                        reject(client, local, RejectReason::HandshakeTimeout);
-                        return;
-                    }
-                };
+            let tls_stream = match tokio::time::timeout_at(
+                handshake_deadline,
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(err)) => {
+                    tracing::info!(listener = %listener.name, client = %client, error = %err, "TLS handshake failed");
+                    reject(client, local, RejectReason::TlsHandshake);
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(listener = %listener.name, client = %client, "TLS handshake timed out");
+                    reject(client, local, RejectReason::HandshakeTimeout);
+                    return;
+                }
+            };
             let (version, group) = crate::tls::handshake_labels(tls_stream.get_ref().1);
             metrics.tls_handshake(version, group);
             forward(tls_stream, admitted, &snap, &listener, &shared).await;
@@ -241,7 +245,9 @@ fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Sha
         RelayEnd::ClientError(e) | RelayEnd::TargetError(e) => {
             tracing::debug!(listener = %listener.name, client = %flow.client, end = how, error = %e, "flow closed");
         }
-        _ => tracing::debug!(listener = %listener.name, client = %flow.client, end = how, "flow closed"),
+        _ => {
+            tracing::debug!(listener = %listener.name, client = %flow.client, end = how, "flow closed")
+        }
     }
     shared.records.close(flow);
     let c = &flow.counters;
@@ -251,8 +257,14 @@ fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Sha
         "duration_ms".into(),
         Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
     );
-    extra.insert("bytes_in".into(), Value::from(c.bytes_in.load(Ordering::Relaxed)));
-    extra.insert("bytes_out".into(), Value::from(c.bytes_out.load(Ordering::Relaxed)));
+    extra.insert(
+        "bytes_in".into(),
+        Value::from(c.bytes_in.load(Ordering::Relaxed)),
+    );
+    extra.insert(
+        "bytes_out".into(),
+        Value::from(c.bytes_out.load(Ordering::Relaxed)),
+    );
     if let Some(target) = *flow.target.lock().unwrap_or_else(|p| p.into_inner()) {
         extra.insert("target".into(), Value::from(target.to_string()));
     }
@@ -276,7 +288,8 @@ pub(crate) async fn checkout(
         };
         tried.push(target.addr);
         target.active.fetch_add(1, Ordering::Relaxed);
-        let connected = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target.addr)).await;
+        let connected =
+            tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target.addr)).await;
         let failure = match connected {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -324,36 +337,34 @@ pub(crate) async fn checkout(
 
 /// Resolves when the flow must end: its target's drain deadline passed, or the gateway is
 /// stopping immediately.
-fn stop_signal(
+async fn stop_signal(
     mut drain: watch::Receiver<Option<Instant>>,
     mut phase: watch::Receiver<Phase>,
-) -> impl Future<Output = ()> {
-    async move {
-        let drained = async {
-            loop {
-                let deadline = *drain.borrow_and_update();
-                if let Some(deadline) = deadline {
-                    tokio::time::sleep_until(deadline).await;
-                    return;
-                }
-                if drain.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+) {
+    let drained = async {
+        loop {
+            let deadline = *drain.borrow_and_update();
+            if let Some(deadline) = deadline {
+                tokio::time::sleep_until(deadline).await;
+                return;
             }
-        };
-        let forced = async {
-            loop {
-                if *phase.borrow_and_update() == Phase::Stopped {
-                    return;
-                }
-                if phase.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+            if drain.changed().await.is_err() {
+                std::future::pending::<()>().await;
             }
-        };
-        tokio::select! {
-            () = drained => {}
-            () = forced => {}
         }
+    };
+    let forced = async {
+        loop {
+            if *phase.borrow_and_update() == Phase::Stopped {
+                return;
+            }
+            if phase.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = drained => {}
+        () = forced => {}
     }
 }

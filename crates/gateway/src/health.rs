@@ -42,18 +42,19 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<(), ProbeFailure> {
     match protocol {
-        HealthCheckProtocol::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await
-        {
-            Err(_) => Err(ProbeFailure::Timeout),
-            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err(ProbeFailure::Refused)
+        HealthCheckProtocol::Tcp => {
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Err(_) => Err(ProbeFailure::Timeout),
+                Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Err(ProbeFailure::Refused)
+                }
+                Ok(Err(_)) => Err(ProbeFailure::Error),
+                Ok(Ok(stream)) => {
+                    drop(stream);
+                    Ok(())
+                }
             }
-            Ok(Err(_)) => Err(ProbeFailure::Error),
-            Ok(Ok(stream)) => {
-                drop(stream);
-                Ok(())
-            }
-        },
+        }
     }
 }
 

@@ -251,7 +251,12 @@ impl Gateway {
             },
         };
         let admin_socket = match &config.admin {
-            Some(a) if state.admin.as_ref().is_none_or(|rt| rt.configured != a.listen) => {
+            Some(a)
+                if state
+                    .admin
+                    .as_ref()
+                    .is_none_or(|rt| rt.configured != a.listen) =>
+            {
                 match listener::bind(a.listen) {
                     Ok(s) => Some(s),
                     Err(source) => {
@@ -267,7 +272,10 @@ impl Gateway {
             _ => None,
         };
         if !errors.is_empty() {
-            self.shared.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .reloads_failed
+                .fetch_add(1, Ordering::Relaxed);
             return Err(ApplyErrors(errors));
         }
 
@@ -390,7 +398,10 @@ impl Gateway {
         state.groups = groups;
         state.tls = tls;
         self.shared.config.store(Arc::new(config));
-        self.shared.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .reloads_ok
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -501,7 +512,9 @@ async fn background(shared: std::sync::Weak<Shared>) {
             match ctx.refresh() {
                 Ok(true) => {
                     tracing::info!(tls_config = %ctx.settings.name, "certificate reloaded from disk");
-                    shared.metrics.set_cert_expiry(&ctx.settings.name, ctx.expiry_days());
+                    shared
+                        .metrics
+                        .set_cert_expiry(&ctx.settings.name, ctx.expiry_days());
                 }
                 Ok(false) => {}
                 Err(err) => {

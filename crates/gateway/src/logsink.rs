@@ -111,9 +111,11 @@ impl Writer {
             while let Ok(msg) = rx.try_recv() {
                 self.handle(msg);
             }
-            self.report(self.out.flush());
+            let flushed = self.out.flush();
+            self.report(flushed);
         }
-        self.report(self.out.flush());
+        let flushed = self.out.flush();
+        self.report(flushed);
     }
 
     fn handle(&mut self, msg: Msg) {
@@ -132,7 +134,8 @@ impl Writer {
                 self.size += len;
             }
             Msg::Flush(done) => {
-                self.report(self.out.flush());
+                let flushed = self.out.flush();
+                self.report(flushed);
                 let _ = done.send(());
             }
         }
@@ -196,7 +199,10 @@ mod tests {
         let current = fs::read_to_string(&path).expect("current");
         let one = fs::read_to_string(numbered(&path, 1)).expect(".1");
         assert!(numbered(&path, 2).exists());
-        assert!(!numbered(&path, 3).exists(), "only max_files rotated files are kept");
+        assert!(
+            !numbered(&path, 3).exists(),
+            "only max_files rotated files are kept"
+        );
         assert!(current.ends_with("line 19 padded to about thirty bytes\n"));
         assert!(one.contains("line 17"), "{one}");
         assert!(current.len() <= 100);

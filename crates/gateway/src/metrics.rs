@@ -147,25 +147,55 @@ impl Metrics {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
 
-        family(&mut out, "sumun_active_flows", "gauge", "Flows currently open, per listener.");
+        family(
+            &mut out,
+            "sumun_active_flows",
+            "gauge",
+            "Flows currently open, per listener.",
+        );
         for (name, m) in &listeners {
             let v = m.active_flows.load(Ordering::Relaxed).max(0);
             let _ = writeln!(out, "sumun_active_flows{{listener=\"{}\"}} {v}", esc(name));
         }
-        family(&mut out, "sumun_new_flows_total", "counter", "Flows admitted and forwarded to a target.");
+        family(
+            &mut out,
+            "sumun_new_flows_total",
+            "counter",
+            "Flows admitted and forwarded to a target.",
+        );
         for (name, m) in &listeners {
             let v = m.new_flows.load(Ordering::Relaxed);
-            let _ = writeln!(out, "sumun_new_flows_total{{listener=\"{}\"}} {v}", esc(name));
+            let _ = writeln!(
+                out,
+                "sumun_new_flows_total{{listener=\"{}\"}} {v}",
+                esc(name)
+            );
         }
-        family(&mut out, "sumun_processed_bytes_total", "counter", "Bytes relayed; direction=in is client to target.");
+        family(
+            &mut out,
+            "sumun_processed_bytes_total",
+            "counter",
+            "Bytes relayed; direction=in is client to target.",
+        );
         for (name, m) in &listeners {
             let i = m.bytes_in.load(Ordering::Relaxed);
             let o = m.bytes_out.load(Ordering::Relaxed);
             let n = esc(name);
-            let _ = writeln!(out, "sumun_processed_bytes_total{{listener=\"{n}\",direction=\"in\"}} {i}");
-            let _ = writeln!(out, "sumun_processed_bytes_total{{listener=\"{n}\",direction=\"out\"}} {o}");
+            let _ = writeln!(
+                out,
+                "sumun_processed_bytes_total{{listener=\"{n}\",direction=\"in\"}} {i}"
+            );
+            let _ = writeln!(
+                out,
+                "sumun_processed_bytes_total{{listener=\"{n}\",direction=\"out\"}} {o}"
+            );
         }
-        family(&mut out, "sumun_rejected_flows_total", "counter", "Connections refused before reaching a target, by reason.");
+        family(
+            &mut out,
+            "sumun_rejected_flows_total",
+            "counter",
+            "Connections refused before reaching a target, by reason.",
+        );
         for (name, m) in &listeners {
             for reason in RejectReason::ALL {
                 let v = m.rejected(reason);
@@ -179,12 +209,26 @@ impl Metrics {
                 }
             }
         }
-        family(&mut out, "sumun_auth_failures_total", "counter", "Failed client authentications.");
+        family(
+            &mut out,
+            "sumun_auth_failures_total",
+            "counter",
+            "Failed client authentications.",
+        );
         for (name, m) in &listeners {
             let v = m.auth_failures.load(Ordering::Relaxed);
-            let _ = writeln!(out, "sumun_auth_failures_total{{listener=\"{}\"}} {v}", esc(name));
+            let _ = writeln!(
+                out,
+                "sumun_auth_failures_total{{listener=\"{}\"}} {v}",
+                esc(name)
+            );
         }
-        family(&mut out, "sumun_tls_handshakes_total", "counter", "Completed TLS handshakes by version and key exchange group.");
+        family(
+            &mut out,
+            "sumun_tls_handshakes_total",
+            "counter",
+            "Completed TLS handshakes by version and key exchange group.",
+        );
         for (name, m) in &listeners {
             let map = m
                 .tls_handshakes
@@ -199,16 +243,30 @@ impl Metrics {
                 );
             }
         }
-        family(&mut out, "sumun_certificate_expiry_days", "gauge", "Days until the served certificate expires, per TLS config.");
+        family(
+            &mut out,
+            "sumun_certificate_expiry_days",
+            "gauge",
+            "Days until the served certificate expires, per TLS config.",
+        );
         for (name, days) in self
             .cert_expiry_days
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .iter()
         {
-            let _ = writeln!(out, "sumun_certificate_expiry_days{{tls_config=\"{}\"}} {days:.3}", esc(name));
+            let _ = writeln!(
+                out,
+                "sumun_certificate_expiry_days{{tls_config=\"{}\"}} {days:.3}",
+                esc(name)
+            );
         }
-        family(&mut out, "sumun_log_records_dropped_total", "counter", "Flow or audit records dropped because the writer fell behind.");
+        family(
+            &mut out,
+            "sumun_log_records_dropped_total",
+            "counter",
+            "Flow or audit records dropped because the writer fell behind.",
+        );
         let _ = writeln!(
             out,
             "sumun_log_records_dropped_total{{log=\"flow\"}} {}",
@@ -219,7 +277,12 @@ impl Metrics {
             "sumun_log_records_dropped_total{{log=\"audit\"}} {}",
             self.audit_dropped.load(Ordering::Relaxed)
         );
-        family(&mut out, "sumun_config_reloads_total", "counter", "Configuration reloads by result.");
+        family(
+            &mut out,
+            "sumun_config_reloads_total",
+            "counter",
+            "Configuration reloads by result.",
+        );
         let _ = writeln!(
             out,
             "sumun_config_reloads_total{{result=\"success\"}} {}",

@@ -66,7 +66,12 @@ impl Records {
     }
 
     /// Register an admitted connection.
-    pub fn open(&self, listener: Arc<str>, client: SocketAddr, local: SocketAddr) -> Arc<ActiveFlow> {
+    pub fn open(
+        &self,
+        listener: Arc<str>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Arc<ActiveFlow> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let start = unix_now();
         let flow = Arc::new(ActiveFlow {
@@ -87,7 +92,9 @@ impl Records {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ActiveFlow>>> {
-        self.active.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.active
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// The flow ended: write its last window and forget it.
@@ -178,7 +185,13 @@ impl Records {
 
     /// Write one audit event. `extra` holds the event's own fields; secrets must never be put
     /// in it.
-    pub fn audit(&self, event: &str, listener: &str, client: SocketAddr, extra: Map<String, Value>) {
+    pub fn audit(
+        &self,
+        event: &str,
+        listener: &str,
+        client: SocketAddr,
+        extra: Map<String, Value>,
+    ) {
         let Some(sink) = self.audit_log.load_full() else {
             return;
         };

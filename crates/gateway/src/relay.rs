@@ -174,7 +174,12 @@ where
                     counters.packets_in.fetch_add(1, Ordering::Relaxed);
                     listener.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 };
-                match up.poll_step(cx, Pin::new(&mut *client), Pin::new(&mut *target), &mut count) {
+                match up.poll_step(
+                    cx,
+                    Pin::new(&mut *client),
+                    Pin::new(&mut *target),
+                    &mut count,
+                ) {
                     Poll::Ready(Ok(Step::Moved)) => progressed = true,
                     Poll::Ready(Ok(Step::Done)) => {}
                     Poll::Ready(Err((on_read, e))) => {
@@ -193,8 +198,12 @@ where
                     counters.packets_out.fetch_add(1, Ordering::Relaxed);
                     listener.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 };
-                match down.poll_step(cx, Pin::new(&mut *target), Pin::new(&mut *client), &mut count)
-                {
+                match down.poll_step(
+                    cx,
+                    Pin::new(&mut *target),
+                    Pin::new(&mut *client),
+                    &mut count,
+                ) {
                     Poll::Ready(Ok(Step::Moved)) => progressed = true,
                     Poll::Ready(Ok(Step::Done)) => {}
                     Poll::Ready(Err((on_read, e))) => {

@@ -95,7 +95,9 @@ impl TargetRt {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn health(&self) -> Health {
@@ -145,7 +147,12 @@ impl TargetRt {
                     // Keep the reason current ("5 consecutive ...") without logging a change.
                     st.reason = format!("{} consecutive {what}", st.failures);
                 }
-                demote.then(|| (Health::Unhealthy, format!("{} consecutive {what}", st.failures)))
+                demote.then(|| {
+                    (
+                        Health::Unhealthy,
+                        format!("{} consecutive {what}", st.failures),
+                    )
+                })
             }
         };
         if let Some((health, reason)) = &next {
@@ -282,7 +289,10 @@ impl TargetGroupRt {
             })
             .collect();
         let deadline = Instant::now() + settings.deregistration_delay;
-        for gone in old.iter().filter(|o| !next.iter().any(|n| Arc::ptr_eq(n, o))) {
+        for gone in old
+            .iter()
+            .filter(|o| !next.iter().any(|n| Arc::ptr_eq(n, o)))
+        {
             gone.deregister(deadline);
             self.lock_draining().push((gone.clone(), deadline));
         }
@@ -350,7 +360,9 @@ impl TargetGroupRt {
                     let mut best = candidates[start];
                     for i in 1..n {
                         let t = candidates[(start + i) % n];
-                        let load = |x: &TargetRt| x.active.load(Ordering::Relaxed) * 1000 / i64::from(x.weight);
+                        let load = |x: &TargetRt| {
+                            x.active.load(Ordering::Relaxed) * 1000 / i64::from(x.weight)
+                        };
                         if load(t) < load(best) {
                             best = t;
                         }

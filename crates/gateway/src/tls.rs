@@ -139,7 +139,8 @@ pub fn provider_for(policy: TlsPolicy) -> CryptoProvider {
             base.cipher_suites.retain(|s| {
                 let name = format!("{:?}", s.suite());
                 s.version().version == ProtocolVersion::TLSv1_3
-                    || (name.contains("ECDHE") && (name.contains("GCM") || name.contains("CHACHA20")))
+                    || (name.contains("ECDHE")
+                        && (name.contains("GCM") || name.contains("CHACHA20")))
             });
         }
     }
@@ -196,19 +197,16 @@ fn build(settings: &TlsSettings) -> Result<(ServerConfig, f64), TlsError> {
             for ca in read_certs(ca_path)? {
                 roots.add(ca).map_err(rustls_err)?;
             }
-            let verifier =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|source| TlsError::ClientCa {
-                        path: ca_path.clone(),
-                        source,
-                    })?;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|source| TlsError::ClientCa {
+                    path: ca_path.clone(),
+                    source,
+                })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(rustls_err)?;
+    let mut config = builder.with_single_cert(certs, key).map_err(rustls_err)?;
     // Session tickets let reconnecting clients skip the full handshake (cheap connection storms).
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     config.ticketer = provider::Ticketer::new().map_err(rustls_err)?;

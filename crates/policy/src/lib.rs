@@ -156,6 +156,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn decision_table() {
         let config = config_with(&[
             ("app", &["10.0.0.0/16", "127.0.0.1/32"]),
@@ -166,12 +167,27 @@ mod tests {
             (&["app"], "10.0.3.4", Some("app"), None),
             (&["app"], "10.1.0.1", None, Some(DenyReason::NoMatchingRule)),
             (&["app"], "127.0.0.1", Some("app"), None),
-            (&["app"], "127.0.0.2", None, Some(DenyReason::NoMatchingRule)),
+            (
+                &["app"],
+                "127.0.0.2",
+                None,
+                Some(DenyReason::NoMatchingRule),
+            ),
             (&["app"], "::ffff:127.0.0.1", Some("app"), None),
             (&["app", "ops"], "192.168.1.77", Some("ops"), None),
             (&["app", "ops"], "2001:db8::1", Some("ops"), None),
-            (&["ops"], "2001:db9::1", None, Some(DenyReason::NoMatchingRule)),
-            (&["empty"], "10.0.0.1", None, Some(DenyReason::NoMatchingRule)),
+            (
+                &["ops"],
+                "2001:db9::1",
+                None,
+                Some(DenyReason::NoMatchingRule),
+            ),
+            (
+                &["empty"],
+                "10.0.0.1",
+                None,
+                Some(DenyReason::NoMatchingRule),
+            ),
             (&[], "10.0.0.1", None, Some(DenyReason::NoSecurityGroup)),
         ];
         for (groups, ip, allowed_by, denied) in cases {

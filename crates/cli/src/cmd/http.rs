@@ -19,8 +19,10 @@ pub fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
         .with_context(|| format!("cannot resolve admin address '{authority}'"))?
         .next()
         .with_context(|| format!("admin address '{authority}' resolves to nothing"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .with_context(|| format!("cannot reach the admin API at {base} (is the gateway running?)"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+            format!("cannot reach the admin API at {base} (is the gateway running?)")
+        })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(
         stream,
@@ -39,12 +41,16 @@ pub fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     if status != "200" {
         bail!("admin API answered {status} for {path}");
     }
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)?
     } else {
         body.to_string()
     };
-    serde_json::from_str(&body).with_context(|| format!("admin API returned invalid JSON for {path}"))
+    serde_json::from_str(&body)
+        .with_context(|| format!("admin API returned invalid JSON for {path}"))
 }
 
 fn dechunk(mut body: &str) -> anyhow::Result<String> {

@@ -36,7 +36,8 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
     let certs = dir.join("certs");
     let ca_path = certs.join("ca.pem");
     if !certs.join("server.pem").exists() {
-        let pki = sumun_pki::DevPki::generate(&[], 90).context("cannot generate dev certificates")?;
+        let pki =
+            sumun_pki::DevPki::generate(&[], 90).context("cannot generate dev certificates")?;
         pki.write(&certs, true)
             .with_context(|| format!("cannot write certificates to {}", certs.display()))?;
     }
@@ -93,7 +94,11 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
     let _ = writeln!(out, "  config     {}", setup.config_path.display());
     let _ = writeln!(out, "  dev CA     {ca}");
     if let Some(admin) = &config.admin {
-        let _ = writeln!(out, "  admin      http://{}/metrics   (sumun status --admin http://{})", admin.listen, admin.listen);
+        let _ = writeln!(
+            out,
+            "  admin      http://{}/metrics   (sumun status --admin http://{})",
+            admin.listen, admin.listen
+        );
     }
     let _ = writeln!(out);
     for l in &config.listeners {
@@ -115,7 +120,10 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
             .iter()
             .map(|t| match reachable(&t.addr.to_string()) {
                 Ok(()) => format!("{} reachable", t.address),
-                Err(e) => format!("{} UNREACHABLE ({e}): clients will be refused until it is up", t.address),
+                Err(e) => format!(
+                    "{} UNREACHABLE ({e}): clients will be refused until it is up",
+                    t.address
+                ),
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -130,8 +138,22 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
         };
         let _ = writeln!(out, "{hint}\n");
     }
-    let _ = writeln!(out, "Flow log: {}", config.flow_logs.as_ref().map_or("off".into(), |f| f.path.display().to_string()));
-    let _ = writeln!(out, "Audit log: {}", config.audit.as_ref().map_or("off".into(), |a| a.path.display().to_string()));
+    let _ = writeln!(
+        out,
+        "Flow log: {}",
+        config
+            .flow_logs
+            .as_ref()
+            .map_or("off".into(), |f| f.path.display().to_string())
+    );
+    let _ = writeln!(
+        out,
+        "Audit log: {}",
+        config
+            .audit
+            .as_ref()
+            .map_or("off".into(), |a| a.path.display().to_string())
+    );
     if gateway.is_some() {
         let _ = writeln!(out, "Serving. Ctrl-C drains and stops.");
     }

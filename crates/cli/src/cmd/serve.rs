@@ -133,6 +133,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     run_gateway(config, args.config, None)
 }
 
+/// Runs once the first config is live (quickstart prints its commands there).
+type OnReady = Box<dyn FnOnce(&Gateway) + Send>;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,7 +149,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run_gateway(
     config: sumun_config::Config,
     path: PathBuf,
-    ready: Option<Box<dyn FnOnce(&Gateway) + Send>>,
+    ready: Option<OnReady>,
 ) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async move {
@@ -340,7 +343,12 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let line: Vec<String> = row
