@@ -175,9 +175,15 @@ async fn read_proxy_header(stream: &mut TcpStream) -> Result<proxy::ProxyHeader,
         match proxy::decode(&buf)? {
             Decoded::Complete { header, .. } => return Ok(header),
             Decoded::Incomplete { needed_at_least } => {
+                // Read what is there, up to what the decoder needs: never past the header, and
+                // a bad prefix is judged as soon as it arrives rather than at the timeout.
                 let start = buf.len();
                 buf.resize(start + needed_at_least.max(1), 0);
-                stream.read_exact(&mut buf[start..]).await?;
+                let n = stream.read(&mut buf[start..]).await?;
+                buf.truncate(start + n);
+                if n == 0 {
+                    return Err(ProxyReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                }
             }
         }
     }

@@ -174,7 +174,7 @@ impl Gateway {
             let reuse = state
                 .listeners
                 .get(&l.name)
-                .is_some_and(|rt| rt.configured_bind == l.bind);
+                .is_some_and(|rt| rt.configured_bind == l.bind || rt.local_addr == l.bind);
             if reuse {
                 continue;
             }

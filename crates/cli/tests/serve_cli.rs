@@ -16,7 +16,11 @@ const SUMUN: &str = env!("CARGO_BIN_EXE_sumun");
 struct Dir(PathBuf);
 impl Dir {
     fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("sumun-cli-{tag}-{}-{}", std::process::id(), fastrand::u32(..)));
+        let d = std::env::temp_dir().join(format!(
+            "sumun-cli-{tag}-{}-{}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         std::fs::create_dir_all(&d).expect("mkdir");
         Dir(d)
     }
@@ -143,7 +147,10 @@ fn redis_cli(port: u16, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("redis-cli");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 #[test]
@@ -167,23 +174,45 @@ idle_timeout = "5 minutes"
 "#,
     )
     .expect("write");
-    let out = Command::new(SUMUN).args(["validate", "--config"]).arg(&path).output().expect("run");
+    let out = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().collect();
     assert!(lines.len() >= 4, "every problem is listed:\n{stderr}");
     let shown = path.display().to_string();
     for line in &lines {
-        assert!(line.starts_with(&format!("{shown}:")), "FILE:LINE:COL prefix: {line}");
+        assert!(
+            line.starts_with(&format!("{shown}:")),
+            "FILE:LINE:COL prefix: {line}"
+        );
     }
-    assert!(stderr.contains(":4:"), "the CIDR problem points at line 4:\n{stderr}");
+    assert!(
+        stderr.contains(":4:"),
+        "the CIDR problem points at line 4:\n{stderr}"
+    );
     assert!(stderr.contains("nope"), "{stderr}");
     assert!(stderr.contains("missing"), "{stderr}");
 
     let good = dir.path("good.toml");
-    std::fs::write(&good, redis_config(free_port(), 6379, free_port(), "127.0.0.1/32")).expect("write");
-    let out = Command::new(SUMUN).args(["validate", "--config"]).arg(&good).output().expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &good,
+        redis_config(free_port(), 6379, free_port(), "127.0.0.1/32"),
+    )
+    .expect("write");
+    let out = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -192,26 +221,49 @@ fn reload_on_sighup_and_on_change_and_a_broken_config_keeps_serving() {
     let dir = Dir::new("reload");
     let (port, admin) = (free_port(), free_port());
     let config = dir.path("sumun.toml");
-    std::fs::write(&config, redis_config(port, redis.port(), admin, "127.0.0.2/32")).expect("write");
+    std::fs::write(
+        &config,
+        redis_config(port, redis.port(), admin, "127.0.0.2/32"),
+    )
+    .expect("write");
     let served = Served::start(&config);
-    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")), "{}", served.log());
+    assert!(
+        wait_port(format!("127.0.0.1:{port}").parse().expect("addr")),
+        "{}",
+        served.log()
+    );
 
     // 127.0.0.1 is not admitted yet.
     let (_, reply) = redis_cli(port, &["ping"]);
     assert_ne!(reply, "PONG");
 
     // Fix the group and SIGHUP: admitted.
-    std::fs::write(&config, redis_config(port, redis.port(), admin, "127.0.0.1/32")).expect("write");
+    std::fs::write(
+        &config,
+        redis_config(port, redis.port(), admin, "127.0.0.1/32"),
+    )
+    .expect("write");
     served.signal("HUP");
-    assert!(served.wait_log("config reloaded", Duration::from_secs(5)), "{}", served.log());
+    assert!(
+        served.wait_log("config reloaded", Duration::from_secs(5)),
+        "{}",
+        served.log()
+    );
     assert_eq!(redis_cli(port, &["ping"]).1, "PONG");
 
     // A broken file is refused, logged, and the old config keeps serving.
     std::fs::write(&config, "[[listeners]]\nname = 3\nbogus = true\n").expect("write");
-    assert!(served.wait_log("config rejected", Duration::from_secs(5)), "{}", served.log());
+    assert!(
+        served.wait_log("config rejected", Duration::from_secs(5)),
+        "{}",
+        served.log()
+    );
     assert_eq!(redis_cli(port, &["ping"]).1, "PONG");
     let log = served.log();
-    assert!(log.contains("sumun.toml:2:"), "the error names FILE:LINE: {log}");
+    assert!(
+        log.contains("sumun.toml:2:"),
+        "the error names FILE:LINE: {log}"
+    );
 }
 
 #[test]
@@ -245,11 +297,23 @@ targets = [{{ address = "127.0.0.1:{}" }}]
     )
     .expect("write");
     let mut served = Served::start(&config);
-    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")));
+    assert!(wait_port(
+        format!("127.0.0.1:{port}").parse().expect("addr")
+    ));
 
     let query = std::thread::spawn(move || {
         Command::new("psql")
-            .args(["-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
             .args(["-c", "select pg_sleep(3), 'finished'"])
             .env("PGSSLMODE", "disable")
             .output()
@@ -258,17 +322,33 @@ targets = [{{ address = "127.0.0.1:{}" }}]
     std::thread::sleep(Duration::from_millis(800));
     let stopped_at = Instant::now();
     served.signal("TERM");
-    assert!(served.wait_log("draining", Duration::from_secs(3)), "{}", served.log());
+    assert!(
+        served.wait_log("draining", Duration::from_secs(3)),
+        "{}",
+        served.log()
+    );
     // New connections are refused while draining.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "listener closed while draining");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "listener closed while draining"
+    );
 
     let out = query.join().expect("psql thread");
-    assert!(out.status.success(), "the query in flight finished: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the query in flight finished: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("finished"));
-    let status = served.wait_exit(Duration::from_secs(10)).expect("exits after the drain");
+    let status = served
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
     assert!(status.success(), "{status:?}\n{}", served.log());
-    assert!(stopped_at.elapsed() < Duration::from_secs(10), "did not wait for the full delay");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(10),
+        "did not wait for the full delay"
+    );
 }
 
 #[test]
@@ -288,10 +368,22 @@ fn second_signal_stops_at_once() {
     )
     .expect("write");
     let mut served = Served::start(&config);
-    assert!(wait_port(format!("127.0.0.1:{port}").parse().expect("addr")));
+    assert!(wait_port(
+        format!("127.0.0.1:{port}").parse().expect("addr")
+    ));
     let query = std::thread::spawn(move || {
         Command::new("psql")
-            .args(["-At", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
             .args(["-c", "select pg_sleep(30)"])
             .env("PGSSLMODE", "disable")
             .output()
@@ -302,7 +394,10 @@ fn second_signal_stops_at_once() {
     assert!(served.wait_log("draining", Duration::from_secs(3)));
     let t = Instant::now();
     served.signal("INT");
-    assert!(served.wait_exit(Duration::from_secs(5)).is_some(), "second signal stops at once");
+    assert!(
+        served.wait_exit(Duration::from_secs(5)).is_some(),
+        "second signal stops at once"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     let out = query.join().expect("psql");
     assert!(!out.status.success(), "the query was cut");
@@ -317,29 +412,63 @@ fn status_prints_targets_with_state_and_reason() {
     let config = dir.path("sumun.toml");
     let toml = redis_config(port, redis.port(), admin, "127.0.0.1/32").replace(
         &format!("targets = [{{ address = \"127.0.0.1:{}\" }}]", redis.port()),
-        &format!("targets = [{{ address = \"127.0.0.1:{}\" }}, {{ address = \"127.0.0.1:{dead}\" }}]", redis.port()),
+        &format!(
+            "targets = [{{ address = \"127.0.0.1:{}\" }}, {{ address = \"127.0.0.1:{dead}\" }}]",
+            redis.port()
+        ),
     );
     std::fs::write(&config, toml).expect("write");
     let served = Served::start(&config);
-    assert!(wait_port(format!("127.0.0.1:{admin}").parse().expect("addr")), "{}", served.log());
+    assert!(
+        wait_port(format!("127.0.0.1:{admin}").parse().expect("addr")),
+        "{}",
+        served.log()
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let out = Command::new(SUMUN)
         .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
         .output()
         .expect("status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    let live = text.lines().find(|l| l.contains(&format!(":{}", redis.port()))).expect("live target row");
-    assert!(live.contains("healthy") && !live.contains("unhealthy"), "{text}");
-    let down = text.lines().find(|l| l.contains(&format!(":{dead}"))).expect("dead target row");
-    assert!(down.contains("unhealthy") && down.contains("refused"), "{text}");
-    assert!(text.contains("LISTENER") && text.contains("redis"), "{text}");
+    let live = text
+        .lines()
+        .find(|l| l.contains(&format!(":{}", redis.port())))
+        .expect("live target row");
+    assert!(
+        live.contains("healthy") && !live.contains("unhealthy"),
+        "{text}"
+    );
+    let down = text
+        .lines()
+        .find(|l| l.contains(&format!(":{dead}")))
+        .expect("dead target row");
+    assert!(
+        down.contains("unhealthy") && down.contains("refused"),
+        "{text}"
+    );
+    assert!(
+        text.contains("LISTENER") && text.contains("redis"),
+        "{text}"
+    );
 
-    let metrics = Command::new("curl").args(["-s", &format!("http://127.0.0.1:{admin}/metrics")]).output();
+    let metrics = Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{admin}/metrics")])
+        .output();
     if let Ok(m) = metrics {
         let body = String::from_utf8_lossy(&m.stdout);
-        assert!(body.contains("sumun_healthy_targets{target_group=\"redis\"} 1"), "{body}");
-        assert!(body.contains("sumun_unhealthy_targets{target_group=\"redis\"} 1"), "{body}");
+        assert!(
+            body.contains("sumun_healthy_targets{target_group=\"redis\"} 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains("sumun_unhealthy_targets{target_group=\"redis\"} 1"),
+            "{body}"
+        );
     }
 }
 
@@ -352,7 +481,11 @@ fn cert_dev_writes_a_ca_and_server_certificate() {
         .args(["--host", "db.internal"])
         .output()
         .expect("run");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in ["ca.pem", "server.pem", "server-key.pem"] {
         assert!(dir.path("certs").join(f).exists(), "{f}");
     }
@@ -362,7 +495,11 @@ fn cert_dev_writes_a_ca_and_server_certificate() {
         .arg(dir.path("certs/server.pem"))
         .output()
         .expect("openssl");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
     let text = Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(dir.path("certs/server.pem"))
@@ -370,6 +507,10 @@ fn cert_dev_writes_a_ca_and_server_certificate() {
         .expect("openssl");
     assert!(String::from_utf8_lossy(&text.stdout).contains("DNS:db.internal"));
     // Refuses to overwrite without --force.
-    let again = Command::new(SUMUN).args(["cert", "dev", "--out"]).arg(dir.path("certs")).output().expect("run");
+    let again = Command::new(SUMUN)
+        .args(["cert", "dev", "--out"])
+        .arg(dir.path("certs"))
+        .output()
+        .expect("run");
     assert_eq!(again.status.code(), Some(1));
 }

@@ -55,7 +55,10 @@ impl TestGateway {
 
     pub async fn start_in(dir: TestDir, toml: &str) -> anyhow::Result<TestGateway> {
         let config_path = dir.path("sumun.toml");
-        std::fs::write(&config_path, toml.replace("{dir}", &dir.0.display().to_string()))?;
+        std::fs::write(
+            &config_path,
+            toml.replace("{dir}", &dir.0.display().to_string()),
+        )?;
         let config = sumun_config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let gateway = Gateway::new();
         gateway
@@ -110,7 +113,10 @@ impl TestGateway {
 
 pub fn metric_value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .map(|v| v.trim().parse().expect("metric value"))
         .unwrap_or(0.0)
 }
@@ -204,16 +210,21 @@ pub async fn redis_cmd(addr: SocketAddr, cmd: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&buf[..n]).to_string())
 }
 
-/// True when the peer closes the connection (EOF or reset) within `within`.
+/// True when the peer closes the connection (EOF or reset) within `within`. Bytes it sends
+/// first (a TLS alert, say) are read and ignored.
 pub async fn closed_within<S>(stream: &mut S, within: Duration) -> bool
 where
     S: tokio::io::AsyncRead + Unpin,
 {
-    let mut buf = [0u8; 16];
-    matches!(
-        tokio::time::timeout(within, stream.read(&mut buf)).await,
-        Ok(Ok(0)) | Ok(Err(_))
-    )
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Poll `check` every 50 ms until it holds or `within` passes.
@@ -237,7 +248,10 @@ pub async fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().await.unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let out = c
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),

@@ -100,7 +100,12 @@ async fn psql(port: u16, sql: &str) -> (bool, String, String) {
     args.push("-c".into());
     args.push(sql.into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("psql", &args, &[("PGSSLMODE", "disable"), ("PGCONNECT_TIMEOUT", "5")]).await
+    run(
+        "psql",
+        &args,
+        &[("PGSSLMODE", "disable"), ("PGCONNECT_TIMEOUT", "5")],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +124,18 @@ async fn psql_pgbench_and_redis_cli_through_tcp_and_tls() {
     let port = pg_tcp.to_string();
     let (ok, _, err) = run(
         "pgbench",
-        &["-i", "-s", "1", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "postgres"],
+        &[
+            "-i",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "postgres",
+        ],
         &[("PGSSLMODE", "disable")],
     )
     .await;
@@ -128,7 +144,22 @@ async fn psql_pgbench_and_redis_cli_through_tcp_and_tls() {
         let port = port.to_string();
         let (ok, out, err) = run(
             "pgbench",
-            &["-S", "-c", "4", "-j", "2", "-t", "200", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "postgres"],
+            &[
+                "-S",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-t",
+                "200",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "postgres",
+            ],
             &[("PGSSLMODE", "disable")],
         )
         .await;
@@ -141,13 +172,28 @@ async fn psql_pgbench_and_redis_cli_through_tcp_and_tls() {
 
     // redis-cli, plain and with its own TLS support.
     let port = gw.addr("redis-tcp").port().to_string();
-    let (ok, out, err) = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "set", "k", "v1"], &[]).await;
+    let (ok, out, err) = run(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-p", &port, "set", "k", "v1"],
+        &[],
+    )
+    .await;
     assert!(ok && out.trim() == "OK", "{out} {err}");
     let port = gw.addr("redis-tls").port().to_string();
     let ca_s = ca.display().to_string();
     let (ok, out, err) = run(
         "redis-cli",
-        &["--tls", "--cacert", &ca_s, "-h", "localhost", "-p", &port, "get", "k"],
+        &[
+            "--tls",
+            "--cacert",
+            &ca_s,
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+            "get",
+            "k",
+        ],
         &[],
     )
     .await;
@@ -160,13 +206,20 @@ async fn psql_pgbench_and_redis_cli_through_tcp_and_tls() {
         assert!(
             flows.lines().any(|l| {
                 let f: Vec<&str> = l.split(' ').collect();
-                f.len() == 14 && f[0] == "2" && f[1] == "test-gw" && f[2] == listener && f[12] == "ACCEPT" && f[13] == "OK"
+                f.len() == 14
+                    && f[0] == "2"
+                    && f[1] == "test-gw"
+                    && f[2] == listener
+                    && f[12] == "ACCEPT"
+                    && f[13] == "OK"
             }),
             "no ACCEPT record for {listener} in:\n{flows}"
         );
     }
     assert!(gw.metric("sumun_new_flows_total{listener=\"redis-tcp\"}") >= 1.0);
-    assert!(gw.metric("sumun_processed_bytes_total{listener=\"pg-tcp\",direction=\"out\"}") > 1000.0);
+    assert!(
+        gw.metric("sumun_processed_bytes_total{listener=\"pg-tcp\",direction=\"out\"}") > 1000.0
+    );
     assert!(gw.metric("sumun_healthy_targets{target_group=\"pg\"}") == 1.0);
 }
 
@@ -178,7 +231,10 @@ async fn security_group_rejects_other_sources_before_any_byte() {
     // 127.0.0.2 is outside the "local" group (127.0.0.1/32): closed at once, nothing relayed.
     let mut denied = connect_from("127.0.0.2", addr).await.expect("tcp connect");
     let _ = denied.write_all(b"PING\r\n").await;
-    assert!(closed_within(&mut denied, Duration::from_secs(2)).await, "denied client was not closed");
+    assert!(
+        closed_within(&mut denied, Duration::from_secs(2)).await,
+        "denied client was not closed"
+    );
 
     // 127.0.0.1 gets through.
     let mut allowed = connect_from("127.0.0.1", addr).await.expect("connect");
@@ -203,7 +259,10 @@ async fn security_group_rejects_other_sources_before_any_byte() {
         .find(|e| e["event"] == "connection.rejected")
         .unwrap_or_else(|| panic!("no connection.rejected event:\n{audit}"));
     assert_eq!(event["listener"], "redis-tcp");
-    assert!(event["client_addr"].as_str().expect("addr").starts_with("127.0.0.2:"));
+    assert!(event["client_addr"]
+        .as_str()
+        .expect("addr")
+        .starts_with("127.0.0.2:"));
     assert_eq!(event["reason"], "security_group");
     assert!(event["ts"].as_str().expect("ts").contains('T'));
     assert_eq!(
