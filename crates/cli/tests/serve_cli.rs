@@ -514,3 +514,49 @@ fn cert_dev_writes_a_ca_and_server_certificate() {
         .expect("run");
     assert_eq!(again.status.code(), Some(1));
 }
+
+#[test]
+fn quickstart_writes_a_valid_setup_and_prints_client_commands() {
+    let dir = Dir::new("quickstart");
+    let qs = dir.path("qs");
+    let out = Command::new(SUMUN)
+        .args(["quickstart", "--no-serve", "--dir"])
+        .arg(&qs)
+        .output()
+        .expect("run quickstart");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("redis-cli --tls --cacert"), "{text}");
+    assert!(text.contains("port=6432"), "{text}");
+    for l in ["postgres (tls", "mariadb (tls", "redis (tls"] {
+        let line = text
+            .lines()
+            .find(|x| x.starts_with(l))
+            .unwrap_or_else(|| panic!("{l}: {text}"));
+        assert!(
+            line.contains("reachable") || line.contains("UNREACHABLE"),
+            "{line}"
+        );
+    }
+    let validate = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(qs.join("sumun.toml"))
+        .output()
+        .expect("validate");
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // A second run reuses the files instead of failing on them.
+    let again = Command::new(SUMUN)
+        .args(["quickstart", "--no-serve", "--dir"])
+        .arg(&qs)
+        .output()
+        .expect("rerun");
+    assert!(again.status.success());
+}
