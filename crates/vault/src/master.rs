@@ -128,7 +128,10 @@ impl LocalMasterKey {
 
     /// A fresh random key.
     pub fn generate() -> Result<Self, MasterKeyError> {
-        Ok(Self::from_bytes(crypto::random_key()?, MasterKeySource::Key))
+        Ok(Self::from_bytes(
+            crypto::random_key()?,
+            MasterKeySource::Key,
+        ))
     }
 
     /// From base64 text such as the value of `SUMUN_MASTER_KEY`.
@@ -266,8 +269,8 @@ pub fn resolve_master_key(
         return Ok(Box::new(LocalMasterKey::from_base64(&text)?));
     }
     if let Some(params) = kdf {
-        let pass = std::env::var(ENV_MASTER_PASSPHRASE)
-            .map_err(|_| MasterKeyError::PassphraseMissing)?;
+        let pass =
+            std::env::var(ENV_MASTER_PASSPHRASE).map_err(|_| MasterKeyError::PassphraseMissing)?;
         let pass = SecretBytes::new(pass.into_bytes());
         return Ok(Box::new(LocalMasterKey::from_passphrase(
             pass.expose(),

@@ -87,7 +87,9 @@ impl ScramVerifier {
     }
 
     pub fn from_postgres(s: &str) -> Result<Self, ScramError> {
-        let rest = s.strip_prefix("SCRAM-SHA-256$").ok_or(ScramError::Verifier)?;
+        let rest = s
+            .strip_prefix("SCRAM-SHA-256$")
+            .ok_or(ScramError::Verifier)?;
         let (params, keys) = rest.split_once('$').ok_or(ScramError::Verifier)?;
         let (iter, salt) = params.split_once(':').ok_or(ScramError::Verifier)?;
         let (stored, server) = keys.split_once(':').ok_or(ScramError::Verifier)?;
@@ -195,7 +197,11 @@ impl ScramClient {
     }
 
     /// Consumes `server-first-message`, returns `client-final-message`.
-    pub fn client_final(&mut self, server_first: &str, password: &[u8]) -> Result<String, ScramError> {
+    pub fn client_final(
+        &mut self,
+        server_first: &str,
+        password: &[u8],
+    ) -> Result<String, ScramError> {
         let mut nonce = None;
         let mut salt = None;
         let mut iters = None;
@@ -216,14 +222,23 @@ impl ScramClient {
             return Err(ScramError::Nonce);
         }
         let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{},{},{}", self.client_first_bare, server_first, without_proof);
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, server_first, without_proof
+        );
         let sp = salted_password(password, &salt, iters);
         let client_key = SecretBytes::new(crypto::hmac_sha256(sp.expose(), b"Client Key").to_vec());
         let stored_key = crypto::sha256(client_key.expose());
         let sig = crypto::hmac_sha256(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.expose().iter().zip(sig).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .expose()
+            .iter()
+            .zip(sig)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = crypto::hmac_sha256(sp.expose(), b"Server Key");
-        self.expected_server_signature = Some(crypto::hmac_sha256(&server_key, auth_message.as_bytes()));
+        self.expected_server_signature =
+            Some(crypto::hmac_sha256(&server_key, auth_message.as_bytes()));
         Ok(format!("{without_proof},p={}", crypto::b64(&proof)))
     }
 

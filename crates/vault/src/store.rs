@@ -86,9 +86,9 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            StoreError::NotFound(_) | StoreError::SecretNotFound(_) | StoreError::UserNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            StoreError::NotFound(_)
+            | StoreError::SecretNotFound(_)
+            | StoreError::UserNotFound(_) => ErrorKind::NotFound,
             StoreError::AlreadyExists(_)
             | StoreError::InvalidName { .. }
             | StoreError::NoPending(_)
@@ -351,22 +351,35 @@ impl Kek {
         })
     }
 
-    fn open(&self, env: &Envelope, item_aad: &[u8], what: impl Fn() -> String) -> Result<SecretBytes, StoreError> {
+    fn open(
+        &self,
+        env: &Envelope,
+        item_aad: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<SecretBytes, StoreError> {
         let fail = || StoreError::Decrypt { what: what() };
         if env.kek != self.generation {
             return Err(fail());
         }
         let wrapped = crypto::unb64(&env.dek).ok_or_else(fail)?;
         let ct = crypto::unb64(&env.ct).ok_or_else(fail)?;
-        let dek = crypto::open(self.key.expose(), &aad_dek(item_aad), &wrapped).map_err(|_| fail())?;
+        let dek =
+            crypto::open(self.key.expose(), &aad_dek(item_aad), &wrapped).map_err(|_| fail())?;
         crypto::open(dek.expose(), item_aad, &ct).map_err(|_| fail())
     }
 
     /// Re-wraps an envelope's data key under `new` without touching the sealed value.
-    fn rewrap(&self, new: &Kek, env: &Envelope, item_aad: &[u8], what: impl Fn() -> String) -> Result<Envelope, StoreError> {
+    fn rewrap(
+        &self,
+        new: &Kek,
+        env: &Envelope,
+        item_aad: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<Envelope, StoreError> {
         let fail = || StoreError::Decrypt { what: what() };
         let wrapped = crypto::unb64(&env.dek).ok_or_else(fail)?;
-        let dek = crypto::open(self.key.expose(), &aad_dek(item_aad), &wrapped).map_err(|_| fail())?;
+        let dek =
+            crypto::open(self.key.expose(), &aad_dek(item_aad), &wrapped).map_err(|_| fail())?;
         let rewrapped = crypto::seal(new.key.expose(), &aad_dek(item_aad), dek.expose())?;
         Ok(Envelope {
             kek: new.generation,
@@ -376,7 +389,10 @@ impl Kek {
     }
 
     fn mac_key(&self) -> Result<SecretBytes, StoreError> {
-        Ok(crypto::derive_key(self.key.expose(), b"sumun-vault/1 store mac")?)
+        Ok(crypto::derive_key(
+            self.key.expose(),
+            b"sumun-vault/1 store mac",
+        )?)
     }
 }
 
@@ -430,7 +446,11 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 impl Vault {
     /// Creates a vault in `dir` (created if missing) sealed by `master`, with one KEK and one
     /// token signing key. `kdf` records passphrase parameters when the key came from one.
-    pub fn init(dir: &Path, master: Box<dyn MasterKey>, kdf: Option<KdfParams>) -> Result<Vault, StoreError> {
+    pub fn init(
+        dir: &Path,
+        master: Box<dyn MasterKey>,
+        kdf: Option<KdfParams>,
+    ) -> Result<Vault, StoreError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(STORE_FILE);
         let _lock = lock_dir(dir)?;
@@ -607,7 +627,8 @@ impl Vault {
         };
         let what = || format!("password verifier of user '{user}'");
         let plain = self.kek.open(&rec.sealed, &aad_user(user), what)?;
-        let v = serde_json::from_slice(plain.expose()).map_err(|_| StoreError::Decrypt { what: what() })?;
+        let v = serde_json::from_slice(plain.expose())
+            .map_err(|_| StoreError::Decrypt { what: what() })?;
         Ok(Some(v))
     }
 
@@ -636,7 +657,8 @@ impl Vault {
             .ok_or(StoreError::NoSigningKey)?;
         let what = || format!("signing key '{}'", k.kid);
         let pkcs8 = self.kek.open(&k.private, &aad_signing(&k.kid), what)?;
-        TokenSigner::from_pkcs8(&k.kid, pkcs8.expose()).map_err(|_| StoreError::Decrypt { what: what() })
+        TokenSigner::from_pkcs8(&k.kid, pkcs8.expose())
+            .map_err(|_| StoreError::Decrypt { what: what() })
     }
 
     /// Signing key ids with their creation and retirement times (oldest first).
@@ -656,7 +678,10 @@ impl Vault {
     // ---- writing --------------------------------------------------------------------------
 
     /// Runs `f` on the freshest state under the directory lock, then writes it atomically.
-    fn update<T>(&mut self, f: impl FnOnce(&mut StoreBody, &Kek) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn update<T>(
+        &mut self,
+        f: impl FnOnce(&mut StoreBody, &Kek) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let _lock = lock_dir(&self.dir)?;
         self.reload_now()?;
         let mut body = self.body.clone();
@@ -672,7 +697,12 @@ impl Vault {
     /// Stores `value` as the new current version of `name` (the old current becomes previous),
     /// creating the secret if needed. Returns the new version number. A pending version from an
     /// interrupted rotation is kept: it may be the only one the backend accepts.
-    pub fn put(&mut self, name: &str, value: &SecretBytes, meta: SecretMeta) -> Result<u64, StoreError> {
+    pub fn put(
+        &mut self,
+        name: &str,
+        value: &SecretBytes,
+        meta: SecretMeta,
+    ) -> Result<u64, StoreError> {
         validate_name(name)?;
         if let Some(a) = &meta.admin_secret {
             validate_name(a)?;
@@ -731,7 +761,11 @@ impl Vault {
     /// Stages `value` as the pending version unless one is already staged; returns the pending
     /// version number and whether it was newly staged. Idempotent so that a rerun after a crash
     /// reuses the password that may already be set on the backend.
-    pub fn stage_pending(&mut self, name: &str, value: &SecretBytes) -> Result<(u64, bool), StoreError> {
+    pub fn stage_pending(
+        &mut self,
+        name: &str,
+        value: &SecretBytes,
+    ) -> Result<(u64, bool), StoreError> {
         self.update(|body, kek| {
             let rec = body
                 .secrets
@@ -770,7 +804,11 @@ impl Vault {
     }
 
     /// Stores password verifiers for `user` (replacing any); the password itself is not kept.
-    pub fn set_user_password(&mut self, user: &str, password: &SecretBytes) -> Result<(), StoreError> {
+    pub fn set_user_password(
+        &mut self,
+        user: &str,
+        password: &SecretBytes,
+    ) -> Result<(), StoreError> {
         validate_name(user)?;
         let verifiers = PasswordVerifiers::derive(password.expose())?;
         let json = SecretBytes::new(serde_json::to_vec(&verifiers).map_err(StoreError::Encode)?);
@@ -801,7 +839,6 @@ impl Vault {
     /// verifying; keys retired more than `retire_grace_secs` ago (the longest token lifetime
     /// plus clock skew) are dropped. One atomic write, so an interruption loses nothing.
     pub fn rotate_keys(&mut self, retire_grace_secs: u64) -> Result<KeyRotation, StoreError> {
-        let master = &self.master;
         let _lock = lock_dir(&self.dir)?;
         self.reload_now()?;
         let mut body = self.body.clone();
@@ -813,23 +850,36 @@ impl Vault {
         let now = now_unix();
         let mut rewrapped = 0usize;
         for (name, rec) in body.secrets.iter_mut() {
-            for v in [Some(&mut rec.current), rec.previous.as_mut(), rec.pending.as_mut()]
-                .into_iter()
-                .flatten()
+            for v in [
+                Some(&mut rec.current),
+                rec.previous.as_mut(),
+                rec.pending.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 let aad = aad_secret(name, v.version);
-                v.sealed = old.rewrap(&new, &v.sealed, &aad, || format!("secret '{name}' version {}", v.version))?;
+                v.sealed = old.rewrap(&new, &v.sealed, &aad, || {
+                    format!("secret '{name}' version {}", v.version)
+                })?;
                 rewrapped += 1;
             }
         }
         for (name, rec) in body.users.iter_mut() {
-            rec.sealed = old.rewrap(&new, &rec.sealed, &aad_user(name), || format!("user '{name}'"))?;
+            rec.sealed = old.rewrap(&new, &rec.sealed, &aad_user(name), || {
+                format!("user '{name}'")
+            })?;
             rewrapped += 1;
         }
-        body.signing_keys
-            .retain(|k| k.retired.is_none_or(|r| r.saturating_add(retire_grace_secs) >= now));
+        body.signing_keys.retain(|k| {
+            k.retired
+                .is_none_or(|r| r.saturating_add(retire_grace_secs) >= now)
+        });
         for k in body.signing_keys.iter_mut() {
-            k.private = old.rewrap(&new, &k.private, &aad_signing(&k.kid), || format!("signing key '{}'", k.kid))?;
+            k.private = old.rewrap(&new, &k.private, &aad_signing(&k.kid), || {
+                format!("signing key '{}'", k.kid)
+            })?;
+            rewrapped += 1;
             if k.retired.is_none() {
                 k.retired = Some(now);
             }
@@ -838,7 +888,9 @@ impl Vault {
         let signing = new_signing_key(&new, serial)?;
         let kid = signing.kid.clone();
         body.signing_keys.push(signing);
-        let wrapped = master.wrap(new.key.expose(), &aad_kek(new.generation))?;
+        let wrapped = self
+            .master
+            .wrap(new.key.expose(), &aad_kek(new.generation))?;
         body.kek = KekRecord {
             generation: new.generation,
             created: now,
@@ -957,7 +1009,9 @@ fn read_store(dir: &Path) -> Result<Vec<u8>, StoreError> {
     let path = dir.join(STORE_FILE);
     match fs::read(&path) {
         Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(StoreError::NotFound(dir.to_path_buf()))
+        }
         Err(e) => Err(io_err(&path)(e)),
     }
 }
@@ -1017,7 +1071,11 @@ fn parse_unverified<'a>(path: &Path, bytes: &'a [u8]) -> Result<Unverified<'a>, 
 }
 
 /// Full verification: checksum, master key id, KEK unwrap, then the HMAC over the content.
-fn verify(path: &Path, bytes: &[u8], master: &dyn MasterKey) -> Result<(StoreBody, Kek), StoreError> {
+fn verify(
+    path: &Path,
+    bytes: &[u8],
+    master: &dyn MasterKey,
+) -> Result<(StoreBody, Kek), StoreError> {
     let corrupted = || StoreError::Corrupted(path.to_path_buf());
     let (body, content, mac_text) = parse_unverified(path, bytes)?;
     if body.master.key_id != master.id() {
