@@ -1,16 +1,31 @@
 //! Certificates for development and tests: a dev CA, server certificates for local names and
 //! client certificates for mTLS, plus reading a certificate's expiry for the
-//! `sumun_certificate_expiry_days` metric. Nothing here touches the network.
+//! `sumun_certificate_expiry_days` metric. Nothing here touches the network, and this is not a
+//! production CA: there is no revocation, no CSR handling and no loading of an existing CA key.
 
 use std::fmt;
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
+
+/// How long the dev CA itself is valid: long enough that only the leaves ever need renewing.
+const CA_VALIDITY_DAYS: i64 = 3650;
+/// Validity of client certificates from [`DevPki::issue_client_cert`].
+const CLIENT_VALIDITY_DAYS: i64 = 30;
+/// Certificates start an hour in the past so that a peer whose clock lags a little accepts them.
+const CLOCK_SKEW: Duration = Duration::hours(1);
+
+/// Names every dev server certificate carries, so local clients work without `--host`.
+pub const DEFAULT_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
@@ -23,25 +38,58 @@ pub enum PkiError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read PEM certificate: {0}")]
+    Pem(#[from] rustls_pki_types::pem::Error),
     #[error("cannot parse certificate: {0}")]
-    Parse(String),
+    Parse(#[from] x509_parser::error::X509Error),
+    #[error("certificate has trailing data after its DER encoding")]
+    TrailingData,
+    #[error("certificate validity ends before it begins")]
+    EmptyValidity,
 }
 
 /// A certificate and its private key, PEM encoded. `Debug` never shows the key.
+#[derive(Clone)]
 pub struct Pem {
+    /// The certificate, followed by its issuing CA for server certificates.
     pub cert_pem: String,
+    /// PKCS#8 private key.
     pub key_pem: String,
 }
 
 impl fmt::Debug for Pem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pem")
+            .field("cert_pem", &self.cert_pem)
             .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-/// A dev CA and a server certificate it signed.
+/// What a server certificate is issued for and how long it lives.
+#[derive(Debug, Clone)]
+pub struct ServerCertSpec {
+    /// Extra DNS names or IP addresses; [`DEFAULT_SERVER_NAMES`] are always added.
+    pub hosts: Vec<String>,
+    pub not_before: OffsetDateTime,
+    /// Tests set this in the past (expired) or soon (about to expire).
+    pub not_after: OffsetDateTime,
+}
+
+impl ServerCertSpec {
+    /// Valid from an hour ago for `days` days from now.
+    pub fn valid_for_days(hosts: &[String], days: u32) -> ServerCertSpec {
+        let now = OffsetDateTime::now_utc();
+        ServerCertSpec {
+            hosts: hosts.to_vec(),
+            not_before: now - CLOCK_SKEW,
+            not_after: now + Duration::days(i64::from(days)),
+        }
+    }
+}
+
+/// A dev CA and a server certificate it signed. The CA stays in memory so that more server
+/// and client certificates can be issued from it.
 pub struct DevPki {
     ca: Pem,
     ca_cert: rcgen::Certificate,
@@ -51,12 +99,14 @@ pub struct DevPki {
 
 impl fmt::Debug for DevPki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DevPki").finish_non_exhaustive()
+        f.debug_struct("DevPki")
+            .field("ca_cert_pem", &self.ca.cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
-/// Where `write` put the files.
-#[derive(Debug)]
+/// Where [`DevPki::write`] put the files.
+#[derive(Debug, Clone)]
 pub struct WrittenPaths {
     pub ca: PathBuf,
     pub ca_key: PathBuf,
@@ -75,7 +125,7 @@ impl fmt::Display for WrittenPaths {
 
 impl DevPki {
     /// A new CA (valid 10 years) and a server certificate valid `days` days for `hosts` plus
-    /// localhost, 127.0.0.1 and ::1.
+    /// [`DEFAULT_SERVER_NAMES`]. Hosts that parse as IP addresses become IP SANs.
     pub fn generate(hosts: &[String], days: u32) -> Result<DevPki, PkiError> {
         let now = OffsetDateTime::now_utc();
         let mut ca_params = CertificateParams::default();
@@ -83,68 +133,96 @@ impl DevPki {
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "Sumun dev CA");
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca_params.not_before = now - Duration::hours(1);
-        ca_params.not_after = now + Duration::days(3650);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca_params.not_before = now - CLOCK_SKEW;
+        ca_params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
         let ca_key = KeyPair::generate()?;
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let ca = Pem {
             cert_pem: ca_cert.pem(),
             key_pem: ca_key.serialize_pem(),
         };
+        let mut pki = DevPki {
+            ca,
+            ca_cert,
+            ca_key,
+            server: Pem {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+        };
+        pki.server = pki.issue_server_cert(&ServerCertSpec::valid_for_days(hosts, days))?;
+        Ok(pki)
+    }
 
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        for h in hosts {
+    /// The CA certificate, PEM encoded: what clients put in their trust store.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    /// The CA certificate and key.
+    pub fn ca(&self) -> &Pem {
+        &self.ca
+    }
+
+    /// The server certificate made by [`DevPki::generate`]; `cert_pem` is the leaf then the CA.
+    pub fn server(&self) -> &Pem {
+        &self.server
+    }
+
+    /// Another server certificate from the same CA, with the given names and validity (to
+    /// test expiry warnings, rejection of expired certificates and certificate rotation).
+    /// `cert_pem` is the leaf followed by the CA certificate.
+    pub fn issue_server_cert(&self, spec: &ServerCertSpec) -> Result<Pem, PkiError> {
+        if spec.not_after <= spec.not_before {
+            return Err(PkiError::EmptyValidity);
+        }
+        let mut names: Vec<String> = DEFAULT_SERVER_NAMES.iter().map(|n| n.to_string()).collect();
+        for h in &spec.hosts {
             if !names.contains(h) {
                 names.push(h.clone());
             }
         }
         let mut params = CertificateParams::default();
+        let common_name = spec.hosts.first().map_or("localhost", String::as_str);
         params
             .distinguished_name
-            .push(DnType::CommonName, "localhost");
+            .push(DnType::CommonName, common_name);
         params.subject_alt_names = names
             .iter()
-            .map(|n| match n.parse::<std::net::IpAddr>() {
+            .map(|n| match n.parse::<IpAddr>() {
                 Ok(ip) => Ok(SanType::IpAddress(ip)),
                 Err(_) => n.clone().try_into().map(SanType::DnsName),
             })
             .collect::<Result<_, _>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(i64::from(days));
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &ca_cert, &ca_key)?;
-        let server = Pem {
-            cert_pem: format!("{}{}", cert.pem(), ca.cert_pem),
+        let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
+        Ok(Pem {
+            cert_pem: format!("{}{}", cert.pem(), self.ca.cert_pem),
             key_pem: key.serialize_pem(),
-        };
-        Ok(DevPki {
-            ca,
-            ca_cert,
-            ca_key,
-            server,
         })
     }
 
-    pub fn ca_cert_pem(&self) -> &str {
-        &self.ca.cert_pem
-    }
-
-    pub fn server(&self) -> &Pem {
-        &self.server
-    }
-
-    /// A client certificate (client-auth usage) with this common name, signed by the CA.
+    /// A client certificate (client-auth usage, valid 30 days) with this common name, signed
+    /// by the CA, for mTLS listeners whose `client_ca` is this CA.
     pub fn issue_client_cert(&self, common_name: &str) -> Result<Pem, PkiError> {
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(30);
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + Duration::days(CLIENT_VALIDITY_DAYS);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
         Ok(Pem {
@@ -154,7 +232,9 @@ impl DevPki {
     }
 
     /// Write `ca.pem`, `ca-key.pem`, `server.pem` (leaf then CA) and `server-key.pem` into
-    /// `dir`; key files are created with mode 0600.
+    /// `dir`, creating it. Key files get mode 0600. Without `overwrite`, nothing is written
+    /// when any of the four files exists. Each file is written beside and renamed into place,
+    /// so a gateway watching for rotation never reads half a certificate.
     pub fn write(&self, dir: &Path, overwrite: bool) -> Result<WrittenPaths, PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
             path: dir.to_path_buf(),
@@ -177,8 +257,12 @@ impl DevPki {
                 return Err(PkiError::Exists { path: (*p).clone() });
             }
         }
-        for (path, body, secret) in files {
-            write_file(path, body, secret)?;
+        // Keys first: a watcher that sees the new certificate must find its key already there.
+        for (path, body, secret) in files.iter().filter(|f| f.2) {
+            write_file(path, body, *secret)?;
+        }
+        for (path, body, secret) in files.iter().filter(|f| !f.2) {
+            write_file(path, body, *secret)?;
         }
         Ok(paths)
     }
@@ -190,12 +274,18 @@ fn write_file(path: &Path, body: &str, secret: bool) -> Result<(), PkiError> {
         path: path.to_path_buf(),
         source,
     };
-    // Write beside and rename, so a reader polling the file never sees half a certificate.
-    let tmp = path.with_extension("tmp");
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // A leftover from an interrupted run keeps its old mode: `mode` applies only on creation.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(if secret { 0o600 } else { 0o644 })
         .open(&tmp)
         .map_err(err)?;
@@ -204,28 +294,285 @@ fn write_file(path: &Path, body: &str, secret: bool) -> Result<(), PkiError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// Days (fractional) until the DER certificate expires; negative when already expired.
-pub fn days_left(der: &[u8]) -> Result<f64, PkiError> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Parse(e.to_string()))?;
-    let not_after = cert.validity().not_after.timestamp();
-    let now = OffsetDateTime::now_utc().unix_timestamp();
-    Ok((not_after - now) as f64 / 86_400.0)
+/// The first certificate's `notAfter`. Accepts PEM (the first `CERTIFICATE` block, so a chain
+/// file gives the leaf) or DER.
+pub fn cert_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime, PkiError> {
+    let der = first_der(pem_or_der)?;
+    let (rest, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| match e {
+        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+        x509_parser::nom::Err::Incomplete(_) => x509_parser::error::X509Error::InvalidCertificate,
+    })?;
+    if !rest.is_empty() {
+        return Err(PkiError::TrailingData);
+    }
+    Ok(cert.validity().not_after.to_datetime())
+}
+
+/// [`cert_not_after`] as a [`SystemTime`].
+pub fn cert_not_after_system(pem_or_der: &[u8]) -> Result<SystemTime, PkiError> {
+    Ok(SystemTime::from(cert_not_after(pem_or_der)?))
+}
+
+/// Days (fractional) until the certificate expires, counted from now; negative when already
+/// expired. Accepts PEM or DER like [`cert_not_after`].
+pub fn days_left(pem_or_der: &[u8]) -> Result<f64, PkiError> {
+    days_left_at(pem_or_der, OffsetDateTime::now_utc())
+}
+
+/// [`days_left`] counted from `now`.
+pub fn days_left_at(pem_or_der: &[u8], now: OffsetDateTime) -> Result<f64, PkiError> {
+    let left = cert_not_after(pem_or_der)? - now;
+    Ok(left.as_seconds_f64() / 86_400.0)
+}
+
+fn first_der(pem_or_der: &[u8]) -> Result<CertificateDer<'static>, PkiError> {
+    let text = pem_or_der.trim_ascii_start();
+    if text.starts_with(b"-----BEGIN") {
+        Ok(CertificateDer::from_pem_slice(text)?)
+    } else {
+        Ok(CertificateDer::from(pem_or_der.to_vec()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
+    use std::sync::Arc;
+
+    fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("pem chain")
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    fn roots(pki: &DevPki) -> Arc<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in chain(pki.ca_cert_pem()) {
+            roots.add(c).expect("add root");
+        }
+        Arc::new(roots)
+    }
+
+    fn verify_server(pki: &DevPki, server: &Pem, name: &str) -> Result<(), rustls::Error> {
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots(pki), provider())
+                .build()
+                .expect("verifier");
+        let certs = chain(&server.cert_pem);
+        let name = ServerName::try_from(name.to_string()).expect("server name");
+        verifier
+            .verify_server_cert(&certs[0], &certs[1..], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("sumun-pki-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
 
     #[test]
-    fn server_certificate_expiry_matches_the_requested_validity() {
+    fn server_chain_verifies_for_every_name_and_only_those() {
+        let pki = DevPki::generate(&["db.internal".into(), "10.1.2.3".into()], 7).expect("gen");
+        for name in ["localhost", "127.0.0.1", "::1", "db.internal", "10.1.2.3"] {
+            verify_server(&pki, pki.server(), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let err = verify_server(&pki, pki.server(), "other.example").expect_err("wrong name");
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+                    | rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForNameContext { .. }
+                    )
+            ),
+            "{err:?}"
+        );
+        // A certificate from another dev CA is not trusted.
+        let other = DevPki::generate(&[], 7).expect("other");
+        assert!(verify_server(&pki, other.server(), "localhost").is_err());
+        // The key parses as the key rustls will load.
+        PrivateKeyDer::from_pem_slice(pki.server().key_pem.as_bytes()).expect("server key");
+    }
+
+    #[test]
+    fn expired_and_rotated_server_certificates() {
+        let pki = DevPki::generate(&[], 30).expect("gen");
+        let now = OffsetDateTime::now_utc();
+        let expired = pki
+            .issue_server_cert(&ServerCertSpec {
+                hosts: vec![],
+                not_before: now - Duration::days(10),
+                not_after: now - Duration::days(1),
+            })
+            .expect("expired");
+        let err = verify_server(&pki, &expired, "localhost").expect_err("expired");
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
+                    | rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::ExpiredContext { .. }
+                    )
+            ),
+            "{err:?}"
+        );
+        assert!(days_left(expired.cert_pem.as_bytes()).expect("days") < -0.99);
+
+        let soon = pki
+            .issue_server_cert(&ServerCertSpec {
+                hosts: vec!["db.internal".into()],
+                not_before: now - Duration::hours(1),
+                not_after: now + Duration::hours(12),
+            })
+            .expect("soon");
+        verify_server(&pki, &soon, "db.internal").expect("still valid");
+        assert_ne!(soon.cert_pem, pki.server().cert_pem);
+        let days = days_left(soon.cert_pem.as_bytes()).expect("days");
+        assert!((0.49..=0.51).contains(&days), "{days}");
+
+        let backwards = ServerCertSpec {
+            hosts: vec![],
+            not_before: now,
+            not_after: now - Duration::days(1),
+        };
+        assert!(matches!(
+            pki.issue_server_cert(&backwards),
+            Err(PkiError::EmptyValidity)
+        ));
+    }
+
+    #[test]
+    fn client_certificate_verifies_for_client_auth() {
+        let pki = DevPki::generate(&[], 7).expect("gen");
+        let client = pki.issue_client_cert("app-1").expect("client");
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&pki), provider())
+                .build()
+                .expect("verifier");
+        let certs = chain(&client.cert_pem);
+        assert_eq!(certs.len(), 1);
+        verifier
+            .verify_client_cert(&certs[0], &[], UnixTime::now())
+            .expect("client cert verifies");
+        // The server certificate lacks the client-auth usage and is refused as a client.
+        let server = chain(&pki.server().cert_pem);
+        assert!(verifier
+            .verify_client_cert(&server[0], &server[1..], UnixTime::now())
+            .is_err());
+        let (_, parsed) = x509_parser::parse_x509_certificate(&certs[0]).expect("parse");
+        let cn = parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok());
+        assert_eq!(cn, Some("app-1"));
+    }
+
+    #[test]
+    fn not_after_matches_what_was_generated_in_pem_and_der() {
+        let before = OffsetDateTime::now_utc();
         let pki = DevPki::generate(&["db.internal".into()], 7).expect("generate");
-        let der =
-            rustls_pki_types::pem::PemObject::from_pem_slice(pki.server().cert_pem.as_bytes())
-                .map(|c: rustls_pki_types::CertificateDer<'static>| c)
-                .expect("pem");
-        let days = days_left(&der).expect("parse");
-        assert!((6.9..=7.01).contains(&days), "{days}");
-        assert!(!format!("{pki:?}").contains("PRIVATE"));
+        let after = OffsetDateTime::now_utc();
+        let pem = pki.server().cert_pem.as_bytes();
+        let not_after = cert_not_after(pem).expect("pem");
+        // X.509 times have whole seconds.
+        assert!(not_after >= before + Duration::days(7) - Duration::seconds(1));
+        assert!(not_after <= after + Duration::days(7));
+        let der = chain(&pki.server().cert_pem).remove(0);
+        assert_eq!(cert_not_after(&der).expect("der"), not_after);
+        assert_eq!(
+            cert_not_after_system(pem).expect("system"),
+            SystemTime::from(not_after)
+        );
+        let days = days_left(&der).expect("days");
+        assert!((6.99..=7.0).contains(&days), "{days}");
+        assert_eq!(
+            days_left_at(pem, not_after - Duration::days(2)).expect("at"),
+            2.0
+        );
+        // The CA lives ten years.
+        let ca_days = days_left(pki.ca_cert_pem().as_bytes()).expect("ca");
+        assert!((3649.0..=3650.0).contains(&ca_days), "{ca_days}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(matches!(cert_not_after(b""), Err(PkiError::Parse(_))));
+        assert!(cert_not_after(b"\x30\x03abc").is_err());
+        assert!(matches!(
+            cert_not_after(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Err(PkiError::Pem(_))
+        ));
+    }
+
+    #[test]
+    fn write_creates_private_keys_0600_and_refuses_to_overwrite() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("write");
+        let out = dir.join("certs");
+        let pki = DevPki::generate(&[], 7).expect("generate");
+        let paths = pki.write(&out, false).expect("write");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&paths.ca_key), 0o600);
+        assert_eq!(mode(&paths.server_key), 0o600);
+        assert_eq!(mode(&paths.ca), 0o644);
+        assert_eq!(mode(&paths.server), 0o644);
+        let server = std::fs::read_to_string(&paths.server).expect("read");
+        assert_eq!(server, pki.server().cert_pem);
+        assert_eq!(chain(&server).len(), 2, "leaf then CA");
+        assert_eq!(
+            std::fs::read_to_string(&paths.ca).expect("ca"),
+            pki.ca_cert_pem()
+        );
+
+        let other = DevPki::generate(&[], 7).expect("other");
+        match other.write(&out, false) {
+            Err(PkiError::Exists { path }) => assert_eq!(path, paths.ca),
+            r => panic!("expected Exists, got {r:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(&paths.server).expect("read"),
+            pki.server().cert_pem,
+            "nothing replaced"
+        );
+        other.write(&out, true).expect("overwrite");
+        assert_eq!(
+            std::fs::read_to_string(&paths.server_key).expect("read"),
+            other.server().key_pem
+        );
+        assert_eq!(mode(&paths.server_key), 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .expect("ls")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn debug_output_never_shows_keys() {
+        let pki = DevPki::generate(&[], 7).expect("generate");
+        let client = pki.issue_client_cert("x").expect("client");
+        for s in [
+            format!("{pki:?}"),
+            format!("{:?}", pki.server()),
+            format!("{:?}", pki.ca()),
+            format!("{client:?}"),
+        ] {
+            assert!(!s.contains("PRIVATE KEY"), "{s}");
+        }
     }
 }
