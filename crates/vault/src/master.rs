@@ -260,10 +260,12 @@ impl MasterKey for LocalMasterKey {
 
 /// Picks the master key for a vault in `dir`, in this order: `SUMUN_MASTER_KEY`; then, for a
 /// passphrase vault, `SUMUN_MASTER_PASSPHRASE`; then the key file (`SUMUN_MASTER_KEY_FILE` or
-/// `DIR/master.key`). `kdf` is the vault header's passphrase parameters, if it has any.
+/// `DIR/master.key`, or `key_file` when the config names one). `kdf` is the vault header's
+/// passphrase parameters, if it has any.
 pub fn resolve_master_key(
     dir: &Path,
     kdf: Option<&KdfParams>,
+    key_file: Option<&Path>,
 ) -> Result<Box<dyn MasterKey>, MasterKeyError> {
     if let Ok(text) = std::env::var(ENV_MASTER_KEY) {
         return Ok(Box::new(LocalMasterKey::from_base64(&text)?));
@@ -279,6 +281,7 @@ pub fn resolve_master_key(
     }
     let path = std::env::var_os(ENV_MASTER_KEY_FILE)
         .map(PathBuf::from)
+        .or_else(|| key_file.map(Path::to_path_buf))
         .unwrap_or_else(|| dir.join(KEY_FILE_NAME));
     Ok(Box::new(LocalMasterKey::from_key_file(&path)?))
 }

@@ -303,6 +303,11 @@ fn aad_kek(generation: u32) -> Vec<u8> {
     format!("sumun-vault/1 kek\0{generation}").into_bytes()
 }
 
+/// The current time in unix seconds (what tokens and timestamps use).
+pub fn now_unix_secs() -> u64 {
+    now_unix()
+}
+
 pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -493,10 +498,15 @@ impl Vault {
 
     /// Opens the vault in `dir` with the master key picked by [`master::resolve_master_key`].
     pub fn open(dir: &Path) -> Result<Vault, StoreError> {
+        Self::open_with_key_file(dir, None)
+    }
+
+    /// As [`Vault::open`], with the key file named by the config (`[vault] key_file`).
+    pub fn open_with_key_file(dir: &Path, key_file: Option<&Path>) -> Result<Vault, StoreError> {
         let path = dir.join(STORE_FILE);
         let bytes = read_store(dir)?;
         let (body, _, _) = parse_unverified(&path, &bytes)?;
-        let master = master::resolve_master_key(dir, body.master.kdf.as_ref())?;
+        let master = master::resolve_master_key(dir, body.master.kdf.as_ref(), key_file)?;
         Self::open_with(dir, master)
     }
 
@@ -919,7 +929,12 @@ impl Vault {
         let tmp = self
             .dir
             .join(format!(".{STORE_FILE}.{}.tmp", std::process::id()));
-        let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        // Everything in the file is sealed, but there is no reason for others to read it.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).map_err(io_err(&tmp))?;
         f.write_all(&bytes).map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
