@@ -31,11 +31,11 @@ const FORMAT: u32 = 1;
 /// status 2, the gateway counts the others as internal failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The operator asked for something malformed (a bad name, a missing key source).
+    /// The operator asked for something malformed (a bad name, a missing or wrong master key).
     Input,
     /// The named vault, secret or user does not exist.
     NotFound,
-    /// Integrity failure: corrupted file, tampering, or a wrong master key.
+    /// Integrity failure: a corrupted or tampered file, an unsupported format.
     Integrity,
     /// The file system or the random generator failed.
     Internal,
@@ -92,11 +92,11 @@ impl StoreError {
             StoreError::AlreadyExists(_)
             | StoreError::InvalidName { .. }
             | StoreError::NoPending(_)
-            | StoreError::NoSigningKey => ErrorKind::Input,
+            | StoreError::NoSigningKey
+            | StoreError::WrongMasterKey { .. } => ErrorKind::Input,
             StoreError::MasterKey(e) if e.is_input() => ErrorKind::Input,
             StoreError::Corrupted(_)
             | StoreError::Unsupported { .. }
-            | StoreError::WrongMasterKey { .. }
             | StoreError::Decrypt { .. }
             | StoreError::MasterKey(_) => ErrorKind::Integrity,
             StoreError::Io { .. } | StoreError::Crypto(_) | StoreError::Encode(_) => {

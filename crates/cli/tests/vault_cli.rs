@@ -1,0 +1,693 @@
+//! The vault commands as a user runs them: the real `sumun` binary against real PostgreSQL,
+//! MariaDB and Redis servers started by the testkit. Rotation is interrupted after every step
+//! (the `SUMUN_FAULT_ROTATE_EXIT_AFTER` test hook) and rerun; a login with what the vault holds
+//! must work at every point.
+
+// Helpers shared by the tests panic like the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+const SUMUN: &str = env!("CARGO_BIN_EXE_sumun");
+const FAULT_ENV: &str = "SUMUN_FAULT_ROTATE_EXIT_AFTER";
+const STEPS: [&str; 5] = ["staged", "set", "verified", "promoted", "finished"];
+
+/// Everything every `sumun` process printed in this test binary, for the hygiene check.
+static TRANSCRIPT: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn sumun_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+    let mut cmd = Command::new(SUMUN);
+    cmd.args(args)
+        .env_remove("SUMUN_MASTER_KEY")
+        .env_remove("SUMUN_MASTER_PASSPHRASE")
+        .env_remove("SUMUN_MASTER_KEY_FILE")
+        .env_remove(FAULT_ENV)
+        .env("RUST_LOG", "trace")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("run sumun");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    TRANSCRIPT
+        .lock()
+        .unwrap()
+        .push((args.join(" "), format!("{}\n{}", out.stdout, out.stderr)));
+    out
+}
+
+fn sumun(args: &[&str]) -> Out {
+    sumun_with(args, &[], None)
+}
+
+fn ok(args: &[&str]) -> Out {
+    let o = sumun(args);
+    assert_eq!(o.code, 0, "sumun {args:?} failed: {}", o.stderr);
+    o
+}
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+fn temp_vault() -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "sumun-vault-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    let v = d.join("vault");
+    ok(&["vault", "init", "--dir", v.to_str().unwrap()]);
+    v
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn get(vault: &Path, name: &str, stage: &str) -> Option<String> {
+    let o = sumun(&[
+        "secrets",
+        "get",
+        name,
+        "--stage",
+        stage,
+        "--vault",
+        s(vault),
+    ]);
+    (o.code == 0).then(|| o.stdout.trim_end_matches('\n').to_string())
+}
+
+#[test]
+fn round_trip_exit_codes_and_tamper_detection() {
+    let v = temp_vault();
+    let o = sumun_with(
+        &[
+            "secrets",
+            "put",
+            "pg/app",
+            "--kind",
+            "postgres",
+            "--address",
+            "127.0.0.1:5432",
+            "--username",
+            "app",
+            "--vault",
+            s(&v),
+        ],
+        &[],
+        Some("first-value\n"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(get(&v, "pg/app", "current").as_deref(), Some("first-value"));
+    ok(&["secrets", "put", "pg/app", "--generate", "--vault", s(&v)]);
+    let generated = get(&v, "pg/app", "current").unwrap();
+    assert_eq!(generated.len(), 32);
+    assert_eq!(
+        get(&v, "pg/app", "previous").as_deref(),
+        Some("first-value")
+    );
+
+    let list = ok(&["secrets", "list", "--vault", s(&v)]).stdout;
+    assert!(
+        list.contains("pg/app") && list.contains("postgres") && list.contains("127.0.0.1:5432")
+    );
+    assert!(!list.contains("first-value") && !list.contains(&generated));
+    let json = ok(&["secrets", "list", "--format", "json", "--vault", s(&v)]).stdout;
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(parsed[0]["current_version"], 2);
+
+    // Bad input: exit 2 with one line on stderr.
+    for args in [
+        vec!["secrets", "get", "missing", "--vault", s(&v)],
+        vec!["secrets", "get", "pg/app", "--vault", "/nonexistent/vault"],
+        vec!["secrets", "get", "pg/app"],
+        vec!["secrets", "put", "bad name", "--generate", "--vault", s(&v)],
+        vec!["token", "--user", "u", "--ttl", "5h", "--vault", s(&v)],
+        vec!["token", "--user", "u", "--ttl", "soon", "--vault", s(&v)],
+        vec!["secrets", "rotate", "pg/nope", "--vault", s(&v)],
+    ] {
+        let o = sumun(&args);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert_eq!(o.stderr.lines().count(), 1, "{args:?}: {}", o.stderr);
+        assert!(o.stdout.is_empty());
+    }
+    // Opaque secrets cannot be rotated.
+    ok(&["secrets", "put", "other", "--generate", "--vault", s(&v)]);
+    assert_eq!(
+        sumun(&["secrets", "rotate", "other", "--vault", s(&v)]).code,
+        2
+    );
+
+    // Wrong master key: a clear message, exit 2.
+    let other_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let o = sumun_with(
+        &["secrets", "get", "pg/app", "--vault", s(&v)],
+        &[("SUMUN_MASTER_KEY", other_key)],
+        None,
+    );
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("wrong master key"), "{}", o.stderr);
+    assert!(o.stdout.is_empty());
+
+    // A flipped byte: exit 1, "corrupted or was tampered with", nothing printed on stdout.
+    let file = v.join("vault.json");
+    let good = std::fs::read(&file).unwrap();
+    for i in [0, good.len() / 3, good.len() / 2, good.len() - 5] {
+        let mut bad = good.clone();
+        bad[i] ^= 0x04;
+        std::fs::write(&file, &bad).unwrap();
+        let o = sumun(&["secrets", "get", "pg/app", "--vault", s(&v)]);
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        assert!(
+            o.stderr.contains("is corrupted or was tampered with"),
+            "{}",
+            o.stderr
+        );
+        assert!(o.stdout.is_empty());
+    }
+    std::fs::write(&file, &good).unwrap();
+
+    ok(&["secrets", "delete", "pg/app", "--vault", s(&v)]);
+    assert_eq!(get(&v, "pg/app", "current"), None);
+}
+
+#[test]
+fn config_file_supplies_dir_audience_and_max_ttl() {
+    let v = temp_vault();
+    let cfg = v.parent().unwrap().join("sumun.toml");
+    std::fs::write(
+        &cfg,
+        "[gateway]\nname = \"prod-db-gateway\"\n\n[vault]\ndir = \"vault\"\ntoken_max_ttl = \"20m\"\n\n[[listeners]]\nname = \"pg\"\n",
+    )
+    .unwrap();
+    let t = ok(&[
+        "token",
+        "--user",
+        "app_user",
+        "--database",
+        "app",
+        "--config",
+        s(&cfg),
+    ])
+    .stdout;
+    let t = t.trim();
+    assert!(t.starts_with("sumun1.") && t.len() < 250, "{t}");
+    assert!(t.bytes().all(|b| b.is_ascii_graphic()));
+    assert_eq!(
+        sumun(&["token", "--user", "u", "--ttl", "30m", "--config", s(&cfg)]).code,
+        2
+    );
+    ok(&["token", "--user", "u", "--ttl", "20m", "--config", s(&cfg)]);
+}
+
+#[test]
+fn concurrent_puts_from_two_processes_lose_nothing() {
+    let v = temp_vault();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let v = v.clone();
+            std::thread::spawn(move || {
+                for i in 0..12 {
+                    let name = format!("w{w}/s{i}");
+                    let o = sumun_with(
+                        &[
+                            "secrets",
+                            "put",
+                            &name,
+                            "--value-file",
+                            "-",
+                            "--vault",
+                            s(&v),
+                        ],
+                        &[],
+                        Some(&format!("value-{w}-{i}")),
+                    );
+                    assert_eq!(o.code, 0, "{}", o.stderr);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let json = ok(&["secrets", "list", "--format", "json", "--vault", s(&v)]).stdout;
+    let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(list.len(), 24);
+    assert_eq!(get(&v, "w1/s7", "current").as_deref(), Some("value-1-7"));
+}
+
+/// Rotates `name` with the process killed after each step in turn; after each crash one of
+/// the vault's versions must log in, and after each rerun the current one must.
+fn rotate_with_kills(v: &Path, name: &str, logs_in: &dyn Fn(&str) -> bool) {
+    let original = get(v, name, "current").unwrap();
+    assert!(logs_in(&original), "the initial password must log in");
+    let mut last = original.clone();
+    for step in STEPS {
+        let o = sumun_with(
+            &["secrets", "rotate", name, "--vault", s(v)],
+            &[(FAULT_ENV, step)],
+            None,
+        );
+        assert_eq!(o.code, 86, "killed after {step}: {}", o.stderr);
+        let current = get(v, name, "current").unwrap();
+        let pending = get(v, name, "pending");
+        assert!(
+            logs_in(&current) || pending.as_deref().is_some_and(logs_in),
+            "after a crash at '{step}' no version in the vault logs in"
+        );
+        let o = sumun(&["secrets", "rotate", name, "--vault", s(v)]);
+        assert_eq!(o.code, 0, "rerun after '{step}': {}", o.stderr);
+        let now = get(v, name, "current").unwrap();
+        assert!(
+            logs_in(&now),
+            "after rerunning '{step}' the current version does not log in"
+        );
+        assert_ne!(now, last, "rerun after '{step}' did not rotate");
+        assert_eq!(get(v, name, "pending"), None);
+        last = now;
+    }
+    // A plain rotation retires the previous password on the backend.
+    ok(&["secrets", "rotate", name, "--vault", s(v)]);
+    let prev = get(v, name, "previous").unwrap();
+    assert!(
+        !logs_in(&prev),
+        "the previous password still logs in after rotation"
+    );
+    assert!(!logs_in(&original));
+    assert!(logs_in(&get(v, name, "current").unwrap()));
+}
+
+fn pg_login(port: u16, user: &str, password: &str) -> bool {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-Atc",
+            "select 1",
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The testkit's cluster trusts every local login; require SCRAM for everyone but the
+/// superuser the harness itself uses.
+fn require_scram(pg: &sumun_testkit::Postgres) {
+    let hba = pg.psql("SHOW hba_file").unwrap();
+    std::fs::write(
+        hba.trim(),
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    pg.psql("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+}
+
+#[test]
+fn postgres_rotation_survives_a_crash_after_every_step() {
+    let pg = sumun_testkit::Postgres::start().unwrap();
+    require_scram(&pg);
+    pg.psql("CREATE ROLE app LOGIN PASSWORD 'initial-app-password'")
+        .unwrap();
+    let port = pg.port();
+    assert!(
+        !pg_login(port, "app", "wrong"),
+        "password auth is not enforced"
+    );
+    let v = temp_vault();
+    let addr = format!("127.0.0.1:{port}");
+    let o = sumun_with(
+        &[
+            "secrets",
+            "put",
+            "pg/app",
+            "--kind",
+            "postgres",
+            "--address",
+            &addr,
+            "--username",
+            "app",
+            "--vault",
+            s(&v),
+        ],
+        &[],
+        Some("initial-app-password"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    rotate_with_kills(&v, "pg/app", &|pw| pg_login(port, "app", pw));
+    // The server stores a SCRAM verifier we computed, never the cleartext.
+    let stored = pg
+        .psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+        .unwrap();
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+}
+
+fn redis_login(port: u16, user: &str, password: &str) -> bool {
+    Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--user",
+            user,
+            "--pass",
+            password,
+            "--no-auth-warning",
+            "ACL",
+            "WHOAMI",
+        ])
+        .output()
+        // A failed AUTH leaves redis-cli connected as `default`, so ask who we are.
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == user)
+        .unwrap_or(false)
+}
+
+#[test]
+fn redis_rotation_survives_a_crash_after_every_step() {
+    let r = sumun_testkit::Redis::start().unwrap();
+    r.cli(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">initial-redis-pw",
+        "~*",
+        "&*",
+        "+@all",
+    ])
+    .unwrap();
+    let port = r.port();
+    assert!(!redis_login(port, "app", "wrong"));
+    let v = temp_vault();
+    let addr = format!("127.0.0.1:{port}");
+    let o = sumun_with(
+        &[
+            "secrets",
+            "put",
+            "redis/app",
+            "--kind",
+            "redis",
+            "--address",
+            &addr,
+            "--username",
+            "app",
+            "--vault",
+            s(&v),
+        ],
+        &[],
+        Some("initial-redis-pw"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    rotate_with_kills(&v, "redis/app", &|pw| redis_login(port, "app", pw));
+}
+
+#[test]
+fn redis_rotation_through_an_admin_secret() {
+    let r = sumun_testkit::Redis::start().unwrap();
+    // `app` may not run ACL commands, so it cannot rotate itself; `admin` can.
+    r.cli(&[
+        "ACL",
+        "SETUSER",
+        "app",
+        "on",
+        ">app-pw-0",
+        "~*",
+        "+@read",
+        "+acl|whoami",
+        "+ping",
+    ])
+    .unwrap();
+    r.cli(&[
+        "ACL",
+        "SETUSER",
+        "admin",
+        "on",
+        ">admin-pw-0",
+        "~*",
+        "&*",
+        "+@all",
+    ])
+    .unwrap();
+    let port = r.port();
+    let v = temp_vault();
+    let addr = format!("127.0.0.1:{port}");
+    for (name, user, pw, admin) in [
+        ("redis/admin", "admin", "admin-pw-0", None),
+        ("redis/app", "app", "app-pw-0", Some("redis/admin")),
+    ] {
+        let mut args = vec![
+            "secrets",
+            "put",
+            name,
+            "--kind",
+            "redis",
+            "--address",
+            &addr,
+            "--username",
+            user,
+            "--vault",
+            s(&v),
+        ];
+        if let Some(a) = admin {
+            args.extend(["--admin-secret", a]);
+        }
+        let o = sumun_with(&args, &[], Some(pw));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+    }
+    let o = ok(&["secrets", "rotate", "redis/app", "--vault", s(&v)]);
+    assert!(o.stderr.contains("admin secret"), "{}", o.stderr);
+    assert!(redis_login(
+        port,
+        "app",
+        &get(&v, "redis/app", "current").unwrap()
+    ));
+    assert!(!redis_login(port, "app", "app-pw-0"));
+}
+
+#[cfg(any())]
+fn mysql_login(port: u16, user: &str, password: &str) -> bool {
+    Command::new("mysql")
+        .args([
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+            "-N",
+            "-e",
+            "select 1",
+        ])
+        .env("MYSQL_PWD", password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+// TODO(testkit): enable once `sumun_testkit::Mariadb` lands.
+#[cfg(any())]
+#[test]
+fn mariadb_rotation_survives_a_crash_after_every_step() {
+    let m = sumun_testkit::Mariadb::start().unwrap();
+    m.mysql("CREATE USER 'app'@'%' IDENTIFIED BY 'initial-maria-pw'")
+        .unwrap();
+    m.mysql("CREATE USER 'app'@'localhost' IDENTIFIED BY 'initial-maria-pw'")
+        .unwrap();
+    let port = m.port();
+    assert!(mysql_login(port, "app", "initial-maria-pw"));
+    assert!(!mysql_login(port, "app", "wrong"));
+    let v = temp_vault();
+    let addr = format!("127.0.0.1:{port}");
+    let o = sumun_with(
+        &[
+            "secrets",
+            "put",
+            "maria/app",
+            "--kind",
+            "mysql",
+            "--address",
+            &addr,
+            "--username",
+            "app",
+            "--vault",
+            s(&v),
+        ],
+        &[],
+        Some("initial-maria-pw"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    rotate_with_kills(&v, "maria/app", &|pw| mysql_login(port, "app", pw));
+}
+
+#[test]
+fn a_full_run_never_prints_a_secret_or_token_where_it_should_not() {
+    let r = sumun_testkit::Redis::start().unwrap();
+    r.cli(&[
+        "ACL",
+        "SETUSER",
+        "hyg",
+        "on",
+        ">hygiene-initial-pw",
+        "~*",
+        "&*",
+        "+@all",
+    ])
+    .unwrap();
+    let v = temp_vault();
+    let addr = format!("127.0.0.1:{}", r.port());
+    let mut secrets: Vec<String> =
+        vec!["hygiene-initial-pw".into(), "user-password-hygiene".into()];
+    let mut tokens = Vec::new();
+    let mut quiet = Vec::new(); // outputs that must hold no secret at all
+    let run = |args: &[&str], stdin: Option<&str>, quiet: &mut Vec<String>| {
+        let o = sumun_with(args, &[], stdin);
+        quiet.push(o.stderr.clone());
+        o
+    };
+    let o = run(
+        &[
+            "secrets",
+            "put",
+            "redis/hyg",
+            "--kind",
+            "redis",
+            "--address",
+            &addr,
+            "--username",
+            "hyg",
+            "--vault",
+            s(&v),
+        ],
+        Some("hygiene-initial-pw"),
+        &mut quiet,
+    );
+    quiet.push(o.stdout);
+    let o = run(
+        &["secrets", "put", "gen", "--generate", "--vault", s(&v)],
+        None,
+        &mut quiet,
+    );
+    quiet.push(o.stdout);
+    secrets.push(get(&v, "gen", "current").unwrap());
+    for step in ["set", "promoted"] {
+        let o = sumun_with(
+            &["secrets", "rotate", "redis/hyg", "--vault", s(&v)],
+            &[(FAULT_ENV, step)],
+            None,
+        );
+        quiet.push(o.stdout);
+        quiet.push(o.stderr);
+        secrets.extend(get(&v, "redis/hyg", "pending"));
+        secrets.extend(get(&v, "redis/hyg", "current"));
+    }
+    for args in [
+        vec!["secrets", "rotate", "redis/hyg", "--vault", s(&v)],
+        vec!["secrets", "list", "--vault", s(&v)],
+        vec!["secrets", "list", "--format", "json", "--vault", s(&v)],
+        vec!["keys", "rotate", "--vault", s(&v)],
+        vec!["keys", "list", "--vault", s(&v)],
+        vec!["vault", "status", "--vault", s(&v)],
+        vec!["users", "list", "--vault", s(&v)],
+        vec!["secrets", "rotate", "gen", "--vault", s(&v)],
+    ] {
+        let o = run(&args, None, &mut quiet);
+        quiet.push(o.stdout);
+    }
+    secrets.extend(get(&v, "redis/hyg", "current"));
+    secrets.extend(get(&v, "redis/hyg", "previous"));
+    let o = run(
+        &["users", "set-password", "alice", "--vault", s(&v)],
+        Some("user-password-hygiene\n"),
+        &mut quiet,
+    );
+    quiet.push(o.stdout);
+    for _ in 0..3 {
+        let o = run(
+            &["token", "--user", "alice", "--vault", s(&v)],
+            None,
+            &mut quiet,
+        );
+        tokens.push(o.stdout.trim().to_string());
+    }
+    // Errors on a tampered vault must not leak either.
+    let file = v.join("vault.json");
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    std::fs::write(&file, &bad).unwrap();
+    let o = run(
+        &["secrets", "get", "redis/hyg", "--vault", s(&v)],
+        None,
+        &mut quiet,
+    );
+    quiet.push(o.stdout);
+    std::fs::write(&file, &good).unwrap();
+
+    let master_key = std::fs::read_to_string(v.join("master.key")).unwrap();
+    secrets.push(master_key.trim().to_string());
+    let raw = std::fs::read_to_string(&file).unwrap();
+    for sec in secrets.iter().chain(&tokens) {
+        assert!(sec.len() >= 8, "too short to search for: {sec:?}");
+        for q in &quiet {
+            assert!(
+                !q.contains(sec.as_str()),
+                "a secret or token appeared in output:\n{q}"
+            );
+        }
+        assert!(
+            !raw.contains(sec.as_str()),
+            "a secret appeared in the store file"
+        );
+    }
+    // And across every process this test binary ran, stderr never held one.
+    for (args, text) in TRANSCRIPT.lock().unwrap().iter() {
+        if args.starts_with("secrets get") || args.starts_with("token") {
+            continue;
+        }
+        for sec in secrets.iter().chain(&tokens) {
+            assert!(
+                !text.contains(sec.as_str()),
+                "`sumun {args}` printed a secret"
+            );
+        }
+    }
+}
