@@ -499,7 +499,6 @@ fn redis_rotation_through_an_admin_secret() {
     assert!(!redis_login(port, "app", "app-pw-0"));
 }
 
-#[cfg(any())]
 fn mysql_login(port: u16, user: &str, password: &str) -> bool {
     Command::new("mysql")
         .args([
@@ -522,8 +521,6 @@ fn mysql_login(port: u16, user: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
-// TODO(testkit): enable once `sumun_testkit::Mariadb` lands.
-#[cfg(any())]
 #[test]
 fn mariadb_rotation_survives_a_crash_after_every_step() {
     let m = sumun_testkit::Mariadb::start().unwrap();

@@ -2,7 +2,8 @@
 //! the fast path of `caching_sha2_password`), auth switch, and `COM_QUERY`. Hand-written
 //! instead of a full driver to keep the build small. On MariaDB the password is set as a
 //! native-password hash (`IDENTIFIED BY PASSWORD '*...'`), so the cleartext never reaches the
-//! server; MySQL 8 gets `IDENTIFIED BY '...'`. No TLS, so no `caching_sha2_password` full auth.
+//! server; MySQL 8 gets the cleartext. Self-rotation uses `SET PASSWORD`, an admin secret
+//! `ALTER USER 'user'@'host'`. No TLS, so no `caching_sha2_password` full auth.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -305,21 +306,26 @@ impl Backend for Mysql {
             }
         };
         let self_rotation = admin.username == user.split_once('@').map(|(u, _)| u).unwrap_or(user);
-        // Changing one's own password needs no privilege and no knowledge of one's host.
-        let target = if self_rotation && !user.contains('@') {
-            "CURRENT_USER()".to_string()
-        } else {
-            account(user)
-        };
         let pw = new
             .expose_str()
             .ok_or_else(|| c.proto("password is not UTF-8"))?;
         let hash = mysql_native_hash(new.expose());
+        let mariadb = c.server_version.contains("MariaDB");
+        // `SET PASSWORD` on oneself needs no privilege (ALTER USER needs CREATE USER on
+        // MariaDB) and no knowledge of which account host the login matched.
         let sql = SecretBytes::new(
-            if c.server_version.contains("MariaDB") {
-                format!("ALTER USER {target} IDENTIFIED BY PASSWORD '{hash}'")
-            } else {
-                format!("ALTER USER {target} IDENTIFIED BY {}", quote_str(pw))
+            match (self_rotation && !user.contains('@'), mariadb) {
+                (true, true) => format!("SET PASSWORD = '{hash}'"),
+                (true, false) => format!("SET PASSWORD = {}", quote_str(pw)),
+                (false, true) => format!(
+                    "ALTER USER {} IDENTIFIED BY PASSWORD '{hash}'",
+                    account(user)
+                ),
+                (false, false) => format!(
+                    "ALTER USER {} IDENTIFIED BY {}",
+                    account(user),
+                    quote_str(pw)
+                ),
             }
             .into_bytes(),
         );
