@@ -98,6 +98,17 @@ fn postgres_with_password_auth_users_and_databases() {
         err.to_string().contains("password authentication failed"),
         "{err}"
     );
+    // A replica of a password-protected primary streams with the superuser's password.
+    pg.psql("create table t (id int)").expect("create");
+    let replica = pg.start_replica().expect("replica");
+    pg.psql("insert into t values (7)").expect("insert");
+    assert!(
+        eventually(Duration::from_secs(10), || replica
+            .psql("select sum(id) from t")
+            .is_ok_and(|c| c == "7")),
+        "replica did not follow; log:\n{}",
+        replica.log_tail()
+    );
     let opts = format!(
         "{:?}",
         PgOptions {
