@@ -11,6 +11,7 @@
 # haproxy, stunnel4 (pgbench 15 cannot speak raw TLS, so its TLS rows go through a stunnel
 # client, the same for both proxies).
 set -euo pipefail
+ulimit -n 65536 2>/dev/null || true
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 DURATION=${DURATION:-15}
@@ -50,7 +51,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; tail -n 5 "$W"/*.log "$PGDATA/log" >&2 2>/dev/null; return 1; }
 
 # --- servers ------------------------------------------------------------------------------
 PG_PORT=$(free_port); REDIS_PORT=$(free_port)
@@ -121,7 +122,7 @@ wait_port "$S_PG"
 H_PG=$(free_port); H_REDIS=$(free_port); H_PGTLS=$(free_port); H_REDISTLS=$(free_port)
 cat > "$W/haproxy.cfg" <<CFG
 global
-  maxconn 20000
+  maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
   mode tcp
@@ -199,8 +200,8 @@ bench_redis() {
   t0=$(cpu_ticks "$pid")
   out=$(redis-benchmark -h 127.0.0.1 -p "$port" -t get,set -P "$p" -n "$n" -c 50 -q "$@" 2>/dev/null | tr '\r' '\n')
   t1=$(cpu_ticks "$pid")
-  set=$(echo "$out" | awk '/^SET:/ {printf "%.0f", $2; exit}')
-  get=$(echo "$out" | awk '/^GET:/ {printf "%.0f", $2; exit}')
+  set=$(echo "$out" | awk '/^SET:.*requests per second/ {printf "%.0f", $2; exit}')
+  get=$(echo "$out" | awk '/^GET:.*requests per second/ {printf "%.0f", $2; exit}')
   avg=$(awk -v a="$get" -v b="$set" 'BEGIN { printf "%.0f", (a + b) / 2 }')
   lat=$(echo "$out" | grep -o 'p50=[0-9.]*' | head -1 | cut -d= -f2)
   cpu=$(awk -v d=$((t1 - t0)) -v n=$((2 * n)) -v t="$TCK" 'BEGIN { if (d > 0) printf "%.2f", d * 1e6 / t / n; else print "-" }')
