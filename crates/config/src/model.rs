@@ -142,6 +142,69 @@ pub struct Listener {
     pub handshake_timeout: Duration,
     /// Most concurrent client connections; more are refused. Default 10000.
     pub max_connections: u32,
+    /// Backend connection pooling for protocol listeners (`postgres`, later `mysql`, `redis`).
+    pub pool: PoolSettings,
+    /// Send provably read-only work to healthy replicas. Default `false`.
+    pub read_write_split: bool,
+    /// Replicas further behind than this get no reads. Default `"10s"`.
+    pub max_replica_lag: Duration,
+    /// What `query` audit events record of the statement text. Default `Masked`.
+    pub audit_queries: QueryAudit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolMode {
+    /// A client keeps one backend connection from login to logout.
+    Session,
+    /// A client holds a backend connection only while a transaction is open.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+/// Backend connection pools, one per (target, database, backend user).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    /// Default `Session`.
+    pub mode: PoolMode,
+    /// Most backend connections per pool. Default 20.
+    pub size: u32,
+    /// Idle connections kept open per pool once it has been used. Default 0.
+    pub min_idle: u32,
+    /// Close an idle backend connection after this long. Default `"600s"`.
+    pub idle_timeout: Duration,
+    /// Close a backend connection at its next release after this long. Default `"3600s"`.
+    pub max_lifetime: Duration,
+    /// Longest a client waits for a backend connection before an error. Default `"30s"`.
+    pub checkout_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            mode: PoolMode::Session,
+            size: 20,
+            min_idle: 0,
+            idle_timeout: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            checkout_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueryAudit {
+    Off,
+    /// Literals replaced by `?`.
+    Masked,
+    Full,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -155,6 +218,9 @@ pub enum Algorithm {
 pub enum HealthCheckProtocol {
     /// A TCP connect that succeeds within the timeout.
     Tcp,
+    /// Log in with `credential` and run `SELECT pg_is_in_recovery()`: healthy when it answers,
+    /// and the answer is the target's role.
+    Postgres,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +237,10 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Default 3.
     pub unhealthy_threshold: u32,
+    /// Vault secret the protocol-level check logs in with (required for `postgres`).
+    pub credential: Option<String>,
+    /// Database the protocol-level check connects to. Default `"postgres"`.
+    pub database: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,6 +296,10 @@ pub struct User {
     pub backend_credential: Option<String>,
     /// Databases this user may reach; empty means all.
     pub databases: Vec<String>,
+    /// Overrides the listener's pool mode for this user.
+    pub pool_mode: Option<PoolMode>,
+    /// May use the virtual `sumun` admin database. Default `false`.
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

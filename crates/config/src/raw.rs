@@ -147,6 +147,21 @@ pub struct RawListener {
     pub idle_timeout: Option<Spanned<RawDuration>>,
     pub handshake_timeout: Option<Spanned<RawDuration>>,
     pub max_connections: Option<Spanned<i64>>,
+    pub pool: Option<Spanned<RawPool>>,
+    pub read_write_split: Option<Spanned<bool>>,
+    pub max_replica_lag: Option<Spanned<RawDuration>>,
+    pub audit_queries: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub mode: Option<Spanned<String>>,
+    pub size: Option<Spanned<i64>>,
+    pub min_idle: Option<Spanned<i64>>,
+    pub idle_timeout: Option<Spanned<RawDuration>>,
+    pub max_lifetime: Option<Spanned<RawDuration>>,
+    pub checkout_timeout: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -172,6 +187,8 @@ pub struct RawHealthCheck {
     pub timeout: Option<Spanned<RawDuration>>,
     pub healthy_threshold: Option<Spanned<i64>>,
     pub unhealthy_threshold: Option<Spanned<i64>>,
+    pub credential: Option<Spanned<String>>,
+    pub database: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +206,8 @@ pub struct RawUser {
     pub auth: Option<Spanned<Vec<Spanned<String>>>>,
     pub backend_credential: Option<Spanned<String>>,
     pub databases: Option<Vec<Spanned<String>>>,
+    pub pool_mode: Option<Spanned<String>>,
+    pub admin: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,7 +289,8 @@ pub fn read(text: &str) -> Result<Reading, (Span, String)> {
                     r.array(item, key_span, "security_groups", "security group", &schema);
             }
             "listeners" => {
-                let schema = Schema::of::<RawListener>(&["name", "bind", "target_group"]);
+                let schema = Schema::of::<RawListener>(&["name", "bind", "target_group"])
+                    .table("pool", Schema::of::<RawPool>(&[]));
                 r.cfg.listeners = r.array(item, key_span, "listeners", "listener", &schema);
             }
             "target_groups" => {

@@ -696,6 +696,8 @@ impl Checker<'_> {
             timeout: Duration::from_secs(2),
             healthy_threshold: 3,
             unhealthy_threshold: 3,
+            credential: None,
+            database: "postgres".to_string(),
         };
         let Some(raw) = raw else { return hc };
         let s = group;
@@ -705,8 +707,23 @@ impl Checker<'_> {
             s,
             "health_check protocol",
             hc.protocol,
-            &[("tcp", HealthCheckProtocol::Tcp)],
+            &[
+                ("tcp", HealthCheckProtocol::Tcp),
+                ("postgres", HealthCheckProtocol::Postgres),
+            ],
         );
+        hc.credential = raw.credential.as_ref().map(|c| c.get_ref().clone());
+        if let Some(db) = &raw.database {
+            hc.database = db.get_ref().clone();
+        }
+        if hc.protocol == HealthCheckProtocol::Postgres && hc.credential.is_none() {
+            if let Some(p) = &raw.protocol {
+                self.report(
+                    p.span(),
+                    format!("{s}: health_check protocol \"postgres\" logs in to each target; name the vault secret to log in with in health_check credential"),
+                );
+            }
+        }
         hc.interval = self.duration(
             &raw.interval,
             s,
@@ -955,6 +972,26 @@ impl Checker<'_> {
                 1,
                 u32::MAX,
             );
+            let pool = self.pool(l.pool.as_ref().map(Spanned::get_ref), protocol, &s);
+            let read_write_split = l.read_write_split.as_ref().is_some_and(|b| *b.get_ref());
+            let max_replica_lag = self.duration(
+                &l.max_replica_lag,
+                &s,
+                "max_replica_lag",
+                Duration::from_secs(10),
+                false,
+            );
+            let audit_queries = self.choice(
+                &l.audit_queries,
+                &s,
+                "audit_queries",
+                QueryAudit::Masked,
+                &[
+                    ("masked", QueryAudit::Masked),
+                    ("off", QueryAudit::Off),
+                    ("full", QueryAudit::Full),
+                ],
+            );
             if let (Some(name), Some(bind), Some(tg)) = (name, bind, &l.target_group) {
                 out.push(Listener {
                     name,
@@ -969,6 +1006,10 @@ impl Checker<'_> {
                     idle_timeout,
                     handshake_timeout,
                     max_connections,
+                    pool,
+                    read_write_split,
+                    max_replica_lag,
+                    audit_queries,
                 });
             }
         }
@@ -1042,6 +1083,45 @@ impl Checker<'_> {
         }
     }
 
+    fn pool(&mut self, raw: Option<&RawPool>, protocol: Protocol, s: &str) -> PoolSettings {
+        let mut p = PoolSettings::default();
+        let Some(raw) = raw else { return p };
+        if matches!(protocol, Protocol::Tcp | Protocol::Tls) {
+            if let Some(span) = raw.mode.as_ref().map(Spanned::span) {
+                self.report(
+                    span,
+                    format!("{s}: pool settings need a protocol listener (postgres); a {} listener relays bytes and has no pool", protocol.as_str()),
+                );
+            }
+        }
+        p.mode = self.choice(&raw.mode, s, "pool mode", p.mode, POOL_MODES);
+        p.size = self.int(&raw.size, s, "pool size", p.size, 1, 10_000);
+        p.min_idle = self.int(&raw.min_idle, s, "pool min_idle", p.min_idle, 0, 10_000);
+        if p.min_idle > p.size {
+            if let Some(m) = &raw.min_idle {
+                self.report(
+                    m.span(),
+                    format!(
+                        "{s}: pool min_idle ({}) is larger than pool size ({})",
+                        p.min_idle, p.size
+                    ),
+                );
+            }
+        }
+        p.idle_timeout =
+            self.duration(&raw.idle_timeout, s, "pool idle_timeout", p.idle_timeout, false);
+        p.max_lifetime =
+            self.duration(&raw.max_lifetime, s, "pool max_lifetime", p.max_lifetime, false);
+        p.checkout_timeout = self.duration(
+            &raw.checkout_timeout,
+            s,
+            "pool checkout_timeout",
+            p.checkout_timeout,
+            false,
+        );
+        p
+    }
+
     fn users(&mut self, raw: &[Spanned<RawUser>]) -> Vec<User> {
         self.unique("user", raw.iter().filter_map(|u| u.get_ref().name.as_ref()));
         let mut out = Vec::new();
@@ -1097,12 +1177,19 @@ impl Checker<'_> {
                     databases.push(db.get_ref().clone());
                 }
             }
+            let pool_mode = u
+                .pool_mode
+                .as_ref()
+                .and_then(|m| self.one_of(m, &s, "pool_mode", POOL_MODES));
+            let admin = u.admin.as_ref().is_some_and(|a| *a.get_ref());
             if let Some(name) = name {
                 out.push(User {
                     name,
                     auth,
                     backend_credential,
                     databases,
+                    pool_mode,
+                    admin,
                 });
             }
         }
@@ -1141,6 +1228,11 @@ impl Checker<'_> {
         })
     }
 }
+
+const POOL_MODES: &[(&str, PoolMode)] = &[
+    ("session", PoolMode::Session),
+    ("transaction", PoolMode::Transaction),
+];
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     crate::raw::suggest(word, candidates)

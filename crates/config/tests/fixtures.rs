@@ -141,6 +141,8 @@ fn minimal_config_gets_every_default() {
             timeout: Duration::from_secs(2),
             healthy_threshold: 3,
             unhealthy_threshold: 3,
+            credential: None,
+            database: "postgres".into(),
         }
     );
     assert_eq!(

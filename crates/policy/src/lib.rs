@@ -152,6 +152,10 @@ mod tests {
             idle_timeout: std::time::Duration::from_secs(350),
             handshake_timeout: std::time::Duration::from_secs(10),
             max_connections: 100,
+            pool: sumun_config::PoolSettings::default(),
+            read_write_split: false,
+            max_replica_lag: std::time::Duration::from_secs(10),
+            audit_queries: sumun_config::QueryAudit::Masked,
         }
     }
 

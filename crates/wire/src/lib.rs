@@ -1,4 +1,5 @@
 //! Wire codecs: bytes in, typed frames out, and back. Nothing here touches a socket;
 //! decoders never panic on any input and never allocate more than the bytes they were given.
 
+pub mod postgres;
 pub mod proxy;
