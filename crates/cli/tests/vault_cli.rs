@@ -32,6 +32,9 @@ fn sumun_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
         .env_remove("SUMUN_MASTER_PASSPHRASE")
         .env_remove("SUMUN_MASTER_KEY_FILE")
         .env_remove(FAULT_ENV)
+        // The most verbose logging there is, so the hygiene test sees every line (SUMUN_LOG is
+        // the filter the binary reads; RUST_LOG covers any library that reads its own).
+        .env("SUMUN_LOG", "trace")
         .env("RUST_LOG", "trace")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -258,6 +261,210 @@ fn concurrent_puts_from_two_processes_lose_nothing() {
     let list: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
     assert_eq!(list.len(), 24);
     assert_eq!(get(&v, "w1/s7", "current").as_deref(), Some("value-1-7"));
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn key_file_readable_by_others_is_refused() {
+    let v = temp_vault();
+    let key = v.join("master.key");
+    assert_eq!(mode(&key), 0o600, "vault init must write the key file 0600");
+    assert_eq!(mode(&v.join("vault.json")), 0o600);
+    let key_text = std::fs::read_to_string(&key).unwrap().trim().to_string();
+    ok(&["secrets", "put", "a", "--generate", "--vault", s(&v)]);
+    // A copy named by SUMUN_MASTER_KEY_FILE is held to the same rule.
+    let copy = v.parent().unwrap().join("copy.key");
+    std::fs::copy(&key, &copy).unwrap();
+    for bad in [0o644, 0o640, 0o604] {
+        for (file, env) in [
+            (&key, vec![]),
+            (&copy, vec![("SUMUN_MASTER_KEY_FILE", s(&copy))]),
+        ] {
+            chmod(file, bad);
+            let o = sumun_with(&["secrets", "get", "a", "--vault", s(&v)], &env, None);
+            assert_eq!(o.code, 2, "mode {bad:o}: {}", o.stderr);
+            assert!(o.stdout.is_empty());
+            assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+            assert!(
+                o.stderr.contains("chmod 600") && o.stderr.contains(&format!("{bad:o}")),
+                "{}",
+                o.stderr
+            );
+            assert!(!o.stderr.contains(&key_text));
+            chmod(file, 0o600);
+        }
+    }
+    chmod(&key, 0o400);
+    ok(&["secrets", "get", "a", "--vault", s(&v)]);
+    // `vault init` refuses to reuse a key file others can read, too.
+    let dir2 = v.parent().unwrap().join("vault2");
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::fs::copy(&copy, dir2.join("master.key")).unwrap();
+    chmod(&dir2.join("master.key"), 0o644);
+    let o = sumun(&["vault", "init", "--dir", s(&dir2)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(!dir2.join("vault.json").exists());
+}
+
+#[test]
+fn passphrase_vault_uses_argon2id() {
+    let dir = std::env::temp_dir().join(format!(
+        "sumun-vault-cli-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let v = dir.join("vault");
+    let pass = [("SUMUN_MASTER_PASSPHRASE", "correct horse battery staple")];
+    let o = sumun_with(&["vault", "init", "--dir", s(&v)], &pass, None);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("Argon2id"), "{}", o.stderr);
+    assert!(
+        !v.join("master.key").exists(),
+        "a passphrase vault has no key file"
+    );
+    // The KDF and its cost are recorded in the store (they are not secret).
+    let raw = std::fs::read_to_string(v.join("vault.json")).unwrap();
+    let json = raw.lines().skip(1).collect::<Vec<_>>();
+    let json = json[..json.len() - 1].join("\n");
+    let body: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let kdf = &body["master"]["kdf"];
+    assert_eq!(kdf["algorithm"], "argon2id");
+    assert_eq!(kdf["m_cost_kib"], 65536);
+    assert_eq!(kdf["t_cost"], 3);
+    assert_eq!(body["master"]["source"], "passphrase");
+
+    let o = sumun_with(
+        &["secrets", "put", "p", "--vault", s(&v)],
+        &pass,
+        Some("pass-protected-value"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = sumun_with(&["secrets", "get", "p", "--vault", s(&v)], &pass, None);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "pass-protected-value\n");
+    // No passphrase: says which variable to set. A wrong one: "wrong master key".
+    let o = sumun(&["secrets", "get", "p", "--vault", s(&v)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("SUMUN_MASTER_PASSPHRASE"), "{}", o.stderr);
+    let o = sumun_with(
+        &["secrets", "get", "p", "--vault", s(&v)],
+        &[("SUMUN_MASTER_PASSPHRASE", "correct horse battery stapler")],
+        None,
+    );
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("wrong master key"), "{}", o.stderr);
+    assert!(o.stdout.is_empty());
+    assert!(!o.stderr.contains("correct horse"));
+}
+
+fn master_key(v: &Path) -> Box<dyn sumun_vault::MasterKey> {
+    Box::new(sumun_vault::LocalMasterKey::from_key_file(&v.join("master.key")).unwrap())
+}
+
+/// `keys rotate` is killed (SIGKILL) at random moments, over and over: after every kill the
+/// vault opens, every value is intact and every token issued so far still verifies.
+#[test]
+fn keys_rotate_killed_at_random_moments_loses_nothing() {
+    let v = temp_vault();
+    let mut values = Vec::new();
+    for i in 0..20 {
+        let (name, value) = (format!("s{i}"), format!("value-number-{i}"));
+        let o = sumun_with(
+            &["secrets", "put", &name, "--vault", s(&v)],
+            &[],
+            Some(&value),
+        );
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        values.push((name, value));
+    }
+    let o = sumun_with(
+        &["users", "set-password", "alice", "--vault", s(&v)],
+        &[],
+        Some("alice-password"),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // Kill delays spread over twice the time a whole `keys rotate` takes here, so kills land
+    // before, during (mostly in the fsyncs) and after the write.
+    let mut whole = std::time::Duration::ZERO;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        ok(&["keys", "rotate", "--vault", s(&v)]);
+        whole = whole.max(t.elapsed());
+    }
+    let spread = u64::try_from(whole.as_micros() * 2).unwrap();
+    let mut tokens = Vec::new();
+    let (mut killed, mut completed, mut mid_write) = (0, 0, 0);
+    let mut generation = 1;
+    for round in 0..40 {
+        if round % 4 == 0 {
+            tokens.push(ok(&["token", "--user", "alice", "--vault", s(&v)]).stdout);
+        }
+        let mut child = Command::new(SUMUN)
+            .args(["keys", "rotate", "--vault", s(&v)])
+            .env_remove("SUMUN_MASTER_KEY")
+            .env_remove("SUMUN_MASTER_PASSPHRASE")
+            .env_remove("SUMUN_MASTER_KEY_FILE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(fastrand::u64(0..spread)));
+        let _ = child.kill();
+        if child.wait().unwrap().success() {
+            completed += 1;
+        } else {
+            killed += 1;
+            mid_write += usize::from(tmp_files(&v) > 0);
+        }
+        let vault = sumun_vault::Vault::open_with(&v, master_key(&v))
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(vault.kek_generation() >= generation);
+        generation = vault.kek_generation();
+        for (name, value) in &values {
+            assert_eq!(vault.get(name).unwrap().expose(), value.as_bytes());
+        }
+        assert!(vault.user_verifiers("alice").unwrap().is_some());
+        let verifier = vault
+            .token_verifier(sumun_vault::VerifyPolicy::default())
+            .unwrap();
+        let now = sumun_vault::store::now_unix_secs();
+        for t in &tokens {
+            let c = verifier.verify(t.trim(), "sumun", now);
+            assert!(c.is_ok(), "round {round}: {c:?}");
+        }
+    }
+    assert!(
+        killed > 0 && completed > 0,
+        "{killed} killed, {completed} completed: the kills did not cover the rotation"
+    );
+    // A last, uninterrupted rotation leaves no temporary file of the killed ones behind.
+    ok(&["keys", "rotate", "--vault", s(&v)]);
+    ok(&["token", "--user", "alice", "--vault", s(&v)]);
+    assert_eq!(tmp_files(&v), 0, "a temporary file was left behind");
+    eprintln!("keys rotate: {killed} killed ({mid_write} while writing), {completed} completed");
+}
+
+fn tmp_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count()
 }
 
 /// Rotates `name` with the process killed after each step in turn; after each crash one of

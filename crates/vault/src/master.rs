@@ -309,6 +309,42 @@ mod tests {
         assert!(matches!(b.unwrap(&w, b"ctx"), Err(MasterKeyError::Unwrap)));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn key_file_must_be_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::store::tests::temp_dir();
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(KEY_FILE_NAME);
+        let k = LocalMasterKey::generate().unwrap();
+        k.write_key_file(&path).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert!(k.write_key_file(&path).is_err(), "must not overwrite a key");
+        assert_eq!(LocalMasterKey::from_key_file(&path).unwrap().id(), k.id());
+        let key_text = k.to_base64();
+        for bad in [0o644, 0o640, 0o604, 0o660, 0o700 | 0o004, 0o610] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bad)).unwrap();
+            let err = LocalMasterKey::from_key_file(&path).unwrap_err();
+            assert!(
+                matches!(err, MasterKeyError::FileMode { mode, .. } if mode == bad),
+                "{bad:o}: {err}"
+            );
+            assert!(err.is_input());
+            let msg = err.to_string();
+            assert!(msg.contains("chmod 600"), "{msg}");
+            assert!(!msg.contains(key_text.expose_str().unwrap()));
+        }
+        for good in [0o600, 0o400] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(good)).unwrap();
+            assert!(LocalMasterKey::from_key_file(&path).is_ok(), "{good:o}");
+        }
+        assert!(matches!(
+            LocalMasterKey::from_key_file(&dir.join("absent.key")),
+            Err(MasterKeyError::FileMissing(_))
+        ));
+    }
+
     #[test]
     fn passphrase_is_deterministic_per_salt() {
         let mut p = KdfParams::new_random().unwrap();

@@ -921,11 +921,13 @@ impl Vault {
         })
     }
 
-    /// Serializes, authenticates and atomically replaces the store file.
+    /// Serializes, authenticates and atomically replaces the store file. Called under the
+    /// directory lock (the tests excepted).
     fn write(&mut self) -> Result<(), StoreError> {
         self.body.revision += 1;
         let bytes = encode(&self.body, &self.kek)?;
         let path = self.dir.join(STORE_FILE);
+        remove_stale_temps(&self.dir);
         let tmp = self
             .dir
             .join(format!(".{STORE_FILE}.{}.tmp", std::process::id()));
@@ -1003,6 +1005,24 @@ fn new_signing_key(kek: &Kek, serial: u64) -> Result<SigningKeyRecord, StoreErro
         private,
         retired: None,
     })
+}
+
+/// Removes temporary files left by writers killed between creating and renaming them. Under
+/// the lock no live writer owns one, so all of them are stale; failures are harmless.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{STORE_FILE}.");
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".tmp"))
+        {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// An exclusive lock on the vault directory, released on drop.

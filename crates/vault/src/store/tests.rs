@@ -342,4 +342,74 @@ fn debug_output_redacts() {
         v.token_signer().unwrap()
     );
     assert!(!dbg.contains("super-secret-value"));
+
+    // Every other type that holds a key, a verifier or a password.
+    v.set_user_password("alice", &secret("alice-password"))
+        .unwrap();
+    let pv = v.user_verifiers("alice").unwrap().unwrap();
+    let scram = pv.scram().unwrap();
+    let key = LocalMasterKey::generate().unwrap();
+    let key_b64 = key.to_base64();
+    let pw = secret("login-password");
+    let login = crate::rotation::Login {
+        address: "127.0.0.1:5432",
+        username: "app",
+        password: &pw,
+        database: None,
+    };
+    let token = v
+        .token_signer()
+        .unwrap()
+        .issue("alice", None, "gw", now_unix(), 900)
+        .unwrap();
+    let dbg = format!("{pv:?} {scram:?} {key:?} {login:?} {token:?} {key_b64:?}");
+    for leak in [
+        pv.scram_sha256.as_str(),
+        pv.mysql_native.as_str(),
+        &crypto::b64(&scram.stored_key),
+        &crypto::b64(&scram.server_key),
+        key_b64.expose_str().unwrap(),
+        "login-password",
+        token.expose_str().unwrap(),
+    ] {
+        assert!(!dbg.contains(leak), "Debug shows {leak}: {dbg}");
+    }
+    assert!(dbg.contains("127.0.0.1:5432"), "{dbg}");
+}
+
+#[test]
+fn a_writer_killed_before_its_rename_loses_nothing() {
+    let dir = temp_dir();
+    let (k, again) = key_pair();
+    let mut v = Vault::init(&dir, k, None).unwrap();
+    v.put("a", &secret("value-a"), SecretMeta::default())
+        .unwrap();
+    let now = now_unix();
+    let token = v
+        .token_signer()
+        .unwrap()
+        .issue("u", None, "gw", now, 900)
+        .unwrap();
+    // What a `keys rotate` killed mid-write leaves behind: a partial temp file next to the
+    // untouched store.
+    let good = fs::read(dir.join(STORE_FILE)).unwrap();
+    let stale = dir.join(format!(".{STORE_FILE}.999999.tmp"));
+    fs::write(&stale, &good[..good.len() / 2]).unwrap();
+    let mut v2 = Vault::open_with(&dir, again()).unwrap();
+    assert_eq!(v2.get("a").unwrap().expose(), b"value-a");
+    let verifier = v2.token_verifier(VerifyPolicy::default()).unwrap();
+    assert!(verifier
+        .verify(token.expose_str().unwrap(), "gw", now)
+        .is_ok());
+    // The next write (under the lock) clears the leftover and completes the rotation.
+    v2.rotate_keys(3600 + 30).unwrap();
+    assert!(!stale.exists());
+    let v3 = Vault::open_with(&dir, again()).unwrap();
+    assert_eq!(v3.kek_generation(), 2);
+    assert_eq!(v3.get("a").unwrap().expose(), b"value-a");
+    assert!(v3
+        .token_verifier(VerifyPolicy::default())
+        .unwrap()
+        .verify(token.expose_str().unwrap(), "gw", now)
+        .is_ok());
 }
