@@ -1108,10 +1108,20 @@ impl Checker<'_> {
                 );
             }
         }
-        p.idle_timeout =
-            self.duration(&raw.idle_timeout, s, "pool idle_timeout", p.idle_timeout, false);
-        p.max_lifetime =
-            self.duration(&raw.max_lifetime, s, "pool max_lifetime", p.max_lifetime, false);
+        p.idle_timeout = self.duration(
+            &raw.idle_timeout,
+            s,
+            "pool idle_timeout",
+            p.idle_timeout,
+            false,
+        );
+        p.max_lifetime = self.duration(
+            &raw.max_lifetime,
+            s,
+            "pool max_lifetime",
+            p.max_lifetime,
+            false,
+        );
         p.checkout_timeout = self.duration(
             &raw.checkout_timeout,
             s,

@@ -44,6 +44,8 @@ pub(crate) fn start(
         .route("/healthz", get(healthz))
         .route("/api/listeners", get(listeners))
         .route("/api/targets", get(targets))
+        .route("/api/pools", get(pools))
+        .route("/api/clients", get(clients))
         .with_state(shared);
     tokio::spawn(async move {
         tracing::info!(addr = %local_addr, "admin listening");
@@ -141,7 +143,16 @@ pub fn render_metrics(shared: &Shared) -> String {
                 );
             }
         }
+        crate::postgres::render_metrics(shared, out);
     })
+}
+
+async fn pools(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::postgres::pool_rows(&shared)).into_response()
+}
+
+async fn clients(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::postgres::client_rows(&shared)).into_response()
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

@@ -138,6 +138,20 @@ pub(crate) async fn handle(
         return;
     }
 
+    // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
+    if snap.settings.protocol == Protocol::Postgres {
+        crate::postgres::handle(
+            stream,
+            admitted,
+            snap,
+            listener.clone(),
+            shared.clone(),
+            handshake_deadline,
+        )
+        .await;
+        return;
+    }
+
     // 3. TLS termination, then 4. checkout and 5. relay.
     match (snap.settings.protocol, &snap.tls) {
         (Protocol::Tls, Some(tls)) => {

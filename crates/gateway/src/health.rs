@@ -12,10 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sumun_config::HealthCheckProtocol;
+use sumun_config::{HealthCheck, HealthCheckProtocol, Role};
 use tokio::net::TcpStream;
 
 use crate::targets::{Health, Observation, TargetGroupRt, TargetRt};
+use crate::Shared;
 
 /// Why a probe failed, phrased for "N consecutive ..." reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,13 +36,27 @@ impl ProbeFailure {
     }
 }
 
+/// What a protocol-level probe learned besides "healthy".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    pub role: Role,
+    pub lag_ms: u64,
+}
+
 /// Run one probe against `addr`.
 pub async fn probe(
-    protocol: HealthCheckProtocol,
+    hc: &HealthCheck,
     addr: SocketAddr,
-    timeout: Duration,
-) -> Result<(), ProbeFailure> {
-    match protocol {
+    shared: Option<&Shared>,
+) -> Result<Option<Learned>, ProbeFailure> {
+    let timeout = hc.timeout;
+    match hc.protocol {
+        HealthCheckProtocol::Postgres => {
+            match tokio::time::timeout(timeout, postgres_probe(hc, addr, shared)).await {
+                Err(_) => Err(ProbeFailure::Timeout),
+                Ok(r) => r.map(Some),
+            }
+        }
         HealthCheckProtocol::Tcp => {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Err(_) => Err(ProbeFailure::Timeout),
@@ -51,25 +66,59 @@ pub async fn probe(
                 Ok(Err(_)) => Err(ProbeFailure::Error),
                 Ok(Ok(stream)) => {
                     drop(stream);
-                    Ok(())
+                    Ok(None)
                 }
             }
         }
     }
 }
 
+/// Log in with the health check's credential and ask the server whether it is in recovery
+/// (a replica) and, if so, how far behind its primary it is.
+async fn postgres_probe(
+    hc: &HealthCheck,
+    addr: SocketAddr,
+    shared: Option<&Shared>,
+) -> Result<Learned, ProbeFailure> {
+    use crate::postgres::probe_login;
+    let rows = probe_login(hc, addr, shared).await.map_err(|e| {
+        tracing::debug!(target_addr = %addr, error = %e, "postgres health check failed");
+        if e.contains("refused") {
+            ProbeFailure::Refused
+        } else {
+            ProbeFailure::Error
+        }
+    })?;
+    let row = rows.first().ok_or(ProbeFailure::Error)?;
+    let in_recovery = row.first().and_then(|v| v.as_deref()) == Some("t");
+    let lag_ms = row
+        .get(1)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        .max(0.0) as u64;
+    Ok(Learned {
+        role: if in_recovery {
+            Role::Replica
+        } else {
+            Role::Primary
+        },
+        lag_ms,
+    })
+}
+
 /// Start the check loop for `target`. It ends when the target is deregistered or its group is
 /// retired; it holds only weak references so a dropped group frees its targets.
-pub fn spawn_checker(group: &Arc<TargetGroupRt>, target: &Arc<TargetRt>) {
+pub fn spawn_checker(group: &Arc<TargetGroupRt>, target: &Arc<TargetRt>, shared: &Arc<Shared>) {
     if !group.settings().health_check.enabled {
         return;
     }
     let group = Arc::downgrade(group);
     let target = Arc::downgrade(target);
-    tokio::spawn(check_loop(group, target));
+    tokio::spawn(check_loop(group, target, Arc::downgrade(shared)));
 }
 
-async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>) {
+async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>, shared: Weak<Shared>) {
     // Spread first probes a little so a reload does not probe every target at the same instant.
     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..50))).await;
     loop {
@@ -83,12 +132,19 @@ async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>) {
         let hc = settings.health_check.clone();
         let addr = t.addr;
         drop((g, t));
-        let result = probe(hc.protocol, addr, hc.timeout).await;
+        let shared_now = shared.upgrade();
+        let result = probe(&hc, addr, shared_now.as_deref()).await;
+        drop(shared_now);
         let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
             return;
         };
         let observation = match result {
-            Ok(()) => Observation::Success,
+            Ok(learned) => {
+                if let Some(l) = learned {
+                    t.learn_role(l.role, l.lag_ms);
+                }
+                Observation::Success
+            }
             Err(failure) => Observation::Failure(failure.reason()),
         };
         if let Some((health, reason)) =

@@ -9,14 +9,16 @@
 
 pub mod admin;
 mod conn;
-mod health;
+pub(crate) mod health;
 pub mod listener;
 pub mod logsink;
 pub mod metrics;
+pub mod postgres;
 pub mod records;
 pub mod relay;
 pub mod targets;
 pub mod tls;
+pub mod vault;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +58,9 @@ pub struct Shared {
     pub phase: watch::Receiver<Phase>,
     pub config: ArcSwap<Config>,
     pub registry: ArcSwap<Registry>,
+    /// Open when the config has a `[vault]`.
+    pub vault: arc_swap::ArcSwapOption<vault::VaultRt>,
+    pub pg: postgres::PgShared,
 }
 
 impl Shared {
@@ -88,6 +93,11 @@ pub enum ApplyError {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("cannot open the vault at {path}: {source}")]
+    Vault {
+        path: PathBuf,
+        source: sumun_vault::StoreError,
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -127,6 +137,8 @@ impl Gateway {
                 phase: phase_rx,
                 config: ArcSwap::from_pointee(Config::empty()),
                 registry: ArcSwap::from_pointee(Registry::default()),
+                vault: arc_swap::ArcSwapOption::empty(),
+                pg: postgres::PgShared::default(),
             }),
             phase,
             state: Mutex::new(State::default()),
@@ -271,6 +283,21 @@ impl Gateway {
             }
             _ => None,
         };
+        let current_vault = self.shared.vault.load_full();
+        let vault = match (&config.vault, current_vault) {
+            (None, _) => None,
+            (Some(v), Some(cur)) if cur.same_place(v) => Some(cur),
+            (Some(v), _) => match vault::VaultRt::open(v) {
+                Ok(rt) => Some(Arc::new(rt)),
+                Err(source) => {
+                    errors.push(ApplyError::Vault {
+                        path: v.dir.clone(),
+                        source,
+                    });
+                    None
+                }
+            },
+        };
         if !errors.is_empty() {
             self.shared
                 .metrics
@@ -280,6 +307,7 @@ impl Gateway {
         }
 
         // Phase B: commit. Nothing below fails.
+        self.shared.vault.store(vault);
         self.shared
             .records
             .gateway_name
@@ -300,14 +328,14 @@ impl Gateway {
             let rt = match state.groups.get(&g.name) {
                 Some(existing) => {
                     for added in existing.update(g) {
-                        health::spawn_checker(existing, &added);
+                        health::spawn_checker(existing, &added, &self.shared);
                     }
                     existing.clone()
                 }
                 None => {
                     let rt = TargetGroupRt::new(g);
                     for t in rt.targets().iter() {
-                        health::spawn_checker(&rt, t);
+                        health::spawn_checker(&rt, t, &self.shared);
                     }
                     rt
                 }
@@ -328,9 +356,9 @@ impl Gateway {
                 tracing::error!(listener = %l.name, target_group = %l.target_group, "listener names an unknown target group; not serving it");
                 continue;
             };
-            let tls_ctx = match l.protocol {
-                Protocol::Tls => l.tls_config.as_ref().and_then(|n| tls.get(n).cloned()),
-                _ => None,
+            let tls_ctx = match (l.protocol, l.tls) {
+                (Protocol::Tcp, _) | (_, sumun_config::TlsMode::Off) => None,
+                _ => l.tls_config.as_ref().and_then(|n| tls.get(n).cloned()),
             };
             let snapshot = ListenerSnapshot {
                 settings: l.clone(),

@@ -24,10 +24,12 @@ pub enum RejectReason {
     NoHealthyTarget,
     TargetConnect,
     ShuttingDown,
+    /// A protocol front end could not read the client's first messages.
+    ProtocolError,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 10] = [
+    const ALL: [RejectReason; 11] = [
         RejectReason::SecurityGroup,
         RejectReason::NoSecurityGroup,
         RejectReason::ProxyUntrusted,
@@ -38,6 +40,7 @@ impl RejectReason {
         RejectReason::NoHealthyTarget,
         RejectReason::TargetConnect,
         RejectReason::ShuttingDown,
+        RejectReason::ProtocolError,
     ];
 
     pub fn all() -> &'static [RejectReason] {
@@ -56,6 +59,7 @@ impl RejectReason {
             RejectReason::NoHealthyTarget => "no_healthy_target",
             RejectReason::TargetConnect => "target_connect",
             RejectReason::ShuttingDown => "shutting_down",
+            RejectReason::ProtocolError => "protocol_error",
         }
     }
 
@@ -77,7 +81,7 @@ pub struct ListenerMetrics {
     /// Target to client.
     pub bytes_out: AtomicU64,
     pub auth_failures: AtomicU64,
-    rejected: [AtomicU64; 10],
+    rejected: [AtomicU64; 11],
     /// (version, key exchange group) -> completed handshakes.
     tls_handshakes: Mutex<BTreeMap<(&'static str, String), u64>>,
 }

@@ -204,6 +204,11 @@ impl Records {
         sink.send(Value::Object(line).to_string());
     }
 
+    /// Whether an audit log is configured (so callers can skip building events).
+    pub fn audits(&self) -> bool {
+        self.audit_log.load().is_some()
+    }
+
     pub fn flush(&self) {
         if let Some(sink) = self.flow_log.load_full() {
             sink.flush();

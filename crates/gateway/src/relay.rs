@@ -249,3 +249,25 @@ where
     })
     .await
 }
+
+/// Read what is available from `reader` and append it to `buf`, going through the per-thread
+/// scratch buffer so a connection waiting for input holds no buffer of its own. `Ok(0)` is
+/// end of stream.
+pub(crate) async fn read_append<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let room = limit.clamp(1, scratch.len());
+            let mut rb = ReadBuf::new(&mut scratch[..room]);
+            ready!(Pin::new(&mut *reader).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            buf.extend_from_slice(rb.filled());
+            Poll::Ready(Ok(n))
+        })
+    })
+    .await
+}

@@ -54,6 +54,21 @@ pub struct TargetRt {
     pub flows_total: AtomicU64,
     /// `Some(deadline)` once draining: flows to this target must end by then.
     drain: watch::Sender<Option<Instant>>,
+    /// The role a protocol-level health check observed: 0 not known, 1 primary, 2 replica.
+    learned_role: std::sync::atomic::AtomicU8,
+    /// Replication lag a protocol-level health check observed, in milliseconds (replicas).
+    pub replica_lag_ms: AtomicU64,
+}
+
+/// Which targets a protocol front end wants for a piece of work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// Anything routable (pass-through listeners).
+    Any,
+    /// Not a replica: a primary, or a target whose role is not known.
+    Writer,
+    /// A replica within `max_lag_ms` of its primary.
+    Reader { max_lag_ms: u64 },
 }
 
 /// What a health observation was.
@@ -91,6 +106,42 @@ impl TargetRt {
             connect_errors: AtomicU64::new(0),
             flows_total: AtomicU64::new(0),
             drain: watch::channel(None).0,
+            learned_role: std::sync::atomic::AtomicU8::new(0),
+            replica_lag_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The role health checks observed, or else the configured one.
+    pub fn effective_role(&self) -> Role {
+        match self.learned_role.load(Ordering::Relaxed) {
+            1 => Role::Primary,
+            2 => Role::Replica,
+            _ => self.role,
+        }
+    }
+
+    /// Record what a protocol-level health check saw.
+    pub fn learn_role(&self, role: Role, lag_ms: u64) {
+        let v = match role {
+            Role::Primary => 1,
+            Role::Replica => 2,
+            Role::Any => 0,
+        };
+        let old = self.learned_role.swap(v, Ordering::Relaxed);
+        self.replica_lag_ms.store(lag_ms, Ordering::Relaxed);
+        if old != v && old != 0 {
+            tracing::warn!(target_addr = %self.address, role = ?role, "target changed role");
+        }
+    }
+
+    fn wanted(&self, want: Want) -> bool {
+        match want {
+            Want::Any => true,
+            Want::Writer => self.effective_role() != Role::Replica,
+            Want::Reader { max_lag_ms } => {
+                self.effective_role() == Role::Replica
+                    && self.replica_lag_ms.load(Ordering::Relaxed) <= max_lag_ms
+            }
         }
     }
 
@@ -318,9 +369,14 @@ impl TargetGroupRt {
     /// Pick a target for a new flow, skipping `tried`. Healthy (or not yet checked) targets
     /// first; when none is and the group fails open, every registered target is a candidate.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<TargetRt>> {
+        self.pick_for(tried, Want::Any)
+    }
+
+    /// [`TargetGroupRt::pick`] among the targets that fit `want`.
+    pub fn pick_for(&self, tried: &[SocketAddr], want: Want) -> Option<Arc<TargetRt>> {
         let targets = self.targets.load();
         let settings = self.settings.load();
-        let usable = |t: &&Arc<TargetRt>| !tried.contains(&t.addr);
+        let usable = |t: &&Arc<TargetRt>| !tried.contains(&t.addr) && t.wanted(want);
         let mut candidates: Vec<&Arc<TargetRt>> = targets
             .iter()
             .filter(|t| t.is_routable())

@@ -46,6 +46,8 @@ pub enum TlsError {
 pub struct TlsContext {
     pub settings: TlsSettings,
     config: ArcSwap<ServerConfig>,
+    /// The same with ALPN `postgresql`, for PostgreSQL listeners.
+    postgres: ArcSwap<ServerConfig>,
     /// Modification times of the files the current config was built from.
     stamps: Mutex<Vec<Option<SystemTime>>>,
     expiry_days: Mutex<f64>,
@@ -65,6 +67,7 @@ impl TlsContext {
         let (config, expiry) = build(settings)?;
         Ok(TlsContext {
             settings: settings.clone(),
+            postgres: ArcSwap::from_pointee(with_alpn(&config, b"postgresql")),
             config: ArcSwap::from_pointee(config),
             stamps: Mutex::new(stamps),
             expiry_days: Mutex::new(expiry),
@@ -74,6 +77,12 @@ impl TlsContext {
     /// The config new handshakes use.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.config.load_full()
+    }
+
+    /// The config for PostgreSQL clients: ALPN `postgresql` (required for direct TLS, and
+    /// accepted after an SSLRequest; clients that send no ALPN are still served).
+    pub fn postgres_config(&self) -> Arc<ServerConfig> {
+        self.postgres.load_full()
     }
 
     pub fn expiry_days(&self) -> f64 {
@@ -98,6 +107,8 @@ impl TlsContext {
         // the next write to it changes the stamp again and triggers another attempt.
         *seen = now;
         let (config, expiry) = build(&self.settings)?;
+        self.postgres
+            .store(Arc::new(with_alpn(&config, b"postgresql")));
         self.config.store(Arc::new(config));
         *self
             .expiry_days
@@ -168,6 +179,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         });
     }
     Ok(certs)
+}
+
+fn with_alpn(config: &ServerConfig, protocol: &[u8]) -> ServerConfig {
+    let mut c = config.clone();
+    c.alpn_protocols = vec![protocol.to_vec()];
+    c
 }
 
 fn build(settings: &TlsSettings) -> Result<(ServerConfig, f64), TlsError> {

@@ -308,6 +308,15 @@ pub fn cert_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime, PkiError> {
     Ok(cert.validity().not_after.to_datetime())
 }
 
+/// The subject common name of a certificate (DER or PEM), when it has one: the identity a
+/// `cert`-authenticated user is known by.
+pub fn common_name(pem_or_der: &[u8]) -> Option<String> {
+    let der = first_der(pem_or_der).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 /// [`cert_not_after`] as a [`SystemTime`].
 pub fn cert_not_after_system(pem_or_der: &[u8]) -> Result<SystemTime, PkiError> {
     Ok(SystemTime::from(cert_not_after(pem_or_der)?))

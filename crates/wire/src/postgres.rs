@@ -26,7 +26,10 @@ pub enum StartupPacket {
     SslRequest,
     /// Answer `N` (the gateway does not do GSSAPI encryption).
     GssEncRequest,
-    Cancel { process_id: u32, secret_key: u32 },
+    Cancel {
+        process_id: u32,
+        secret_key: u32,
+    },
     Startup(Startup),
 }
 
@@ -105,7 +108,9 @@ pub fn decode_startup(buf: &[u8]) -> Result<Option<(StartupPacket, usize)>, PgEr
             secret_key: be32(body, 4),
         },
         SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => {
-            return Err(PgError::MalformedStartup("request code with a body of the wrong size"))
+            return Err(PgError::MalformedStartup(
+                "request code with a body of the wrong size",
+            ))
         }
         version => {
             let (major, minor) = ((version >> 16) as u16, (version & 0xffff) as u16);
@@ -125,7 +130,9 @@ fn decode_params(mut body: &[u8]) -> Result<Vec<(String, String)>, PgError> {
     let mut params = Vec::new();
     loop {
         let Some((name, rest)) = cstr(body) else {
-            return Err(PgError::MalformedStartup("parameter list is not terminated"));
+            return Err(PgError::MalformedStartup(
+                "parameter list is not terminated",
+            ));
         };
         if name.is_empty() {
             if !rest.is_empty() {
@@ -330,7 +337,12 @@ impl Writer {
 
     fn notice_or_error(&mut self, tag: u8, severity: &str, code: &str, message: &str) {
         let at = self.begin(tag);
-        for (kind, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+        for (kind, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
             self.buf.push(kind);
             self.str(value.as_bytes());
         }
@@ -454,7 +466,10 @@ impl Writer {
 
 /// A SASLInitialResponse body: mechanism name and the client-first message.
 pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), PgError> {
-    let bad = |what| PgError::Malformed { tag: Tag(b'p'), what };
+    let bad = |what| PgError::Malformed {
+        tag: Tag(b'p'),
+        what,
+    };
     let (mechanism, rest) = cstr(body).ok_or(bad("SASL mechanism is not terminated"))?;
     if rest.len() < 4 {
         return Err(bad("SASL initial response has no length"));
@@ -470,17 +485,26 @@ pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), PgError> {
     Ok((mechanism, data))
 }
 
+/// Three byte strings split off a message body: two names (or name and text) and the rest.
+pub type Split3<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
 /// The statement name and query of a Parse body (parameter types are left in `rest`).
-pub fn parse_message(body: &[u8]) -> Result<(&[u8], &[u8], &[u8]), PgError> {
-    let bad = |what| PgError::Malformed { tag: Tag(b'P'), what };
+pub fn parse_message(body: &[u8]) -> Result<Split3<'_>, PgError> {
+    let bad = |what| PgError::Malformed {
+        tag: Tag(b'P'),
+        what,
+    };
     let (name, rest) = cstr(body).ok_or(bad("statement name is not terminated"))?;
     let (query, rest) = cstr(rest).ok_or(bad("query is not terminated"))?;
     Ok((name, query, rest))
 }
 
 /// The portal and statement names at the start of a Bind body, and the rest.
-pub fn bind_message(body: &[u8]) -> Result<(&[u8], &[u8], &[u8]), PgError> {
-    let bad = |what| PgError::Malformed { tag: Tag(b'B'), what };
+pub fn bind_message(body: &[u8]) -> Result<Split3<'_>, PgError> {
+    let bad = |what| PgError::Malformed {
+        tag: Tag(b'B'),
+        what,
+    };
     let (portal, rest) = cstr(body).ok_or(bad("portal name is not terminated"))?;
     let (statement, rest) = cstr(rest).ok_or(bad("statement name is not terminated"))?;
     Ok((portal, statement, rest))

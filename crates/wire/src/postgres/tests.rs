@@ -17,7 +17,11 @@ fn startup_bytes(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
 #[test]
 fn startup_round_trip_through_the_writer() {
     let mut w = Writer::new();
-    w.startup(&[("user", "alice"), ("database", "app"), ("application_name", "psql")]);
+    w.startup(&[
+        ("user", "alice"),
+        ("database", "app"),
+        ("application_name", "psql"),
+    ]);
     let (packet, used) = decode_startup(&w.buf).expect("valid").expect("complete");
     assert_eq!(used, w.buf.len());
     let StartupPacket::Startup(s) = packet else {
@@ -128,8 +132,13 @@ fn typed_message_framing() {
     let (m, used) = message(&w.buf, 1024).expect("valid").expect("whole");
     assert_eq!(m.tag, b'Q');
     assert_eq!(m.body, b"select 1\0");
-    let (m2, used2) = message(&w.buf[used..], 1024).expect("valid").expect("whole");
-    assert_eq!((m2.tag, m2.body, used + used2), (b'X', &b""[..], w.buf.len()));
+    let (m2, used2) = message(&w.buf[used..], 1024)
+        .expect("valid")
+        .expect("whole");
+    assert_eq!(
+        (m2.tag, m2.body, used + used2),
+        (b'X', &b""[..], w.buf.len())
+    );
     assert_eq!(message(&w.buf[..used - 1], 1024), Ok(None));
     // Length field under 4 or over the limit.
     assert!(matches!(
@@ -146,7 +155,11 @@ fn typed_message_framing() {
 #[test]
 fn errors_and_command_tags() {
     let mut w = Writer::new();
-    w.error("FATAL", "28P01", "password authentication failed for user \"x\"");
+    w.error(
+        "FATAL",
+        "28P01",
+        "password authentication failed for user \"x\"",
+    );
     let (m, _) = message(&w.buf, 1024).expect("valid").expect("whole");
     assert_eq!(m.tag, b'E');
     let f = error_fields(m.body);

@@ -1,0 +1,445 @@
+//! The PostgreSQL front end (`protocol = "postgres"` listeners).
+//!
+//! A client connection goes: security groups (in `conn`) → startup negotiation here (SSLRequest
+//! or direct TLS with ALPN `postgresql`, GSSENCRequest declined, CancelRequest routed) →
+//! client authentication against the vault (`auth`) → a backend connection from the pool,
+//! logged in with the vault credential the client never sees (`server`, `pool`) → the session
+//! relay (`session`), which follows message boundaries in both directions so it can hand the
+//! backend connection back at transaction ends (transaction pooling), write per-query audit
+//! events, and notice session state that pins a client to its server.
+
+mod auth;
+mod cancel;
+pub mod pool;
+mod report;
+mod server;
+mod session;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sumun_config::{PoolMode, TlsMode};
+use sumun_wire::postgres::{self as pg, StartupPacket, Writer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::conn::Admitted;
+use crate::listener::{ListenerRt, ListenerSnapshot};
+use crate::metrics::RejectReason;
+use crate::Shared;
+
+pub use cancel::CancelRegistry;
+pub use pool::Pools;
+pub use report::{client_rows, pool_rows, render_metrics, ClientRow, PoolRow};
+use stream::ClientStream;
+
+/// PostgreSQL state shared by every postgres listener.
+#[derive(Debug, Default)]
+pub struct PgShared {
+    pub pools: Pools,
+    pub cancels: CancelRegistry,
+    pub stats: PgStats,
+    /// Logged-in clients, by session.
+    pub clients: std::sync::Mutex<std::collections::HashMap<u64, Arc<ClientInfo>>>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct PgStats {
+    pub pinned: [std::sync::atomic::AtomicU64; 8],
+    pub queries: std::sync::atomic::AtomicU64,
+    pub query_micros: std::sync::atomic::AtomicU64,
+    pub query_errors: std::sync::atomic::AtomicU64,
+    pub cancels_forwarded: std::sync::atomic::AtomicU64,
+}
+
+/// What a client asked for in its StartupMessage.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientStartup {
+    pub user: String,
+    pub database: String,
+    /// Parameters to apply on whichever server the client is given (`application_name`,
+    /// `client_encoding`, `DateStyle`, `-c` settings from `options`...).
+    pub params: Vec<(String, String)>,
+}
+
+pub(crate) async fn handle(
+    stream: TcpStream,
+    admitted: Admitted,
+    snap: Arc<ListenerSnapshot>,
+    listener: Arc<ListenerRt>,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) {
+    let negotiated = tokio::time::timeout_at(
+        deadline,
+        negotiate(stream, &admitted, &snap, &listener, &shared),
+    )
+    .await;
+    let (mut client, startup) = match negotiated {
+        Err(_) => {
+            tracing::info!(listener = %listener.name, client = %admitted.client, "no startup packet before the handshake timeout");
+            reject(
+                &listener,
+                &shared,
+                &admitted,
+                RejectReason::HandshakeTimeout,
+            );
+            return;
+        }
+        Ok(Negotiated::Done) => return,
+        Ok(Negotiated::Startup(client, startup)) => (client, startup),
+    };
+    if !client.is_tls() && snap.settings.tls == TlsMode::Required {
+        tracing::info!(listener = %listener.name, client = %admitted.client, "plain-text client on a listener that requires TLS");
+        audit_auth_failure(&shared, &listener, &admitted, &startup.user, "tls_required");
+        listener
+            .metrics
+            .auth_failures
+            .fetch_add(1, Ordering::Relaxed);
+        fatal(
+            &mut client,
+            "28000",
+            "this gateway requires TLS: connect with sslmode=require",
+        )
+        .await;
+        return;
+    }
+    let authed = tokio::time::timeout_at(
+        deadline,
+        auth::authenticate(&mut client, &startup, &snap, &listener, &shared, &admitted),
+    )
+    .await;
+    let identity = match authed {
+        Err(_) => {
+            tracing::info!(listener = %listener.name, client = %admitted.client, user = %startup.user, "authentication did not finish before the handshake timeout");
+            audit_auth_failure(&shared, &listener, &admitted, &startup.user, "timeout");
+            listener
+                .metrics
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(identity)) => identity,
+    };
+    session::run(client, startup, identity, admitted, snap, listener, shared).await;
+}
+
+enum Negotiated {
+    /// Handled (cancel request, refusal, closed).
+    Done,
+    Startup(ClientStream, ClientStartup),
+}
+
+/// SSLRequest / GSSENCRequest / direct TLS / CancelRequest, up to the StartupMessage.
+async fn negotiate(
+    stream: TcpStream,
+    admitted: &Admitted,
+    snap: &ListenerSnapshot,
+    listener: &ListenerRt,
+    shared: &Shared,
+) -> Negotiated {
+    let tls = match (snap.settings.tls, &snap.tls) {
+        (TlsMode::Off, _) | (_, None) => None,
+        (_, Some(ctx)) => Some(ctx.clone()),
+    };
+    // Direct TLS (PostgreSQL 17 `sslnegotiation=direct`): the first byte is a TLS handshake.
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => {}
+        _ => return Negotiated::Done,
+    }
+    let mut client = if first[0] == 0x16 {
+        let Some(ctx) = &tls else {
+            tracing::info!(listener = %listener.name, client = %admitted.client, "direct TLS on a listener without TLS; closing");
+            reject(listener, shared, admitted, RejectReason::TlsHandshake);
+            return Negotiated::Done;
+        };
+        match accept_tls(stream, ctx, admitted, listener, shared, true).await {
+            Some(s) => s,
+            None => return Negotiated::Done,
+        }
+    } else {
+        ClientStream::Plain(stream)
+    };
+    loop {
+        let packet = match read_startup(&mut client).await {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::info!(listener = %listener.name, client = %admitted.client, error = %err, "bad startup packet; closing");
+                if let StartupReadError::Protocol(e) = &err {
+                    fatal(&mut client, "08P01", &e.to_string()).await;
+                }
+                reject(listener, shared, admitted, RejectReason::ProtocolError);
+                return Negotiated::Done;
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                if client.is_tls() {
+                    fatal(&mut client, "08P01", "SSLRequest inside TLS").await;
+                    return Negotiated::Done;
+                }
+                let ClientStream::Plain(mut tcp) = client else {
+                    return Negotiated::Done;
+                };
+                let Some(ctx) = &tls else {
+                    if tcp.write_all(b"N").await.is_err() {
+                        return Negotiated::Done;
+                    }
+                    client = ClientStream::Plain(tcp);
+                    continue;
+                };
+                if tcp.write_all(b"S").await.is_err() {
+                    return Negotiated::Done;
+                }
+                client = match accept_tls(tcp, ctx, admitted, listener, shared, false).await {
+                    Some(s) => s,
+                    None => return Negotiated::Done,
+                };
+            }
+            StartupPacket::GssEncRequest => {
+                if client.write_all(b"N").await.is_err() {
+                    return Negotiated::Done;
+                }
+            }
+            StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                cancel::forward(shared, process_id, secret_key, admitted, listener).await;
+                return Negotiated::Done;
+            }
+            StartupPacket::Startup(s) => {
+                let Some(user) = s.param("user").filter(|u| !u.is_empty()) else {
+                    fatal(
+                        &mut client,
+                        "28000",
+                        "no PostgreSQL user name specified in startup packet",
+                    )
+                    .await;
+                    reject(listener, shared, admitted, RejectReason::ProtocolError);
+                    return Negotiated::Done;
+                };
+                if s.param("replication")
+                    .is_some_and(|r| r != "false" && r != "0" && r != "off")
+                {
+                    fatal(
+                        &mut client,
+                        "0A000",
+                        "replication connections are not supported through the gateway",
+                    )
+                    .await;
+                    return Negotiated::Done;
+                }
+                let user = user.to_string();
+                let database = s
+                    .param("database")
+                    .filter(|d| !d.is_empty())
+                    .unwrap_or(&user)
+                    .to_string();
+                let params = client_params(&s.params);
+                return Negotiated::Startup(
+                    client,
+                    ClientStartup {
+                        user,
+                        database,
+                        params,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Startup parameters to carry to the server: everything except the ones the gateway owns,
+/// with `-c name=value` / `--name=value` settings from `options` unpacked.
+fn client_params(params: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut set = |k: &str, v: &str| {
+        out.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        out.push((k.to_string(), v.to_string()));
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let mut words = v.split_ascii_whitespace();
+                while let Some(w) = words.next() {
+                    let setting = if w == "-c" {
+                        words.next()
+                    } else {
+                        w.strip_prefix("-c").or_else(|| w.strip_prefix("--"))
+                    };
+                    if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+                        set(&name.replace('-', "_"), value);
+                    }
+                }
+            }
+            _ => set(k, v),
+        }
+    }
+    out
+}
+
+async fn accept_tls(
+    tcp: TcpStream,
+    ctx: &crate::tls::TlsContext,
+    admitted: &Admitted,
+    listener: &ListenerRt,
+    shared: &Shared,
+    direct: bool,
+) -> Option<ClientStream> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(ctx.postgres_config());
+    match acceptor.accept(tcp).await {
+        Ok(s) => {
+            let conn = s.get_ref().1;
+            if direct && conn.alpn_protocol() != Some(b"postgresql") {
+                // PostgreSQL requires ALPN for direct TLS so a TLS connection meant for another
+                // protocol cannot be replayed here.
+                tracing::info!(listener = %listener.name, client = %admitted.client, "direct TLS without ALPN 'postgresql'; closing");
+                reject(listener, shared, admitted, RejectReason::TlsHandshake);
+                return None;
+            }
+            let (version, group) = crate::tls::handshake_labels(conn);
+            listener.metrics.tls_handshake(version, group);
+            Some(ClientStream::Tls(Box::new(s)))
+        }
+        Err(err) => {
+            tracing::info!(listener = %listener.name, client = %admitted.client, error = %err, "TLS handshake failed");
+            reject(listener, shared, admitted, RejectReason::TlsHandshake);
+            None
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartupReadError {
+    #[error(transparent)]
+    Protocol(#[from] pg::PgError),
+    #[error("connection closed during startup: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read exactly one startup packet (never a byte more: TLS may follow an SSLRequest).
+async fn read_startup(client: &mut ClientStream) -> Result<StartupPacket, StartupReadError> {
+    let mut len = [0u8; 4];
+    client.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len);
+    if !(8..=pg::MAX_STARTUP_LEN as u32).contains(&n) {
+        return Err(pg::PgError::BadStartupLength(n).into());
+    }
+    let mut buf = vec![0u8; n as usize];
+    buf[..4].copy_from_slice(&len);
+    client.read_exact(&mut buf[4..]).await?;
+    match pg::decode_startup(&buf)? {
+        Some((packet, _)) => Ok(packet),
+        None => Err(pg::PgError::MalformedStartup("incomplete").into()),
+    }
+}
+
+/// Send a FATAL error and close.
+pub(crate) async fn fatal(client: &mut ClientStream, code: &str, message: &str) {
+    let mut w = Writer::new();
+    w.error("FATAL", code, message);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let _ = client.write_all(&w.buf).await;
+        let _ = client.flush().await;
+        let _ = client.shutdown().await;
+    })
+    .await;
+}
+
+fn reject(listener: &ListenerRt, shared: &Shared, admitted: &Admitted, reason: RejectReason) {
+    listener.metrics.reject(reason);
+    shared.records.reject(
+        &listener.name,
+        admitted.client,
+        admitted.local,
+        reason.as_str(),
+    );
+}
+
+pub(crate) fn audit_auth_failure(
+    shared: &Shared,
+    listener: &ListenerRt,
+    admitted: &Admitted,
+    user: &str,
+    reason: &str,
+) {
+    let mut extra = Map::new();
+    extra.insert("user".into(), Value::from(user));
+    extra.insert("reason".into(), Value::from(reason));
+    shared
+        .records
+        .audit("auth.failure", &listener.name, admitted.client, extra);
+}
+
+/// The pool mode that applies to `user`.
+pub(crate) fn pool_mode(snap: &ListenerSnapshot, user: Option<&sumun_config::User>) -> PoolMode {
+    user.and_then(|u| u.pool_mode)
+        .unwrap_or(snap.settings.pool.mode)
+}
+
+/// Log in to `addr` with the health check's credential and run the role query.
+pub(crate) async fn probe_login(
+    hc: &sumun_config::HealthCheck,
+    addr: SocketAddr,
+    shared: Option<&Shared>,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let shared = shared.ok_or("gateway stopped")?;
+    let name = hc
+        .credential
+        .as_deref()
+        .ok_or("no health_check credential")?;
+    let vault = shared.vault.load_full().ok_or("no vault configured")?;
+    let cred = vault.backend_credential(name).map_err(|e| e.to_string())?;
+    let user = cred
+        .username
+        .clone()
+        .ok_or_else(|| format!("vault secret '{name}' has no username"))?;
+    let mut last = String::from("no password");
+    let attempts = cred.passwords.len().max(1);
+    for i in 0..attempts {
+        let login = server::Login {
+            user: &user,
+            database: &hc.database,
+            password: cred.passwords.get(i),
+        };
+        match server::ServerConn::connect(addr, &login, hc.timeout, None).await {
+            Ok(mut conn) => {
+                let rows = conn
+                    .simple(
+                        "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() \
+                         OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                         ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000, 0) END",
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+                conn.terminate().await;
+                return rows;
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// Where a client landed, for `SHOW CLIENTS` and `/api/clients`.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub listener: Arc<str>,
+    pub client: SocketAddr,
+    pub user: String,
+    pub database: String,
+    pub mode: PoolMode,
+    pub since: u64,
+    pub session_id: String,
+    pub server: std::sync::Mutex<Option<SocketAddr>>,
+    pub pinned: std::sync::Mutex<Option<&'static str>>,
+}

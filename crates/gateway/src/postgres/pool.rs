@@ -1,0 +1,235 @@
+//! Backend connection pools, one per (listener, target, database, backend user). A pool never
+//! has more than `size` connections open; a client that finds none idle and the pool full waits
+//! up to `checkout_timeout` and then gets SQLSTATE 53300, as RDS Proxy's borrow timeout does.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sumun_config::PoolSettings;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::server::ServerConn;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub listener: Arc<str>,
+    pub target: SocketAddr,
+    pub database: String,
+    pub user: String,
+}
+
+/// A server connection and its place in the pool.
+#[derive(Debug)]
+pub struct Pooled {
+    pub conn: ServerConn,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub key: PoolKey,
+    idle: Mutex<Vec<Pooled>>,
+    slots: Arc<Semaphore>,
+    size: u32,
+    released: Notify,
+    /// ParameterStatus values of the first server connection, shown to clients that log in
+    /// before they are given a server (transaction mode).
+    pub server_params: Mutex<Option<Vec<(String, String)>>>,
+    pub stats: PoolStats,
+}
+
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub checkouts: AtomicU64,
+    pub waits: AtomicU64,
+    pub wait_micros: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub active: AtomicU64,
+    pub waiting: AtomicU64,
+}
+
+/// Why a checkout gave nothing.
+#[derive(Debug)]
+pub enum CheckoutError {
+    /// Every connection stayed busy for `checkout_timeout`.
+    Timeout(Duration),
+    Stopped,
+}
+
+pub enum Slot {
+    /// An idle connection, ready.
+    Idle(Box<Pooled>),
+    /// Room for a new connection: connect and call [`Pool::adopt`].
+    New(OwnedSemaphorePermit),
+}
+
+impl Pool {
+    fn new(key: PoolKey, size: u32) -> Pool {
+        Pool {
+            key,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(size as usize)),
+            size,
+            released: Notify::new(),
+            server_params: Mutex::new(None),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Connections open (idle or in use).
+    pub fn open(&self) -> u32 {
+        self.size - self.slots.available_permits() as u32
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn take_idle(&self, settings: &PoolSettings) -> Option<Pooled> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = idle.pop() {
+            if p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken {
+                return Some(p);
+            }
+            drop(p); // over its lifetime: closed, its slot freed
+        }
+        None
+    }
+
+    /// An idle connection or the right to open one, waiting up to `checkout_timeout`.
+    pub async fn slot(&self, settings: &PoolSettings) -> Result<Slot, CheckoutError> {
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self.take_idle(settings) {
+            return Ok(Slot::Idle(Box::new(p)));
+        }
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot::New(permit));
+        }
+        self.stats.waits.fetch_add(1, Ordering::Relaxed);
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
+        let result = loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(p) = self.take_idle(settings) {
+                break Ok(Slot::Idle(Box::new(p)));
+            }
+            tokio::select! {
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => break Ok(Slot::New(permit)),
+                    Err(_) => break Err(CheckoutError::Stopped),
+                },
+                () = &mut released => {}
+                () = tokio::time::sleep_until(deadline) => {
+                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    break Err(CheckoutError::Timeout(settings.checkout_timeout));
+                }
+            }
+        };
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .wait_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result
+    }
+
+    pub fn adopt(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Pooled {
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let mut params = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
+        if params.is_none() {
+            let mut list: Vec<(String, String)> = conn
+                .params
+                .iter()
+                .filter(|(k, _)| k.as_str() != "application_name")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            list.sort();
+            *params = Some(list);
+        }
+        Pooled {
+            conn,
+            _permit: permit,
+        }
+    }
+
+    /// Give a connection back. Broken or expired ones are closed instead.
+    pub fn release(&self, mut p: Pooled, settings: &PoolSettings) {
+        if p.conn.broken || p.conn.created.elapsed() >= settings.max_lifetime {
+            drop(p);
+        } else {
+            p.conn.last_used = Instant::now();
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+        }
+        self.released.notify_one();
+    }
+
+    /// A slot was freed without going through `release` (a connection was dropped).
+    pub fn freed(&self) {
+        self.released.notify_one();
+    }
+
+    /// Close idle connections unused for `idle_timeout`, keeping `min_idle`.
+    pub fn reap(&self, settings: &PoolSettings) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let before = idle.len();
+        let keep = settings.min_idle as usize;
+        // Oldest-used first: idle is a stack, so the bottom is the least recently used.
+        let mut i = 0;
+        while idle.len() > keep && i < idle.len() {
+            let p = &idle[i];
+            if p.conn.last_used.elapsed() >= settings.idle_timeout
+                || p.conn.created.elapsed() >= settings.max_lifetime
+            {
+                idle.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let closed = before - idle.len();
+        drop(idle);
+        for _ in 0..closed {
+            self.released.notify_one();
+        }
+        closed
+    }
+}
+
+/// Every pool of the gateway.
+#[derive(Debug, Default)]
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    pub fn get(&self, key: PoolKey, size: u32) -> Arc<Pool> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(Pool::new(key, size)))
+            .clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Arc<Pool>> = map.values().cloned().collect();
+        v.sort_by(|a, b| {
+            (&a.key.listener, a.key.target, &a.key.database, &a.key.user).cmp(&(
+                &b.key.listener,
+                b.key.target,
+                &b.key.database,
+                &b.key.user,
+            ))
+        });
+        v
+    }
+}

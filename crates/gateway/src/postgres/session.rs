@@ -1,0 +1,1417 @@
+//! A logged-in client: the relay between it and the backend connections it is given.
+//!
+//! Both directions are read into growable buffers through the per-thread scratch buffer (an
+//! idle client holds no buffer) and scanned message by message — headers only, except for the
+//! few messages the gateway acts on — then written on unchanged. The scan is what makes pooling
+//! possible:
+//!
+//! - Every `Query` and `Sync` the client sends is a point the server will answer with
+//!   ReadyForQuery. When the server has answered all of them and says it is idle (`Z` with
+//!   `I`), a transaction-mode client gives its server back to the pool; its next message takes
+//!   one again, possibly another, possibly on another target.
+//! - Session state that cannot follow the client to another server (SET outside a
+//!   transaction, LISTEN, session advisory locks, temp tables, WITH HOLD cursors, SQL PREPARE)
+//!   pins the client to its server for the rest of the session.
+//! - Startup parameters (`application_name`, `DateStyle`, `-c` options...) are applied with
+//!   `SET` when the server's current values differ.
+//! - `query` audit events pair each statement with its CommandComplete or ErrorResponse.
+//!
+//! Memory is bounded: a message larger than the buffer limit is streamed through without
+//! being held whole, and a client that stops reading stops the gateway reading its server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use sumun_config::{PoolMode, QueryAudit};
+use sumun_wire::postgres::{self as pg, Writer};
+#[allow(dead_code)]
+mod sql {
+    // TEMPORARY shim until sumun_wire::sql lands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TxEffect {
+        Begin,
+        BeginReadOnly,
+        Commit,
+        Other,
+    }
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum PinReason {
+        Set,
+    }
+    impl PinReason {
+        pub fn as_str(self) -> &'static str {
+            "set"
+        }
+    }
+    pub struct Analysis {
+        pub statements: u32,
+        pub read_only: bool,
+        pub tx: TxEffect,
+        pub pin: Option<PinReason>,
+    }
+    pub fn analyze(s: &str) -> Analysis {
+        let l = s.trim_start().to_ascii_lowercase();
+        Analysis {
+            statements: 1,
+            read_only: l.starts_with("select"),
+            tx: TxEffect::Other,
+            pin: if l.starts_with("set ") {
+                Some(PinReason::Set)
+            } else {
+                None
+            },
+        }
+    }
+    pub fn mask_literals(s: &str) -> String {
+        s.to_string()
+    }
+}
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::auth::Identity;
+use super::cancel::CancelKey;
+use super::pool::{CheckoutError, Pool, PoolKey, Pooled, Slot};
+use super::server::{Login, ServerConn, ServerError};
+use super::stream::ClientStream;
+use super::{fatal, ClientStartup};
+use crate::conn::Admitted;
+use crate::listener::{ListenerRt, ListenerSnapshot};
+use crate::relay::read_append;
+use crate::targets::{Observation, TargetRt, Want};
+use crate::{Phase, Shared};
+
+/// Messages up to this size are gathered whole before they are forwarded; larger ones stream.
+const GATHER_LIMIT: usize = 256 * 1024;
+/// Bytes read per system call.
+const READ_LIMIT: usize = 64 * 1024;
+/// The largest message length accepted (PostgreSQL's own limit is about 1 GiB).
+const MAX_MESSAGE: usize = (1 << 30) + 4;
+/// Statement text kept for audit and analysis.
+const SQL_KEEP: usize = 16 * 1024;
+
+struct Attached {
+    pool: Arc<Pool>,
+    server: Pooled,
+    target: Arc<TargetRt>,
+    /// Bytes sent since attaching, kept until the server answers so a request can be replayed
+    /// on another server when the first one turns out dead. `None` once answered or too big.
+    replay: Option<Vec<u8>>,
+}
+
+/// One statement waiting for its outcome, for the audit log.
+struct Inflight {
+    text: String,
+    started: Instant,
+    rows: u64,
+    error: Option<String>,
+    /// From a simple Query (may hold several statements; done at ReadyForQuery) rather than
+    /// an Execute (done at its CommandComplete or error).
+    simple: bool,
+}
+
+/// A message being streamed through because it is larger than the gather limit.
+#[derive(Default)]
+struct Streaming {
+    remaining: usize,
+}
+
+pub(crate) async fn run(
+    client: ClientStream,
+    startup: ClientStartup,
+    identity: Identity,
+    admitted: Admitted,
+    snap: Arc<ListenerSnapshot>,
+    listener: Arc<ListenerRt>,
+    shared: Arc<Shared>,
+) {
+    let mode = super::pool_mode(&snap, Some(&identity.user));
+    let cancel = shared.pg.cancels.register();
+    let audit = match snap.settings.audit_queries {
+        QueryAudit::Off => None,
+        q if shared.records.audits() => Some(q),
+        _ => None,
+    };
+    let flow = shared
+        .records
+        .open(listener.name.clone(), admitted.client, admitted.local);
+    let session_id = format!("{:08x}{:08x}", cancel.process_id, fastrand::u32(..));
+    let mut s = Session {
+        client,
+        startup,
+        identity,
+        admitted,
+        snap,
+        listener,
+        shared: shared.clone(),
+        mode,
+        cancel,
+        attached: None,
+        cbuf: Vec::new(),
+        sbuf: Vec::new(),
+        c_stream: Streaming::default(),
+        s_stream: Streaming::default(),
+        pending: 0,
+        tx_status: b'I',
+        pinned: None,
+        audit,
+        inflight: VecDeque::new(),
+        session_id,
+        started: Instant::now(),
+        bytes_in: 0,
+        bytes_out: 0,
+        queries: 0,
+        responded: false,
+        in_copy: false,
+        last_route: Want::Writer,
+        last_parse: None,
+        flow,
+        info: None,
+        statements: Default::default(),
+        drop_parse_complete: 0,
+    };
+    let info = Arc::new(super::ClientInfo {
+        listener: s.listener.name.clone(),
+        client: s.admitted.client,
+        user: s.startup.user.clone(),
+        database: s.startup.database.clone(),
+        mode,
+        since: crate::records::unix_now(),
+        session_id: s.session_id.clone(),
+        server: std::sync::Mutex::new(None),
+        pinned: std::sync::Mutex::new(None),
+    });
+    let key = s.flow.id;
+    shared
+        .pg
+        .clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, info.clone());
+    s.info = Some(info);
+    s.metrics_open();
+    let end = s.serve().await;
+    s.finish(end).await;
+    shared
+        .pg
+        .clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key);
+}
+
+struct Session<'a> {
+    client: ClientStream,
+    startup: ClientStartup,
+    identity: Identity,
+    admitted: Admitted,
+    snap: Arc<ListenerSnapshot>,
+    listener: Arc<ListenerRt>,
+    shared: Arc<Shared>,
+    mode: PoolMode,
+    cancel: CancelKey<'a>,
+    attached: Option<Attached>,
+    cbuf: Vec<u8>,
+    sbuf: Vec<u8>,
+    c_stream: Streaming,
+    s_stream: Streaming,
+    /// Query/Sync messages sent that the server has not yet answered with ReadyForQuery.
+    pending: u32,
+    /// The transaction status of the last ReadyForQuery.
+    tx_status: u8,
+    pinned: Option<&'static str>,
+    audit: Option<QueryAudit>,
+    inflight: VecDeque<Inflight>,
+    session_id: String,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+    queries: u64,
+    /// The server has sent something since the current request was forwarded.
+    responded: bool,
+    in_copy: bool,
+    last_route: Want,
+    /// The text of the last Parse, for audit events of the Executes that follow it.
+    last_parse: Option<String>,
+    flow: Arc<crate::records::ActiveFlow>,
+    info: Option<Arc<super::ClientInfo>>,
+    /// The client's named prepared statements (transaction mode): its name → (hash of the
+    /// statement, the Parse message that creates it under the server-side name).
+    statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
+    /// ParseComplete answers to swallow (for Parses the gateway injected).
+    drop_parse_complete: u32,
+}
+
+/// How a session ended.
+enum End {
+    /// The client sent Terminate or closed.
+    ClientClosed,
+    ClientError(std::io::Error),
+    /// The server failed; the client was told.
+    ServerLost(String),
+    IdleTimeout,
+    Stopped,
+    /// The gateway refused something and told the client.
+    Refused(&'static str),
+}
+
+impl End {
+    fn label(&self) -> &'static str {
+        match self {
+            End::ClientClosed => "closed",
+            End::ClientError(_) => "client_error",
+            End::ServerLost(_) => "target_error",
+            End::IdleTimeout => "idle_timeout",
+            End::Stopped => "stopped",
+            End::Refused(_) => "refused",
+        }
+    }
+}
+
+impl Session<'_> {
+    fn metrics_open(&self) {
+        let m = &self.listener.metrics;
+        m.new_flows.fetch_add(1, Ordering::Relaxed);
+        m.active_flows.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn settings(&self) -> &sumun_config::PoolSettings {
+        &self.snap.settings.pool
+    }
+
+    async fn serve(&mut self) -> End {
+        // Log in to a server now: it proves the credential and database work, and gives the
+        // parameters to show the client. Transaction mode hands it back right away.
+        if let Err(end) = self.attach(Want::Writer).await {
+            return end;
+        }
+        if let Err(end) = self.greet().await {
+            return end;
+        }
+        if self.mode == PoolMode::Transaction {
+            self.detach().await;
+        }
+        let idle = self.snap.settings.idle_timeout;
+        let mut phase = self.shared.phase.clone();
+        let mut last_activity = Instant::now();
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+        loop {
+            if *phase.borrow() == Phase::Stopped {
+                return End::Stopped;
+            }
+            let attached = self.attached.is_some();
+            let event = {
+                let Session {
+                    client,
+                    cbuf,
+                    sbuf,
+                    attached: att,
+                    ..
+                } = self;
+                tokio::select! {
+                    biased;
+                    r = async {
+                        match att.as_mut() {
+                            Some(a) => read_append(&mut a.server.conn.stream, sbuf, READ_LIMIT).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if attached => Event::Server(r),
+                    r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
+                    () = &mut idle_timer => Event::Timer,
+                    _ = phase.changed() => Event::Phase,
+                }
+            };
+            match event {
+                Event::Client(Ok(0)) => return End::ClientClosed,
+                Event::Client(Err(e)) => return End::ClientError(e),
+                Event::Client(Ok(n)) => {
+                    last_activity = Instant::now();
+                    self.bytes_in += n as u64;
+                    self.flow
+                        .counters
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.flow
+                        .counters
+                        .packets_in
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(end) = self.on_client().await {
+                        return end;
+                    }
+                }
+                Event::Server(r) => {
+                    last_activity = Instant::now();
+                    match r {
+                        Ok(0) | Err(_) => {
+                            let why = match r {
+                                Err(e) => e.to_string(),
+                                _ => "server closed the connection".to_string(),
+                            };
+                            if let Some(end) = self.server_lost(why).await {
+                                return end;
+                            }
+                        }
+                        Ok(n) => {
+                            self.bytes_out += n as u64;
+                            self.flow
+                                .counters
+                                .bytes_out
+                                .fetch_add(n as u64, Ordering::Relaxed);
+                            self.flow
+                                .counters
+                                .packets_out
+                                .fetch_add(1, Ordering::Relaxed);
+                            if let Some(end) = self.on_server().await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                Event::Timer => {
+                    let deadline = last_activity + idle;
+                    if Instant::now() >= deadline {
+                        return End::IdleTimeout;
+                    }
+                    idle_timer.as_mut().reset(deadline);
+                }
+                Event::Phase => {}
+            }
+        }
+    }
+
+    /// Tell the client it is in: AuthenticationOk was sent by `auth`; now ParameterStatus,
+    /// BackendKeyData (the gateway's own cancel key) and ReadyForQuery.
+    async fn greet(&mut self) -> Result<(), End> {
+        let mut w = Writer::new();
+        let params = self
+            .attached
+            .as_ref()
+            .and_then(|a| {
+                a.pool
+                    .server_params
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default();
+        for (k, v) in &params {
+            let client_value = self
+                .startup
+                .params
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str());
+            w.parameter_status(k, client_value.unwrap_or(v));
+        }
+        let app = self
+            .startup
+            .params
+            .iter()
+            .find(|(n, _)| n == "application_name")
+            .map_or("", |(_, v)| v.as_str());
+        w.parameter_status("application_name", app);
+        w.backend_key_data(self.cancel.process_id, self.cancel.secret_key);
+        w.ready_for_query(b'I');
+        self.client
+            .write_all(&w.buf)
+            .await
+            .map_err(End::ClientError)
+    }
+
+    /// Take a server for the next piece of work.
+    async fn attach(&mut self, want: Want) -> Result<(), End> {
+        let group = self.snap.group.clone();
+        let settings = group.settings();
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut last_error = None;
+        for _ in 0..=settings.connect_retries {
+            let target = group.pick_for(&tried, want).or_else(|| match want {
+                // No replica fits: reads go to the primary.
+                Want::Reader { .. } => group.pick_for(&tried, Want::Writer),
+                _ => None,
+            });
+            let Some(target) = target else { break };
+            tried.push(target.addr);
+            match self.connect_to(&target, settings.connect_timeout).await {
+                Ok(attached) => {
+                    self.cancel.slot.set(Some((
+                        target.addr,
+                        attached.server.conn.process_id,
+                        attached.server.conn.secret_key,
+                    )));
+                    target.active.fetch_add(1, Ordering::Relaxed);
+                    self.set_info_server(Some(target.addr));
+                    self.attached = Some(attached);
+                    self.last_route = want;
+                    self.apply_params().await?;
+                    return Ok(());
+                }
+                Err(AttachError::Fatal(code, message, label)) => {
+                    fatal(&mut self.client, code, &message).await;
+                    return Err(End::Refused(label));
+                }
+                Err(AttachError::Target(err)) => {
+                    tracing::warn!(listener = %self.listener.name, target = %target.address, error = %err, "cannot open a backend connection; trying another target");
+                    target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    let hc = &settings.health_check;
+                    if let Some((health, reason)) = target.observe(
+                        Observation::Failure("connection failures"),
+                        hc.healthy_threshold,
+                        hc.unhealthy_threshold,
+                    ) {
+                        crate::health::log_change(&group.name, &target.address, health, &reason);
+                    }
+                    last_error = Some(err);
+                }
+            }
+        }
+        let message = match last_error {
+            Some(e) => format!("no backend server is available: {e}"),
+            None => "no healthy backend server is available".to_string(),
+        };
+        tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, "{message}");
+        fatal(&mut self.client, "08006", &message).await;
+        Err(End::Refused("no_backend"))
+    }
+
+    async fn connect_to(
+        &mut self,
+        target: &Arc<TargetRt>,
+        connect_timeout: Duration,
+    ) -> Result<Attached, AttachError> {
+        let vault = self.shared.vault.load_full();
+        let credential = match (&self.identity.user.backend_credential, vault.as_ref()) {
+            (None, _) => None,
+            (Some(name), Some(vault)) => match vault.backend_credential(name) {
+                Ok(c) => Some(c),
+                Err(err) => {
+                    tracing::error!(listener = %self.listener.name, user = %self.startup.user, credential = %name, error = %err, "backend credential unavailable");
+                    return Err(AttachError::Fatal(
+                        "08004",
+                        "the gateway cannot log in to the backend for this user (its credential is unavailable; see the gateway log)".into(),
+                        "credential_unavailable",
+                    ));
+                }
+            },
+            (Some(name), None) => {
+                tracing::error!(listener = %self.listener.name, credential = %name, "user has a backend_credential but no [vault] is configured");
+                return Err(AttachError::Fatal(
+                    "08004",
+                    "the gateway has no vault to log in to the backend with".into(),
+                    "no_vault",
+                ));
+            }
+        };
+        let backend_user = credential
+            .as_ref()
+            .and_then(|c| c.username.clone())
+            .unwrap_or_else(|| self.startup.user.clone());
+        let key = PoolKey {
+            listener: self.listener.name.clone(),
+            target: target.addr,
+            database: self.startup.database.clone(),
+            user: backend_user.clone(),
+        };
+        let settings = self.settings().clone();
+        let pool = self.shared.pg.pools.get(key, settings.size);
+        loop {
+            let slot = match pool.slot(&settings).await {
+                Ok(s) => s,
+                Err(CheckoutError::Timeout(t)) => {
+                    tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, pool_target = %target.address, database = %self.startup.database, "pool exhausted: no backend connection became free in time");
+                    return Err(AttachError::Fatal(
+                        "53300",
+                        format!(
+                            "no backend connection became free within {}s: the pool for database \"{}\" on {} is full ({} connections)",
+                            t.as_secs(),
+                            self.startup.database,
+                            target.address,
+                            pool.size()
+                        ),
+                        "checkout_timeout",
+                    ));
+                }
+                Err(CheckoutError::Stopped) => {
+                    return Err(AttachError::Fatal(
+                        "57P01",
+                        "the gateway is shutting down".into(),
+                        "stopped",
+                    ))
+                }
+            };
+            match slot {
+                Slot::Idle(mut p) => {
+                    if still_open(&mut p.conn) {
+                        return Ok(Attached {
+                            pool: pool.clone(),
+                            server: *p,
+                            target: target.clone(),
+                            replay: Some(Vec::new()),
+                        });
+                    }
+                    // Closed while idle (server restarted, terminated): drop it, take another.
+                    drop(p);
+                    pool.freed();
+                }
+                Slot::New(permit) => {
+                    let header = self.proxy_header(target);
+                    let passwords = credential
+                        .as_ref()
+                        .map(|c| c.passwords.as_slice())
+                        .unwrap_or(&[]);
+                    let mut result = Err(ServerError::NoPassword);
+                    let attempts = passwords.len().max(1);
+                    for i in 0..attempts {
+                        let login = Login {
+                            user: &backend_user,
+                            database: &self.startup.database,
+                            password: passwords.get(i),
+                        };
+                        result = ServerConn::connect(
+                            target.addr,
+                            &login,
+                            connect_timeout,
+                            header.as_deref(),
+                        )
+                        .await;
+                        match &result {
+                            Err(e) if e.is_bad_password() && i + 1 < attempts => {
+                                tracing::info!(listener = %self.listener.name, target = %target.address, "current backend password refused; trying the previous version");
+                            }
+                            _ => break,
+                        }
+                    }
+                    return match result {
+                        Ok(conn) => Ok(Attached {
+                            server: pool.adopt(conn, permit),
+                            pool: pool.clone(),
+                            target: target.clone(),
+                            replay: Some(Vec::new()),
+                        }),
+                        Err(err) => {
+                            pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                            drop(permit);
+                            pool.freed();
+                            Err(classify(err, &self.startup.database))
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    fn proxy_header(&self, target: &TargetRt) -> Option<Vec<u8>> {
+        let _ = target;
+        if !self.snap.group.settings().proxy_protocol_v2 {
+            return None;
+        }
+        let mut header = Vec::with_capacity(52);
+        sumun_wire::proxy::encode_v2(self.admitted.client, self.admitted.local, &mut header);
+        Some(header)
+    }
+
+    /// Make the server's session parameters match the client's with `SET`, when they differ.
+    async fn apply_params(&mut self) -> Result<(), End> {
+        let Some(a) = self.attached.as_mut() else {
+            return Ok(());
+        };
+        let mut sql = String::new();
+        for (k, v) in &self.startup.params {
+            if a.server.conn.params.get(k).is_some_and(|cur| cur == v) {
+                continue;
+            }
+            sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        match a.server.conn.simple(&sql).await {
+            Ok(_) => {
+                for (k, v) in &self.startup.params {
+                    a.server.conn.params.insert(k.clone(), v.clone());
+                }
+                Ok(())
+            }
+            Err(ServerError::Refused { code, message, .. }) => {
+                // Bad values fail the login, as they would on PostgreSQL itself.
+                let end_code = if code.is_empty() {
+                    "22023".to_string()
+                } else {
+                    code
+                };
+                self.detach_broken();
+                fatal(&mut self.client, &end_code, &message).await;
+                Err(End::Refused("bad_startup_parameter"))
+            }
+            Err(err) => {
+                let why = err.to_string();
+                self.detach_broken();
+                fatal(
+                    &mut self.client,
+                    "08006",
+                    &format!("backend connection lost: {why}"),
+                )
+                .await;
+                Err(End::ServerLost(why))
+            }
+        }
+    }
+
+    fn set_info_server(&self, server: Option<SocketAddr>) {
+        if let Some(info) = &self.info {
+            *info.server.lock().unwrap_or_else(|p| p.into_inner()) = server;
+        }
+    }
+
+    /// Give the server back to its pool (idle, nothing outstanding).
+    async fn detach(&mut self) {
+        let Some(mut a) = self.attached.take() else {
+            return;
+        };
+        self.set_info_server(None);
+        self.cancel.slot.set(None);
+        a.target.active.fetch_sub(1, Ordering::Relaxed);
+        if !self.sbuf.is_empty() || self.pending != 0 || self.tx_status != b'I' {
+            a.server.conn.broken = true;
+            self.sbuf.clear();
+        }
+        a.pool.release(a.server, self.settings());
+        shrink(&mut self.sbuf);
+    }
+
+    fn detach_broken(&mut self) {
+        self.set_info_server(None);
+        if let Some(mut a) = self.attached.take() {
+            self.cancel.slot.set(None);
+            a.target.active.fetch_sub(1, Ordering::Relaxed);
+            a.server.conn.broken = true;
+            a.pool.release(a.server, self.settings());
+        }
+        self.sbuf.clear();
+    }
+
+    /// Client bytes arrived in `cbuf`: take a server if needed, scan, forward.
+    async fn on_client(&mut self) -> Option<End> {
+        if self.attached.is_none() && self.c_stream.remaining == 0 {
+            // Route by the first message: wait until it is whole (or known to be big).
+            let route = match pg::header(&self.cbuf, MAX_MESSAGE) {
+                Ok(None) => return None,
+                Err(e) => return Some(self.protocol_violation(&e.to_string()).await),
+                Ok(Some(h)) if h.tag == b'X' => return Some(End::ClientClosed),
+                Ok(Some(h)) if h.total > self.cbuf.len() && h.total <= GATHER_LIMIT => return None,
+                Ok(Some(h)) => {
+                    let end = h.total.min(self.cbuf.len());
+                    self.route_for(h.tag, &self.cbuf[5..end])
+                }
+            };
+            if let Err(end) = self.attach(route).await {
+                return Some(end);
+            }
+        }
+        let rewrite = self.mode == PoolMode::Transaction;
+        let mut out: Vec<u8> = Vec::new();
+        let mut copied = 0usize; // cbuf[..copied] is already in `out` (when rewriting)
+        let mut forward_upto = 0usize;
+        let mut pos = 0usize;
+        let mut terminate = false;
+        while pos < self.cbuf.len() {
+            if self.c_stream.remaining > 0 {
+                let take = self.c_stream.remaining.min(self.cbuf.len() - pos);
+                self.c_stream.remaining -= take;
+                pos += take;
+                forward_upto = pos;
+                continue;
+            }
+            let header = match pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => return Some(self.protocol_violation(&e.to_string()).await),
+            };
+            let available = self.cbuf.len() - pos;
+            if header.total > available {
+                if header.total <= GATHER_LIMIT {
+                    break; // wait for the rest
+                }
+                // Too big to hold: inspect what is here and stream the rest.
+                let body = self.cbuf[pos + 5..].to_vec();
+                self.note_client_message(header.tag, &body);
+                self.c_stream.remaining = header.total - available;
+                pos = self.cbuf.len();
+                forward_upto = pos;
+                break;
+            }
+            if header.tag == b'X' {
+                terminate = true;
+                break;
+            }
+            let body = self.cbuf[pos + 5..pos + header.total].to_vec();
+            self.note_client_message(header.tag, &body);
+            if rewrite && matches!(header.tag, b'P' | b'B' | b'D' | b'C') {
+                if let Some(replacement) = self.rewrite_statement(header.tag, &body) {
+                    out.extend_from_slice(&self.cbuf[copied..pos]);
+                    out.extend_from_slice(&replacement);
+                    copied = pos + header.total;
+                }
+            }
+            pos += header.total;
+            forward_upto = pos;
+        }
+        if forward_upto > 0 {
+            let result = if out.is_empty() {
+                let bytes = std::mem::take(&mut self.cbuf);
+                let r = self.send_to_server(&bytes[..forward_upto]).await;
+                self.cbuf = bytes;
+                r
+            } else {
+                out.extend_from_slice(&self.cbuf[copied.min(forward_upto)..forward_upto]);
+                self.send_to_server(&out).await
+            };
+            if let Some(end) = result {
+                return Some(end);
+            }
+            self.cbuf.drain(..forward_upto);
+        }
+        if terminate {
+            return Some(End::ClientClosed);
+        }
+        if self.cbuf.is_empty() {
+            shrink(&mut self.cbuf);
+        }
+        None
+    }
+
+    async fn protocol_violation(&mut self, what: &str) -> End {
+        tracing::info!(listener = %self.listener.name, client = %self.admitted.client, error = %what, "malformed message from client; closing");
+        let mut w = Writer::new();
+        w.error("FATAL", "08P01", &format!("invalid message: {what}"));
+        let _ = self.client.write_all(&w.buf).await;
+        End::Refused("protocol_violation")
+    }
+
+    /// Where the first message of a transaction should go.
+    fn route_for(&self, tag: u8, body: &[u8]) -> Want {
+        if !self.snap.settings.read_write_split || self.pinned.is_some() {
+            return Want::Writer;
+        }
+        let text = match tag {
+            b'Q' => pg::cstr(body).map(|(t, _)| t),
+            b'P' => pg::parse_message(body).ok().map(|(_, q, _)| q),
+            _ => None,
+        };
+        let Some(text) = text else {
+            return Want::Writer;
+        };
+        let a = sql::analyze(&String::from_utf8_lossy(&text[..text.len().min(SQL_KEEP)]));
+        let read_only = (a.read_only && a.statements == 1) || a.tx == sql::TxEffect::BeginReadOnly;
+        if read_only && a.pin.is_none() {
+            Want::Reader {
+                max_lag_ms: self.snap.settings.max_replica_lag.as_millis() as u64,
+            }
+        } else {
+            Want::Writer
+        }
+    }
+
+    /// Transaction mode: named prepared statements belong to the client, but servers are
+    /// shared. Each is prepared on a server under a name derived from its text
+    /// (`sumun_<hash>`), once per server, and the client's names are translated. Returns the
+    /// bytes to send instead of the message, if it changes.
+    fn rewrite_statement(&mut self, tag: u8, body: &[u8]) -> Option<Vec<u8>> {
+        let server = &mut self.attached.as_mut()?.server.conn;
+        match tag {
+            b'P' => {
+                let (name, query, rest) = pg::parse_message(body).ok()?;
+                if name.is_empty() {
+                    return None;
+                }
+                let hash = statement_hash(query, rest);
+                let mut w = Writer::new();
+                if server.prepared.contains(&hash) {
+                    // Already there: parse into the unnamed statement instead, so the client
+                    // still gets its ParseComplete in order.
+                    w.raw(b'P', &[&[0u8][..], query, &[0], rest].concat());
+                } else {
+                    server.prepared.insert(hash);
+                    w.raw(
+                        b'P',
+                        &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
+                    );
+                }
+                let parse = {
+                    let mut p = Writer::new();
+                    p.raw(
+                        b'P',
+                        &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
+                    );
+                    p.buf
+                };
+                self.statements
+                    .insert(name.to_vec(), (hash, Arc::new(parse)));
+                Some(w.buf)
+            }
+            b'B' => {
+                let (portal, name, rest) = pg::bind_message(body).ok()?;
+                let (hash, parse) = self.statements.get(name)?.clone();
+                let mut w = Writer::new();
+                if !server.prepared.contains(&hash) {
+                    w.buf.extend_from_slice(&parse);
+                    server.prepared.insert(hash);
+                    self.drop_parse_complete += 1;
+                }
+                w.raw(
+                    b'B',
+                    &[portal, &[0], server_name(hash).as_bytes(), &[0], rest].concat(),
+                );
+                Some(w.buf)
+            }
+            b'D' | b'C' => {
+                let (&kind, rest) = body.split_first()?;
+                if kind != b'S' {
+                    return None;
+                }
+                let name = pg::cstr(rest).map(|(n, _)| n)?;
+                if name.is_empty() {
+                    return None;
+                }
+                let mut w = Writer::new();
+                if tag == b'C' {
+                    // Other clients may use the server's copy; close only the client's name.
+                    self.statements.remove(name);
+                    w.raw(b'C', b"S\0");
+                    return Some(w.buf);
+                }
+                let (hash, parse) = self.statements.get(name)?.clone();
+                if !server.prepared.contains(&hash) {
+                    w.buf.extend_from_slice(&parse);
+                    server.prepared.insert(hash);
+                    self.drop_parse_complete += 1;
+                }
+                w.raw(
+                    b'D',
+                    &[&b"S"[..], server_name(hash).as_bytes(), &[0]].concat(),
+                );
+                Some(w.buf)
+            }
+            _ => None,
+        }
+    }
+
+    async fn send_to_server(&mut self, bytes: &[u8]) -> Option<End> {
+        let a = self.attached.as_mut()?;
+        if let Some(replay) = a.replay.as_mut() {
+            if replay.len() + bytes.len() <= GATHER_LIMIT && !self.responded {
+                replay.extend_from_slice(bytes);
+            } else {
+                a.replay = None;
+            }
+        }
+        if let Err(e) = a.server.conn.stream.write_all(bytes).await {
+            return self.server_lost(e.to_string()).await;
+        }
+        None
+    }
+
+    /// Look at one client message (or the first part of a streamed one).
+    fn note_client_message(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            b'Q' => {
+                self.pending += 1;
+                self.responded = false;
+                let text = pg::cstr(body).map_or(body, |(t, _)| t);
+                let text = &text[..text.len().min(SQL_KEEP)];
+                let text = String::from_utf8_lossy(text);
+                let needs_analysis =
+                    self.mode == PoolMode::Transaction || self.snap.settings.read_write_split;
+                if needs_analysis {
+                    let analysis = sql::analyze(&text);
+                    self.note_analysis(&analysis);
+                }
+                if self.audit.is_some() {
+                    self.inflight.push_back(Inflight {
+                        text: text.into_owned(),
+                        started: Instant::now(),
+                        rows: 0,
+                        error: None,
+                        simple: true,
+                    });
+                }
+                self.queries += 1;
+            }
+            b'P' => {
+                if let Ok((_, query, _)) = pg::parse_message(body) {
+                    let text = String::from_utf8_lossy(&query[..query.len().min(SQL_KEEP)]);
+                    if self.mode == PoolMode::Transaction || self.snap.settings.read_write_split {
+                        let analysis = sql::analyze(&text);
+                        self.note_analysis(&analysis);
+                    }
+                    if self.audit.is_some() {
+                        self.last_parse = Some(text.into_owned());
+                    }
+                }
+            }
+            b'E' => {
+                if self.audit.is_some() {
+                    self.inflight.push_back(Inflight {
+                        text: self.last_parse.clone().unwrap_or_default(),
+                        started: Instant::now(),
+                        rows: 0,
+                        error: None,
+                        simple: false,
+                    });
+                }
+                self.queries += 1;
+            }
+            b'S' => {
+                self.pending += 1;
+                self.responded = false;
+            }
+            b'c' | b'f' => {}
+            _ => {}
+        }
+    }
+
+    fn note_analysis(&mut self, a: &sql::Analysis) {
+        let Some(reason) = a.pin else { return };
+        if self.mode == PoolMode::Transaction && self.pinned.is_none() {
+            self.pinned = Some(reason.as_str());
+            let slot = super::report::PIN_REASONS
+                .iter()
+                .position(|r| *r == reason.as_str())
+                .unwrap_or(7);
+            self.shared.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
+            if let Some(info) = &self.info {
+                *info.pinned.lock().unwrap_or_else(|p| p.into_inner()) = self.pinned;
+            }
+            tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, reason = reason.as_str(), "client pinned to its server");
+        }
+    }
+
+    /// Server bytes arrived in `sbuf`: scan, forward, and maybe hand the server back.
+    async fn on_server(&mut self) -> Option<End> {
+        self.responded = true;
+        if let Some(a) = self.attached.as_mut() {
+            a.replay = None;
+        }
+        let mut pos = 0usize;
+        let mut forward_upto = 0usize;
+        let mut release = false;
+        let mut out: Vec<u8> = Vec::new();
+        let mut copied = 0usize;
+        while pos < self.sbuf.len() {
+            if self.s_stream.remaining > 0 {
+                let take = self.s_stream.remaining.min(self.sbuf.len() - pos);
+                self.s_stream.remaining -= take;
+                pos += take;
+                forward_upto = pos;
+                continue;
+            }
+            let header = match pg::header(&self.sbuf[pos..], MAX_MESSAGE) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    let why = format!("server sent an invalid message: {e}");
+                    return self.server_lost(why).await;
+                }
+            };
+            let available = self.sbuf.len() - pos;
+            if header.total > available {
+                if header.total <= GATHER_LIMIT {
+                    break;
+                }
+                self.s_stream.remaining = header.total - available;
+                pos = self.sbuf.len();
+                forward_upto = pos;
+                break;
+            }
+            let body_range = pos + 5..pos + header.total;
+            match header.tag {
+                b'Z' => {
+                    let status = self.sbuf.get(body_range.start).copied().unwrap_or(b'I');
+                    self.tx_status = status;
+                    self.pending = self.pending.saturating_sub(1);
+                    if self.pending == 0 {
+                        self.drop_parse_complete = 0;
+                    }
+                    self.in_copy = false;
+                    self.finish_queries(true);
+                    if self.pending == 0
+                        && status == b'I'
+                        && self.mode == PoolMode::Transaction
+                        && self.pinned.is_none()
+                        && pos + header.total == self.sbuf.len()
+                    {
+                        release = true;
+                    }
+                }
+                b'C' if self.audit.is_some() => {
+                    let rows = pg::command_rows(&self.sbuf[body_range]).unwrap_or(0);
+                    self.command_done(rows);
+                }
+                b'E' if self.audit.is_some() => {
+                    let f = pg::error_fields(&self.sbuf[body_range]);
+                    self.command_failed(f.code);
+                }
+                b'S' => {
+                    if let Some(a) = self.attached.as_mut() {
+                        let body = self.sbuf[body_range].to_vec();
+                        a.server.conn.note_parameter(&body);
+                    }
+                }
+                b'G' | b'H' | b'W' => self.in_copy = true,
+                b'1' if self.drop_parse_complete > 0 => {
+                    // Answer to a Parse the gateway slipped in: not the client's business.
+                    self.drop_parse_complete -= 1;
+                    out.extend_from_slice(&self.sbuf[copied..pos]);
+                    copied = pos + header.total;
+                }
+                _ => {}
+            }
+            pos += header.total;
+            forward_upto = pos;
+        }
+        if forward_upto > 0 {
+            let written = if copied == 0 {
+                self.client.write_all(&self.sbuf[..forward_upto]).await
+            } else {
+                out.extend_from_slice(&self.sbuf[copied.min(forward_upto)..forward_upto]);
+                self.client.write_all(&out).await
+            };
+            if let Err(e) = written {
+                return Some(End::ClientError(e));
+            }
+            self.sbuf.drain(..forward_upto);
+        }
+        if release {
+            self.detach().await;
+        } else if self.sbuf.is_empty() {
+            shrink(&mut self.sbuf);
+        }
+        None
+    }
+
+    fn command_done(&mut self, rows: u64) {
+        match self.inflight.front_mut() {
+            Some(q) if q.simple => q.rows += rows,
+            Some(_) => {
+                if let Some(mut q) = self.inflight.pop_front() {
+                    q.rows = rows;
+                    self.emit_query(q);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn command_failed(&mut self, code: String) {
+        match self.inflight.front_mut() {
+            Some(q) if q.simple => q.error = Some(code),
+            Some(_) => {
+                if let Some(mut q) = self.inflight.pop_front() {
+                    q.error = Some(code);
+                    self.emit_query(q);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// ReadyForQuery: the simple query at the front is done; Executes skipped after an error
+    /// are done too.
+    fn finish_queries(&mut self, _ready: bool) {
+        if self.audit.is_none() {
+            return;
+        }
+        while let Some(q) = self.inflight.pop_front() {
+            let simple = q.simple;
+            self.emit_query(q);
+            if simple {
+                break;
+            }
+        }
+    }
+
+    fn emit_query(&self, q: Inflight) {
+        let Some(mode) = self.audit else { return };
+        let micros = q.started.elapsed().as_micros() as u64;
+        let stats = &self.shared.pg.stats;
+        stats.queries.fetch_add(1, Ordering::Relaxed);
+        stats.query_micros.fetch_add(micros, Ordering::Relaxed);
+        if q.error.is_some() {
+            stats.query_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let text = match mode {
+            QueryAudit::Full => q.text,
+            _ => sql::mask_literals(&q.text),
+        };
+        let mut extra = Map::new();
+        extra.insert("user".into(), Value::from(self.startup.user.as_str()));
+        extra.insert(
+            "database".into(),
+            Value::from(self.startup.database.as_str()),
+        );
+        extra.insert("session_id".into(), Value::from(self.session_id.as_str()));
+        extra.insert("query".into(), Value::from(text));
+        extra.insert("duration_us".into(), Value::from(micros));
+        extra.insert("rows".into(), Value::from(q.rows));
+        if let Some(code) = q.error {
+            extra.insert("error".into(), Value::from(code));
+        }
+        if let Some(a) = &self.attached {
+            extra.insert("target".into(), Value::from(a.target.address.as_str()));
+        }
+        self.shared
+            .records
+            .audit("query", &self.listener.name, self.admitted.client, extra);
+    }
+
+    /// The server connection failed. Before it answered anything, the request is replayed on
+    /// another server (a pooled connection that died while idle, a failed-over primary);
+    /// otherwise the client gets an error it can act on and keeps its connection.
+    async fn server_lost(&mut self, why: String) -> Option<End> {
+        let mut a = self.attached.take()?;
+        tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, error = %why, "backend connection lost");
+        self.cancel.slot.set(None);
+        a.target.active.fetch_sub(1, Ordering::Relaxed);
+        a.server.conn.broken = true;
+        let replay = a.replay.take();
+        a.pool.release(a.server, self.settings());
+        self.sbuf.clear();
+        self.s_stream.remaining = 0;
+        let in_tx = self.tx_status != b'I' || self.pinned.is_some();
+        if let (Some(replay), false) = (replay, self.responded || in_tx) {
+            if let Err(end) = self.attach(self.last_route).await {
+                return Some(end);
+            }
+            if let Some(a) = self.attached.as_mut() {
+                a.replay = None;
+                if let Err(e) = a.server.conn.stream.write_all(&replay).await {
+                    return Some(End::ServerLost(e.to_string()));
+                }
+                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, "request replayed on another backend connection");
+            }
+            return None;
+        }
+        // Mid-transaction or mid-answer: tell the client; in transaction mode it may go on
+        // with a new transaction on another server.
+        let mut w = Writer::new();
+        w.error(
+            "ERROR",
+            "08006",
+            "the backend connection was lost mid-transaction; the transaction was rolled back, retry it",
+        );
+        if self.pending > 0 {
+            w.ready_for_query(b'I');
+        }
+        self.pending = 0;
+        self.tx_status = b'I';
+        self.in_copy = false;
+        self.inflight.clear();
+        let session_bound = self.mode == PoolMode::Session || self.pinned.is_some();
+        if session_bound {
+            let mut w = Writer::new();
+            w.error(
+                "FATAL",
+                "08006",
+                &format!("the backend connection was lost: {why}"),
+            );
+            let _ = self.client.write_all(&w.buf).await;
+            return Some(End::ServerLost(why));
+        }
+        if let Err(e) = self.client.write_all(&w.buf).await {
+            return Some(End::ClientError(e));
+        }
+        None
+    }
+
+    async fn finish(mut self, end: End) {
+        // Hand the server back clean, or close it.
+        if let Some(a) = self.attached.as_mut() {
+            let idle = self.pending == 0
+                && self.tx_status == b'I'
+                && !self.in_copy
+                && self.sbuf.is_empty();
+            let reset = if !idle {
+                false
+            } else if self.mode == PoolMode::Session || self.pinned.is_some() {
+                matches!(
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        a.server.conn.simple("DISCARD ALL")
+                    )
+                    .await,
+                    Ok(Ok(_))
+                )
+            } else {
+                true
+            };
+            if reset {
+                // DISCARD ALL put the startup values back; forget the ones the gateway set.
+                a.server
+                    .conn
+                    .params
+                    .retain(|k, _| !self.startup.params.iter().any(|(n, _)| n == k));
+                if self.mode == PoolMode::Session || self.pinned.is_some() {
+                    a.server.conn.prepared.clear();
+                }
+                self.detach().await;
+            } else {
+                self.detach_broken();
+            }
+        }
+        let m = &self.listener.metrics;
+        m.active_flows.fetch_sub(1, Ordering::Relaxed);
+        m.bytes_in.fetch_add(self.bytes_in, Ordering::Relaxed);
+        m.bytes_out.fetch_add(self.bytes_out, Ordering::Relaxed);
+        match &end {
+            End::ClientError(e) => {
+                tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, error = %e, "session ended")
+            }
+            End::ServerLost(e) => {
+                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, error = %e, "session ended: backend lost")
+            }
+            End::Refused(r) => {
+                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, reason = r, "session refused")
+            }
+            _ => {
+                tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, end = end.label(), "session ended")
+            }
+        }
+        if matches!(end, End::IdleTimeout | End::Stopped) {
+            let mut w = Writer::new();
+            let (code, msg) = match end {
+                End::IdleTimeout => ("57P05", "terminating connection due to idle timeout"),
+                _ => (
+                    "57P01",
+                    "terminating connection: the gateway is shutting down",
+                ),
+            };
+            w.error("FATAL", code, msg);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&w.buf)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.shutdown()).await;
+        if let Some(a) = &self.attached {
+            *self.flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.target.addr);
+        }
+        self.shared.records.close(&self.flow);
+        let mut extra = Map::new();
+        extra.insert("user".into(), Value::from(self.startup.user.as_str()));
+        extra.insert(
+            "database".into(),
+            Value::from(self.startup.database.as_str()),
+        );
+        extra.insert("session_id".into(), Value::from(self.session_id.as_str()));
+        extra.insert("end".into(), Value::from(end.label()));
+        extra.insert(
+            "duration_ms".into(),
+            Value::from(self.started.elapsed().as_millis() as u64),
+        );
+        extra.insert("bytes_in".into(), Value::from(self.bytes_in));
+        extra.insert("bytes_out".into(), Value::from(self.bytes_out));
+        extra.insert("queries".into(), Value::from(self.queries));
+        extra.insert("pool_mode".into(), Value::from(self.mode.as_str()));
+        extra.insert("auth".into(), Value::from(self.identity.method));
+        if let Some(p) = self.pinned {
+            extra.insert("pinned".into(), Value::from(p));
+        }
+        self.shared.records.audit(
+            "session.end",
+            &self.listener.name,
+            self.admitted.client,
+            extra,
+        );
+    }
+}
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Timer,
+    Phase,
+}
+
+enum AttachError {
+    /// Tell the client this and end the session.
+    Fatal(&'static str, String, &'static str),
+    /// The target failed; another may work.
+    Target(ServerError),
+}
+
+fn classify(err: ServerError, database: &str) -> AttachError {
+    match &err {
+        ServerError::Refused { code, message, .. } => match code.as_str() {
+            "3D000" => AttachError::Fatal(
+                "3D000",
+                format!("database \"{database}\" does not exist"),
+                "no_database",
+            ),
+            "28P01" | "28000" => {
+                tracing::error!(error = %err, "the backend refused the gateway's credential");
+                AttachError::Fatal(
+                    "08004",
+                    "the backend refused the gateway's login for this user (see the gateway log)"
+                        .into(),
+                    "backend_auth_failed",
+                )
+            }
+            c if c.starts_with("57P") || c == "53300" => AttachError::Target(err),
+            _ => AttachError::Fatal(
+                "08004",
+                format!("the backend refused the connection: {message}"),
+                "backend_refused",
+            ),
+        },
+        ServerError::UnsupportedAuth(_) | ServerError::NoPassword => {
+            tracing::error!(error = %err, "cannot log in to the backend");
+            AttachError::Fatal(
+                "08004",
+                format!("the gateway cannot log in to the backend: {err}"),
+                "backend_auth_failed",
+            )
+        }
+        _ => AttachError::Target(err),
+    }
+}
+
+/// A pooled connection that the server closed while it sat idle shows EOF (or a FATAL
+/// message) without blocking.
+fn still_open(conn: &mut ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    match conn.stream.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.pending.is_empty(),
+        _ => false,
+    }
+}
+
+/// A stable hash of a statement's text and parameter types (FNV-1a, 64 bit).
+fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in query.iter().chain(&[0u8]).chain(param_types) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn server_name(hash: u64) -> String {
+    format!("sumun_{hash:016x}")
+}
+
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > 8 * 1024 {
+        *buf = Vec::new();
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
