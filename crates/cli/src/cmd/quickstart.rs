@@ -1,8 +1,9 @@
 //! `sumun quickstart`: a working gateway in front of the local PostgreSQL, MariaDB and Redis
-//! with one command. It writes a dev CA and server certificate and a commented config into the
-//! quickstart directory (reusing whatever is already there, so edits survive), then serves it
-//! and prints a ready-to-paste client command per backend, saying plainly which backends are
-//! not reachable.
+//! with one command. It writes a dev CA and server certificate, a master key and a vault, and a
+//! commented config into the quickstart directory (reusing whatever is already there, so edits
+//! survive), then serves it and prints a ready-to-paste client command per backend — for
+//! PostgreSQL with a fresh token as the password — saying plainly which backends are not
+//! reachable.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -19,12 +20,18 @@ pub struct Setup {
     pub ca_path: PathBuf,
 }
 
-/// The backends quickstart fronts: (listener name, what it is, gateway port, backend address).
-const BACKENDS: [(&str, &str, u16, &str); 3] = [
-    ("postgres", "PostgreSQL", 6432, "127.0.0.1:5432"),
-    ("mariadb", "MariaDB/MySQL", 13306, "127.0.0.1:3306"),
-    ("redis", "Redis", 16379, "127.0.0.1:6379"),
+/// The backends quickstart fronts: (listener name, what it is, gateway port, backend address,
+/// listener protocol).
+const BACKENDS: [(&str, &str, u16, &str, &str); 3] = [
+    ("postgres", "PostgreSQL", 6432, "127.0.0.1:5432", "postgres"),
+    ("mariadb", "MariaDB/MySQL", 13306, "127.0.0.1:3306", "tls"),
+    ("redis", "Redis", 16379, "127.0.0.1:6379", "tls"),
 ];
+
+/// The user quickstart's PostgreSQL listener lets in (with a token or a password).
+pub const PG_USER: &str = "quickstart";
+/// The vault secret the gateway logs in to the local PostgreSQL with.
+const PG_CREDENTIAL: &str = "pg/local";
 
 const ADMIN: &str = "127.0.0.1:9900";
 
@@ -41,6 +48,11 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
         pki.write(&certs, true)
             .with_context(|| format!("cannot write certificates to {}", certs.display()))?;
     }
+    let vault_dir = dir.join("vault");
+    let key_file = dir.join("master.key");
+    if !vault_dir.join(sumun_vault::store::STORE_FILE).exists() {
+        init_vault(&vault_dir, &key_file)?;
+    }
     let config_path = dir.join("sumun.toml");
     if !config_path.exists() {
         std::fs::write(&config_path, default_config())
@@ -51,6 +63,48 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
         config_path,
         ca_path,
     })
+}
+
+/// A vault with the backend credential for the local PostgreSQL. Its superuser `postgres`
+/// normally logs in over loopback without a password (Debian's `trust`/`peer` defaults); a
+/// server that wants one gets this generated password, which `sumun secrets put pg/local`
+/// replaces with the real one.
+fn init_vault(vault_dir: &Path, key_file: &Path) -> anyhow::Result<()> {
+    let key = sumun_vault::LocalMasterKey::generate().context("cannot generate a master key")?;
+    key.write_key_file(key_file)
+        .with_context(|| format!("cannot write {}", key_file.display()))?;
+    let mut vault = sumun_vault::Vault::init(vault_dir, Box::new(key), None)
+        .with_context(|| format!("cannot create the vault in {}", vault_dir.display()))?;
+    let password =
+        sumun_vault::crypto::generate_password(32).context("cannot generate a password")?;
+    vault
+        .put(
+            PG_CREDENTIAL,
+            &password,
+            sumun_vault::SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Postgres),
+                address: Some("127.0.0.1:5432".into()),
+                username: Some("postgres".into()),
+                database: None,
+                admin_secret: None,
+            },
+        )
+        .context("cannot store the PostgreSQL credential")?;
+    Ok(())
+}
+
+/// A token for the quickstart user, valid for 15 minutes.
+fn pg_token(config: &Config) -> anyhow::Result<String> {
+    let v = config.vault.as_ref().context("the config has no [vault]")?;
+    let vault = sumun_vault::Vault::open_with_key_file(&v.dir, v.key_file.as_deref())?;
+    let token = vault.token_signer()?.issue(
+        PG_USER,
+        None,
+        &config.gateway.name,
+        sumun_vault::store::now_unix_secs(),
+        15 * 60,
+    )?;
+    Ok(token.expose_str().unwrap_or_default().to_string())
 }
 
 fn default_config() -> String {
@@ -65,13 +119,27 @@ fn default_config() -> String {
         "[tls.default]\ncert = \"certs/server.pem\"\nkey = \"certs/server-key.pem\"\npolicy = \"tls13-pq\"\n\n\
          [[security_groups]]\nname = \"local\"\ndescription = \"this machine only\"\n\
          ingress = [\n  { cidr = \"127.0.0.0/8\", description = \"loopback\" },\n  { cidr = \"::1/128\" },\n]\n\n\
-         [flow_logs]\npath = \"flows.log\"\n\n[audit]\npath = \"audit.jsonl\"\n",
+         [flow_logs]\npath = \"flows.log\"\n\n[audit]\npath = \"audit.jsonl\"\n\n\
+         [vault]\ndir = \"vault\"\nkey_file = \"master.key\"\n\n",
     );
-    for (name, what, port, backend) in BACKENDS {
+    let _ = write!(
+        c,
+        "# Who may log in through the PostgreSQL listener: a token from `sumun token --user {PG_USER}`\n\
+         # as the password, or a password set with `sumun users set-password {PG_USER}`. The gateway\n\
+         # logs in to PostgreSQL with the vault secret {PG_CREDENTIAL}; `admin` opens the `sumun`\n\
+         # admin database (SHOW POOLS, SHOW CLIENTS...).\n\
+         [[users]]\nname = \"{PG_USER}\"\nauth = [\"token\", \"scram\"]\nbackend_credential = \"{PG_CREDENTIAL}\"\nadmin = true\n"
+    );
+    for (name, what, port, backend, protocol) in BACKENDS {
+        let pool = if protocol == "postgres" {
+            "tls = \"required\"\npool = { mode = \"transaction\", size = 20 }\n"
+        } else {
+            ""
+        };
         let _ = write!(
             c,
-            "\n# {what}\n[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"tls\"\n\
-             target_group = \"{name}\"\nsecurity_groups = [\"local\"]\ntls_config = \"default\"\n\n\
+            "\n# {what}\n[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\n\
+             target_group = \"{name}\"\nsecurity_groups = [\"local\"]\ntls_config = \"default\"\n{pool}\n\
              [[target_groups]]\nname = \"{name}\"\nalgorithm = \"least_conn\"\nderegistration_delay = \"30s\"\n\
              health_check = {{ interval = \"5s\", timeout = \"2s\", healthy_threshold = 2, unhealthy_threshold = 2 }}\n\
              targets = [{{ address = \"{backend}\" }}]\n"
@@ -127,13 +195,22 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
             })
             .collect::<Vec<_>>()
             .join("; ");
-        let _ = writeln!(out, "{} (tls {bind} -> {backend}): {health}", l.name);
-        let hint = match l.name.as_str() {
-            "redis" => format!("  redis-cli --tls --cacert {ca} -h localhost -p {port} ping"),
-            "postgres" => format!(
-                "  psql \"host=localhost port={port} sslmode=verify-full sslrootcert={ca} sslnegotiation=direct user=postgres dbname=postgres\"\n  \
-                 (direct TLS needs libpq 17 or newer; older clients: openssl s_client -connect localhost:{port} -CAfile {ca})"
-            ),
+        let _ = writeln!(
+            out,
+            "{} ({} {bind} -> {backend}): {health}",
+            l.name,
+            l.protocol.as_str()
+        );
+        let hint = match (l.name.as_str(), l.protocol) {
+            (_, sumun_config::Protocol::Postgres) => match pg_token(config) {
+                Ok(token) => format!(
+                    "  PGPASSWORD='{token}' psql \"host=localhost port={port} sslmode=verify-full sslrootcert={ca} user={PG_USER} dbname=postgres\"\n  \
+                     (a token valid 15 minutes; a new one: sumun token --user {PG_USER} --config {})",
+                    setup.config_path.display()
+                ),
+                Err(e) => format!("  (cannot issue a token: {e})"),
+            },
+            ("redis", _) => format!("  redis-cli --tls --cacert {ca} -h localhost -p {port} ping"),
             _ => format!("  openssl s_client -connect localhost:{port} -CAfile {ca} -brief"),
         };
         let _ = writeln!(out, "{hint}\n");
