@@ -140,14 +140,14 @@ pub(crate) async fn handle(
 
     // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
     if snap.settings.protocol == Protocol::Postgres {
-        crate::postgres::handle(
+        Box::pin(crate::postgres::handle(
             stream,
             admitted,
             snap,
             listener.clone(),
             shared.clone(),
             handshake_deadline,
-        )
+        ))
         .await;
         return;
     }
@@ -156,10 +156,10 @@ pub(crate) async fn handle(
     match (snap.settings.protocol, &snap.tls) {
         (Protocol::Tls, Some(tls)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-            let tls_stream = match tokio::time::timeout_at(
+            let tls_stream = match Box::pin(tokio::time::timeout_at(
                 handshake_deadline,
                 acceptor.accept(stream),
-            )
+            ))
             .await
             {
                 Ok(Ok(s)) => s,
@@ -176,9 +176,9 @@ pub(crate) async fn handle(
             };
             let (version, group) = crate::tls::handshake_labels(tls_stream.get_ref().1);
             metrics.tls_handshake(version, group);
-            forward(tls_stream, admitted, &snap, &listener, &shared).await;
+            Box::pin(forward(tls_stream, admitted, &snap, &listener, &shared)).await;
         }
-        _ => forward(stream, admitted, &snap, &listener, &shared).await,
+        _ => Box::pin(forward(stream, admitted, &snap, &listener, &shared)).await,
     }
 }
 

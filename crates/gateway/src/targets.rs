@@ -377,6 +377,16 @@ impl TargetGroupRt {
         let targets = self.targets.load();
         let settings = self.settings.load();
         let usable = |t: &&Arc<TargetRt>| !tried.contains(&t.addr) && t.wanted(want);
+        // One routable candidate (the common single-primary case): no list to build.
+        let mut only = None;
+        let mut count = 0;
+        for t in targets.iter().filter(|t| t.is_routable()).filter(usable) {
+            count += 1;
+            only = Some(t);
+        }
+        if count == 1 {
+            return only.cloned();
+        }
         let mut candidates: Vec<&Arc<TargetRt>> = targets
             .iter()
             .filter(|t| t.is_routable())

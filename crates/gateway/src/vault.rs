@@ -100,6 +100,11 @@ impl VaultRt {
         self.with(|v| v.user_verifiers(user))
     }
 
+    /// The username a backend secret logs in as, without decrypting anything.
+    pub fn backend_username(&self, name: &str) -> Option<String> {
+        self.with(|v| v.info(name).ok().and_then(|i| i.username))
+    }
+
     pub fn backend_credential(&self, name: &str) -> Result<BackendCredential, StoreError> {
         self.with(|v| {
             let info = v.info(name)?;

@@ -10,6 +10,7 @@
 
 mod auth;
 mod cancel;
+mod console;
 pub mod pool;
 mod report;
 mod server;
@@ -43,6 +44,11 @@ pub struct PgShared {
     pub pools: Pools,
     pub cancels: CancelRegistry,
     pub stats: PgStats,
+    /// Server parameters shown to clients at login, per (listener, database, backend user).
+    #[allow(clippy::type_complexity)]
+    pub server_params: std::sync::Mutex<
+        std::collections::HashMap<(Arc<str>, String, String), Vec<(String, String)>>,
+    >,
     /// Logged-in clients, by session.
     pub clients: std::sync::Mutex<std::collections::HashMap<u64, Arc<ClientInfo>>>,
 }
@@ -111,7 +117,14 @@ pub(crate) async fn handle(
     }
     let authed = tokio::time::timeout_at(
         deadline,
-        auth::authenticate(&mut client, &startup, &snap, &listener, &shared, &admitted),
+        Box::pin(auth::authenticate(
+            &mut client,
+            &startup,
+            &snap,
+            &listener,
+            &shared,
+            &admitted,
+        )),
     )
     .await;
     let identity = match authed {
@@ -127,6 +140,10 @@ pub(crate) async fn handle(
         Ok(None) => return,
         Ok(Some(identity)) => identity,
     };
+    if startup.database == console::DATABASE {
+        console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
+        return;
+    }
     session::run(client, startup, identity, admitted, snap, listener, shared).await;
 }
 

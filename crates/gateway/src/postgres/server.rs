@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use sumun_vault::SecretBytes;
 use sumun_wire::postgres::{self as pg, auth, Writer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The largest message the gateway reads whole from a server during login or a reset.
@@ -255,12 +255,12 @@ impl ServerConn {
                     return Ok(out);
                 }
                 None => {
-                    let mut chunk = [0u8; 8192];
-                    let n = self.stream.read(&mut chunk).await?;
+                    let n =
+                        crate::relay::read_append(&mut self.stream, &mut self.pending, 64 * 1024)
+                            .await?;
                     if n == 0 {
                         return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
                     }
-                    self.pending.extend_from_slice(&chunk[..n]);
                 }
             }
         }

@@ -139,6 +139,14 @@ pub(crate) async fn run(
     let flow = shared
         .records
         .open(listener.name.clone(), admitted.client, admitted.local);
+    // The username of the backend credential names the pools; the password is read from the
+    // vault only when a new server connection is opened.
+    let backend_user = identity
+        .user
+        .backend_credential
+        .as_deref()
+        .and_then(|name| shared.vault.load_full()?.backend_username(name))
+        .unwrap_or_else(|| startup.user.clone());
     let session_id = format!("{:08x}{:08x}", cancel.process_id, fastrand::u32(..));
     let mut s = Session {
         client,
@@ -173,6 +181,8 @@ pub(crate) async fn run(
         info: None,
         statements: Default::default(),
         drop_parse_complete: 0,
+        backend_user,
+        pools: Vec::new(),
     };
     let info = Arc::new(super::ClientInfo {
         listener: s.listener.name.clone(),
@@ -195,7 +205,7 @@ pub(crate) async fn run(
     s.info = Some(info);
     s.metrics_open();
     let end = s.serve().await;
-    s.finish(end).await;
+    Box::pin(s.finish(end)).await;
     shared
         .pg
         .clients
@@ -239,6 +249,10 @@ struct Session<'a> {
     last_parse: Option<String>,
     flow: Arc<crate::records::ActiveFlow>,
     info: Option<Arc<super::ClientInfo>>,
+    /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
+    backend_user: String,
+    /// Pools this session has used, by target.
+    pools: Vec<(SocketAddr, Arc<Pool>)>,
     /// The client's named prepared statements (transaction mode): its name → (hash of the
     /// statement, the Parse message that creates it under the server-side name).
     statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
@@ -284,16 +298,55 @@ impl Session<'_> {
     }
 
     async fn serve(&mut self) -> End {
-        // Log in to a server now: it proves the credential and database work, and gives the
-        // parameters to show the client. Transaction mode hands it back right away.
-        if let Err(end) = self.attach(Want::Writer).await {
-            return end;
-        }
-        if let Err(end) = self.greet().await {
+        // The first client of a (listener, database, backend user) logs in to a server now: it
+        // proves the credential and database work and gives the parameters to show the client.
+        // Later clients are greeted from those parameters and take a server at their first
+        // message, as PgBouncer does, so a full session-mode pool makes them wait for a server,
+        // not for their login.
+        let key = (
+            self.listener.name.clone(),
+            self.startup.database.clone(),
+            self.backend_user.clone(),
+        );
+        let cached = self
+            .shared
+            .pg
+            .server_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let params = match cached {
+            Some(p) => p,
+            None => {
+                if let Err(end) = Box::pin(self.attach(Want::Writer)).await {
+                    return end;
+                }
+                let params = self
+                    .attached
+                    .as_ref()
+                    .and_then(|a| {
+                        a.pool
+                            .server_params
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone()
+                    })
+                    .unwrap_or_default();
+                self.shared
+                    .pg
+                    .server_params
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, params.clone());
+                params
+            }
+        };
+        if let Err(end) = self.greet(&params).await {
             return end;
         }
         if self.mode == PoolMode::Transaction {
-            self.detach().await;
+            self.detach();
         }
         let idle = self.snap.settings.idle_timeout;
         let mut phase = self.shared.phase.clone();
@@ -352,7 +405,7 @@ impl Session<'_> {
                                 Err(e) => e.to_string(),
                                 _ => "server closed the connection".to_string(),
                             };
-                            if let Some(end) = self.server_lost(why).await {
+                            if let Some(end) = Box::pin(self.server_lost(why)).await {
                                 return end;
                             }
                         }
@@ -386,20 +439,9 @@ impl Session<'_> {
 
     /// Tell the client it is in: AuthenticationOk was sent by `auth`; now ParameterStatus,
     /// BackendKeyData (the gateway's own cancel key) and ReadyForQuery.
-    async fn greet(&mut self) -> Result<(), End> {
+    async fn greet(&mut self, params: &[(String, String)]) -> Result<(), End> {
         let mut w = Writer::new();
-        let params = self
-            .attached
-            .as_ref()
-            .and_then(|a| {
-                a.pool
-                    .server_params
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-            })
-            .unwrap_or_default();
-        for (k, v) in &params {
+        for (k, v) in params {
             let client_value = self
                 .startup
                 .params
@@ -484,41 +526,8 @@ impl Session<'_> {
         target: &Arc<TargetRt>,
         connect_timeout: Duration,
     ) -> Result<Attached, AttachError> {
-        let vault = self.shared.vault.load_full();
-        let credential = match (&self.identity.user.backend_credential, vault.as_ref()) {
-            (None, _) => None,
-            (Some(name), Some(vault)) => match vault.backend_credential(name) {
-                Ok(c) => Some(c),
-                Err(err) => {
-                    tracing::error!(listener = %self.listener.name, user = %self.startup.user, credential = %name, error = %err, "backend credential unavailable");
-                    return Err(AttachError::Fatal(
-                        "08004",
-                        "the gateway cannot log in to the backend for this user (its credential is unavailable; see the gateway log)".into(),
-                        "credential_unavailable",
-                    ));
-                }
-            },
-            (Some(name), None) => {
-                tracing::error!(listener = %self.listener.name, credential = %name, "user has a backend_credential but no [vault] is configured");
-                return Err(AttachError::Fatal(
-                    "08004",
-                    "the gateway has no vault to log in to the backend with".into(),
-                    "no_vault",
-                ));
-            }
-        };
-        let backend_user = credential
-            .as_ref()
-            .and_then(|c| c.username.clone())
-            .unwrap_or_else(|| self.startup.user.clone());
-        let key = PoolKey {
-            listener: self.listener.name.clone(),
-            target: target.addr,
-            database: self.startup.database.clone(),
-            user: backend_user.clone(),
-        };
         let settings = self.settings().clone();
-        let pool = self.shared.pg.pools.get(key, settings.size);
+        let pool = self.pool_for(target.addr);
         loop {
             let slot = match pool.slot(&settings).await {
                 Ok(s) => s,
@@ -559,6 +568,15 @@ impl Session<'_> {
                     pool.freed();
                 }
                 Slot::New(permit) => {
+                    let credential = match self.credential() {
+                        Ok(c) => c,
+                        Err(e) => {
+                            drop(permit);
+                            pool.freed();
+                            return Err(e);
+                        }
+                    };
+                    let backend_user = self.backend_user.clone();
                     let header = self.proxy_header(target);
                     let passwords = credential
                         .as_ref()
@@ -601,6 +619,49 @@ impl Session<'_> {
                         }
                     };
                 }
+            }
+        }
+    }
+
+    /// The pool for `target` (cached per session: the map is consulted once per target).
+    fn pool_for(&mut self, target: SocketAddr) -> Arc<Pool> {
+        if let Some((_, p)) = self.pools.iter().find(|(a, _)| *a == target) {
+            return p.clone();
+        }
+        let key = PoolKey {
+            listener: self.listener.name.clone(),
+            target,
+            database: self.startup.database.clone(),
+            user: self.backend_user.clone(),
+        };
+        let pool = self.shared.pg.pools.get(key, self.settings().size);
+        self.pools.push((target, pool.clone()));
+        pool
+    }
+
+    /// The backend login from the vault, read only when a new server connection is opened.
+    fn credential(&self) -> Result<Option<crate::vault::BackendCredential>, AttachError> {
+        let vault = self.shared.vault.load_full();
+        match (&self.identity.user.backend_credential, vault.as_ref()) {
+            (None, _) => Ok(None),
+            (Some(name), Some(vault)) => match vault.backend_credential(name) {
+                Ok(c) => Ok(Some(c)),
+                Err(err) => {
+                    tracing::error!(listener = %self.listener.name, user = %self.startup.user, credential = %name, error = %err, "backend credential unavailable");
+                    Err(AttachError::Fatal(
+                        "08004",
+                        "the gateway cannot log in to the backend for this user (its credential is unavailable; see the gateway log)".into(),
+                        "credential_unavailable",
+                    ))
+                }
+            },
+            (Some(name), None) => {
+                tracing::error!(listener = %self.listener.name, credential = %name, "user has a backend_credential but no [vault] is configured");
+                Err(AttachError::Fatal(
+                    "08004",
+                    "the gateway has no vault to log in to the backend with".into(),
+                    "no_vault",
+                ))
             }
         }
     }
@@ -669,7 +730,7 @@ impl Session<'_> {
     }
 
     /// Give the server back to its pool (idle, nothing outstanding).
-    async fn detach(&mut self) {
+    fn detach(&mut self) {
         let Some(mut a) = self.attached.take() else {
             return;
         };
@@ -709,7 +770,7 @@ impl Session<'_> {
                     self.route_for(h.tag, &self.cbuf[5..end])
                 }
             };
-            if let Err(end) = self.attach(route).await {
+            if let Err(end) = Box::pin(self.attach(route)).await {
                 return Some(end);
             }
         }
@@ -911,7 +972,7 @@ impl Session<'_> {
             }
         }
         if let Err(e) = a.server.conn.stream.write_all(bytes).await {
-            return self.server_lost(e.to_string()).await;
+            return Box::pin(self.server_lost(e.to_string())).await;
         }
         None
     }
@@ -1015,7 +1076,7 @@ impl Session<'_> {
                 Ok(None) => break,
                 Err(e) => {
                     let why = format!("server sent an invalid message: {e}");
-                    return self.server_lost(why).await;
+                    return Box::pin(self.server_lost(why)).await;
                 }
             };
             let available = self.sbuf.len() - pos;
@@ -1087,7 +1148,7 @@ impl Session<'_> {
             self.sbuf.drain(..forward_upto);
         }
         if release {
-            self.detach().await;
+            self.detach();
         } else if self.sbuf.is_empty() {
             shrink(&mut self.sbuf);
         }
@@ -1184,7 +1245,7 @@ impl Session<'_> {
         self.s_stream.remaining = 0;
         let in_tx = self.tx_status != b'I' || self.pinned.is_some();
         if let (Some(replay), false) = (replay, self.responded || in_tx) {
-            if let Err(end) = self.attach(self.last_route).await {
+            if let Err(end) = Box::pin(self.attach(self.last_route)).await {
                 return Some(end);
             }
             if let Some(a) = self.attached.as_mut() {
@@ -1258,7 +1319,7 @@ impl Session<'_> {
                 if self.mode == PoolMode::Session || self.pinned.is_some() {
                     a.server.conn.prepared.clear();
                 }
-                self.detach().await;
+                self.detach();
             } else {
                 self.detach_broken();
             }
