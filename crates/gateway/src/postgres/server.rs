@@ -28,6 +28,9 @@ pub struct ServerConn {
     pub pending: Vec<u8>,
     /// Set when the connection cannot be reused (protocol error, failed reset).
     pub broken: bool,
+    /// The startup parameters of the last client whose values were applied here; 0 when
+    /// unknown. Equal stamps mean no `SET` is needed.
+    pub params_stamp: u64,
     /// Server-side names of prepared statements that exist on this connection.
     pub prepared: std::collections::HashSet<u64>,
 }
@@ -115,6 +118,7 @@ impl ServerConn {
             last_used: now,
             pending: Vec::with_capacity(1024),
             broken: false,
+            params_stamp: 0,
             prepared: Default::default(),
         };
         match tokio::time::timeout(timeout, conn.login(login, proxy_header)).await {

@@ -183,6 +183,17 @@ pub(crate) async fn run(
         drop_parse_complete: 0,
         backend_user,
         pools: Vec::new(),
+        params_stamp: 0,
+    };
+    s.params_stamp = {
+        let mut text = Vec::new();
+        for (k, v) in &s.startup.params {
+            text.extend_from_slice(k.as_bytes());
+            text.push(0);
+            text.extend_from_slice(v.as_bytes());
+            text.push(0);
+        }
+        statement_hash(&text, b"params").max(1)
     };
     let info = Arc::new(super::ClientInfo {
         listener: s.listener.name.clone(),
@@ -249,6 +260,8 @@ struct Session<'a> {
     last_parse: Option<String>,
     flow: Arc<crate::records::ActiveFlow>,
     info: Option<Arc<super::ClientInfo>>,
+    /// Identifies this client's startup parameters (see `ServerConn::params_stamp`).
+    params_stamp: u64,
     /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
     backend_user: String,
     /// Pools this session has used, by target.
@@ -349,14 +362,16 @@ impl Session<'_> {
             self.detach();
         }
         let idle = self.snap.settings.idle_timeout;
+        // One long-lived waiter for a forced stop, registered once rather than per event.
         let mut phase = self.shared.phase.clone();
+        let stopped = async move {
+            let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
+        };
+        tokio::pin!(stopped);
         let mut last_activity = Instant::now();
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
         loop {
-            if *phase.borrow() == Phase::Stopped {
-                return End::Stopped;
-            }
             let attached = self.attached.is_some();
             let event = {
                 let Session {
@@ -376,7 +391,7 @@ impl Session<'_> {
                     }, if attached => Event::Server(r),
                     r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
                     () = &mut idle_timer => Event::Timer,
-                    _ = phase.changed() => Event::Phase,
+                    () = &mut stopped => Event::Phase,
                 }
             };
             match event {
@@ -432,7 +447,7 @@ impl Session<'_> {
                     }
                     idle_timer.as_mut().reset(deadline);
                 }
-                Event::Phase => {}
+                Event::Phase => return End::Stopped,
             }
         }
     }
@@ -555,7 +570,11 @@ impl Session<'_> {
             };
             match slot {
                 Slot::Idle(mut p) => {
-                    if still_open(&mut p.conn) {
+                    // A connection used within the last second is trusted (a dead one is caught
+                    // by the replay below); one idle longer is checked for a close first.
+                    if p.conn.last_used.elapsed() < Duration::from_secs(1)
+                        || still_open(&mut p.conn)
+                    {
                         return Ok(Attached {
                             pool: pool.clone(),
                             server: *p,
@@ -590,12 +609,12 @@ impl Session<'_> {
                             database: &self.startup.database,
                             password: passwords.get(i),
                         };
-                        result = ServerConn::connect(
+                        result = Box::pin(ServerConn::connect(
                             target.addr,
                             &login,
                             connect_timeout,
                             header.as_deref(),
-                        )
+                        ))
                         .await;
                         match &result {
                             Err(e) if e.is_bad_password() && i + 1 < attempts => {
@@ -681,6 +700,10 @@ impl Session<'_> {
         let Some(a) = self.attached.as_mut() else {
             return Ok(());
         };
+        // The usual case: the server last served a client with the same parameters.
+        if a.server.conn.params_stamp == self.params_stamp {
+            return Ok(());
+        }
         let mut sql = String::new();
         for (k, v) in &self.startup.params {
             if a.server.conn.params.get(k).is_some_and(|cur| cur == v) {
@@ -691,11 +714,12 @@ impl Session<'_> {
         if sql.is_empty() {
             return Ok(());
         }
-        match a.server.conn.simple(&sql).await {
+        match Box::pin(a.server.conn.simple(&sql)).await {
             Ok(_) => {
                 for (k, v) in &self.startup.params {
                     a.server.conn.params.insert(k.clone(), v.clone());
                 }
+                a.server.conn.params_stamp = self.params_stamp;
                 Ok(())
             }
             Err(ServerError::Refused { code, message, .. }) => {
@@ -770,7 +794,7 @@ impl Session<'_> {
                     self.route_for(h.tag, &self.cbuf[5..end])
                 }
             };
-            if let Err(end) = Box::pin(self.attach(route)).await {
+            if let Err(end) = self.attach(route).await {
                 return Some(end);
             }
         }
@@ -809,6 +833,13 @@ impl Session<'_> {
             if header.tag == b'X' {
                 terminate = true;
                 break;
+            }
+            let inspect = matches!(header.tag, b'Q' | b'P' | b'E' | b'S')
+                || (rewrite && matches!(header.tag, b'B' | b'D' | b'C'));
+            if !inspect {
+                pos += header.total;
+                forward_upto = pos;
+                continue;
             }
             let body = self.cbuf[pos + 5..pos + header.total].to_vec();
             self.note_client_message(header.tag, &body);
@@ -1121,6 +1152,7 @@ impl Session<'_> {
                     if let Some(a) = self.attached.as_mut() {
                         let body = self.sbuf[body_range].to_vec();
                         a.server.conn.note_parameter(&body);
+                        a.server.conn.params_stamp = 0;
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
