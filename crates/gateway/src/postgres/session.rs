@@ -28,48 +28,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use sumun_config::{PoolMode, QueryAudit};
 use sumun_wire::postgres::{self as pg, Writer};
-#[allow(dead_code)]
-mod sql {
-    // TEMPORARY shim until sumun_wire::sql lands.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum TxEffect {
-        Begin,
-        BeginReadOnly,
-        Commit,
-        Other,
-    }
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum PinReason {
-        Set,
-    }
-    impl PinReason {
-        pub fn as_str(self) -> &'static str {
-            "set"
-        }
-    }
-    pub struct Analysis {
-        pub statements: u32,
-        pub read_only: bool,
-        pub tx: TxEffect,
-        pub pin: Option<PinReason>,
-    }
-    pub fn analyze(s: &str) -> Analysis {
-        let l = s.trim_start().to_ascii_lowercase();
-        Analysis {
-            statements: 1,
-            read_only: l.starts_with("select"),
-            tx: TxEffect::Other,
-            pin: if l.starts_with("set ") {
-                Some(PinReason::Set)
-            } else {
-                None
-            },
-        }
-    }
-    pub fn mask_literals(s: &str) -> String {
-        s.to_string()
-    }
-}
+use sumun_wire::sql;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
