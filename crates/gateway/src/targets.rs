@@ -67,6 +67,8 @@ pub enum Want {
     Any,
     /// Not a replica: a primary, or a target whose role is not known.
     Writer,
+    /// A known primary only.
+    Primary,
     /// A replica within `max_lag_ms` of its primary.
     Reader { max_lag_ms: u64 },
 }
@@ -138,6 +140,7 @@ impl TargetRt {
         match want {
             Want::Any => true,
             Want::Writer => self.effective_role() != Role::Replica,
+            Want::Primary => self.effective_role() == Role::Primary,
             Want::Reader { max_lag_ms } => {
                 self.effective_role() == Role::Replica
                     && self.replica_lag_ms.load(Ordering::Relaxed) <= max_lag_ms
@@ -238,7 +241,7 @@ impl TargetRt {
         TargetStatus {
             target_group: group.to_string(),
             address: self.address.clone(),
-            role: match self.role {
+            role: match self.effective_role() {
                 Role::Primary => "primary",
                 Role::Replica => "replica",
                 Role::Any => "any",
@@ -376,6 +379,18 @@ impl TargetGroupRt {
     pub fn pick_for(&self, tried: &[SocketAddr], want: Want) -> Option<Arc<TargetRt>> {
         let targets = self.targets.load();
         let settings = self.settings.load();
+        // Writes go to a known primary when health checks have found one; targets whose
+        // role is not known yet get writes only when no primary is known.
+        let want = match want {
+            Want::Writer
+                if targets
+                    .iter()
+                    .any(|t| t.is_routable() && t.effective_role() == Role::Primary) =>
+            {
+                Want::Primary
+            }
+            w => w,
+        };
         let usable = |t: &&Arc<TargetRt>| !tried.contains(&t.addr) && t.wanted(want);
         // One routable candidate (the common single-primary case): no list to build.
         let mut only = None;

@@ -231,7 +231,10 @@ async fn token_over_tls_and_scram_log_in_with_the_vault_credential() {
     assert!(log.contains("\"method\":\"token\""), "{log}");
     assert!(log.contains("\"event\":\"query\""), "{log}");
     // Literals are masked in query events by default.
-    assert!(log.contains("select current_user, ? + ?, current_setting(?)"), "{log}");
+    assert!(
+        log.contains("select current_user, ? + ?, current_setting(?)"),
+        "{log}"
+    );
     assert!(!log.contains("40 + 2"), "{log}");
     assert!(log.contains("\"event\":\"session.end\""), "{log}");
     // Neither the token nor any password is ever written down.

@@ -143,6 +143,7 @@ pub(crate) async fn run(
         backend_user,
         pools: Vec::new(),
         params_stamp: 0,
+        failed_tx: false,
     };
     s.params_stamp = {
         let mut text = Vec::new();
@@ -219,6 +220,8 @@ struct Session<'a> {
     last_parse: Option<String>,
     flow: Arc<crate::records::ActiveFlow>,
     info: Option<Arc<super::ClientInfo>>,
+    /// The client's transaction was lost with its server; its next request gets the error.
+    failed_tx: bool,
     /// Identifies this client's startup parameters (see `ServerConn::params_stamp`).
     params_stamp: u64,
     /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
@@ -445,13 +448,31 @@ impl Session<'_> {
         let settings = group.settings();
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
-        for _ in 0..=settings.connect_retries {
+        // During a failover there is a moment with no primary: the old one is down and the
+        // health checks have not yet seen the promoted replica. Wait for one (re-picking every
+        // 100 ms, up to the pool's checkout_timeout) instead of failing the client at once.
+        let wait_until = Instant::now() + self.settings().checkout_timeout;
+        let _ = settings.connect_retries; // every candidate is tried until the deadline
+        loop {
             let target = group.pick_for(&tried, want).or_else(|| match want {
                 // No replica fits: reads go to the primary.
                 Want::Reader { .. } => group.pick_for(&tried, Want::Writer),
                 _ => None,
             });
-            let Some(target) = target else { break };
+            let Some(target) = target else {
+                // Wait only while some target is up (a role change is under way), not when
+                // every target is down.
+                let some_up = group
+                    .targets()
+                    .iter()
+                    .any(|t| t.is_routable() && !tried.contains(&t.addr));
+                if some_up && Instant::now() < wait_until {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tried.clear();
+                    continue;
+                }
+                break;
+            };
             tried.push(target.addr);
             match self.connect_to(&target, settings.connect_timeout).await {
                 Ok(attached) => {
@@ -741,6 +762,14 @@ impl Session<'_> {
 
     /// Client bytes arrived in `cbuf`: take a server if needed, scan, forward.
     async fn on_client(&mut self) -> Option<End> {
+        if self.failed_tx {
+            match self.answer_failed_tx().await {
+                Err(end) => return Some(end),
+                Ok(false) => return None,
+                Ok(true) if self.cbuf.is_empty() => return None,
+                Ok(true) => {}
+            }
+        }
         if self.attached.is_none() && self.c_stream.remaining == 0 {
             // Route by the first message: wait until it is whole (or known to be big).
             let route = match pg::header(&self.cbuf, MAX_MESSAGE) {
@@ -1250,15 +1279,7 @@ impl Session<'_> {
         }
         // Mid-transaction or mid-answer: tell the client; in transaction mode it may go on
         // with a new transaction on another server.
-        let mut w = Writer::new();
-        w.error(
-            "ERROR",
-            "08006",
-            "the backend connection was lost mid-transaction; the transaction was rolled back, retry it",
-        );
-        if self.pending > 0 {
-            w.ready_for_query(b'I');
-        }
+        let waiting = self.pending > 0;
         self.pending = 0;
         self.tx_status = b'I';
         self.in_copy = false;
@@ -1274,10 +1295,46 @@ impl Session<'_> {
             let _ = self.client.write_all(&w.buf).await;
             return Some(End::ServerLost(why));
         }
-        if let Err(e) = self.client.write_all(&w.buf).await {
+        if !waiting {
+            // The client is between statements: it hears about it at its next one.
+            self.failed_tx = true;
+            return None;
+        }
+        if let Err(e) = self.client.write_all(&lost_tx_answer()).await {
             return Some(End::ClientError(e));
         }
         None
+    }
+
+    /// The client's transaction died with its server while the client was idle: answer its
+    /// next request (up to its Query or Sync) with the error, then carry on normally.
+    async fn answer_failed_tx(&mut self) -> Result<bool, End> {
+        let mut pos = 0;
+        let mut answered = false;
+        while let Ok(Some(h)) = pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+            if h.total > self.cbuf.len() - pos {
+                break;
+            }
+            pos += h.total;
+            match h.tag {
+                b'X' => return Err(End::ClientClosed),
+                b'Q' | b'S' => {
+                    answered = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        self.cbuf.drain(..pos);
+        if !answered {
+            return Ok(false);
+        }
+        self.failed_tx = false;
+        self.client
+            .write_all(&lost_tx_answer())
+            .await
+            .map_err(End::ClientError)?;
+        Ok(true)
     }
 
     async fn finish(mut self, end: End) {
@@ -1438,6 +1495,18 @@ fn still_open(conn: &mut ServerConn) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.pending.is_empty(),
         _ => false,
     }
+}
+
+/// ErrorResponse + ReadyForQuery for a transaction lost with its server.
+fn lost_tx_answer() -> Vec<u8> {
+    let mut w = Writer::new();
+    w.error(
+        "ERROR",
+        "08006",
+        "the backend connection was lost mid-transaction; the transaction was rolled back, retry it",
+    );
+    w.ready_for_query(b'I');
+    w.buf
 }
 
 /// A stable hash of a statement's text and parameter types (FNV-1a, 64 bit).

@@ -1,0 +1,320 @@
+//! A primary and a streaming replica behind one postgres listener: roles learned by health
+//! checks, reads split to the replica (proven by `pg_is_in_recovery()` where each statement
+//! ran), and a failover — primary killed, replica promoted — that idle clients ride through on
+//! the same connection while a client mid-transaction gets a clean error and carries on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{dev_certs, TestDir, TestGateway};
+use sumun_testkit::{PgOptions, Postgres};
+use sumun_vault::{LocalMasterKey, SecretBytes, SecretMeta, Vault};
+use sumun_wire::postgres::{self as pg, Writer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const BACKEND_PASSWORD: &str = "backend-Secret-1";
+
+struct Ha {
+    primary: Postgres,
+    replica: Postgres,
+    gw: TestGateway,
+    token: String,
+}
+
+/// Wait until the health checks have told the primary from the replica.
+async fn roles_learned(ha: &Ha) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut roles: Vec<&str> = ha.gw.gateway.targets().iter().map(|t| t.role).collect();
+        roles.sort_unstable();
+        if roles == ["primary", "replica"] {
+            return;
+        }
+        assert!(Instant::now() < deadline, "roles never learned: {roles:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn setup(split: bool) -> Ha {
+    let primary = Postgres::start_with(PgOptions {
+        password_auth: true,
+        users: vec![("app".into(), BACKEND_PASSWORD.into())],
+        databases: vec!["appdb".into()],
+        ..PgOptions::default()
+    })
+    .expect("start primary");
+    primary
+        .psql("ALTER DATABASE appdb OWNER TO app")
+        .expect("owner");
+    let replica = primary.start_replica().expect("start replica");
+    let dir = TestDir::new("pg-ha");
+    dev_certs(&dir.0);
+    let key = LocalMasterKey::generate().expect("key");
+    key.write_key_file(&dir.path("master.key"))
+        .expect("write key");
+    let mut vault = Vault::init(&dir.path("vault"), Box::new(key), None).expect("vault");
+    vault
+        .put(
+            "pg/app",
+            &SecretBytes::from_slice(BACKEND_PASSWORD.as_bytes()),
+            SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Postgres),
+                username: Some("app".into()),
+                ..SecretMeta::default()
+            },
+        )
+        .expect("put");
+    let token = vault
+        .token_signer()
+        .expect("signer")
+        .issue(
+            "bob",
+            None,
+            "sumun-ha",
+            sumun_vault::store::now_unix_secs(),
+            900,
+        )
+        .expect("token")
+        .expose_str()
+        .expect("utf8")
+        .to_string();
+    drop(vault);
+    let toml = format!(
+        r#"
+[gateway]
+name = "sumun-ha"
+[vault]
+dir = "{{dir}}/vault"
+key_file = "{{dir}}/master.key"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.0/8" }}]
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:0"
+protocol = "postgres"
+tls = "off"
+target_group = "pg"
+security_groups = ["local"]
+pool = {{ mode = "transaction", size = 4, checkout_timeout = "20s" }}
+read_write_split = {split}
+[[target_groups]]
+name = "pg"
+health_check = {{ protocol = "postgres", credential = "pg/app", database = "appdb", interval = "500ms", timeout = "400ms", healthy_threshold = 2, unhealthy_threshold = 2 }}
+targets = [{{ address = "{p}" }}, {{ address = "{r}" }}]
+[[users]]
+name = "bob"
+auth = ["token"]
+backend_credential = "pg/app"
+[audit]
+path = "{{dir}}/audit.jsonl"
+"#,
+        p = primary.addr(),
+        r = replica.addr(),
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    Ha {
+        primary,
+        replica,
+        gw,
+        token,
+    }
+}
+
+/// A minimal client on one connection: startup, token as the cleartext password, simple
+/// queries.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What a simple query gave: rows (first column) or the first error's SQLSTATE.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Rows(Vec<String>),
+    Error(String),
+}
+
+impl Client {
+    async fn connect(ha: &Ha) -> Client {
+        let stream = TcpStream::connect(ha.gw.addr("pg")).await.expect("connect");
+        let mut c = Client {
+            stream,
+            buf: Vec::new(),
+        };
+        let mut w = Writer::new();
+        w.startup(&[("user", "bob"), ("database", "appdb")]);
+        c.stream.write_all(&w.buf).await.expect("startup");
+        loop {
+            let (tag, body) = c.message().await;
+            match tag {
+                b'R' if body[..4] == [0, 0, 0, 3] => {
+                    let mut w = Writer::new();
+                    w.password(ha.token.as_bytes());
+                    c.stream.write_all(&w.buf).await.expect("password");
+                }
+                b'E' => panic!("login refused: {:?}", pg::error_fields(&body)),
+                b'Z' => return c,
+                _ => {}
+            }
+        }
+    }
+
+    async fn message(&mut self) -> (u8, Vec<u8>) {
+        loop {
+            if let Some((m, used)) = pg::message(&self.buf, 1 << 24).expect("framing") {
+                let out = (m.tag, m.body.to_vec());
+                self.buf.drain(..used);
+                return out;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(Duration::from_secs(60), self.stream.read(&mut chunk))
+                .await
+                .expect("an answer within 60 s")
+                .expect("read");
+            assert!(n > 0, "gateway closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn query(&mut self, sql: &str) -> Answer {
+        let mut w = Writer::new();
+        w.query(sql);
+        self.stream.write_all(&w.buf).await.expect("query");
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let (tag, body) = self.message().await;
+            match tag {
+                b'D' => {
+                    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+                    let v = if len < 0 {
+                        "NULL".to_string()
+                    } else {
+                        String::from_utf8_lossy(&body[6..6 + len as usize]).into_owned()
+                    };
+                    rows.push(v);
+                }
+                b'E' if error.is_none() => error = Some(pg::error_fields(&body).code),
+                b'Z' => {
+                    return match error {
+                        Some(code) => Answer::Error(code),
+                        None => Answer::Rows(rows),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn rows(v: &[&str]) -> Answer {
+    Answer::Rows(v.iter().map(|s| s.to_string()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_to_the_replica_and_writes_to_the_primary() {
+    let ha = setup(true).await;
+    let mut c = Client::connect(&ha).await;
+    roles_learned(&ha).await;
+    assert_eq!(
+        c.query("create table t (a int); create sequence s").await,
+        rows(&[])
+    );
+    assert_eq!(
+        c.query("insert into t values (1)").await,
+        rows(&[]),
+        "{}",
+        ha.gw.audit_log()
+    );
+    // Autocommit reads: replica. An explicit read-only transaction: replica.
+    assert_eq!(c.query("select pg_is_in_recovery()").await, rows(&["t"]));
+    assert_eq!(
+        c.query("begin read only; select pg_is_in_recovery(); commit")
+            .await,
+        rows(&["t"])
+    );
+    // A read-write transaction, and anything the analyzer cannot prove read-only: primary.
+    assert_eq!(
+        c.query("begin; select pg_is_in_recovery(); commit").await,
+        rows(&["f"])
+    );
+    assert_eq!(c.query("select nextval('s')").await, rows(&["1"]));
+    assert_eq!(
+        c.query("select pg_is_in_recovery() from t for update")
+            .await,
+        rows(&["f"])
+    );
+    // Across statements of one transaction the server stays the same.
+    assert_eq!(c.query("begin").await, rows(&[]));
+    assert_eq!(c.query("select pg_is_in_recovery()").await, rows(&["f"]));
+    assert_eq!(c.query("commit").await, rows(&[]));
+    let _ = (&ha.primary, &ha.replica);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_split_everything_runs_on_the_primary() {
+    let ha = setup(false).await;
+    let mut c = Client::connect(&ha).await;
+    roles_learned(&ha).await;
+    for _ in 0..10 {
+        assert_eq!(c.query("select pg_is_in_recovery()").await, rows(&["f"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_idle_clients_and_fails_open_transactions_cleanly() {
+    let mut ha = setup(false).await;
+    let mut idle = Client::connect(&ha).await;
+    let mut in_tx = Client::connect(&ha).await;
+    roles_learned(&ha).await;
+    assert_eq!(idle.query("create table t (a int)").await, rows(&[]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ha
+        .replica
+        .psql_as(
+            "postgres",
+            ha.replica.superuser_password(),
+            "appdb",
+            "select count(*) from pg_class where relname = 't'",
+        )
+        .expect("replica")
+        .trim()
+        != "1"
+    {
+        assert!(Instant::now() < deadline, "table never replicated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_tx.query("begin").await, rows(&[]));
+    assert_eq!(in_tx.query("insert into t values (1)").await, rows(&[]));
+
+    // The primary dies; the replica is promoted.
+    let killed = Instant::now();
+    ha.primary.kill();
+    ha.replica.promote().expect("promote");
+    let promoted = killed.elapsed();
+
+    // The idle client's next write, on the same connection, succeeds on the new primary.
+    assert_eq!(idle.query("insert into t values (2)").await, rows(&[]));
+    let first_write = killed.elapsed();
+    println!(
+        "failover through the gateway: first write {:.2} s after the kill (promotion took {:.2} s)",
+        first_write.as_secs_f64(),
+        promoted.as_secs_f64()
+    );
+    assert_eq!(idle.query("select pg_is_in_recovery()").await, rows(&["f"]));
+
+    // The client mid-transaction learns its transaction is gone, then goes on.
+    assert_eq!(
+        in_tx.query("insert into t values (3)").await,
+        Answer::Error("08006".into())
+    );
+    assert_eq!(in_tx.query("insert into t values (4)").await, rows(&[]));
+    assert_eq!(
+        idle.query("select string_agg(a::text, ',' order by a) from t")
+            .await,
+        rows(&["2,4"])
+    );
+}
