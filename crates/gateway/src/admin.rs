@@ -46,6 +46,7 @@ pub(crate) fn start(
         .route("/api/targets", get(targets))
         .route("/api/pools", get(pools))
         .route("/api/clients", get(clients))
+        .route("/api/servers", get(servers))
         .with_state(shared);
     tokio::spawn(async move {
         tracing::info!(addr = %local_addr, "admin listening");
@@ -149,6 +150,10 @@ pub fn render_metrics(shared: &Shared) -> String {
 
 async fn pools(State(shared): State<Arc<Shared>>) -> Response {
     Json(crate::postgres::pool_rows(&shared)).into_response()
+}
+
+async fn servers(State(shared): State<Arc<Shared>>) -> Response {
+    Json(crate::postgres::server_rows(&shared)).into_response()
 }
 
 async fn clients(State(shared): State<Arc<Shared>>) -> Response {

@@ -115,6 +115,7 @@ name = "alice"
 auth = ["token", "scram"]
 backend_credential = "pg/app"
 databases = ["appdb", "postgres"]
+admin = true
 [[users]]
 name = "bob"
 auth = ["token"]
@@ -868,4 +869,129 @@ async fn a_client_that_stops_reading_a_huge_result_holds_bounded_memory() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "12");
     drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sumun_admin_database_shows_pools_clients_servers_and_stats() {
+    let s = setup(r#"{ mode = "transaction", size = 3 }"#, "").await;
+    let port = s.port();
+    let (ok, _, err) = psql(
+        port,
+        "alice",
+        "appdb",
+        ALICE_PASSWORD,
+        "disable",
+        "select 1",
+    )
+    .await;
+    assert!(ok, "{err}");
+    // A client that stays connected, to be listed.
+    let holder = tokio::spawn(async move {
+        psql(
+            port,
+            "alice",
+            "appdb",
+            ALICE_PASSWORD,
+            "disable",
+            "select pg_sleep(3)",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let admin = |sql: &'static str| psql(port, "alice", "sumun", ALICE_PASSWORD, "disable", sql);
+
+    let (ok, out, err) = admin("show pools").await;
+    assert!(ok, "{err}");
+    let pool = out
+        .lines()
+        .find(|l| l.contains("|appdb|app|"))
+        .unwrap_or_else(|| panic!("no appdb pool: {out}"));
+    let cols: Vec<&str> = pool.split('|').collect();
+    assert_eq!(cols[0], "pg");
+    assert_eq!(cols[1], s.pg.addr().to_string());
+    assert_eq!(cols[4], "3", "pool size: {pool}");
+
+    let (ok, out, err) = admin("SHOW CLIENTS;").await;
+    assert!(ok, "{err}");
+    assert!(
+        out.lines().any(|l| l.contains("|alice|appdb|transaction|")),
+        "{out}"
+    );
+
+    let (ok, out, err) = admin("show servers").await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with(&format!("pg|{}|", s.pg.addr())), "{out}");
+
+    let (ok, out, err) = admin("show stats").await;
+    assert!(ok, "{err}");
+    let checkouts: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("checkouts|"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(checkouts >= 2, "{out}");
+
+    // An unknown command is an error and the console session goes on.
+    let (ok, out, err) = psql(
+        port,
+        "alice",
+        "sumun",
+        ALICE_PASSWORD,
+        "disable",
+        "show nonsense",
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("unknown admin command"), "{err}{out}");
+    let port_s = port.to_string();
+    let (ok, out, err) = run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-U",
+            "alice",
+            "-d",
+            "sumun",
+            "-c",
+            "show nonsense",
+            "-c",
+            "show help",
+        ],
+        &[("PGPASSWORD", ALICE_PASSWORD), ("PGSSLMODE", "disable")],
+    )
+    .await;
+    assert!(out.contains("SHOW POOLS|"), "{ok} {out} {err}");
+
+    // Not for non-admins.
+    let (ok, _, err) = psql(
+        port,
+        "bob",
+        "sumun",
+        &s.token("bob", None, 600),
+        "require",
+        "show pools",
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("admin = true") || err.contains("may not connect"),
+        "{err}"
+    );
+
+    // The same rows, as /api/servers serves them.
+    let json = serde_json::to_string(&sumun_gateway::postgres::server_rows(s.gw.gateway.shared()))
+        .expect("json");
+    assert!(
+        json.contains(&format!("\"address\":\"{}\"", s.pg.addr())),
+        "{json}"
+    );
+    assert!(json.contains("\"target_group\":\"pg\""), "{json}");
+    let (ok, _, err) = holder.await.expect("join");
+    assert!(ok, "{err}");
+    wait_for_audit(&s.gw, "admin.command");
 }

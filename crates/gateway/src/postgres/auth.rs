@@ -56,7 +56,9 @@ pub(crate) async fn authenticate(
             let Some(user) = user else {
                 return None; // unreachable: check() fails for unknown users
             };
-            if !user.databases.is_empty() && !user.databases.contains(&startup.database) {
+            let console = user.admin && startup.database == super::console::DATABASE;
+            if !console && !user.databases.is_empty() && !user.databases.contains(&startup.database)
+            {
                 fail(
                     client,
                     startup,

@@ -1,20 +1,48 @@
 //! The admin console: a virtual database named `sumun` on every postgres listener, where users
-//! with `admin = true` run `SHOW POOLS`, `SHOW CLIENTS`, `SHOW SERVERS`, `SHOW STATS`
-//! (PgBouncer's habit) with any PostgreSQL client. Nothing here reaches a backend.
+//! with `admin = true` run `SHOW POOLS`, `SHOW CLIENTS`, `SHOW SERVERS`, `SHOW STATS` and
+//! `SHOW HELP` (PgBouncer's habit) with any PostgreSQL client. Nothing here reaches a backend;
+//! the same rows are JSON at `/api/pools`, `/api/clients` and `/api/servers`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sumun_wire::postgres::Writer;
+use serde_json::{Map, Value};
+use sumun_wire::postgres::{self as pg, Writer};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::Identity;
+use super::report::{client_rows, pool_rows, server_rows, PIN_REASONS};
 use super::stream::ClientStream;
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::ListenerRt;
+use crate::relay::read_append;
 use crate::Shared;
 
 pub const DATABASE: &str = "sumun";
+
+/// The longest console message accepted.
+const MAX_MESSAGE: usize = 1 << 20;
+
+const HELP: &[(&str, &str)] = &[
+    (
+        "SHOW POOLS",
+        "backend connection pools: size, open, active, idle, waiting clients",
+    ),
+    (
+        "SHOW CLIENTS",
+        "logged-in clients: user, database, pool mode, server, pinning",
+    ),
+    (
+        "SHOW SERVERS",
+        "targets: role, health and reason, active flows, replica lag",
+    ),
+    (
+        "SHOW STATS",
+        "counters: checkouts, waits, timeouts, queries, pinning, cancels",
+    ),
+    ("SHOW HELP", "this list"),
+];
 
 pub(crate) async fn run(
     mut client: ClientStream,
@@ -24,7 +52,6 @@ pub(crate) async fn run(
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
 ) {
-    let _ = (startup, admitted, listener, shared);
     if !identity.user.admin {
         fatal(
             &mut client,
@@ -35,6 +62,268 @@ pub(crate) async fn run(
         return;
     }
     let mut w = Writer::new();
-    w.error("FATAL", "0A000", "the admin console is not built yet");
-    let _ = client.write_all(&w.buf).await;
+    for (k, v) in [
+        ("server_version", "15.0 (sumun admin console)"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        w.parameter_status(k, v);
+    }
+    w.backend_key_data(0, 0);
+    w.ready_for_query(b'I');
+    if client.write_all(&w.buf).await.is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    let mut failed_extended = false;
+    loop {
+        let (tag, body) = loop {
+            match pg::message(&buf, MAX_MESSAGE) {
+                Ok(Some((m, used))) => {
+                    let out = (m.tag, m.body.to_vec());
+                    buf.drain(..used);
+                    break out;
+                }
+                Ok(None) => match read_append(&mut client, &mut buf, 64 * 1024).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                },
+                Err(e) => {
+                    fatal(&mut client, "08P01", &format!("invalid message: {e}")).await;
+                    return;
+                }
+            }
+        };
+        let mut w = Writer::new();
+        match tag {
+            b'X' => return,
+            b'Q' => {
+                let text = pg::cstr(&body).map_or(&body[..], |(t, _)| t);
+                let command = String::from_utf8_lossy(text);
+                answer(&command, shared, &mut w);
+                let mut extra = Map::new();
+                extra.insert("user".into(), Value::from(startup.user.as_str()));
+                extra.insert("database".into(), Value::from(DATABASE));
+                extra.insert("command".into(), Value::from(normalize(&command)));
+                shared
+                    .records
+                    .audit("admin.command", &listener.name, admitted.client, extra);
+                w.ready_for_query(b'I');
+            }
+            b'S' => {
+                if !failed_extended {
+                    w.error(
+                        "ERROR",
+                        "0A000",
+                        "the admin console speaks the simple query protocol only",
+                    );
+                }
+                failed_extended = false;
+                w.ready_for_query(b'I');
+            }
+            b'H' => {}
+            _ => {
+                if !failed_extended {
+                    w.error(
+                        "ERROR",
+                        "0A000",
+                        "the admin console speaks the simple query protocol only",
+                    );
+                    failed_extended = true;
+                }
+            }
+        }
+        if !w.buf.is_empty() && client.write_all(&w.buf).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn normalize(command: &str) -> String {
+    let trimmed = command.trim().trim_end_matches(';').trim();
+    trimmed
+        .split_ascii_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_uppercase()
+}
+
+fn answer(command: &str, shared: &Shared, w: &mut Writer) {
+    match normalize(command).as_str() {
+        "" => w.empty_query(),
+        "SHOW POOLS" => {
+            let rows = pool_rows(shared);
+            w.row_description(&[
+                "listener",
+                "target",
+                "database",
+                "user",
+                "size",
+                "open",
+                "active",
+                "idle",
+                "waiting",
+                "checkouts",
+                "timeouts",
+            ]);
+            for r in &rows {
+                let cells = [
+                    r.listener.clone(),
+                    r.target.clone(),
+                    r.database.clone(),
+                    r.user.clone(),
+                    r.size.to_string(),
+                    r.open.to_string(),
+                    r.active.to_string(),
+                    r.idle.to_string(),
+                    r.waiting.to_string(),
+                    r.checkouts.to_string(),
+                    r.timeouts.to_string(),
+                ];
+                data_row(w, &cells);
+            }
+            w.command_complete("SHOW");
+        }
+        "SHOW CLIENTS" => {
+            let rows = client_rows(shared);
+            w.row_description(&[
+                "listener",
+                "client",
+                "user",
+                "database",
+                "pool_mode",
+                "server",
+                "pinned",
+                "session_id",
+                "connected_at",
+            ]);
+            for r in &rows {
+                let cells = [
+                    r.listener.clone(),
+                    r.client.clone(),
+                    r.user.clone(),
+                    r.database.clone(),
+                    r.pool_mode.to_string(),
+                    r.server.clone().unwrap_or_default(),
+                    r.pinned.unwrap_or("").to_string(),
+                    r.session_id.clone(),
+                    r.connected_at.to_string(),
+                ];
+                data_row(w, &cells);
+            }
+            w.command_complete("SHOW");
+        }
+        "SHOW SERVERS" => {
+            let rows = server_rows(shared);
+            w.row_description(&[
+                "target_group",
+                "address",
+                "role",
+                "health",
+                "reason",
+                "active",
+                "lag_ms",
+            ]);
+            for r in &rows {
+                let health = serde_json::to_value(r.health)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let cells = [
+                    r.target_group.clone(),
+                    r.address.clone(),
+                    r.role.to_string(),
+                    health,
+                    r.reason.clone(),
+                    r.active_flows.to_string(),
+                    r.replica_lag_ms.to_string(),
+                ];
+                data_row(w, &cells);
+            }
+            w.command_complete("SHOW");
+        }
+        "SHOW STATS" => {
+            let stats = &shared.pg.stats;
+            let pools = pool_rows(shared);
+            let mut rows: Vec<(String, String)> = vec![
+                (
+                    "checkouts".into(),
+                    pools.iter().map(|p| p.checkouts).sum::<u64>().to_string(),
+                ),
+                (
+                    "checkout_waits".into(),
+                    pools.iter().map(|p| p.waits).sum::<u64>().to_string(),
+                ),
+                (
+                    "checkout_wait_seconds".into(),
+                    format!("{:.3}", pools.iter().map(|p| p.wait_seconds).sum::<f64>()),
+                ),
+                (
+                    "checkout_timeouts".into(),
+                    pools.iter().map(|p| p.timeouts).sum::<u64>().to_string(),
+                ),
+                (
+                    "server_connects".into(),
+                    pools.iter().map(|p| p.connects).sum::<u64>().to_string(),
+                ),
+                (
+                    "queries".into(),
+                    stats.queries.load(Ordering::Relaxed).to_string(),
+                ),
+                (
+                    "query_errors".into(),
+                    stats.query_errors.load(Ordering::Relaxed).to_string(),
+                ),
+                (
+                    "query_seconds".into(),
+                    format!(
+                        "{:.3}",
+                        stats.query_micros.load(Ordering::Relaxed) as f64 / 1e6
+                    ),
+                ),
+                (
+                    "cancels_forwarded".into(),
+                    stats.cancels_forwarded.load(Ordering::Relaxed).to_string(),
+                ),
+            ];
+            for (i, reason) in PIN_REASONS.iter().enumerate() {
+                rows.push((
+                    format!("pinned_{reason}"),
+                    stats.pinned[i].load(Ordering::Relaxed).to_string(),
+                ));
+            }
+            w.row_description(&["stat", "value"]);
+            for (k, v) in &rows {
+                data_row(w, &[k.clone(), v.clone()]);
+            }
+            w.command_complete("SHOW");
+        }
+        "SHOW HELP" => {
+            w.row_description(&["command", "shows"]);
+            for (c, what) in HELP {
+                data_row(w, &[c.to_string(), what.to_string()]);
+            }
+            w.command_complete("SHOW");
+        }
+        other => {
+            let known: Vec<&str> = HELP.iter().map(|(c, _)| *c).collect();
+            w.error(
+                "ERROR",
+                "42601",
+                &format!(
+                    "unknown admin command \"{}\"; the console knows {}",
+                    other.to_ascii_lowercase(),
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn data_row(w: &mut Writer, cells: &[String]) {
+    let values: Vec<Option<&str>> = cells.iter().map(|c| Some(c.as_str())).collect();
+    w.data_row(&values);
 }

@@ -35,7 +35,9 @@ use crate::Shared;
 
 pub use cancel::CancelRegistry;
 pub use pool::Pools;
-pub use report::{client_rows, pool_rows, render_metrics, ClientRow, PoolRow};
+pub use report::{
+    client_rows, pool_rows, render_metrics, server_rows, ClientRow, PoolRow, ServerRow,
+};
 use stream::ClientStream;
 
 /// PostgreSQL state shared by every postgres listener.

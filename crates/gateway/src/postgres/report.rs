@@ -276,3 +276,35 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         stats.cancels_forwarded.load(Ordering::Relaxed)
     );
 }
+
+#[derive(Debug, Serialize)]
+pub struct ServerRow {
+    pub target_group: String,
+    pub address: String,
+    /// As configured, or as a protocol-level health check found it.
+    pub role: &'static str,
+    pub health: crate::targets::Health,
+    pub reason: String,
+    pub active_flows: i64,
+    pub replica_lag_ms: u64,
+}
+
+pub fn server_rows(shared: &Shared) -> Vec<ServerRow> {
+    let registry = shared.registry.load();
+    let mut rows = Vec::new();
+    for g in &registry.groups {
+        for t in g.targets().iter() {
+            let st = t.status(&g.name);
+            rows.push(ServerRow {
+                target_group: g.name.clone(),
+                address: st.address,
+                role: st.role,
+                health: st.health,
+                reason: st.reason,
+                active_flows: st.active_flows,
+                replica_lag_ms: t.replica_lag_ms.load(Ordering::Relaxed),
+            });
+        }
+    }
+    rows
+}
