@@ -995,3 +995,74 @@ async fn the_sumun_admin_database_shows_pools_clients_servers_and_stats() {
     assert!(ok, "{err}");
     wait_for_audit(&s.gw, "admin.command");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_large_results_notices_and_errors_mid_stream_pass_through() {
+    let s = setup(r#"{ mode = "transaction", size = 2 }"#, "").await;
+    let port = s.port();
+    let q = |sql: &'static str| psql(port, "alice", "appdb", ALICE_PASSWORD, "disable", sql);
+    let (ok, _, err) = q("create table c (a int, b text)").await;
+    assert!(ok, "{err}");
+
+    // COPY FROM STDIN: 50,000 rows through the gateway.
+    let data: String = (0..50_000).map(|i| format!("{i}\trow {i}\n")).collect();
+    let mut child = tokio::process::Command::new("psql")
+        .args([
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "appdb",
+            "-c",
+            "copy c from stdin",
+        ])
+        .env("PGPASSWORD", ALICE_PASSWORD)
+        .env("PGSSLMODE", "disable")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(data.as_bytes()).await.expect("copy data");
+    drop(stdin);
+    let out = child.wait_with_output().await.expect("psql copy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, out, err) = q("select count(*), sum(a) from c").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "50000|1249975000");
+
+    // COPY TO STDOUT and a large result come back whole.
+    let (ok, out, err) = q("copy (select * from c order by a) to stdout").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 50_000);
+    assert_eq!(out.lines().last(), Some("49999\trow 49999"));
+    let (ok, out, err) = q("select repeat('x', 1000) from generate_series(1, 20000)").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 20_000);
+
+    // Notices reach the client.
+    let (ok, _, err) = q("do $$ begin raise notice 'hello from the server'; end $$").await;
+    assert!(ok, "{err}");
+    assert!(err.contains("NOTICE:  hello from the server"), "{err}");
+
+    // An error after rows were already sent: the client gets the error, the connection and
+    // the pool stay usable.
+    let (ok, _, err) = q("select 1 / (10000 - g) from generate_series(1, 20000) g").await;
+    assert!(!ok);
+    assert!(err.contains("division by zero"), "{err}");
+    for _ in 0..5 {
+        let (ok, out, err) = q("select 3").await;
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), "3");
+    }
+}

@@ -1082,6 +1082,7 @@ impl Session<'_> {
         let mut release = false;
         let mut out: Vec<u8> = Vec::new();
         let mut copied = 0usize;
+        let mut server_fatal: Option<String> = None;
         while pos < self.sbuf.len() {
             if self.s_stream.remaining > 0 {
                 let take = self.s_stream.remaining.min(self.sbuf.len() - pos);
@@ -1132,9 +1133,19 @@ impl Session<'_> {
                     let rows = pg::command_rows(&self.sbuf[body_range]).unwrap_or(0);
                     self.command_done(rows);
                 }
-                b'E' if self.audit.is_some() => {
+                b'E' => {
                     let f = pg::error_fields(&self.sbuf[body_range]);
-                    self.command_failed(f.code);
+                    if f.severity == "FATAL" || f.severity == "PANIC" {
+                        // The server is closing this connection (shutdown, termination,
+                        // crash). That is the gateway's problem, not the client's: the client
+                        // keeps its connection and hears about a lost transaction the usual
+                        // way, and a request not yet answered is replayed elsewhere.
+                        server_fatal = Some(format!("{} (SQLSTATE {})", f.message, f.code));
+                        break;
+                    }
+                    if self.audit.is_some() {
+                        self.command_failed(f.code);
+                    }
                 }
                 b'S' => {
                     if let Some(a) = self.attached.as_mut() {
@@ -1166,6 +1177,9 @@ impl Session<'_> {
                 return Some(End::ClientError(e));
             }
             self.sbuf.drain(..forward_upto);
+        }
+        if let Some(why) = server_fatal {
+            return Box::pin(self.server_lost(why)).await;
         }
         if release {
             self.detach();
