@@ -268,6 +268,19 @@ impl Session<'_> {
         m.active_flows.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count bytes read from the client (`inbound`) or from the server, for flow records.
+    fn count(&mut self, inbound: bool, n: usize) {
+        let c = &self.flow.counters;
+        let (total, bytes, packets) = if inbound {
+            (&mut self.bytes_in, &c.bytes_in, &c.packets_in)
+        } else {
+            (&mut self.bytes_out, &c.bytes_out, &c.packets_out)
+        };
+        *total += n as u64;
+        bytes.fetch_add(n as u64, Ordering::Relaxed);
+        packets.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn settings(&self) -> &sumun_config::PoolSettings {
         &self.snap.settings.pool
     }
@@ -361,15 +374,7 @@ impl Session<'_> {
                 Event::Client(Err(e)) => return End::ClientError(e),
                 Event::Client(Ok(n)) => {
                     last_activity = Instant::now();
-                    self.bytes_in += n as u64;
-                    self.flow
-                        .counters
-                        .bytes_in
-                        .fetch_add(n as u64, Ordering::Relaxed);
-                    self.flow
-                        .counters
-                        .packets_in
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.count(true, n);
                     if let Some(end) = self.on_client().await {
                         return end;
                     }
@@ -387,15 +392,7 @@ impl Session<'_> {
                             }
                         }
                         Ok(n) => {
-                            self.bytes_out += n as u64;
-                            self.flow
-                                .counters
-                                .bytes_out
-                                .fetch_add(n as u64, Ordering::Relaxed);
-                            self.flow
-                                .counters
-                                .packets_out
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.count(false, n);
                             if let Some(end) = self.on_server().await {
                                 return end;
                             }
