@@ -121,6 +121,14 @@ name = "bob"
 auth = ["token"]
 backend_credential = "pg/app"
 databases = ["postgres"]
+[[users]]
+name = "ops"
+auth = ["token"]
+admin = true
+[[users]]
+name = "carol"
+auth = ["token"]
+databases = ["sumun"]
 [audit]
 path = "{{dir}}/audit.jsonl"
 [flow_logs]
@@ -926,7 +934,7 @@ async fn the_sumun_admin_database_shows_pools_clients_servers_and_stats() {
     assert!(ok, "{err}");
     let checkouts: u64 = out
         .lines()
-        .find_map(|l| l.strip_prefix("checkouts|"))
+        .find_map(|l| l.strip_prefix("total|checkouts|"))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
     assert!(checkouts >= 2, "{out}");
@@ -1064,5 +1072,403 @@ async fn copy_large_results_notices_and_errors_mid_stream_pass_through() {
         let (ok, out, err) = q("select 3").await;
         assert!(ok, "{err}");
         assert_eq!(out.trim(), "3");
+    }
+}
+
+/// One backend message: (tag, body).
+async fn read_message(stream: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut head))
+        .await
+        .expect("an answer within 10s")
+        .expect("read message header");
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len.saturating_sub(4)];
+    stream
+        .read_exact(&mut body)
+        .await
+        .expect("read message body");
+    (head[0], body)
+}
+
+/// Messages up to and including ReadyForQuery (or a FATAL error, after which the server closes).
+async fn read_until_ready(stream: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let (tag, body) = read_message(stream).await;
+        let fatal = tag == b'E' && field(&body, b'S') == "FATAL";
+        out.push((tag, body));
+        if tag == b'Z' || fatal {
+            return out;
+        }
+    }
+}
+
+/// A field (`C` SQLSTATE, `M` message, `H` hint...) of an ErrorResponse body.
+fn field(body: &[u8], kind: u8) -> String {
+    let mut rest = body;
+    while let Some((&k, tail)) = rest.split_first() {
+        if k == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        if k == kind {
+            return String::from_utf8_lossy(&tail[..end]).into_owned();
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    String::new()
+}
+
+/// Log in over plain TCP with a token (cleartext password exchange), the way a driver does, so
+/// a test can send what psql never does and see SQLSTATEs and hints psql hides.
+async fn token_login(
+    port: u16,
+    user: &str,
+    db: &str,
+    token: &str,
+) -> (TcpStream, Vec<(u8, Vec<u8>)>) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.startup(&[
+        ("user", user),
+        ("database", db),
+        ("application_name", "raw-console-test"),
+    ]);
+    stream.write_all(&w.buf).await.expect("startup");
+    let (tag, body) = read_message(&mut stream).await;
+    assert_eq!(tag, b'R', "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body[..4], 3u32.to_be_bytes(), "cleartext password asked");
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.password(token.as_bytes());
+    stream.write_all(&w.buf).await.expect("password");
+    let greeting = read_until_ready(&mut stream).await;
+    (stream, greeting)
+}
+
+async fn send(stream: &mut TcpStream, messages: &[(u8, &[u8])]) {
+    let mut w = sumun_wire::postgres::Writer::new();
+    for (tag, body) in messages {
+        w.raw(*tag, body);
+    }
+    stream.write_all(&w.buf).await.expect("send");
+}
+
+/// The rows of DataRow messages, text columns joined with `|`.
+fn data_rows(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| {
+            let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut at = 2;
+            let mut cells = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+                at += 4;
+                if len < 0 {
+                    cells.push(String::new());
+                } else {
+                    let len = len as usize;
+                    cells.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
+                    at += len;
+                }
+            }
+            cells.join("|")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_console_answers_operators_over_the_wire_and_api_servers_matches() {
+    let s = setup(
+        r#"{ mode = "transaction", size = 3 }"#,
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+    )
+    .await;
+    let port = s.port();
+    let target = s.pg.addr().to_string();
+    // Some traffic: two statements, and a client that stays connected mid-statement.
+    for _ in 0..2 {
+        let (ok, _, err) = psql(
+            port,
+            "alice",
+            "appdb",
+            ALICE_PASSWORD,
+            "disable",
+            "select 1",
+        )
+        .await;
+        assert!(ok, "{err}");
+    }
+    let holder = tokio::spawn(async move {
+        psql(
+            port,
+            "alice",
+            "appdb",
+            ALICE_PASSWORD,
+            "disable",
+            "select pg_sleep(3)",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    // psql as `ops`, an admin that logs in with a token and has no `databases` list.
+    let ops = s.token("ops", None, 600);
+    let console = |sql: &'static str| {
+        let ops = ops.clone();
+        async move { psql(port, "ops", "sumun", &ops, "disable", sql).await }
+    };
+    let (ok, out, err) = console("SHOW SERVERS").await;
+    assert!(ok, "{err}");
+    // group | address | role | health | reason | active | lag_ms; health checks are off in
+    // this setup, so the configured role (any) and `unused` are what an operator sees.
+    let row: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(row.len(), 7, "{out}");
+    assert_eq!(&row[..4], ["pg", target.as_str(), "any", "unused"], "{out}");
+    assert_eq!(row[6], "0", "{out}");
+
+    let (ok, out, err) = console("show pools;").await;
+    assert!(ok, "{err}");
+    let pools: Vec<&str> = out.lines().collect();
+    assert_eq!(pools.len(), 1, "one pool: {out}");
+    let pool: Vec<&str> = pools[0].split('|').collect();
+    // listener | target | database | user | size | open | active | idle | waiting | ...
+    assert_eq!(
+        &pool[..5],
+        ["pg", target.as_str(), "appdb", "app", "3"],
+        "{out}"
+    );
+    assert_eq!(pool[6], "1", "the sleeping client holds one server: {out}");
+
+    let (ok, out, err) = console("show clients").await;
+    assert!(ok, "{err}");
+    let clients: Vec<&str> = out.lines().collect();
+    assert_eq!(clients.len(), 1, "only the sleeping client: {out}");
+    let client: Vec<&str> = clients[0].split('|').collect();
+    assert_eq!(&client[..1], ["pg"], "{out}");
+    assert_eq!(
+        &client[2..6],
+        ["alice", "appdb", "transaction", target.as_str()],
+        "{out}"
+    );
+
+    let (ok, out, err) = console("Show Stats").await;
+    assert!(ok, "{err}");
+    let stat = |scope: &str, name: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{scope}|{name}|")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {scope} {name}: {out}"))
+    };
+    let scope = format!("pg/{target}/appdb/app");
+    assert!(stat(&scope, "checkouts") >= 3.0, "{out}");
+    assert_eq!(stat(&scope, "checkout_timeouts"), 0.0, "{out}");
+    assert_eq!(
+        stat("total", "checkouts"),
+        stat(&scope, "checkouts"),
+        "{out}"
+    );
+    stat(&scope, "checkout_waits");
+    stat(&scope, "checkout_wait_seconds");
+    stat("total", "queries");
+    stat("total", "query_seconds");
+    stat("total", "cancels_forwarded");
+    assert_eq!(stat("total", "pinned_set"), 0.0, "{out}");
+
+    // An unknown command through psql: 42601 with the commands as a hint.
+    let ops_token = ops.clone();
+    let port_s = port.to_string();
+    let (ok, out, err) = run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-U",
+            "ops",
+            "-d",
+            "sumun",
+            "-v",
+            "VERBOSITY=verbose",
+            "-c",
+            "show pool",
+            "-c",
+            "show help",
+        ],
+        &[("PGPASSWORD", ops_token.as_str()), ("PGSSLMODE", "disable")],
+    )
+    .await;
+    assert!(err.contains("42601"), "{ok} {out} {err}");
+    assert!(
+        err.contains("HINT:") && err.contains("SHOW SERVERS"),
+        "{err}"
+    );
+    assert!(out.contains("SHOW STATS|"), "the session went on: {out}");
+
+    // Over the wire: the greeting, errors that keep the session, the simple protocol only.
+    let (mut conn, greeting) = token_login(port, "ops", "sumun", &ops).await;
+    let params: Vec<(String, String)> = greeting
+        .iter()
+        .filter(|(t, _)| *t == b'S')
+        .map(|(_, b)| {
+            let mut parts = b
+                .split(|&c| c == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned());
+            (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for (k, v) in [
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", "raw-console-test"),
+    ] {
+        assert!(
+            params.contains(&(k.to_string(), v.to_string())),
+            "{k}: {params:?}"
+        );
+    }
+    assert!(
+        params
+            .iter()
+            .any(|(k, v)| k == "server_version" && v.starts_with("15.")),
+        "{params:?}"
+    );
+    assert!(greeting.iter().any(|(t, _)| *t == b'K'), "BackendKeyData");
+    assert_eq!(
+        greeting.last().map(|(t, b)| (*t, b.clone())),
+        Some((b'Z', b"I".to_vec()))
+    );
+
+    send(&mut conn, &[(b'Q', b"show nonsense\0")]).await;
+    let reply = read_until_ready(&mut conn).await;
+    assert_eq!(reply.len(), 2, "error then ready");
+    assert_eq!(reply[0].0, b'E');
+    assert_eq!(field(&reply[0].1, b'C'), "42601");
+    assert_eq!(field(&reply[0].1, b'S'), "ERROR");
+    assert!(
+        field(&reply[0].1, b'H').contains("SHOW POOLS"),
+        "{:?}",
+        field(&reply[0].1, b'H')
+    );
+
+    send(&mut conn, &[(b'Q', b"  \0")]).await;
+    let reply = read_until_ready(&mut conn).await;
+    let tags: Vec<u8> = reply.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"IZ", "EmptyQueryResponse");
+
+    // Parse/Bind/Describe/Execute/Sync: one 0A000 for the batch, then ReadyForQuery at Sync.
+    send(
+        &mut conn,
+        &[
+            (b'P', b"\0show pools\0\0\0"),
+            (b'B', b"\0\0\0\0\0\0\0\0"),
+            (b'D', b"P\0"),
+            (b'E', b"\0\0\0\0\0"),
+            (b'S', b""),
+        ],
+    )
+    .await;
+    let reply = read_until_ready(&mut conn).await;
+    let tags: Vec<u8> = reply.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"EZ", "one error per Sync");
+    assert_eq!(field(&reply[0].1, b'C'), "0A000");
+    assert!(field(&reply[0].1, b'M').contains("simple query protocol"));
+
+    send(&mut conn, &[(b'Q', b"SHOW HELP;\0")]).await;
+    let reply = read_until_ready(&mut conn).await;
+    let tags: Vec<u8> = reply.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags.first(), Some(&b'T'), "RowDescription first");
+    assert_eq!(&tags[tags.len() - 2..], b"CZ");
+    let complete = &reply[reply.len() - 2].1;
+    assert_eq!(complete.as_slice(), b"SHOW\0");
+    let help = data_rows(&reply);
+    for command in [
+        "SHOW POOLS",
+        "SHOW CLIENTS",
+        "SHOW SERVERS",
+        "SHOW STATS",
+        "SHOW HELP",
+    ] {
+        assert!(
+            help.iter().any(|r| r.starts_with(&format!("{command}|"))),
+            "{help:?}"
+        );
+    }
+    send(&mut conn, &[(b'X', b"")]).await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest))
+        .await
+        .expect("closed after Terminate")
+        .expect("read");
+    assert_eq!(n, 0);
+
+    // A user whose `databases` lists `sumun` but who is no admin: FATAL 42501.
+    let carol = s.token("carol", None, 600);
+    let (_conn, reply) = token_login(port, "carol", "sumun", &carol).await;
+    let (tag, body) = reply.last().expect("a reply");
+    assert_eq!(*tag, b'E');
+    assert_eq!(field(body, b'S'), "FATAL");
+    assert_eq!(field(body, b'C'), "42501");
+    let (ok, _, err) = psql(port, "carol", "sumun", &carol, "disable", "show pools").await;
+    assert!(!ok);
+    assert!(err.contains("admin = true"), "{err}");
+
+    // /api/servers over HTTP: the same target, role and health as SHOW SERVERS.
+    let admin = s.gw.gateway.admin_addr().await.expect("admin listener");
+    let mut http = TcpStream::connect(admin).await.expect("admin connect");
+    http.write_all(b"GET /api/servers HTTP/1.1\r\nHost: sumun\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("application/json"),
+        "{head}"
+    );
+    let servers: serde_json::Value = serde_json::from_str(body).expect("json body");
+    let servers = servers.as_array().expect("an array");
+    assert_eq!(servers.len(), 1, "{body}");
+    assert_eq!(servers[0]["target_group"], "pg");
+    assert_eq!(servers[0]["address"], target.as_str());
+    assert_eq!(servers[0]["role"], "any");
+    assert_eq!(servers[0]["health"], "unused");
+    assert_eq!(servers[0]["replica_lag_ms"], 0);
+
+    let (ok, _, err) = holder.await.expect("join");
+    assert!(ok, "{err}");
+    // Each command is audited with the user and the command.
+    let log = wait_for_audit(&s.gw, "SHOW NONSENSE");
+    let commands: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "admin.command")
+        .collect();
+    for command in [
+        "SHOW SERVERS",
+        "SHOW POOLS",
+        "SHOW CLIENTS",
+        "SHOW STATS",
+        "SHOW HELP",
+    ] {
+        assert!(
+            commands
+                .iter()
+                .any(|c| c["user"] == "ops" && c["command"] == command),
+            "{command} not audited: {log}"
+        );
     }
 }

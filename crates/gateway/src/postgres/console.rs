@@ -62,6 +62,11 @@ pub(crate) async fn run(
         return;
     }
     let mut w = Writer::new();
+    let application_name = startup
+        .params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+        .map_or("", |(_, v)| v.as_str());
     for (k, v) in [
         ("server_version", "15.0 (sumun admin console)"),
         ("server_encoding", "UTF8"),
@@ -69,6 +74,7 @@ pub(crate) async fn run(
         ("DateStyle", "ISO, MDY"),
         ("integer_datetimes", "on"),
         ("standard_conforming_strings", "on"),
+        ("application_name", application_name),
     ] {
         w.parameter_status(k, v);
     }
@@ -246,58 +252,9 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
             w.command_complete("SHOW");
         }
         "SHOW STATS" => {
-            let stats = &shared.pg.stats;
-            let pools = pool_rows(shared);
-            let mut rows: Vec<(String, String)> = vec![
-                (
-                    "checkouts".into(),
-                    pools.iter().map(|p| p.checkouts).sum::<u64>().to_string(),
-                ),
-                (
-                    "checkout_waits".into(),
-                    pools.iter().map(|p| p.waits).sum::<u64>().to_string(),
-                ),
-                (
-                    "checkout_wait_seconds".into(),
-                    format!("{:.3}", pools.iter().map(|p| p.wait_seconds).sum::<f64>()),
-                ),
-                (
-                    "checkout_timeouts".into(),
-                    pools.iter().map(|p| p.timeouts).sum::<u64>().to_string(),
-                ),
-                (
-                    "server_connects".into(),
-                    pools.iter().map(|p| p.connects).sum::<u64>().to_string(),
-                ),
-                (
-                    "queries".into(),
-                    stats.queries.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    "query_errors".into(),
-                    stats.query_errors.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    "query_seconds".into(),
-                    format!(
-                        "{:.3}",
-                        stats.query_micros.load(Ordering::Relaxed) as f64 / 1e6
-                    ),
-                ),
-                (
-                    "cancels_forwarded".into(),
-                    stats.cancels_forwarded.load(Ordering::Relaxed).to_string(),
-                ),
-            ];
-            for (i, reason) in PIN_REASONS.iter().enumerate() {
-                rows.push((
-                    format!("pinned_{reason}"),
-                    stats.pinned[i].load(Ordering::Relaxed).to_string(),
-                ));
-            }
-            w.row_description(&["stat", "value"]);
-            for (k, v) in &rows {
-                data_row(w, &[k.clone(), v.clone()]);
+            w.row_description(&["scope", "stat", "value"]);
+            for (scope, stat, value) in stats_rows(shared) {
+                data_row(w, &[scope, stat, value]);
             }
             w.command_complete("SHOW");
         }
@@ -310,17 +267,104 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
         }
         other => {
             let known: Vec<&str> = HELP.iter().map(|(c, _)| *c).collect();
-            w.error(
-                "ERROR",
+            error_with_hint(
+                w,
                 "42601",
-                &format!(
-                    "unknown admin command \"{}\"; the console knows {}",
-                    other.to_ascii_lowercase(),
-                    known.join(", ")
-                ),
+                &format!("unknown admin command \"{}\"", other.to_ascii_lowercase()),
+                &format!("the admin console knows {}", known.join(", ")),
             );
         }
     }
+}
+
+/// `SHOW STATS` as (scope, stat, value): per pool (`listener/target/database/user`) the
+/// checkout counters, then gateway-wide totals under the scope `total`.
+fn stats_rows(shared: &Shared) -> Vec<(String, String, String)> {
+    let pools = pool_rows(shared);
+    let mut rows = Vec::with_capacity(pools.len() * 5 + 15);
+    for p in &pools {
+        let scope = format!("{}/{}/{}/{}", p.listener, p.target, p.database, p.user);
+        rows.push((scope.clone(), "checkouts".into(), p.checkouts.to_string()));
+        rows.push((scope.clone(), "checkout_waits".into(), p.waits.to_string()));
+        rows.push((
+            scope.clone(),
+            "checkout_wait_seconds".into(),
+            format!("{:.3}", p.wait_seconds),
+        ));
+        rows.push((
+            scope.clone(),
+            "checkout_timeouts".into(),
+            p.timeouts.to_string(),
+        ));
+        rows.push((scope, "server_connects".into(), p.connects.to_string()));
+    }
+    let stats = &shared.pg.stats;
+    let total = |stat: &str, value: String| ("total".to_string(), stat.to_string(), value);
+    rows.push(total(
+        "checkouts",
+        pools.iter().map(|p| p.checkouts).sum::<u64>().to_string(),
+    ));
+    rows.push(total(
+        "checkout_waits",
+        pools.iter().map(|p| p.waits).sum::<u64>().to_string(),
+    ));
+    rows.push(total(
+        "checkout_wait_seconds",
+        format!("{:.3}", pools.iter().map(|p| p.wait_seconds).sum::<f64>()),
+    ));
+    rows.push(total(
+        "checkout_timeouts",
+        pools.iter().map(|p| p.timeouts).sum::<u64>().to_string(),
+    ));
+    rows.push(total(
+        "server_connects",
+        pools.iter().map(|p| p.connects).sum::<u64>().to_string(),
+    ));
+    rows.push(total(
+        "queries",
+        stats.queries.load(Ordering::Relaxed).to_string(),
+    ));
+    rows.push(total(
+        "query_errors",
+        stats.query_errors.load(Ordering::Relaxed).to_string(),
+    ));
+    rows.push(total(
+        "query_seconds",
+        format!(
+            "{:.3}",
+            stats.query_micros.load(Ordering::Relaxed) as f64 / 1e6
+        ),
+    ));
+    rows.push(total(
+        "cancels_forwarded",
+        stats.cancels_forwarded.load(Ordering::Relaxed).to_string(),
+    ));
+    for (i, reason) in PIN_REASONS.iter().enumerate() {
+        rows.push((
+            "total".to_string(),
+            format!("pinned_{reason}"),
+            stats.pinned[i].load(Ordering::Relaxed).to_string(),
+        ));
+    }
+    rows
+}
+
+/// ErrorResponse with a hint (`H`), which psql prints as `HINT:`.
+fn error_with_hint(w: &mut Writer, code: &str, message: &str, hint: &str) {
+    let mut body = Vec::with_capacity(message.len() + hint.len() + 32);
+    for (kind, value) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', code),
+        (b'M', message),
+        (b'H', hint),
+    ] {
+        body.push(kind);
+        body.extend_from_slice(value.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    w.raw(b'E', &body);
 }
 
 fn data_row(w: &mut Writer, cells: &[String]) {
