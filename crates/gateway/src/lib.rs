@@ -561,5 +561,19 @@ async fn background(shared: std::sync::Weak<Shared>) {
             last_interim = tokio::time::Instant::now();
             shared.records.write_interim();
         }
+        // Close pooled server connections idle longer than their pool's idle_timeout (keeping
+        // min_idle) or older than max_lifetime, politely.
+        for pool in shared.pg.pools.all() {
+            let Some(l) = registry
+                .listeners
+                .iter()
+                .find(|l| *l.name == *pool.key.listener)
+            else {
+                continue;
+            };
+            for closed in pool.reap(&l.snapshot().settings.pool) {
+                tokio::spawn(closed.into_conn().terminate());
+            }
+        }
     }
 }

@@ -1472,3 +1472,57 @@ async fn the_admin_console_answers_operators_over_the_wire_and_api_servers_match
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_server_connections_are_closed_down_to_min_idle() {
+    let s = setup(
+        r#"{ mode = "transaction", size = 4, min_idle = 1, idle_timeout = "3s" }"#,
+        "",
+    )
+    .await;
+    let port = s.port();
+    // Four clients at once hold four server connections.
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                psql(
+                    port,
+                    "alice",
+                    "appdb",
+                    ALICE_PASSWORD,
+                    "disable",
+                    "select pg_sleep(1)",
+                )
+                .await
+            })
+        })
+        .collect();
+    for sl in sleepers {
+        let (ok, _, err) = sl.await.expect("join");
+        assert!(ok, "{err}");
+    }
+    let count = || {
+        s.pg.psql("select count(*) from pg_stat_activity where usename = 'app'")
+            .expect("count")
+            .trim()
+            .parse::<i64>()
+            .expect("number")
+    };
+    assert_eq!(
+        count(),
+        4,
+        "the pool keeps its connections until they idle out"
+    );
+    // After the idle timeout (and a reaper tick) only min_idle stays open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while count() != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {} server connections",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pools = sumun_gateway::postgres::pool_rows(s.gw.gateway.shared());
+    assert_eq!((pools[0].open, pools[0].idle), (1, 1), "{pools:?}");
+}

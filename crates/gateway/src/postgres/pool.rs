@@ -68,6 +68,13 @@ pub enum Slot {
     New(OwnedSemaphorePermit),
 }
 
+impl Pooled {
+    /// The connection, giving up its place in the pool.
+    pub fn into_conn(self) -> ServerConn {
+        self.conn
+    }
+}
+
 impl Pool {
     fn new(key: PoolKey, size: u32) -> Pool {
         Pool {
@@ -179,28 +186,25 @@ impl Pool {
         self.released.notify_one();
     }
 
-    /// Close idle connections unused for `idle_timeout`, keeping `min_idle`.
-    pub fn reap(&self, settings: &PoolSettings) -> usize {
+    /// Take out idle connections unused for `idle_timeout` or older than `max_lifetime`,
+    /// keeping `min_idle`; the caller closes them.
+    pub fn reap(&self, settings: &PoolSettings) -> Vec<Pooled> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let before = idle.len();
         let keep = settings.min_idle as usize;
-        // Oldest-used first: idle is a stack, so the bottom is the least recently used.
+        let mut closed = Vec::new();
+        // Least recently used first: idle is a stack, so the bottom is the oldest.
         let mut i = 0;
         while idle.len() > keep && i < idle.len() {
             let p = &idle[i];
             if p.conn.last_used.elapsed() >= settings.idle_timeout
                 || p.conn.created.elapsed() >= settings.max_lifetime
             {
-                idle.remove(i);
+                closed.push(idle.remove(i));
             } else {
                 i += 1;
             }
         }
-        let closed = before - idle.len();
         drop(idle);
-        for _ in 0..closed {
-            self.released.notify_one();
-        }
         closed
     }
 }
