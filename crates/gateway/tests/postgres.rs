@@ -1526,3 +1526,79 @@ async fn idle_server_connections_are_closed_down_to_min_idle() {
     let pools = sumun_gateway::postgres::pool_rows(s.gw.gateway.shared());
     assert_eq!((pools[0].open, pools[0].idle), (1, 1), "{pools:?}");
 }
+
+/// Run a simple query on a raw connection; the first column of each row, or the SQLSTATE.
+async fn raw_query(c: &mut TcpStream, sql: &str) -> Result<Vec<String>, String> {
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.query(sql);
+    c.write_all(&w.buf).await.expect("query");
+    let mut buf = Vec::new();
+    let mut rows = Vec::new();
+    let mut error = None;
+    let mut chunk = [0u8; 8192];
+    loop {
+        while let Some((m, used)) = sumun_wire::postgres::message(&buf, 1 << 24).expect("framing") {
+            match m.tag {
+                b'D' => {
+                    let len = i32::from_be_bytes([m.body[2], m.body[3], m.body[4], m.body[5]]);
+                    rows.push(
+                        String::from_utf8_lossy(&m.body[6..6 + len.max(0) as usize]).into_owned(),
+                    );
+                }
+                b'E' if error.is_none() => {
+                    error = Some(sumun_wire::postgres::error_fields(m.body).code)
+                }
+                b'Z' => return error.map_or(Ok(rows), Err),
+                _ => {}
+            }
+            buf.drain(..used);
+        }
+        let n = c.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_pins_a_client_to_its_server_and_does_not_leak() {
+    let s = setup(r#"{ mode = "transaction", size = 2 }"#, "").await;
+    let addr = s.gw.addr("pg");
+    let token = s.token("bob", None, 600);
+    let mut a = raw_login(addr, "bob", "postgres", &token).await;
+    let mut b = raw_login(addr, "bob", "postgres", &token).await;
+    let default = raw_query(&mut b, "show search_path").await.expect("show");
+    // A changes its session: from now on it keeps its server.
+    raw_query(&mut a, "set search_path = pinned_schema, public")
+        .await
+        .expect("set");
+    for _ in 0..5 {
+        assert_eq!(
+            raw_query(&mut a, "show search_path").await.expect("show"),
+            ["pinned_schema, public"]
+        );
+        // B never sees A's setting: A's server is not handed to anyone else.
+        assert_eq!(
+            raw_query(&mut b, "show search_path").await.expect("show"),
+            default
+        );
+    }
+    assert!(
+        s.gw.metric("sumun_pg_pinned_sessions_total{reason=\"set\"}") >= 1.0,
+        "{}",
+        s.gw.metrics()
+    );
+    let clients = sumun_gateway::postgres::client_rows(s.gw.gateway.shared());
+    assert!(
+        clients.iter().any(|c| c.pinned == Some("set")),
+        "{clients:?}"
+    );
+    // When A leaves, its server is reset (DISCARD ALL) before anyone else gets it.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..4 {
+        assert_eq!(
+            raw_query(&mut b, "show search_path").await.expect("show"),
+            default
+        );
+    }
+}
