@@ -121,6 +121,10 @@ pub fn spawn_checker(group: &Arc<TargetGroupRt>, target: &Arc<TargetRt>, shared:
 async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>, shared: Weak<Shared>) {
     // Spread first probes a little so a reload does not probe every target at the same instant.
     tokio::time::sleep(Duration::from_millis(fastrand::u64(0..50))).await;
+    // Sessions waiting for a primary wake the checks early (`TargetGroupRt::recheck_now`).
+    let Some(recheck) = group.upgrade().map(|g| g.recheck_signal()) else {
+        return;
+    };
     loop {
         let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
             return;
@@ -153,7 +157,10 @@ async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>, shared: 
             log_change(&g.name, &t.address, health, &reason);
         }
         drop((g, t));
-        tokio::time::sleep(hc.interval).await;
+        tokio::select! {
+            _ = tokio::time::sleep(hc.interval) => {}
+            _ = recheck.notified() => {}
+        }
     }
 }
 

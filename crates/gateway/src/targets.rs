@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use sumun_config::{Algorithm, Role, Target, TargetGroup};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -289,7 +289,15 @@ pub struct TargetGroupRt {
     next: AtomicUsize,
     /// Set when the group is removed: its health-check tasks stop.
     pub retired: AtomicBool,
+    /// Wakes the group's health checks before their interval (see `recheck_now`).
+    recheck: Arc<Notify>,
+    /// When `recheck_now` last woke them, in ms since `born` (0: never).
+    last_recheck_ms: AtomicU64,
+    born: Instant,
 }
+
+/// However many sessions ask, health checks are woken at most this often.
+const RECHECK_SPACING_MS: u64 = 100;
 
 impl TargetGroupRt {
     pub fn new(settings: &TargetGroup) -> Arc<TargetGroupRt> {
@@ -307,7 +315,36 @@ impl TargetGroupRt {
             draining: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
+            recheck: Arc::new(Notify::new()),
+            last_recheck_ms: AtomicU64::new(0),
+            born: Instant::now(),
         })
+    }
+
+    /// Ask the group's health checks to probe now rather than at their next interval: a
+    /// session is waiting for a role no routable target has (after a failover, the promoted
+    /// replica is only routed to once a check has seen it as primary; with the default 10 s
+    /// interval that would be a long wait). Wake-ups are spaced `RECHECK_SPACING_MS` apart.
+    pub fn recheck_now(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.last_recheck_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < RECHECK_SPACING_MS {
+            return;
+        }
+        if self
+            .last_recheck_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.recheck.notify_waiters();
+        }
+    }
+
+    /// What the health-check tasks wait on besides their interval.
+    pub(crate) fn recheck_signal(&self) -> Arc<Notify> {
+        self.recheck.clone()
     }
 
     pub fn settings(&self) -> Arc<TargetGroup> {

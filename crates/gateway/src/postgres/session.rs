@@ -464,6 +464,9 @@ impl Session<'_> {
                     .iter()
                     .any(|t| t.is_routable() && !tried.contains(&t.addr));
                 if some_up && Instant::now() < wait_until {
+                    // Have the health checks look now, not at their next interval, so the
+                    // promoted replica is seen as primary promptly.
+                    group.recheck_now();
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     tried.clear();
                     continue;
