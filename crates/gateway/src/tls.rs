@@ -48,6 +48,8 @@ pub struct TlsContext {
     config: ArcSwap<ServerConfig>,
     /// The same with ALPN `postgresql`, for PostgreSQL listeners.
     postgres: ArcSwap<ServerConfig>,
+    /// SHA-256 of the served leaf certificate, for SCRAM `tls-server-end-point` binding.
+    endpoint: Mutex<[u8; 32]>,
     /// Modification times of the files the current config was built from.
     stamps: Mutex<Vec<Option<SystemTime>>>,
     expiry_days: Mutex<f64>,
@@ -64,9 +66,10 @@ impl std::fmt::Debug for TlsContext {
 impl TlsContext {
     pub fn load(settings: &TlsSettings) -> Result<TlsContext, TlsError> {
         let stamps = stamps(settings);
-        let (config, expiry) = build(settings)?;
+        let (config, expiry, endpoint) = build(settings)?;
         Ok(TlsContext {
             settings: settings.clone(),
+            endpoint: Mutex::new(endpoint),
             postgres: ArcSwap::from_pointee(with_alpn(&config, b"postgresql")),
             config: ArcSwap::from_pointee(config),
             stamps: Mutex::new(stamps),
@@ -83,6 +86,13 @@ impl TlsContext {
     /// accepted after an SSLRequest; clients that send no ALPN are still served).
     pub fn postgres_config(&self) -> Arc<ServerConfig> {
         self.postgres.load_full()
+    }
+
+    /// The channel-binding data (`tls-server-end-point`) of the certificate now served. The
+    /// hash is SHA-256, which RFC 5929 prescribes for certificates signed with SHA-256 (and
+    /// with MD5 or SHA-1); certificates signed with SHA-384/512 would need that hash instead.
+    pub fn endpoint_hash(&self) -> [u8; 32] {
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn expiry_days(&self) -> f64 {
@@ -106,7 +116,8 @@ impl TlsContext {
         // Remember the stamps even on failure so a broken file is reported once, not every poll;
         // the next write to it changes the stamp again and triggers another attempt.
         *seen = now;
-        let (config, expiry) = build(&self.settings)?;
+        let (config, expiry, endpoint) = build(&self.settings)?;
+        *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint;
         self.postgres
             .store(Arc::new(with_alpn(&config, b"postgresql")));
         self.config.store(Arc::new(config));
@@ -187,7 +198,11 @@ fn with_alpn(config: &ServerConfig, protocol: &[u8]) -> ServerConfig {
     c
 }
 
-fn build(settings: &TlsSettings) -> Result<(ServerConfig, f64), TlsError> {
+/// What a config build produces: the rustls config, days until the certificate expires, and the
+/// SHA-256 of the leaf certificate (SCRAM channel binding `tls-server-end-point`).
+type Built = (ServerConfig, f64, [u8; 32]);
+
+fn build(settings: &TlsSettings) -> Result<Built, TlsError> {
     let certs = read_certs(&settings.cert)?;
     let key_pem = read_file(&settings.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::Pem {
@@ -223,11 +238,12 @@ fn build(settings: &TlsSettings) -> Result<(ServerConfig, f64), TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
+    let endpoint = sumun_vault::crypto::sha256(certs[0].as_ref());
     let mut config = builder.with_single_cert(certs, key).map_err(rustls_err)?;
     // Session tickets let reconnecting clients skip the full handshake (cheap connection storms).
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     config.ticketer = provider::Ticketer::new().map_err(rustls_err)?;
-    Ok((config, expiry))
+    Ok((config, expiry, endpoint))
 }
 
 /// Metric labels for a finished handshake.

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 const BACKEND_PASSWORD: &str = "backend-Secret-1";
 const ALICE_PASSWORD: &str = "alice-pw-1";
+const DAVE_PASSWORD: &str = "dave-pw-1";
 
 struct Setup {
     pg: Postgres,
@@ -82,6 +83,9 @@ async fn setup(pool: &str, extra: &str) -> Setup {
     vault
         .set_user_password("alice", &SecretBytes::from_slice(ALICE_PASSWORD.as_bytes()))
         .expect("set password");
+    vault
+        .set_user_password("dave", &SecretBytes::from_slice(DAVE_PASSWORD.as_bytes()))
+        .expect("set password");
     drop(vault);
     let toml = format!(
         r#"
@@ -116,6 +120,10 @@ auth = ["token", "scram"]
 backend_credential = "pg/app"
 databases = ["appdb", "postgres"]
 admin = true
+[[users]]
+name = "dave"
+auth = ["scram"]
+backend_credential = "pg/app"
 [[users]]
 name = "bob"
 auth = ["token"]
@@ -1601,4 +1609,75 @@ async fn session_state_pins_a_client_to_its_server_and_does_not_leak() {
             default
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_over_tls_binds_the_channel_to_the_gateway_certificate() {
+    let s = setup(r#"{ mode = "transaction" }"#, "").await;
+    let port = s.port().to_string();
+    let dave = |sslmode: &'static str, binding: &'static str| {
+        let port = port.clone();
+        async move {
+            run(
+                "psql",
+                &[
+                    "-X",
+                    "-At",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "dave",
+                    "-d",
+                    "appdb",
+                    "-c",
+                    "select 5",
+                ],
+                &[
+                    ("PGPASSWORD", DAVE_PASSWORD),
+                    ("PGSSLMODE", sslmode),
+                    ("PGCHANNELBINDING", binding),
+                ],
+            )
+            .await
+        }
+    };
+    // libpq insists on SCRAM-SHA-256-PLUS with tls-server-end-point: it works over TLS.
+    let (ok, out, err) = dave("require", "require").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "5");
+    wait_for_audit(&s.gw, "\"method\":\"scram-plus\"");
+    // Plain SCRAM still works where there is no TLS to bind to.
+    let (ok, _, err) = dave("disable", "prefer").await;
+    assert!(ok, "{err}");
+    // A wrong password fails the same way with binding.
+    let (ok, _, err) = run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "dave",
+            "-d",
+            "appdb",
+            "-c",
+            "select 5",
+        ],
+        &[
+            ("PGPASSWORD", "wrong"),
+            ("PGSSLMODE", "require"),
+            ("PGCHANNELBINDING", "require"),
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("password authentication failed for user \"dave\""),
+        "{err}"
+    );
 }

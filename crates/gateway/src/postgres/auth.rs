@@ -161,7 +161,7 @@ async fn check(
                 .and_then(|pv| pv.scram().ok()),
             _ => None,
         };
-        return scram_exchange(client, &startup.user, verifier).await;
+        return scram_exchange(client, &startup.user, verifier, startup.tls_endpoint).await;
     }
     // Cleartext password: a token, or a password checked against the SCRAM verifier.
     let mut w = Writer::new();
@@ -263,13 +263,15 @@ async fn read_password_message(client: &mut ClientStream) -> Result<Vec<u8>, Aut
     Ok(body)
 }
 
-/// The server side of SCRAM-SHA-256 (RFC 5802/7677) without channel binding. With no verifier
-/// (unknown user, no password set) a made-up salt keeps the exchange looking the same, and it
-/// fails at the proof.
+/// The server side of SCRAM-SHA-256 (RFC 5802/7677), and over TLS SCRAM-SHA-256-PLUS with
+/// `tls-server-end-point` channel binding (RFC 5929), which proves the client's TLS session
+/// ends at this gateway and not at a machine in the middle. With no verifier (unknown user, no
+/// password set) a made-up salt keeps the exchange looking the same, and it fails at the proof.
 async fn scram_exchange(
     client: &mut ClientStream,
     user: &str,
     verifier: Option<ScramVerifier>,
+    endpoint: Option<[u8; 32]>,
 ) -> Result<&'static str, AuthFail> {
     let has_verifier = verifier.is_some();
     let verifier = match verifier {
@@ -285,7 +287,11 @@ async fn scram_exchange(
         }
     };
     let mut w = Writer::new();
-    w.auth_sasl(&["SCRAM-SHA-256"]);
+    if endpoint.is_some() {
+        w.auth_sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
+    } else {
+        w.auth_sasl(&["SCRAM-SHA-256"]);
+    }
     client
         .write_all(&w.buf)
         .await
@@ -294,19 +300,30 @@ async fn scram_exchange(
     let body = read_password_message(client).await?;
     let (mechanism, first) =
         pg::sasl_initial_response(&body).map_err(|_| AuthFail::Refused("protocol_violation"))?;
-    if mechanism != b"SCRAM-SHA-256" {
-        return Err(AuthFail::Refused("unsupported_sasl_mechanism"));
-    }
-    let first = std::str::from_utf8(first).map_err(|_| AuthFail::Refused("protocol_violation"))?;
-    // gs2 header: "n,," or "y,," (client supports binding, server offered none); "p=" needs it.
-    let bare = match first
-        .strip_prefix("n,,")
-        .or_else(|| first.strip_prefix("y,,"))
-    {
-        Some(b) => b,
-        None => return Err(AuthFail::Refused("unsupported_channel_binding")),
+    let plus = match (mechanism, endpoint) {
+        (b"SCRAM-SHA-256", _) => false,
+        (b"SCRAM-SHA-256-PLUS", Some(_)) => true,
+        _ => return Err(AuthFail::Refused("unsupported_sasl_mechanism")),
     };
-    let gs2 = &first[..3];
+    let first = std::str::from_utf8(first).map_err(|_| AuthFail::Refused("protocol_violation"))?;
+    // gs2 header: "n,," (no binding), "y,," (client could bind but thinks the server cannot —
+    // a downgrade when the server offered -PLUS), "p=tls-server-end-point,," (binding).
+    const BIND: &str = "p=tls-server-end-point,,";
+    let (gs2, bare) = if plus {
+        match first.strip_prefix(BIND) {
+            Some(b) => (BIND, b),
+            None => return Err(AuthFail::Refused("unsupported_channel_binding")),
+        }
+    } else if let Some(b) = first.strip_prefix("n,,") {
+        ("n,,", b)
+    } else if let Some(b) = first.strip_prefix("y,,") {
+        if endpoint.is_some() {
+            return Err(AuthFail::Refused("channel_binding_downgrade"));
+        }
+        ("y,,", b)
+    } else {
+        return Err(AuthFail::Refused("unsupported_channel_binding"));
+    };
     let client_nonce = bare
         .split(',')
         .find_map(|p| p.strip_prefix("r="))
@@ -342,9 +359,20 @@ async fn scram_exchange(
             final_nonce = Some(r);
         }
     }
-    let expected_channel = sumun_vault::crypto::b64(gs2.as_bytes());
-    if channel != Some(expected_channel.as_str()) || final_nonce != Some(nonce.as_str()) {
+    let mut binding = gs2.as_bytes().to_vec();
+    if plus {
+        binding.extend_from_slice(&endpoint.unwrap_or_default());
+    }
+    let expected_channel = sumun_vault::crypto::b64(&binding);
+    if final_nonce != Some(nonce.as_str()) {
         return Err(AuthFail::Refused("protocol_violation"));
+    }
+    if channel != Some(expected_channel.as_str()) {
+        return Err(AuthFail::Refused(if plus {
+            "channel_binding_mismatch"
+        } else {
+            "protocol_violation"
+        }));
     }
     let proof = sumun_vault::crypto::unb64(proof).ok_or(AuthFail::Refused("protocol_violation"))?;
     let auth_message = format!("{bare},{server_first},{without_proof}");
@@ -369,7 +397,7 @@ async fn scram_exchange(
         .write_all(&w.buf)
         .await
         .map_err(|_| AuthFail::Closed)?;
-    Ok("scram")
+    Ok(if plus { "scram-plus" } else { "scram" })
 }
 
 #[allow(dead_code)]

@@ -73,6 +73,8 @@ pub(crate) struct ClientStartup {
     /// Parameters to apply on whichever server the client is given (`application_name`,
     /// `client_encoding`, `DateStyle`, `-c` settings from `options`...).
     pub params: Vec<(String, String)>,
+    /// `tls-server-end-point` channel-binding data when the client is on TLS.
+    pub tls_endpoint: Option<[u8; 32]>,
 }
 
 pub(crate) async fn handle(
@@ -263,12 +265,17 @@ async fn negotiate(
                     .unwrap_or(&user)
                     .to_string();
                 let params = client_params(&s.params);
+                let tls_endpoint = match (&tls, client.is_tls()) {
+                    (Some(ctx), true) => Some(ctx.endpoint_hash()),
+                    _ => None,
+                };
                 return Negotiated::Startup(
                     client,
                     ClientStartup {
                         user,
                         database,
                         params,
+                        tls_endpoint,
                     },
                 );
             }
