@@ -1,32 +1,95 @@
-//! A small, fast SQL lexer for what the gateway must know about a PostgreSQL statement without
-//! parsing it: the text with its literals masked (for audit logs), whether it provably only
-//! reads (for the read/write split), what it does to the transaction (BEGIN, COMMIT...), and
-//! whether it creates session state that pins a client to its server in transaction pooling.
+//! A small PostgreSQL SQL lexer and the three questions the data path asks of every query:
 //!
-//! Conservative by design: anything it does not recognise is "not read-only" (so it goes to
-//! the primary) and words that create session state pin even where they might not need to. It
-//! never panics, on any input; `analyze` allocates nothing.
+//! - **audit masking** ([`mask_literals`]): the query text with every string and numeric
+//!   constant replaced by `?` and comments removed, so audit records show the shape of a query
+//!   without the values (passwords, personal data) it carried;
+//! - **read/write split** ([`Analysis::read_only`]): whether every statement is provably
+//!   read-only and may go to a replica;
+//! - **pinning** ([`Analysis::pin`]): whether the query leaves session state behind (`SET`,
+//!   `LISTEN`, advisory locks, temporary objects, held cursors, prepared statements) that makes
+//!   its server connection unshareable, and what it does to the transaction ([`TxEffect`]).
+//!
+//! It is a lexer with a little keyword lookahead, not a parser: it knows PostgreSQL's token
+//! rules (nested `/* */` comments, `""` in quoted identifiers, `''` and `E'\''` strings,
+//! `U&'..'`, `B'..'`/`X'..'`, `$tag$..$tag$` dollar quotes, `$1` parameters) but not its grammar
+//! and not the catalog. It is therefore conservative by design: a statement is read-only only
+//! when nothing in it could write (any function that is not on a short list of plainly pure
+//! built-ins makes the answer "no"), and a doubtful case pins rather than shares. A wrong "not
+//! read-only" costs a trip to the primary; a wrong "read-only" would only make the query fail on
+//! a replica, never write there.
+//!
+//! It never panics and never recurses, whatever the input (unterminated quotes and comments
+//! run to the end of the text); [`analyze`] does not allocate and [`mask_literals`] allocates
+//! its output once. Plain `'..'` strings follow `standard_conforming_strings = on` (the default
+//! since PostgreSQL 9.1); use the `_with` variants and [`Dialect`] for servers that turned it off.
 
-/// What a statement does to the transaction state.
+#[cfg(test)]
+mod tests;
+
+/// Lexing rules that depend on server settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect {
+    /// The server's `standard_conforming_strings`; when false, backslash escapes in plain
+    /// `'..'` strings too, so `'a\'b'` is one string.
+    pub standard_conforming_strings: bool,
+}
+
+impl Dialect {
+    /// PostgreSQL's default since 9.1.
+    pub const STANDARD: Dialect = Dialect {
+        standard_conforming_strings: true,
+    };
+}
+
+impl Default for Dialect {
+    fn default() -> Self {
+        Dialect::STANDARD
+    }
+}
+
+/// What [`analyze`] found in one query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Analysis {
+    /// Statements seen (split on top-level `;`, ignoring empty ones).
+    pub statements: u32,
+    /// True only when there is at least one statement and every statement is provably
+    /// read-only: `SELECT`/`VALUES`/`TABLE`/`WITH`/`SHOW`, or `EXPLAIN` of such a statement,
+    /// with no data-modifying part (`INSERT`/`UPDATE`/`DELETE`/`MERGE` anywhere, `INTO`,
+    /// `FOR UPDATE`/`SHARE`/`NO KEY UPDATE`/`KEY SHARE`) and no call to a function outside the
+    /// allow-list of pure built-ins.
+    pub read_only: bool,
+    /// What the first statement does to the transaction (so `BEGIN READ ONLY; SELECT ...` is
+    /// `BeginReadOnly`); later statements are not looked at for this.
+    pub tx: TxEffect,
+    /// The first session state found that makes the server connection unshareable.
+    pub pin: Option<PinReason>,
+}
+
+/// What a statement does to transaction state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxEffect {
-    /// `BEGIN` / `START TRANSACTION` (read-write or unstated).
+    /// `BEGIN` / `START TRANSACTION` (and `COMMIT AND CHAIN`, which opens the next one).
     Begin,
-    /// `BEGIN READ ONLY`, `START TRANSACTION ... READ ONLY`.
+    /// `BEGIN READ ONLY`, `START TRANSACTION READ ONLY`, `BEGIN ISOLATION LEVEL ... READ ONLY`.
     BeginReadOnly,
-    /// `COMMIT`, `END`, `ROLLBACK` (not `ROLLBACK TO`), `ABORT`.
+    /// `COMMIT`, `END`, `ROLLBACK`/`ABORT` (not `ROLLBACK TO`), `PREPARE TRANSACTION`.
     Commit,
     Other,
 }
 
-/// Session state that cannot be shared through a pooled server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a query's server connection can no longer be shared with other clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PinReason {
+    /// Session-level `SET` (not `SET LOCAL`/`SET TRANSACTION`), `RESET`, `set_config(...)`.
     Set,
     Listen,
+    /// `pg_advisory_lock` and friends (session-level; the `_xact_` ones end with the transaction).
     AdvisoryLock,
+    /// `CREATE TEMP TABLE/VIEW/SEQUENCE`, `SELECT ... INTO TEMP`, objects created in `pg_temp`.
     TempObject,
+    /// `DECLARE ... WITH HOLD`.
     HoldCursor,
+    /// SQL-level `PREPARE` (protocol-level prepared statements are the front end's business).
     SqlPrepare,
     Load,
 }
@@ -46,247 +109,842 @@ impl PinReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Analysis {
-    /// Statements seen (split on top-level `;`, empty ones not counted).
-    pub statements: u32,
-    /// Every statement provably only reads. False when unsure, and for an empty query.
-    pub read_only: bool,
-    /// The effect of the first statement.
-    pub tx: TxEffect,
-    /// The first session-state reason found, if any.
-    pub pin: Option<PinReason>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Word,
-    QuotedIdent,
-    Str,
-    Number,
-    Param,
-    LParen,
-    RParen,
-    Semicolon,
-    Op,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Token {
-    kind: Kind,
-    start: usize,
-    end: usize,
-    /// Whitespace or a comment came before it.
-    spaced: bool,
-}
-
-struct Lexer<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
-}
-
-fn is_ident(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
-}
-
-impl<'a> Lexer<'a> {
-    fn new(s: &'a str) -> Self {
-        Lexer {
-            s: s.as_bytes(),
-            i: 0,
-        }
-    }
-
-    fn peek(&self, at: usize) -> u8 {
-        self.s.get(at).copied().unwrap_or(0)
-    }
-
-    /// Skip whitespace and comments; true if any was skipped.
-    fn skip_space(&mut self) -> bool {
-        let start = self.i;
-        loop {
-            let c = self.peek(self.i);
-            if c.is_ascii_whitespace() && self.i < self.s.len() {
-                self.i += 1;
-            } else if c == b'-' && self.peek(self.i + 1) == b'-' {
-                while self.i < self.s.len() && self.s[self.i] != b'\n' {
-                    self.i += 1;
-                }
-            } else if c == b'/' && self.peek(self.i + 1) == b'*' {
-                let mut depth = 0usize;
-                while self.i < self.s.len() {
-                    if self.peek(self.i) == b'/' && self.peek(self.i + 1) == b'*' {
-                        depth += 1;
-                        self.i += 2;
-                    } else if self.peek(self.i) == b'*' && self.peek(self.i + 1) == b'/' {
-                        depth -= 1;
-                        self.i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        self.i += 1;
-                    }
-                }
-            } else {
-                break;
-            }
-        }
-        self.i > start
-    }
-
-    /// A quoted string from the quote at `self.i`; `backslash` for E'' strings.
-    fn quoted(&mut self, quote: u8, backslash: bool) {
-        self.i += 1;
-        while self.i < self.s.len() {
-            let c = self.s[self.i];
-            if backslash && c == b'\\' {
-                self.i += 2;
-            } else if c == quote {
-                if self.peek(self.i + 1) == quote {
-                    self.i += 2;
-                } else {
-                    self.i += 1;
-                    return;
-                }
-            } else {
-                self.i += 1;
-            }
-        }
-        self.i = self.s.len();
-    }
-
-    /// A dollar-quoted string if one starts at `self.i` (`$$` or `$tag$`).
-    fn dollar_quoted(&mut self) -> bool {
-        let start = self.i;
-        let mut j = start + 1;
-        while j < self.s.len()
-            && (self.s[j].is_ascii_alphanumeric() || self.s[j] == b'_' || self.s[j] >= 0x80)
-        {
-            j += 1;
-        }
-        if self.peek(j) != b'$' || self.s.get(start + 1).is_some_and(u8::is_ascii_digit) {
-            return false;
-        }
-        let tag = &self.s[start..=j];
-        let mut k = j + 1;
-        while k + tag.len() <= self.s.len() {
-            if &self.s[k..k + tag.len()] == tag {
-                self.i = k + tag.len();
-                return true;
-            }
-            k += 1;
-        }
-        self.i = self.s.len();
-        true
-    }
-
-    fn next(&mut self) -> Option<Token> {
-        let spaced = self.skip_space();
-        if self.i >= self.s.len() {
-            return None;
-        }
-        let start = self.i;
-        let c = self.s[self.i];
-        let kind = if c == b'\'' {
-            self.quoted(b'\'', false);
-            Kind::Str
-        } else if c == b'"' {
-            self.quoted(b'"', false);
-            Kind::QuotedIdent
-        } else if c == b'$' {
-            if self.peek(self.i + 1).is_ascii_digit() {
-                self.i += 1;
-                while self.peek(self.i).is_ascii_digit() {
-                    self.i += 1;
-                }
-                Kind::Param
-            } else if self.dollar_quoted() {
-                Kind::Str
-            } else {
-                self.i += 1;
-                Kind::Op
-            }
-        } else if is_ident_start(c) {
-            // String prefixes: E'..' (backslash escapes), B'..', X'..', N'..', U&'..'.
-            let next = self.peek(self.i + 1);
-            if next == b'\'' && matches!(c, b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N') {
-                self.i += 1;
-                self.quoted(b'\'', matches!(c, b'e' | b'E'));
-                Kind::Str
-            } else if matches!(c, b'u' | b'U') && next == b'&' && self.peek(self.i + 2) == b'\'' {
-                self.i += 2;
-                self.quoted(b'\'', false);
-                Kind::Str
-            } else {
-                while self.i < self.s.len() && is_ident(self.s[self.i]) {
-                    self.i += 1;
-                }
-                Kind::Word
-            }
-        } else if c.is_ascii_digit() || (c == b'.' && self.peek(self.i + 1).is_ascii_digit()) {
-            while self.peek(self.i).is_ascii_alphanumeric()
-                || self.peek(self.i) == b'.'
-                || self.peek(self.i) == b'_'
-            {
-                let d = self.peek(self.i);
-                self.i += 1;
-                if (d == b'e' || d == b'E') && matches!(self.peek(self.i), b'+' | b'-') {
-                    self.i += 1;
-                }
-            }
-            Kind::Number
-        } else {
-            self.i += 1;
-            match c {
-                b'(' => Kind::LParen,
-                b')' => Kind::RParen,
-                b';' => Kind::Semicolon,
-                _ => Kind::Op,
-            }
-        };
-        Some(Token {
-            kind,
-            start,
-            end: self.i,
-            spaced,
-        })
-    }
-}
-
-/// The statement with every string and numeric literal replaced by `?`, comments removed and
-/// runs of whitespace collapsed to one space.
+/// `sql` with every literal (string, bit string, dollar-quoted, numeric) replaced by `?`,
+/// comments removed and whitespace runs collapsed to one space. Identifiers, keywords,
+/// operators and `$n` parameters are kept as written.
 pub fn mask_literals(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len().min(64 * 1024));
-    let mut lx = Lexer::new(sql);
-    while let Some(t) = lx.next() {
-        if t.spaced && !out.is_empty() {
-            out.push(' ');
-        }
+    mask_literals_with(sql, Dialect::STANDARD)
+}
+
+/// [`mask_literals`] under the given server settings.
+pub fn mask_literals_with(sql: &str, dialect: Dialect) -> String {
+    // Every token is at least as long as what replaces it, so this is the only allocation.
+    let mut out = String::with_capacity(sql.len());
+    let mut gap = false;
+    for t in Lexer::new(sql, dialect) {
         match t.kind {
-            Kind::Str | Kind::Number => out.push('?'),
-            _ => out.push_str(sql.get(t.start..t.end).unwrap_or("?")),
+            Kind::Space | Kind::Comment => gap = true,
+            kind => {
+                if gap && !out.is_empty() {
+                    out.push(' ');
+                }
+                gap = false;
+                match kind {
+                    Kind::String | Kind::Number => out.push('?'),
+                    // Token boundaries are always at ASCII bytes or the end, so this slice
+                    // is on char boundaries; `get` keeps that a non-panicking fact.
+                    _ => out.push_str(sql.get(t.start..t.end).unwrap_or("")),
+                }
+            }
         }
     }
     out
 }
 
-/// Functions known to have no side effects (reading them on a replica is safe).
-const PURE_FUNCTIONS: &[&str] = &[
+/// What `sql` (one simple-query string, possibly several statements) does; see [`Analysis`].
+pub fn analyze(sql: &str) -> Analysis {
+    analyze_with(sql, Dialect::STANDARD)
+}
+
+/// [`analyze`] under the given server settings.
+pub fn analyze_with(sql: &str, dialect: Dialect) -> Analysis {
+    let mut lx = Lexer::new(sql, dialect);
+    let mut out = Analysis {
+        statements: 0,
+        read_only: true,
+        tx: TxEffect::Other,
+        pin: None,
+    };
+    while let Some(st) = statement(&mut lx) {
+        if st.empty {
+            continue;
+        }
+        out.statements = out.statements.saturating_add(1);
+        out.read_only &= st.read_only;
+        if out.statements == 1 {
+            out.tx = st.tx;
+        }
+        if out.pin.is_none() {
+            out.pin = st.pin;
+        }
+    }
+    out.read_only &= out.statements > 0;
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lexer
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Unquoted identifier or keyword.
+    Word,
+    /// `"..."` or `U&"..."`.
+    QuotedIdent,
+    /// Any string constant, dollar-quoted text included.
+    String,
+    Number,
+    /// `$1`.
+    Param,
+    /// One of `( ) [ ] , ; . :`.
+    Punct(u8),
+    /// A run of operator characters.
+    Op,
+    Comment,
+    Space,
+    /// Any other single byte (a stray `$`, a control character...).
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Token {
+    kind: Kind,
+    start: usize,
+    end: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    /// Backslash escapes in plain `'..'` strings (`standard_conforming_strings = off`).
+    backslash_strings: bool,
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_cont(b: u8) -> bool {
+    is_ident_start(b) || b.is_ascii_digit() || b == b'$'
+}
+
+fn is_op_char(b: u8) -> bool {
+    matches!(
+        b,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+    )
+}
+
+impl<'a> Lexer<'a> {
+    fn new(sql: &'a str, dialect: Dialect) -> Self {
+        Lexer {
+            src: sql.as_bytes(),
+            pos: 0,
+            backslash_strings: !dialect.standard_conforming_strings,
+        }
+    }
+
+    fn at(&self, i: usize) -> u8 {
+        self.src.get(i).copied().unwrap_or(0)
+    }
+
+    /// End of a `'`-quoted body that starts at `i` (just after the opening quote).
+    fn quoted_end(&self, mut i: usize, quote: u8, backslash: bool) -> usize {
+        let n = self.src.len();
+        while i < n {
+            let b = self.src[i];
+            if backslash && b == b'\\' {
+                i += 2;
+            } else if b == quote {
+                if self.at(i + 1) == quote {
+                    i += 2;
+                } else {
+                    return i + 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        n
+    }
+
+    /// A dollar-quote opening tag (`$$`, `$tag$`) at `i`: its length.
+    fn dollar_tag_len(&self, i: usize) -> Option<usize> {
+        let mut j = i + 1;
+        if self.at(j) != b'$' {
+            if !is_ident_start(self.at(j)) {
+                return None;
+            }
+            while j < self.src.len() && is_ident_cont(self.src[j]) && self.src[j] != b'$' {
+                j += 1;
+            }
+            if self.at(j) != b'$' {
+                return None;
+            }
+        }
+        Some(j + 1 - i)
+    }
+
+    fn number_end(&self, mut i: usize) -> usize {
+        let n = self.src.len();
+        if self.at(i) == b'0' && matches!(self.at(i + 1), b'x' | b'X' | b'o' | b'O' | b'b' | b'B') {
+            i += 2;
+            while i < n && (self.src[i].is_ascii_alphanumeric() || self.src[i] == b'_') {
+                i += 1;
+            }
+            return i;
+        }
+        while i < n && (self.src[i].is_ascii_digit() || self.src[i] == b'_') {
+            i += 1;
+        }
+        // `1..2` is not a fraction (array slices use `:`, but be safe).
+        if self.at(i) == b'.' && self.at(i + 1) != b'.' {
+            i += 1;
+            while i < n && (self.src[i].is_ascii_digit() || self.src[i] == b'_') {
+                i += 1;
+            }
+        }
+        if matches!(self.at(i), b'e' | b'E') {
+            let sign = usize::from(matches!(self.at(i + 1), b'+' | b'-'));
+            if self.at(i + 1 + sign).is_ascii_digit() {
+                i += 1 + sign;
+                while i < n && self.src[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        }
+        i
+    }
+
+    /// The next token, skipping whitespace and comments.
+    fn next_sig(&mut self) -> Option<Token> {
+        loop {
+            let t = self.next()?;
+            if !matches!(t.kind, Kind::Space | Kind::Comment) {
+                return Some(t);
+            }
+        }
+    }
+
+    /// The next significant token, without consuming it.
+    fn peek_sig(&self) -> Option<Token> {
+        let mut copy = *self;
+        copy.next_sig()
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        let src = self.src;
+        let n = src.len();
+        let start = self.pos;
+        if start >= n {
+            return None;
+        }
+        let b = src[start];
+        let b1 = self.at(start + 1);
+        let (kind, end) = if is_space(b) {
+            let mut i = start + 1;
+            while i < n && is_space(src[i]) {
+                i += 1;
+            }
+            (Kind::Space, i)
+        } else if b == b'-' && b1 == b'-' {
+            let mut i = start + 2;
+            while i < n && src[i] != b'\n' && src[i] != b'\r' {
+                i += 1;
+            }
+            (Kind::Comment, i)
+        } else if b == b'/' && b1 == b'*' {
+            let mut depth = 1usize;
+            let mut i = start + 2;
+            while i < n && depth > 0 {
+                if src[i] == b'/' && self.at(i + 1) == b'*' {
+                    depth += 1;
+                    i += 2;
+                } else if src[i] == b'*' && self.at(i + 1) == b'/' {
+                    depth -= 1;
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+            (Kind::Comment, i.min(n))
+        } else if b == b'\'' {
+            (
+                Kind::String,
+                self.quoted_end(start + 1, b'\'', self.backslash_strings),
+            )
+        } else if b == b'"' {
+            (Kind::QuotedIdent, self.quoted_end(start + 1, b'"', false))
+        } else if matches!(b, b'e' | b'E') && b1 == b'\'' {
+            (Kind::String, self.quoted_end(start + 2, b'\'', true))
+        } else if matches!(b, b'b' | b'B' | b'x' | b'X' | b'n' | b'N') && b1 == b'\'' {
+            (
+                Kind::String,
+                self.quoted_end(start + 2, b'\'', self.backslash_strings),
+            )
+        } else if matches!(b, b'u' | b'U') && b1 == b'&' && self.at(start + 2) == b'\'' {
+            (
+                Kind::String,
+                self.quoted_end(start + 3, b'\'', self.backslash_strings),
+            )
+        } else if matches!(b, b'u' | b'U') && b1 == b'&' && self.at(start + 2) == b'"' {
+            (Kind::QuotedIdent, self.quoted_end(start + 3, b'"', false))
+        } else if is_ident_start(b) {
+            let mut i = start + 1;
+            while i < n && is_ident_cont(src[i]) {
+                i += 1;
+            }
+            (Kind::Word, i)
+        } else if b.is_ascii_digit() || (b == b'.' && b1.is_ascii_digit()) {
+            (Kind::Number, self.number_end(start))
+        } else if b == b'$' && b1.is_ascii_digit() {
+            let mut i = start + 1;
+            while i < n && src[i].is_ascii_digit() {
+                i += 1;
+            }
+            (Kind::Param, i)
+        } else if b == b'$' {
+            match self.dollar_tag_len(start) {
+                Some(len) => {
+                    let tag = &src[start..start + len];
+                    let body = start + len;
+                    // Only a `$` can start the closing tag, and a partial match never
+                    // contains one past its first byte, so this stays linear.
+                    let mut i = body;
+                    let mut end = n;
+                    while let Some(p) = src.get(i..).and_then(|r| r.iter().position(|&c| c == b'$'))
+                    {
+                        if src[i + p..].starts_with(tag) {
+                            end = i + p + len;
+                            break;
+                        }
+                        i += p + 1;
+                    }
+                    (Kind::String, end)
+                }
+                None => (Kind::Other, start + 1),
+            }
+        } else if matches!(b, b'(' | b')' | b'[' | b']' | b',' | b';' | b'.' | b':') {
+            (Kind::Punct(b), start + 1)
+        } else if is_op_char(b) {
+            let mut i = start + 1;
+            while i < n
+                && is_op_char(src[i])
+                && !(src[i] == b'-' && self.at(i + 1) == b'-')
+                && !(src[i] == b'/' && self.at(i + 1) == b'*')
+            {
+                i += 1;
+            }
+            (Kind::Op, i)
+        } else {
+            (Kind::Other, start + 1)
+        };
+        let end = end.clamp(start + 1, n);
+        self.pos = end;
+        Some(Token { kind, start, end })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statement analysis
+
+/// The kind of statement, from its leading keyword(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// SELECT, VALUES, TABLE, WITH, SHOW: read-only unless something inside writes.
+    Query,
+    Begin,
+    /// COMMIT, END, ABORT, ROLLBACK (not TO), PREPARE TRANSACTION.
+    Commit,
+    Create,
+    Declare,
+    Other,
+}
+
+struct Stmt {
+    empty: bool,
+    read_only: bool,
+    tx: TxEffect,
+    pin: Option<PinReason>,
+}
+
+fn kw(t: Option<Token>, src: &[u8], word: &str) -> bool {
+    t.is_some_and(|t| t.kind == Kind::Word && text(src, t).eq_ignore_ascii_case(word.as_bytes()))
+}
+
+fn kw_any(t: Option<Token>, src: &[u8], words: &[&str]) -> bool {
+    words.iter().any(|w| kw(t, src, w))
+}
+
+fn is_punct(t: Option<Token>, p: u8) -> bool {
+    t.is_some_and(|t| t.kind == Kind::Punct(p))
+}
+
+fn text(src: &[u8], t: Token) -> &[u8] {
+    src.get(t.start..t.end).unwrap_or(&[])
+}
+
+fn set_pin(pin: &mut Option<PinReason>, reason: PinReason) {
+    if pin.is_none() {
+        *pin = Some(reason);
+    }
+}
+
+/// Consumes tokens through the `)` matching an already consumed `(`. Stops early (returning
+/// false) at a `;` it leaves unconsumed, or at the end.
+fn skip_parens(lx: &mut Lexer) -> bool {
+    let mut depth = 1usize;
+    while let Some(t) = lx.peek_sig() {
+        if t.kind == Kind::Punct(b';') {
+            return false;
+        }
+        lx.next_sig();
+        match t.kind {
+            Kind::Punct(b'(') => depth += 1,
+            Kind::Punct(b')') => {
+                depth -= 1;
+                if depth == 0 {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Reads one statement through its terminating `;` (or the end). `None` at the end of input.
+fn statement(lx: &mut Lexer) -> Option<Stmt> {
+    let src = lx.src;
+    let mut st = Stmt {
+        empty: false,
+        read_only: false,
+        tx: TxEffect::Other,
+        pin: None,
+    };
+    let mut depth = 0usize;
+
+    // Leading parentheses, then EXPLAIN [ (options) | ANALYZE VERBOSE ... ], then the head.
+    let mut first = lx.next_sig()?;
+    if first.kind == Kind::Punct(b';') {
+        st.empty = true;
+        return Some(st);
+    }
+    loop {
+        while first.kind == Kind::Punct(b'(') {
+            depth += 1;
+            match lx.next_sig() {
+                Some(t) => first = t,
+                None => return Some(st),
+            }
+        }
+        if !kw(Some(first), src, "explain") {
+            break;
+        }
+        if is_punct(lx.peek_sig(), b'(') {
+            lx.next_sig();
+            skip_parens(lx);
+        }
+        while kw_any(lx.peek_sig(), src, &["analyze", "analyse", "verbose"]) {
+            lx.next_sig();
+        }
+        match lx.peek_sig() {
+            Some(t) if t.kind != Kind::Punct(b';') => {
+                lx.next_sig();
+                first = t;
+            }
+            // A bare EXPLAIN: a syntax error, nothing runs.
+            _ => break,
+        }
+    }
+
+    let head_tok = Some(first);
+    let head = if kw_any(
+        head_tok,
+        src,
+        &["select", "values", "table", "with", "show"],
+    ) {
+        Head::Query
+    } else if kw(head_tok, src, "begin") {
+        Head::Begin
+    } else if kw(head_tok, src, "start") {
+        if kw(lx.peek_sig(), src, "transaction") {
+            Head::Begin
+        } else {
+            Head::Other
+        }
+    } else if kw_any(head_tok, src, &["commit", "end", "abort"]) {
+        if kw(lx.peek_sig(), src, "prepared") {
+            Head::Other
+        } else {
+            Head::Commit
+        }
+    } else if kw(head_tok, src, "rollback") {
+        let mut peek = *lx;
+        if kw_any(peek.peek_sig(), src, &["work", "transaction"]) {
+            peek.next_sig();
+        }
+        if kw_any(peek.peek_sig(), src, &["to", "prepared"]) {
+            Head::Other
+        } else {
+            Head::Commit
+        }
+    } else if kw(head_tok, src, "prepare") {
+        if kw(lx.peek_sig(), src, "transaction") {
+            Head::Commit
+        } else {
+            set_pin(&mut st.pin, PinReason::SqlPrepare);
+            Head::Other
+        }
+    } else if kw(head_tok, src, "set") {
+        if !kw_any(lx.peek_sig(), src, &["local", "transaction", "constraints"]) {
+            set_pin(&mut st.pin, PinReason::Set);
+        }
+        Head::Other
+    } else if kw(head_tok, src, "reset") {
+        set_pin(&mut st.pin, PinReason::Set);
+        Head::Other
+    } else if kw(head_tok, src, "listen") {
+        set_pin(&mut st.pin, PinReason::Listen);
+        Head::Other
+    } else if kw(head_tok, src, "load") {
+        set_pin(&mut st.pin, PinReason::Load);
+        Head::Other
+    } else if kw(head_tok, src, "declare") {
+        Head::Declare
+    } else if kw(head_tok, src, "create") {
+        while kw_any(
+            lx.peek_sig(),
+            src,
+            &["or", "replace", "global", "local", "unlogged"],
+        ) {
+            lx.next_sig();
+        }
+        if kw_any(lx.peek_sig(), src, &["temp", "temporary"]) {
+            set_pin(&mut st.pin, PinReason::TempObject);
+        }
+        Head::Create
+    } else {
+        Head::Other
+    };
+
+    // The rest of the statement, token by token.
+    let mut writes = false;
+    let mut unsafe_call = false;
+    let mut read_only_mode = false;
+    let mut read_write_mode = false;
+    let mut chain = false;
+    let mut saw_into = false;
+    let mut declare_for = false;
+    let mut atomic = 0usize;
+    let mut prev = head_tok;
+    let mut prev2: Option<Token> = None;
+    while let Some(t) = lx.next_sig() {
+        match t.kind {
+            Kind::Punct(b'(') => depth += 1,
+            Kind::Punct(b')') => depth = depth.saturating_sub(1),
+            Kind::Punct(b';') if depth == 0 && atomic == 0 => break,
+            Kind::Word => {
+                let cur = Some(t);
+                let next = lx.peek_sig();
+                if head == Head::Create && atomic == 0 {
+                    if kw(cur, src, "begin") && kw(next, src, "atomic") {
+                        atomic = 1;
+                    }
+                } else if atomic > 0 {
+                    if kw(cur, src, "case") {
+                        atomic += 1;
+                    } else if kw(cur, src, "end") {
+                        atomic -= 1;
+                    }
+                }
+                if kw_any(cur, src, &["insert", "update", "delete", "merge"]) {
+                    writes = true;
+                } else if kw(cur, src, "into") {
+                    writes = true;
+                    saw_into = true;
+                    if head == Head::Query && kw_any(next, src, &["temp", "temporary"]) {
+                        set_pin(&mut st.pin, PinReason::TempObject);
+                    }
+                } else if kw(cur, src, "for") {
+                    if kw_any(next, src, &["update", "share", "no", "key"]) {
+                        writes = true;
+                    }
+                    if depth == 0 {
+                        declare_for = true;
+                    }
+                } else if kw(cur, src, "read") {
+                    read_only_mode |= kw(next, src, "only");
+                    read_write_mode |= kw(next, src, "write");
+                } else if kw(cur, src, "and") {
+                    chain |= kw(next, src, "chain");
+                } else if kw(cur, src, "with") {
+                    if head == Head::Declare && !declare_for && kw(next, src, "hold") {
+                        set_pin(&mut st.pin, PinReason::HoldCursor);
+                    }
+                } else if kw(cur, src, "pg_temp") {
+                    if (head == Head::Create || saw_into) && is_punct(next, b'.') {
+                        set_pin(&mut st.pin, PinReason::TempObject);
+                    }
+                } else if kw(cur, src, "operator") && is_punct(next, b'(') {
+                    // `OPERATOR(schema.+)` is an operator, not a call, and what follows its
+                    // `)` is an operand, not an alias.
+                    lx.next_sig();
+                    skip_parens(lx);
+                    prev2 = None;
+                    prev = Some(Token {
+                        kind: Kind::Op,
+                        start: t.start,
+                        end: t.start,
+                    });
+                    continue;
+                }
+                if is_punct(next, b'(') && is_call(lx, src, t, prev) {
+                    call(src, t, false, prev, prev2, &mut unsafe_call, &mut st.pin);
+                }
+            }
+            Kind::QuotedIdent if is_punct(lx.peek_sig(), b'(') && is_call(lx, src, t, prev) => {
+                call(src, t, true, prev, prev2, &mut unsafe_call, &mut st.pin);
+            }
+            _ => {}
+        }
+        prev2 = prev;
+        prev = Some(t);
+    }
+
+    match head {
+        Head::Query => st.read_only = !writes && !unsafe_call && st.pin.is_none(),
+        Head::Begin => {
+            st.tx = if read_only_mode && !read_write_mode {
+                TxEffect::BeginReadOnly
+            } else {
+                TxEffect::Begin
+            }
+        }
+        Head::Commit => {
+            st.tx = if chain {
+                TxEffect::Begin
+            } else {
+                TxEffect::Commit
+            }
+        }
+        Head::Create | Head::Declare | Head::Other => {}
+    }
+    Some(st)
+}
+
+/// Keywords that may stand before `(` without being a function call.
+const NOT_CALLS: &[&str] = &[
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "between",
+    "bit",
+    "by",
+    "case",
+    "cast",
+    "char",
+    "character",
+    "dec",
+    "decimal",
+    "distinct",
+    "else",
+    "except",
+    "exists",
+    "float",
+    "from",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "intersect",
+    "interval",
+    "is",
+    "join",
+    "lateral",
+    "like",
+    "limit",
+    "not",
+    "numeric",
+    "offset",
+    "on",
+    "or",
+    "returning",
+    "row",
+    "select",
+    "some",
+    "then",
+    "time",
+    "timestamp",
+    "union",
+    "using",
+    "values",
+    "varchar",
+    "varying",
+    "when",
+    "where",
+    "with",
+];
+
+/// Unreserved keywords that are not calls only after a `)` (`count(*) FILTER (...)`,
+/// `f() OVER (...)`); elsewhere they could name a user function.
+const NOT_CALLS_AFTER_PAREN: &[&str] = &["filter", "over"];
+
+/// Whether the word (or quoted identifier) `t`, followed by `(`, is a function call.
+fn is_call(lx: &Lexer, src: &[u8], t: Token, prev: Option<Token>) -> bool {
+    if t.kind == Kind::Word {
+        let cur = Some(t);
+        if kw_any(cur, src, NOT_CALLS) {
+            return false;
+        }
+        if is_punct(prev, b')') && kw_any(cur, src, NOT_CALLS_AFTER_PAREN) {
+            return false;
+        }
+        if kw(cur, src, "materialized") && kw_any(prev, src, &["as", "not"]) {
+            return false;
+        }
+    }
+    // `AS t(a, b)`, `generate_series(1, 3) g(i)`: an alias with a column list.
+    if kw(prev, src, "as") || is_punct(prev, b')') {
+        return false;
+    }
+    // `WITH [RECURSIVE] name(cols) AS (...)`.
+    if kw_any(prev, src, &["with", "recursive"]) {
+        return false;
+    }
+    // `..., name(cols) AS [NOT] [MATERIALIZED] (...)`: a further CTE, found with a bounded look.
+    if is_punct(prev, b',') && is_cte_name(lx, src) {
+        return false;
+    }
+    true
+}
+
+/// With `lx` just before `(`: does a column list follow, then `AS (` / `AS [NOT] MATERIALIZED`?
+fn is_cte_name(lx: &Lexer, src: &[u8]) -> bool {
+    const LOOKAHEAD: usize = 256;
+    let mut look = *lx;
+    let mut depth = 0usize;
+    for _ in 0..LOOKAHEAD {
+        let Some(t) = look.next_sig() else {
+            return false;
+        };
+        match t.kind {
+            Kind::Punct(b'(') => depth += 1,
+            Kind::Punct(b')') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    if !kw(look.next_sig(), src, "as") {
+                        return false;
+                    }
+                    let after = look.next_sig();
+                    return is_punct(after, b'(') || kw_any(after, src, &["not", "materialized"]);
+                }
+            }
+            // Column lists hold names and commas only.
+            Kind::Word | Kind::QuotedIdent | Kind::Punct(b',') => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Records a call to the function named by `t` (qualified by `prev2` when `prev` is a `.`).
+fn call(
+    src: &[u8],
+    t: Token,
+    quoted: bool,
+    prev: Option<Token>,
+    prev2: Option<Token>,
+    unsafe_call: &mut bool,
+    pin: &mut Option<PinReason>,
+) {
+    let raw = text(src, t);
+    let name = if quoted {
+        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or(&[]);
+        // A quoted name is case-sensitive: "COUNT" is not count.
+        if inner.iter().any(|b| b.is_ascii_uppercase() || *b == b'"') {
+            *unsafe_call = true;
+            return;
+        }
+        inner
+    } else {
+        raw
+    };
+    let mut buf = [0u8; 64];
+    let Some(slot) = buf.get_mut(..name.len()) else {
+        *unsafe_call = true;
+        return;
+    };
+    slot.copy_from_slice(name);
+    slot.make_ascii_lowercase();
+    let lower: &[u8] = slot;
+
+    if SESSION_LOCKS.iter().any(|f| f.as_bytes() == lower) {
+        set_pin(pin, PinReason::AdvisoryLock);
+    } else if lower == b"set_config" {
+        set_pin(pin, PinReason::Set);
+    }
+
+    let qualified_ok = if is_punct(prev, b'.') {
+        kw(prev2, src, "pg_catalog")
+    } else {
+        true
+    };
+    if !qualified_ok || PURE.binary_search_by(|f| f.as_bytes().cmp(lower)).is_err() {
+        *unsafe_call = true;
+    }
+}
+
+/// Advisory locks held until the session ends or they are released.
+const SESSION_LOCKS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+];
+
+/// Built-ins that neither write nor change session state. Sorted (a test checks), lowercase.
+/// Deliberately absent, among others: nextval, setval, currval/lastval (harmless but tied to
+/// session sequences), pg_advisory_*, lo_*, pg_notify, set_config, dblink*, pg_sleep,
+/// pg_terminate_backend, pg_cancel_backend, pg_reload_conf, pg_switch_wal, txid_current,
+/// pg_current_xact_id (assigns a transaction id, which a replica cannot).
+const PURE: &[&str] = &[
     "abs",
     "age",
     "array_agg",
+    "array_append",
+    "array_cat",
     "array_length",
     "array_lower",
     "array_position",
+    "array_positions",
+    "array_prepend",
+    "array_remove",
+    "array_replace",
+    "array_to_json",
     "array_to_string",
     "array_upper",
+    "ascii",
     "avg",
+    "bit_and",
     "bit_length",
+    "bit_or",
     "bool_and",
     "bool_or",
     "btrim",
@@ -299,8 +957,11 @@ const PURE_FUNCTIONS: &[&str] = &[
     "chr",
     "clock_timestamp",
     "coalesce",
+    "col_description",
     "concat",
     "concat_ws",
+    "corr",
+    "cos",
     "count",
     "cume_dist",
     "current_database",
@@ -324,31 +985,51 @@ const PURE_FUNCTIONS: &[&str] = &[
     "first_value",
     "floor",
     "format",
+    "format_type",
     "gen_random_uuid",
     "generate_series",
     "generate_subscripts",
     "greatest",
+    "grouping",
+    "has_database_privilege",
+    "has_schema_privilege",
     "has_table_privilege",
+    "inet_client_addr",
+    "inet_server_addr",
     "initcap",
     "isfinite",
     "json_agg",
     "json_array_elements",
+    "json_array_elements_text",
     "json_array_length",
     "json_build_array",
     "json_build_object",
     "json_each",
+    "json_each_text",
     "json_extract_path",
+    "json_extract_path_text",
     "json_object_agg",
+    "json_object_keys",
     "json_typeof",
     "jsonb_agg",
     "jsonb_array_elements",
+    "jsonb_array_elements_text",
     "jsonb_array_length",
     "jsonb_build_array",
     "jsonb_build_object",
     "jsonb_each",
+    "jsonb_each_text",
     "jsonb_extract_path",
+    "jsonb_extract_path_text",
     "jsonb_object_agg",
+    "jsonb_object_keys",
+    "jsonb_pretty",
+    "jsonb_set",
+    "jsonb_strip_nulls",
     "jsonb_typeof",
+    "justify_days",
+    "justify_hours",
+    "justify_interval",
     "lag",
     "last_value",
     "lead",
@@ -359,6 +1040,7 @@ const PURE_FUNCTIONS: &[&str] = &[
     "localtime",
     "localtimestamp",
     "log",
+    "log10",
     "lower",
     "lpad",
     "ltrim",
@@ -366,28 +1048,44 @@ const PURE_FUNCTIONS: &[&str] = &[
     "make_interval",
     "make_time",
     "make_timestamp",
+    "make_timestamptz",
     "max",
     "md5",
     "min",
     "mod",
+    "mode",
     "now",
     "nth_value",
     "ntile",
     "nullif",
+    "num_nonnulls",
+    "num_nulls",
+    "obj_description",
     "octet_length",
     "overlay",
     "percent_rank",
     "percentile_cont",
     "percentile_disc",
     "pg_backend_pid",
+    "pg_database_size",
+    "pg_get_constraintdef",
+    "pg_get_expr",
+    "pg_get_indexdef",
+    "pg_get_userbyid",
+    "pg_get_viewdef",
     "pg_is_in_recovery",
     "pg_last_wal_receive_lsn",
     "pg_last_wal_replay_lsn",
     "pg_last_xact_replay_timestamp",
-    "pg_sleep",
+    "pg_postmaster_start_time",
+    "pg_relation_size",
+    "pg_size_pretty",
+    "pg_table_size",
+    "pg_total_relation_size",
     "pg_typeof",
     "pi",
     "position",
+    "pow",
     "power",
     "quote_ident",
     "quote_literal",
@@ -399,6 +1097,7 @@ const PURE_FUNCTIONS: &[&str] = &[
     "regexp_matches",
     "regexp_replace",
     "regexp_split_to_array",
+    "regexp_split_to_table",
     "repeat",
     "replace",
     "reverse",
@@ -409,7 +1108,9 @@ const PURE_FUNCTIONS: &[&str] = &[
     "rpad",
     "rtrim",
     "session_user",
+    "sha256",
     "sign",
+    "sin",
     "split_part",
     "sqrt",
     "starts_with",
@@ -423,13 +1124,15 @@ const PURE_FUNCTIONS: &[&str] = &[
     "substr",
     "substring",
     "sum",
+    "tan",
     "timeofday",
     "to_char",
     "to_date",
-    "to_hex",
     "to_json",
     "to_jsonb",
     "to_number",
+    "to_regclass",
+    "to_regtype",
     "to_timestamp",
     "transaction_timestamp",
     "translate",
@@ -443,277 +1146,3 @@ const PURE_FUNCTIONS: &[&str] = &[
     "version",
     "width_bucket",
 ];
-
-/// Words that may stand before `(` without being a function call.
-const NOT_CALLS: &[&str] = &[
-    "all",
-    "and",
-    "any",
-    "array",
-    "as",
-    "between",
-    "bit",
-    "by",
-    "case",
-    "cast",
-    "char",
-    "character",
-    "decimal",
-    "distinct",
-    "else",
-    "except",
-    "exists",
-    "filter",
-    "float",
-    "from",
-    "group",
-    "groups",
-    "having",
-    "in",
-    "intersect",
-    "interval",
-    "is",
-    "join",
-    "lateral",
-    "like",
-    "limit",
-    "not",
-    "numeric",
-    "offset",
-    "on",
-    "or",
-    "order",
-    "over",
-    "partition",
-    "range",
-    "row",
-    "rows",
-    "select",
-    "some",
-    "then",
-    "time",
-    "timestamp",
-    "union",
-    "using",
-    "values",
-    "varchar",
-    "when",
-    "where",
-    "window",
-    "with",
-    "within",
-];
-
-/// Words that, anywhere in a statement, mean it may write or lock.
-const WRITE_WORDS: &[&str] = &[
-    "alter", "analyze", "call", "cluster", "comment", "copy", "create", "delete", "do", "drop",
-    "grant", "insert", "into", "lock", "merge", "notify", "refresh", "reindex", "revoke",
-    "truncate", "update", "vacuum",
-];
-
-fn word_in(word: &[u8], list: &[&str]) -> bool {
-    list.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(word))
-}
-
-fn is(word: &[u8], kw: &str) -> bool {
-    word.eq_ignore_ascii_case(kw.as_bytes())
-}
-
-/// Analyse one or more statements.
-pub fn analyze(sql: &str) -> Analysis {
-    let bytes = sql.as_bytes();
-    let mut lx = Lexer::new(sql);
-    let mut out = Analysis {
-        statements: 0,
-        read_only: true,
-        tx: TxEffect::Other,
-        pin: None,
-    };
-    let mut st = Statement::default();
-    loop {
-        let t = lx.next();
-        match t {
-            None
-            | Some(Token {
-                kind: Kind::Semicolon,
-                ..
-            }) => {
-                if st.tokens > 0 {
-                    out.statements += 1;
-                    let (read_only, tx, pin) = st.finish();
-                    out.read_only &= read_only;
-                    if out.statements == 1 {
-                        out.tx = tx;
-                    }
-                    if out.pin.is_none() {
-                        out.pin = pin;
-                    }
-                }
-                st = Statement::default();
-                if t.is_none() {
-                    break;
-                }
-            }
-            Some(t) => st.feed(&t, &bytes[t.start..t.end]),
-        }
-    }
-    if out.statements == 0 {
-        out.read_only = false;
-    }
-    out
-}
-
-/// What one statement has shown so far.
-#[derive(Default)]
-struct Statement<'a> {
-    tokens: u32,
-    /// The first three words (after leading parentheses), for the statement's kind.
-    words: [&'a [u8]; 4],
-    nwords: usize,
-    /// The previous token was this word (a function name if `(` follows).
-    prev_word: Option<&'a [u8]>,
-    prev_kind: Option<Kind>,
-    /// The word before the previous one (for `FOR UPDATE`, `WITH HOLD`, `READ ONLY`).
-    last_words: [&'a [u8]; 2],
-    writes: bool,
-    impure_call: bool,
-    locking: bool,
-    read_only_seen: bool,
-    with_hold: bool,
-    temp: bool,
-    advisory: bool,
-    set_config: bool,
-    explain_analyze: bool,
-}
-
-impl<'a> Statement<'a> {
-    fn feed(&mut self, t: &Token, text: &'a [u8]) {
-        self.tokens += 1;
-        match t.kind {
-            Kind::Word => {
-                if self.nwords < self.words.len() {
-                    self.words[self.nwords] = text;
-                    self.nwords += 1;
-                }
-                if word_in(text, WRITE_WORDS) {
-                    // EXPLAIN ANALYZE runs its statement; ANALYZE alone writes statistics.
-                    if is(text, "analyze") && self.nwords >= 2 && is(self.words[0], "explain") {
-                        self.explain_analyze = true;
-                    } else {
-                        self.writes = true;
-                    }
-                }
-                let prev = self.last_words[1];
-                if is(prev, "for")
-                    && (is(text, "update")
-                        || is(text, "share")
-                        || is(text, "no")
-                        || is(text, "key"))
-                {
-                    self.locking = true;
-                }
-                if is(prev, "read") && is(text, "only") {
-                    self.read_only_seen = true;
-                }
-                if is(prev, "with") && is(text, "hold") {
-                    self.with_hold = true;
-                }
-                if is(text, "temp") || is(text, "temporary") {
-                    self.temp = true;
-                }
-                self.last_words = [self.last_words[1], text];
-                self.prev_word = Some(text);
-            }
-            Kind::LParen => {
-                if self.prev_kind == Some(Kind::QuotedIdent) {
-                    self.impure_call = true; // "quoted"(...) is a call we cannot judge
-                }
-                if let (Some(name), Some(Kind::Word)) = (self.prev_word, self.prev_kind) {
-                    if !word_in(name, NOT_CALLS) && !word_in(name, PURE_FUNCTIONS) {
-                        self.impure_call = true;
-                        let lower_starts = |p: &str| {
-                            name.len() >= p.len()
-                                && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())
-                        };
-                        if (lower_starts("pg_advisory_") || lower_starts("pg_try_advisory_"))
-                            && !name.windows(4).any(|w| w.eq_ignore_ascii_case(b"xact"))
-                        {
-                            self.advisory = true;
-                        }
-                        if is(name, "set_config") {
-                            self.set_config = true;
-                        }
-                    }
-                }
-                self.prev_word = None;
-            }
-            _ => self.prev_word = None,
-        }
-        self.prev_kind = Some(t.kind);
-    }
-
-    fn finish(&self) -> (bool, TxEffect, Option<PinReason>) {
-        let w = |i: usize| {
-            if i < self.nwords {
-                self.words[i]
-            } else {
-                &b""[..]
-            }
-        };
-        let first = w(0);
-        let tx = if is(first, "begin") || (is(first, "start") && is(w(1), "transaction")) {
-            if self.read_only_seen {
-                TxEffect::BeginReadOnly
-            } else {
-                TxEffect::Begin
-            }
-        } else if is(first, "commit")
-            || is(first, "end")
-            || is(first, "abort")
-            || (is(first, "rollback")
-                && !(is(w(1), "to") || is(w(2), "to"))
-                && !is(w(1), "prepared"))
-        {
-            TxEffect::Commit
-        } else {
-            TxEffect::Other
-        };
-        let pin = if is(first, "set") {
-            if is(w(1), "local") || is(w(1), "transaction") || is(w(1), "constraints") {
-                None
-            } else {
-                Some(PinReason::Set)
-            }
-        } else if is(first, "reset") {
-            Some(PinReason::Set)
-        } else if is(first, "listen") {
-            Some(PinReason::Listen)
-        } else if is(first, "create") && self.temp {
-            Some(PinReason::TempObject)
-        } else if is(first, "declare") && self.with_hold {
-            Some(PinReason::HoldCursor)
-        } else if is(first, "prepare") && !is(w(1), "transaction") {
-            Some(PinReason::SqlPrepare)
-        } else if is(first, "load") {
-            Some(PinReason::Load)
-        } else if self.advisory {
-            Some(PinReason::AdvisoryLock)
-        } else if self.set_config {
-            Some(PinReason::Set)
-        } else {
-            None
-        };
-        let reading_kind = is(first, "select")
-            || is(first, "values")
-            || is(first, "table")
-            || is(first, "show")
-            || is(first, "with")
-            || is(first, "explain");
-        let read_only =
-            reading_kind && !self.writes && !self.impure_call && !self.locking && pin.is_none();
-        (read_only, tx, pin)
-    }
-}
-
-#[cfg(test)]
-mod tests;

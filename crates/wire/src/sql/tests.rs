@@ -202,3 +202,420 @@ fn hostile_input_never_panics() {
     let nested = "/*".repeat(10_000);
     assert_eq!(analyze(&nested).statements, 0);
 }
+
+#[test]
+fn masking_edge_cases() {
+    let cases = [
+        // Whitespace runs and comments become one space; none at the ends.
+        ("  select\t\n 1  ", "select ?"),
+        ("select/**/a/* x */from t", "select a from t"),
+        ("select a--c\n,b", "select a ,b"),
+        ("select a --c\r\nfrom t", "select a from t"),
+        ("/* only */", ""),
+        ("-- only", ""),
+        // Unterminated quotes and comments hide the rest.
+        ("select E'abc\\", "select ?"),
+        ("select 'a' || 'b", "select ? || ?"),
+        ("select $tag$ never closed $other$", "select ?"),
+        ("select 1 /* never /* closed */", "select ?"),
+        ("select \"unterminated ident", "select \"unterminated ident"),
+        // E-strings: \' does not end the string; plain strings: \ is an ordinary character.
+        ("select E'it\\'s', 'c:\\'", "select ?, ?"),
+        ("select e'\\\\', 1", "select ?, ?"),
+        // Prefixes only when glued to the quote; otherwise they are identifiers.
+        (
+            "select e 'x', b'1', X'0A', u&'\\0041'",
+            "select e ?, ?, ?, ?",
+        ),
+        ("select U&\"d\\0061t\"", "select U&\"d\\0061t\""),
+        ("select n'x', N'y'", "select ?, ?"),
+        // Dollar quotes: tags, nesting of other tags, and `$` inside identifiers.
+        ("select $a$ x $b$ y $b$ z $a$, 2", "select ?, ?"),
+        ("select a$b, c$$d from t$1", "select a$b, c$$d from t$1"),
+        ("select $1, $12::text, $", "select $1, $12::text, $"),
+        ("select $x", "select $x"),
+        // Numbers in all their forms; a sign stays an operator.
+        (
+            "select -1, +2.5, 3e10, 4.e-2, 1_000, 0o17, 0b101, .5",
+            "select -?, +?, ?, ?, ?, ?, ?, ?",
+        ),
+        ("select t1.c2 from s3.t4", "select t1.c2 from s3.t4"),
+        ("select a[1:2]", "select a[?:?]"),
+        ("select 1::int, '1'::int", "select ?::int, ?::int"),
+        // Operators glued to comment starts.
+        ("select 1+-- x\n2", "select ?+ ?"),
+        ("select 2*/* x */3", "select ?* ?"),
+        // Unicode identifiers and text pass through intact; literals do not.
+        (
+            "SELECT \u{e9}t\u{e9}, \"\u{1F600}\" FROM caf\u{e9} WHERE x = '\u{1F600}'",
+            "SELECT \u{e9}t\u{e9}, \"\u{1F600}\" FROM caf\u{e9} WHERE x = ?",
+        ),
+        ("select '\u{0}'", "select ?"),
+        ("select 'a'\n'b'", "select ? ?"),
+        (
+            "select date '2024-01-01', interval '1 day'",
+            "select date ?, interval ?",
+        ),
+        ("select true, null", "select true, null"),
+        (
+            "select * from t where j ? 'k'",
+            "select * from t where j ? ?",
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(mask_literals(input), want, "{input:?}");
+    }
+}
+
+#[test]
+fn masking_with_backslash_strings() {
+    let off = Dialect {
+        standard_conforming_strings: false,
+    };
+    // With standard_conforming_strings off, `\'` does not end a plain string either.
+    assert_eq!(
+        mask_literals_with("select 'a\\'; drop table t; --', 1", off),
+        "select ?, ?"
+    );
+    assert_eq!(
+        mask_literals("select 'a\\'; drop table t; --', 1"),
+        "select ?; drop table t;"
+    );
+    assert_eq!(
+        analyze_with("select 'a\\'; delete from t'", off).statements,
+        1
+    );
+    assert!(analyze_with("select 'a\\'; delete from t'", off).read_only);
+    assert_eq!(analyze("select 'a\\'; delete from t'").statements, 2);
+    assert_eq!(Dialect::default(), Dialect::STANDARD);
+}
+
+#[test]
+fn read_only_table() {
+    // (sql, read_only)
+    let cases = [
+        ("SELECT 1", true),
+        ("select\n*\nfrom t", true),
+        ("((select 1))", true),
+        ("(values (1))", true),
+        ("show all", true),
+        (
+            "with recursive r(n) as (select 1 union all select n + 1 from r) select * from r",
+            true,
+        ),
+        (
+            "with a(x) as (select 1), b(y) as not materialized (select 2) select * from a, b",
+            true,
+        ),
+        ("with a as materialized (select 1) select * from a", true),
+        ("select * from generate_series(1, 3) g(i)", true),
+        ("select * from (values (1, 2)) as v(a, b)", true),
+        (
+            "select * from unnest(array[1]) with ordinality as u(x, n)",
+            true,
+        ),
+        (
+            "select count(*) filter (where a > 1) over (partition by b) from t",
+            true,
+        ),
+        (
+            "select percentile_cont(0.5) within group (order by a) from t",
+            true,
+        ),
+        (
+            "select a from t where b = any($1) and c not in (select 1)",
+            true,
+        ),
+        ("select a from t order by (a) limit (5) offset (1)", true),
+        ("select pg_catalog.count(*), PG_CATALOG.NOW() from t", true),
+        ("select \"count\"(*) from t", true),
+        ("explain (analyze, buffers) select 1", true),
+        ("explain analyse verbose select 1", true),
+        ("EXPLAIN (FORMAT JSON) (SELECT 1)", true),
+        ("select 'nextval(1)', $$ insert $$ from t -- delete", true),
+        ("select \"update\", \"into\" from t", true),
+        ("select a from t where x = $1 for /* not */ read_only", true),
+        ("select 1;;", true),
+        // Writes, locks, side effects and anything unknown.
+        ("explain analyze delete from t", false),
+        ("explain (analyze) update t set a = 1", false),
+        ("explain (costs off) insert into t values (1)", false),
+        (
+            "with x as (update t set a = 1 returning *) select * from x",
+            false,
+        ),
+        (
+            "with x as (select 1) merge into t using x on true when matched then do nothing",
+            false,
+        ),
+        ("select a into temp t2 from t", false),
+        ("select * from t for key share", false),
+        ("select * from t for no key update of t skip locked", false),
+        ("select myschema.lower(a) from t", false),
+        ("select public.count(*) from t", false),
+        ("select \"COUNT\"(*) from t", false),
+        ("select \"we\"\"ird\"(1)", false),
+        ("select pg_catalog.nextval('s')", false),
+        ("select lo_import('/etc/passwd')", false),
+        ("select dblink_exec('x', 'delete from t')", false),
+        ("select pg_terminate_backend(1)", false),
+        ("select pg_current_xact_id()", false),
+        ("select pg_sleep(1)", false),
+        ("select a from t where b = f(1)", false),
+        (
+            "select a from t where (b) operator(pg_catalog.=) nextval('s')",
+            false,
+        ),
+        ("select a, nextval('s') as id from t", false),
+        ("with a(x) as (select 1), nextval('s') as y select 1", false),
+        ("select 1; select nextval('s')", false),
+        ("table t; begin", false),
+        ("execute p(1)", false),
+        ("fetch 10 from c", false),
+        ("set x = 1", false),
+        ("(", false),
+        (")", false),
+        ("explain", false),
+        ("select", true),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(analyze(sql).read_only, want, "{sql}: {:?}", analyze(sql));
+    }
+}
+
+#[test]
+fn transaction_table() {
+    let cases = [
+        ("  (begin)", TxEffect::Begin),
+        ("begin work", TxEffect::Begin),
+        ("begin transaction read only", TxEffect::BeginReadOnly),
+        (
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            TxEffect::BeginReadOnly,
+        ),
+        ("begin isolation level repeatable read", TxEffect::Begin),
+        ("begin read only, read write", TxEffect::Begin),
+        (
+            "start transaction isolation level serializable",
+            TxEffect::Begin,
+        ),
+        ("start", TxEffect::Other),
+        ("commit work", TxEffect::Commit),
+        ("commit and no chain", TxEffect::Commit),
+        ("COMMIT AND CHAIN", TxEffect::Begin),
+        ("rollback and chain", TxEffect::Begin),
+        ("rollback transaction", TxEffect::Commit),
+        ("rollback transaction to savepoint s", TxEffect::Other),
+        ("commit prepared 'x'", TxEffect::Other),
+        ("prepare transaction 'x'", TxEffect::Commit),
+        ("savepoint s", TxEffect::Other),
+        ("release savepoint s", TxEffect::Other),
+        ("set transaction read only", TxEffect::Other),
+        ("begin read only; select 1", TxEffect::BeginReadOnly),
+        ("select 1; begin", TxEffect::Other),
+        ("; ; commit", TxEffect::Commit),
+        ("/* c */ -- d\n END", TxEffect::Commit),
+        ("do $$ begin commit; end $$", TxEffect::Other),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(analyze(sql).tx, want, "{sql}");
+    }
+}
+
+#[test]
+fn pin_table() {
+    let cases = [
+        ("set role app", Some(PinReason::Set)),
+        ("set session authorization app", Some(PinReason::Set)),
+        (
+            "set session characteristics as transaction read only",
+            Some(PinReason::Set),
+        ),
+        ("SET statement_timeout TO DEFAULT", Some(PinReason::Set)),
+        ("reset search_path", Some(PinReason::Set)),
+        (
+            "select pg_catalog.set_config('a.b', 'c', true)",
+            Some(PinReason::Set),
+        ),
+        (
+            "select pg_catalog.pg_advisory_lock_shared(1)",
+            Some(PinReason::AdvisoryLock),
+        ),
+        (
+            "select PG_TRY_ADVISORY_LOCK(1)",
+            Some(PinReason::AdvisoryLock),
+        ),
+        ("select pg_advisory_unlock(1)", None),
+        ("select pg_try_advisory_xact_lock(1)", None),
+        (
+            "create global temporary table t (a int)",
+            Some(PinReason::TempObject),
+        ),
+        (
+            "create or replace temp view v as select 1",
+            Some(PinReason::TempObject),
+        ),
+        ("create temp sequence s", Some(PinReason::TempObject)),
+        (
+            "create table pg_temp.t (a int)",
+            Some(PinReason::TempObject),
+        ),
+        (
+            "create function pg_temp.f() returns int as 'select 1' language sql",
+            Some(PinReason::TempObject),
+        ),
+        ("create table t as select * from temp", None),
+        (
+            "select * into temporary t2 from t",
+            Some(PinReason::TempObject),
+        ),
+        ("select * into t2 from t", None),
+        ("insert into temp values (1)", None),
+        (
+            "explain analyze create temp table t as select 1",
+            Some(PinReason::TempObject),
+        ),
+        (
+            "declare c binary insensitive no scroll cursor with hold for select 1",
+            Some(PinReason::HoldCursor),
+        ),
+        ("declare c cursor without hold for select 1", None),
+        (
+            "declare c cursor for with hold as (select 1) select * from hold",
+            None,
+        ),
+        ("PREPARE p(int) AS SELECT $1", Some(PinReason::SqlPrepare)),
+        ("deallocate all", None),
+        ("load '$libdir/plugins/x'", Some(PinReason::Load)),
+        ("discard temp", None),
+        ("unlisten *", None),
+        ("notify c", None),
+        ("select 'set x = 1'", None),
+        ("-- set x = 1\nselect 1", None),
+        ("listen a; set x = 1", Some(PinReason::Listen)),
+        (
+            "select 1; select pg_advisory_lock(1); listen a",
+            Some(PinReason::AdvisoryLock),
+        ),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(analyze(sql).pin, want, "{sql}");
+    }
+    let labels: Vec<&str> = [
+        PinReason::Set,
+        PinReason::Listen,
+        PinReason::AdvisoryLock,
+        PinReason::TempObject,
+        PinReason::HoldCursor,
+        PinReason::SqlPrepare,
+        PinReason::Load,
+    ]
+    .into_iter()
+    .map(PinReason::as_str)
+    .collect();
+    assert_eq!(
+        labels,
+        [
+            "set",
+            "listen",
+            "advisory_lock",
+            "temp_object",
+            "hold_cursor",
+            "sql_prepare",
+            "load"
+        ]
+    );
+}
+
+#[test]
+fn statement_splitting() {
+    let cases = [
+        ("select 1", 1),
+        ("select 1;", 1),
+        (";;;", 0),
+        ("select 1;select 2;;select 3", 3),
+        ("select ';' as \"a;b\" -- ;\n; /* ; */ select 2", 2),
+        ("select (1; 2)", 1),
+        ("select 1); select 2", 2),
+        (
+            "create function f() returns int language sql begin atomic select 1; select case when true then 2 end; end; select 3",
+            2,
+        ),
+        ("create procedure p() begin atomic; end", 1),
+        ("begin; select 1; end; commit", 4),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(analyze(sql).statements, want, "{sql}");
+    }
+    let atomic = analyze("create function f() returns int language sql begin atomic select 1; end");
+    assert_eq!((atomic.tx, atomic.read_only), (TxEffect::Other, false));
+}
+
+#[test]
+fn pure_list_is_sorted_lowercase_and_excludes_side_effects() {
+    assert!(PURE.windows(2).all(|w| w[0] < w[1]));
+    assert!(PURE
+        .iter()
+        .all(|f| !f.bytes().any(|b| b.is_ascii_uppercase())));
+    for f in [
+        "nextval",
+        "setval",
+        "set_config",
+        "pg_notify",
+        "pg_sleep",
+        "txid_current",
+        "pg_current_xact_id",
+        "pg_reload_conf",
+        "pg_switch_wal",
+        "pg_cancel_backend",
+        "pg_terminate_backend",
+        "lo_unlink",
+        "dblink",
+    ] {
+        assert!(PURE.binary_search(&f).is_err(), "{f}");
+        assert!(!analyze(&format!("select {f}(1)")).read_only, "{f}");
+    }
+}
+
+#[test]
+fn adversarial_inputs_stay_bounded() {
+    // Deep nesting and long runs: no recursion, linear time.
+    let parens = "(".repeat(100_000) + "select 1" + &")".repeat(100_000);
+    let a = analyze(&parens);
+    assert_eq!((a.statements, a.read_only), (1, true));
+    assert_eq!(mask_literals(&parens).len(), parens.len());
+    let calls = "select ".to_string() + &"lower(".repeat(50_000) + "'x'" + &")".repeat(50_000);
+    assert!(analyze(&calls).read_only);
+    let commas = "select a".to_string() + &", f(a, b, c)".repeat(20_000);
+    assert!(!analyze(&commas).read_only);
+    let semis = ";".repeat(200_000);
+    assert_eq!(analyze(&semis).statements, 0);
+    let many = "select 1;".repeat(100_000);
+    assert_eq!(analyze(&many).statements, 100_000);
+    // 15,000 empty dollar-quoted strings, then one left open.
+    let dollars = "$a$".repeat(30_001);
+    assert_eq!(mask_literals(&dollars), "?".repeat(15_001));
+    // A long tag never closed: near-misses cost their own length once, not a rescan each.
+    let tag = "$".to_string() + &"t".repeat(50_000) + "$";
+    let near_miss = "$".to_string() + &"t".repeat(49_999) + "x";
+    let slow = tag + &"$".repeat(50_000) + &near_miss.repeat(2);
+    assert!(mask_literals(&slow) == "?");
+    let long_name = "select ".to_string() + &"x".repeat(10_000) + "(1)";
+    assert!(!analyze(&long_name).read_only);
+    // Every prefix of a tricky query (cut inside every kind of token) is handled.
+    let tricky = "select E'a\\'b', U&'x', $q$;$q$, \"i\"\"d\", 1.5e-3, $1 /* c /* n */ */ -- z\n; set x = 'y'";
+    for end in 0..=tricky.len() {
+        if let Some(prefix) = tricky.get(..end) {
+            let _ = analyze(prefix);
+            assert!(mask_literals(prefix).len() <= prefix.len());
+        }
+    }
+    // Random bytes (valid UTF-8 after lossy conversion, as the gateway passes them).
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..5_000 {
+        let bytes: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+        let s = String::from_utf8_lossy(&bytes);
+        let _ = analyze(&s);
+        assert!(mask_literals(&s).len() <= s.len());
+    }
+}
