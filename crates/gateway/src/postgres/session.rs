@@ -1326,6 +1326,17 @@ impl Session<'_> {
         let mut pos = 0;
         let mut answered = false;
         while let Ok(Some(h)) = pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+            if h.total > GATHER_LIMIT {
+                // Not worth holding (or streaming anywhere): end the session with the news.
+                let mut w = Writer::new();
+                w.error(
+                    "FATAL",
+                    "08006",
+                    "the backend connection was lost mid-transaction; the transaction was rolled back",
+                );
+                let _ = self.client.write_all(&w.buf).await;
+                return Err(End::Refused("lost_transaction"));
+            }
             if h.total > self.cbuf.len() - pos {
                 break;
             }
