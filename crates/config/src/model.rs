@@ -277,7 +277,20 @@ pub struct TargetGroup {
     pub connect_timeout: Duration,
     /// Further targets tried after a failed connect. Default 2.
     pub connect_retries: u32,
+    /// TLS from the gateway to the targets (protocol listeners). Default off.
+    pub backend_tls: BackendTls,
+    /// CA certificates that verify targets with `tls = "verify-full"`.
+    pub backend_ca: Option<PathBuf>,
     pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendTls {
+    Off,
+    /// Encrypt, without checking the server's certificate (libpq `sslmode=require`).
+    Require,
+    /// Encrypt and verify the certificate against `tls_ca` and the target's host name.
+    VerifyFull,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

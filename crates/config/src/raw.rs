@@ -175,6 +175,8 @@ pub struct RawTargetGroup {
     pub fail_open: Option<Spanned<bool>>,
     pub connect_timeout: Option<Spanned<RawDuration>>,
     pub connect_retries: Option<Spanned<i64>>,
+    pub tls: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
     pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
 }
 

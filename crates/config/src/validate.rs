@@ -670,6 +670,29 @@ impl Checker<'_> {
                 false,
             );
             let connect_retries = self.int(&g.connect_retries, &s, "connect_retries", 2, 0, 10);
+            let backend_tls = self.choice(
+                &g.tls,
+                &s,
+                "tls",
+                BackendTls::Off,
+                &[
+                    ("off", BackendTls::Off),
+                    ("require", BackendTls::Require),
+                    ("verify-full", BackendTls::VerifyFull),
+                ],
+            );
+            let backend_ca = g
+                .tls_ca
+                .as_ref()
+                .and_then(|c| self.pem_certs(c, &s, "tls_ca"));
+            if backend_tls == BackendTls::VerifyFull && g.tls_ca.is_none() {
+                if let Some(t) = &g.tls {
+                    self.report(
+                        t.span(),
+                        format!("{s} has tls = \"verify-full\" but no tls_ca; name the CA file that signs the targets' certificates"),
+                    );
+                }
+            }
             let targets = g.targets.as_ref().map(|t| self.targets(t, &s));
             if let (Some(name), Some(targets)) = (name, targets) {
                 out.push(TargetGroup {
@@ -681,6 +704,8 @@ impl Checker<'_> {
                     fail_open: g.fail_open.as_ref().is_none_or(|f| *f.get_ref()),
                     connect_timeout,
                     connect_retries,
+                    backend_tls,
+                    backend_ca,
                     targets,
                 });
             }

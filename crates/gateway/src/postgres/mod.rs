@@ -38,6 +38,7 @@ pub use pool::Pools;
 pub use report::{
     client_rows, pool_rows, render_metrics, server_rows, ClientRow, PoolRow, ServerRow,
 };
+pub use server::TlsTo;
 use stream::ClientStream;
 
 /// PostgreSQL state shared by every postgres listener.
@@ -417,6 +418,7 @@ pub(crate) async fn probe_login(
     hc: &sumun_config::HealthCheck,
     addr: SocketAddr,
     shared: Option<&Shared>,
+    tls: Option<&server::TlsTo>,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     let shared = shared.ok_or("gateway stopped")?;
     let name = hc
@@ -437,7 +439,7 @@ pub(crate) async fn probe_login(
             database: &hc.database,
             password: cred.passwords.get(i),
         };
-        match server::ServerConn::connect(addr, &login, hc.timeout, None).await {
+        match server::ServerConn::connect(addr, &login, hc.timeout, None, tls).await {
             Ok(mut conn) => {
                 let rows = conn
                     .simple(

@@ -8,14 +8,17 @@ use std::time::Instant;
 
 use sumun_vault::SecretBytes;
 use sumun_wire::postgres::{self as pg, auth, Writer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::stream::ServerStream;
+use sumun_config::BackendTls;
 
 /// The largest message the gateway reads whole from a server during login or a reset.
 const MAX_CONTROL_MESSAGE: usize = 1 << 20;
 
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub addr: SocketAddr,
     pub process_id: u32,
     pub secret_key: u32,
@@ -70,6 +73,8 @@ pub enum ServerError {
         "no backend credential is configured for this user and the server asks for a password"
     )]
     NoPassword,
+    #[error("TLS to the server: {0}")]
+    Tls(String),
 }
 
 impl ServerError {
@@ -82,9 +87,147 @@ impl ServerError {
     pub fn is_target_failure(&self) -> bool {
         matches!(
             self,
-            ServerError::Connect { .. } | ServerError::Timeout(_) | ServerError::Io(_)
+            ServerError::Connect { .. }
+                | ServerError::Timeout(_)
+                | ServerError::Io(_)
+                | ServerError::Tls(_)
         ) || matches!(self, ServerError::Refused { code, .. } if code.starts_with("57P") || code == "53300")
     }
+}
+
+/// How to encrypt the connection to a server.
+#[derive(Debug, Clone)]
+pub struct TlsTo {
+    pub mode: BackendTls,
+    pub ca: Option<std::path::PathBuf>,
+    /// The name the certificate must carry (`verify-full`): the target's host.
+    pub server_name: String,
+}
+
+impl TlsTo {
+    /// For a target group's settings and one target address (`host:port`).
+    pub fn for_target(group: &sumun_config::TargetGroup, address: &str) -> Option<TlsTo> {
+        if group.backend_tls == BackendTls::Off {
+            return None;
+        }
+        let host = match address.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(rest),
+            None => address.rsplit_once(':').map_or(address, |(h, _)| h),
+        };
+        Some(TlsTo {
+            mode: group.backend_tls,
+            ca: group.backend_ca.clone(),
+            server_name: host.to_string(),
+        })
+    }
+
+    fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, ServerError> {
+        use std::sync::Arc;
+        let provider = Arc::new(crate::tls::provider_for(
+            sumun_config::TlsPolicy::Tls12Compat,
+        ));
+        let tls_err = |e: rustls::Error| ServerError::Tls(e.to_string());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?;
+        let config = match self.mode {
+            BackendTls::VerifyFull => {
+                use rustls_pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                let path = self
+                    .ca
+                    .as_ref()
+                    .ok_or_else(|| ServerError::Tls("verify-full needs tls_ca".into()))?;
+                let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+                    ServerError::Tls(format!("cannot read {}: {e}", path.display()))
+                })?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| {
+                        ServerError::Tls(format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(tls_err)?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+                .with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+/// `tls = "require"`: encrypt without checking who the server is (libpq `sslmode=require`).
+#[derive(Debug)]
+struct AcceptAnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// SSLRequest, then a TLS handshake when the server agrees.
+async fn start_tls(mut tcp: TcpStream, tls: &TlsTo) -> Result<ServerStream, ServerError> {
+    let mut req = Vec::with_capacity(8);
+    req.extend_from_slice(&8u32.to_be_bytes());
+    req.extend_from_slice(&pg::SSL_REQUEST.to_be_bytes());
+    tcp.write_all(&req).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return Err(ServerError::Tls(
+            "the server does not accept TLS (it answered the SSLRequest with N)".into(),
+        ));
+    }
+    let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| ServerError::Tls(format!("bad server name {}: {e}", tls.server_name)))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.client_config()?);
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(ServerStream::Tls(Box::new(stream)))
 }
 
 /// Who to log in as.
@@ -100,13 +243,28 @@ impl ServerConn {
         login: &Login<'_>,
         timeout: std::time::Duration,
         proxy_header: Option<&[u8]>,
+        tls: Option<&TlsTo>,
     ) -> Result<ServerConn, ServerError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let mut tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ServerError::Timeout(addr)),
             Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
             Ok(Ok(s)) => s,
         };
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let opened = tokio::time::timeout(timeout, async {
+            if let Some(h) = proxy_header {
+                tcp.write_all(h).await?;
+            }
+            match tls {
+                None => Ok(ServerStream::Plain(tcp)),
+                Some(t) => start_tls(tcp, t).await,
+            }
+        })
+        .await;
+        let stream = match opened {
+            Err(_) => return Err(ServerError::Timeout(addr)),
+            Ok(r) => r?,
+        };
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
@@ -121,21 +279,14 @@ impl ServerConn {
             params_stamp: 0,
             prepared: Default::default(),
         };
-        match tokio::time::timeout(timeout, conn.login(login, proxy_header)).await {
+        match tokio::time::timeout(timeout, conn.login(login)).await {
             Err(_) => Err(ServerError::Timeout(addr)),
             Ok(r) => r.map(|()| conn),
         }
     }
 
-    async fn login(
-        &mut self,
-        login: &Login<'_>,
-        proxy_header: Option<&[u8]>,
-    ) -> Result<(), ServerError> {
+    async fn login(&mut self, login: &Login<'_>) -> Result<(), ServerError> {
         let mut w = Writer::new();
-        if let Some(h) = proxy_header {
-            w.buf.extend_from_slice(h);
-        }
         w.startup(&[
             ("user", login.user),
             ("database", login.database),

@@ -577,6 +577,10 @@ impl Session<'_> {
                     };
                     let backend_user = self.backend_user.clone();
                     let header = self.proxy_header(target);
+                    let tls = super::server::TlsTo::for_target(
+                        &self.snap.group.settings(),
+                        &target.address,
+                    );
                     let passwords = credential
                         .as_ref()
                         .map(|c| c.passwords.as_slice())
@@ -594,6 +598,7 @@ impl Session<'_> {
                             &login,
                             connect_timeout,
                             header.as_deref(),
+                            tls.as_ref(),
                         ))
                         .await;
                         match &result {
