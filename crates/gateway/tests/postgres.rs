@@ -64,22 +64,7 @@ async fn setup(pool: &str, extra: &str) -> Setup {
     dev_certs(&dir.0);
     let vault_dir = dir.path("vault");
     let key_file = dir.path("master.key");
-    let key = LocalMasterKey::generate().expect("key");
-    key.write_key_file(&key_file).expect("write key");
-    let mut vault = Vault::init(&vault_dir, Box::new(key), None).expect("init vault");
-    vault
-        .put(
-            "pg/app",
-            &SecretBytes::from_slice(BACKEND_PASSWORD.as_bytes()),
-            SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Postgres),
-                address: Some(pg.addr().to_string()),
-                username: Some("app".into()),
-                database: None,
-                admin_secret: None,
-            },
-        )
-        .expect("put");
+    let mut vault = common::backend_vault(&dir, BACKEND_PASSWORD);
     vault
         .set_user_password("alice", &SecretBytes::from_slice(ALICE_PASSWORD.as_bytes()))
         .expect("set password");

@@ -6,7 +6,6 @@ mod common;
 
 use common::{run, TestDir, TestGateway};
 use sumun_testkit::{PgOptions, Postgres};
-use sumun_vault::{LocalMasterKey, SecretBytes, SecretMeta, Vault};
 
 const BACKEND_PASSWORD: &str = "backend-Secret-1";
 
@@ -59,34 +58,8 @@ async fn setup(tls: &str, ca: &str) -> (Postgres, TestGateway, String) {
         ..PgOptions::default()
     })
     .expect("start postgres with ssl");
-    let key = LocalMasterKey::generate().expect("key");
-    key.write_key_file(&dir.path("master.key"))
-        .expect("key file");
-    let mut vault = Vault::init(&dir.path("vault"), Box::new(key), None).expect("vault");
-    vault
-        .put(
-            "pg/app",
-            &SecretBytes::from_slice(BACKEND_PASSWORD.as_bytes()),
-            SecretMeta {
-                username: Some("app".into()),
-                ..SecretMeta::default()
-            },
-        )
-        .expect("put");
-    let token = vault
-        .token_signer()
-        .expect("signer")
-        .issue(
-            "bob",
-            None,
-            "sumun-btls",
-            sumun_vault::store::now_unix_secs(),
-            900,
-        )
-        .expect("token")
-        .expose_str()
-        .expect("utf8")
-        .to_string();
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", "sumun-btls");
     drop(vault);
     let toml = format!(
         r#"

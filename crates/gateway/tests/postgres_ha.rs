@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::{dev_certs, TestDir, TestGateway};
 use sumun_testkit::{PgOptions, Postgres};
-use sumun_vault::{LocalMasterKey, SecretBytes, SecretMeta, Vault};
 use sumun_wire::postgres::{self as pg, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,35 +54,8 @@ async fn setup(split: bool, interval: &str) -> Ha {
     let replica = Arc::new(primary.start_replica().expect("start replica"));
     let dir = TestDir::new("pg-ha");
     dev_certs(&dir.0);
-    let key = LocalMasterKey::generate().expect("key");
-    key.write_key_file(&dir.path("master.key"))
-        .expect("write key");
-    let mut vault = Vault::init(&dir.path("vault"), Box::new(key), None).expect("vault");
-    vault
-        .put(
-            "pg/app",
-            &SecretBytes::from_slice(BACKEND_PASSWORD.as_bytes()),
-            SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Postgres),
-                username: Some("app".into()),
-                ..SecretMeta::default()
-            },
-        )
-        .expect("put");
-    let token = vault
-        .token_signer()
-        .expect("signer")
-        .issue(
-            "bob",
-            None,
-            "sumun-ha",
-            sumun_vault::store::now_unix_secs(),
-            900,
-        )
-        .expect("token")
-        .expose_str()
-        .expect("utf8")
-        .to_string();
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", "sumun-ha");
     drop(vault);
     let toml = format!(
         r#"

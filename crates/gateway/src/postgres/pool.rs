@@ -35,9 +35,6 @@ pub struct Pool {
     slots: Arc<Semaphore>,
     size: u32,
     released: Notify,
-    /// ParameterStatus values of the first server connection, shown to clients that log in
-    /// before they are given a server (transaction mode).
-    pub server_params: Mutex<Option<Vec<(String, String)>>>,
     pub stats: PoolStats,
 }
 
@@ -83,7 +80,6 @@ impl Pool {
             slots: Arc::new(Semaphore::new(size as usize)),
             size,
             released: Notify::new(),
-            server_params: Mutex::new(None),
             stats: PoolStats::default(),
         }
     }
@@ -153,17 +149,6 @@ impl Pool {
 
     pub fn adopt(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Pooled {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        let mut params = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
-        if params.is_none() {
-            let mut list: Vec<(String, String)> = conn
-                .params
-                .iter()
-                .filter(|(k, _)| k.as_str() != "application_name")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            list.sort();
-            *params = Some(list);
-        }
         Pooled {
             conn,
             _permit: permit,

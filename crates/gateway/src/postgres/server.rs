@@ -34,6 +34,9 @@ pub struct ServerConn {
     /// The startup parameters of the last client whose values were applied here; 0 when
     /// unknown. Equal stamps mean no `SET` is needed.
     pub params_stamp: u64,
+    /// What the server reported at login (ParameterStatus, sorted, without
+    /// `application_name`): shown to clients at their login, before any `SET`.
+    pub reported: Vec<(String, String)>,
     /// Server-side names of prepared statements that exist on this connection.
     pub prepared: std::collections::HashSet<u64>,
 }
@@ -277,6 +280,7 @@ impl ServerConn {
             pending: Vec::with_capacity(1024),
             broken: false,
             params_stamp: 0,
+            reported: Vec::new(),
             prepared: Default::default(),
         };
         match tokio::time::timeout(timeout, conn.login(login)).await {
@@ -376,7 +380,17 @@ impl ServerConn {
                 }
                 b'E' => return Err(refused(&body)),
                 b'N' => {}
-                b'Z' => return Ok(()),
+                b'Z' => {
+                    let mut reported: Vec<(String, String)> = self
+                        .params
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != "application_name")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    reported.sort();
+                    self.reported = reported;
+                    return Ok(());
+                }
                 other => {
                     return Err(ServerError::Protocol(format!(
                         "unexpected message '{}' during login",

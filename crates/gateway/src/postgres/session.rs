@@ -313,13 +313,7 @@ impl Session<'_> {
                 let params = self
                     .attached
                     .as_ref()
-                    .and_then(|a| {
-                        a.pool
-                            .server_params
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone()
-                    })
+                    .map(|a| a.server.conn.reported.clone())
                     .unwrap_or_default();
                 self.shared
                     .pg
@@ -449,7 +443,6 @@ impl Session<'_> {
         // health checks have not yet seen the promoted replica. Wait for one (re-picking every
         // 100 ms, up to the pool's checkout_timeout) instead of failing the client at once.
         let wait_until = Instant::now() + self.settings().checkout_timeout;
-        let _ = settings.connect_retries; // every candidate is tried until the deadline
         loop {
             let target = group.pick_for(&tried, want).or_else(|| match want {
                 // No replica fits: reads go to the primary.

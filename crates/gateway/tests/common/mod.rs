@@ -258,3 +258,43 @@ pub async fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
 }
+
+/// A vault in `dir/vault` sealed by a key file `dir/master.key` (the paths the PostgreSQL test
+/// configs name), holding backend secret `pg/app` (kind postgres, username `app`).
+pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
+    let key = sumun_vault::LocalMasterKey::generate().expect("key");
+    key.write_key_file(&dir.path("master.key"))
+        .expect("write key file");
+    let mut vault =
+        sumun_vault::Vault::init(&dir.path("vault"), Box::new(key), None).expect("init vault");
+    vault
+        .put(
+            "pg/app",
+            &sumun_vault::SecretBytes::from_slice(password.as_bytes()),
+            sumun_vault::SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Postgres),
+                username: Some("app".into()),
+                ..sumun_vault::SecretMeta::default()
+            },
+        )
+        .expect("put backend secret");
+    vault
+}
+
+/// A 15-minute token for `user` (any database) issued by `vault` for gateway `audience`.
+pub fn token(vault: &sumun_vault::Vault, user: &str, audience: &str) -> String {
+    vault
+        .token_signer()
+        .expect("signer")
+        .issue(
+            user,
+            None,
+            audience,
+            sumun_vault::store::now_unix_secs(),
+            900,
+        )
+        .expect("issue token")
+        .expose_str()
+        .expect("utf8")
+        .to_string()
+}
