@@ -120,12 +120,20 @@ pub fn mask_literals(sql: &str) -> String {
 pub fn mask_literals_with(sql: &str, dialect: Dialect) -> String {
     // Every token is at least as long as what replaces it, so this is the only allocation.
     let mut out = String::with_capacity(sql.len());
+    mask_literals_into(sql, dialect, &mut out);
+    out
+}
+
+/// [`mask_literals_with`], appended to `out` (for callers that reuse a buffer; appends at most
+/// `sql.len()` bytes).
+pub fn mask_literals_into(sql: &str, dialect: Dialect, out: &mut String) {
+    let start = out.len();
     let mut gap = false;
     for t in Lexer::new(sql, dialect) {
         match t.kind {
             Kind::Space | Kind::Comment => gap = true,
             kind => {
-                if gap && !out.is_empty() {
+                if gap && out.len() > start {
                     out.push(' ');
                 }
                 gap = false;
@@ -138,7 +146,6 @@ pub fn mask_literals_with(sql: &str, dialect: Dialect) -> String {
             }
         }
     }
-    out
 }
 
 /// What `sql` (one simple-query string, possibly several statements) does; see [`Analysis`].

@@ -619,3 +619,18 @@ fn adversarial_inputs_stay_bounded() {
         assert!(mask_literals(&s).len() <= s.len());
     }
 }
+
+#[test]
+fn masking_into_a_buffer_appends_what_mask_literals_returns() {
+    for input in [
+        "select 1",
+        "  -- leading comment\n select 'x' ,  2",
+        "/* only a comment */",
+        "select \"a\tb\", 'it''s' from t",
+        "",
+    ] {
+        let mut out = String::from("prefix:");
+        mask_literals_into(input, Dialect::STANDARD, &mut out);
+        assert_eq!(out, format!("prefix:{}", mask_literals(input)), "{input:?}");
+    }
+}
