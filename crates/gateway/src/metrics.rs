@@ -81,6 +81,9 @@ pub struct ListenerMetrics {
     /// Target to client.
     pub bytes_out: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Statement latency (`sumun_query_duration_seconds`), from a statement reaching the
+    /// gateway to its completion; recorded by protocol front ends that time statements.
+    pub query_duration: Histogram,
     rejected: [AtomicU64; 11],
     /// (version, key exchange group) -> completed handshakes.
     tls_handshakes: Mutex<BTreeMap<(&'static str, String), u64>>,
@@ -101,6 +104,71 @@ impl ListenerMetrics {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         *map.entry((version, group)).or_insert(0) += 1;
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds, and as `le` labels.
+const LATENCY_BUCKETS: [(u64, &str); 14] = [
+    (500, "0.0005"),
+    (1_000, "0.001"),
+    (2_500, "0.0025"),
+    (5_000, "0.005"),
+    (10_000, "0.01"),
+    (25_000, "0.025"),
+    (50_000, "0.05"),
+    (100_000, "0.1"),
+    (250_000, "0.25"),
+    (500_000, "0.5"),
+    (1_000_000, "1"),
+    (2_500_000, "2.5"),
+    (5_000_000, "5"),
+    (10_000_000, "10"),
+];
+
+/// A latency histogram in the Prometheus sense: one relaxed atomic add per bucket hit and two
+/// for sum and count, no lock. Counts are kept per bucket (not cumulative) and summed at render
+/// time.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// One per bound of `LATENCY_BUCKETS`, then the one above the last bound.
+    buckets: [AtomicU64; 15],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe_micros(&self, micros: u64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|(bound, _)| micros <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(bucket) = self.buckets.get(i) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Write the `_bucket`, `_sum` and `_count` lines of series `name{labels}` (`labels` is
+    /// already escaped, e.g. `listener="pg"`).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0u64;
+        for (i, (_, le)) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.buckets.get(i).map_or(0, |b| b.load(Ordering::Relaxed));
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        // `+Inf` and `_count` come from the same loads, so they always agree.
+        cumulative += self
+            .buckets
+            .get(LATENCY_BUCKETS.len())
+            .map_or(0, |b| b.load(Ordering::Relaxed));
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
 }
 
@@ -229,6 +297,20 @@ impl Metrics {
         }
         family(
             &mut out,
+            "sumun_query_duration_seconds",
+            "histogram",
+            "Statement latency through the gateway (statements timed for query audit).",
+        );
+        for (name, m) in &listeners {
+            // Only listeners that time statements (PostgreSQL with query audit) have series.
+            if m.query_duration.count() > 0 {
+                let labels = format!("listener=\"{}\"", esc(name));
+                m.query_duration
+                    .render(&mut out, "sumun_query_duration_seconds", &labels);
+            }
+        }
+        family(
+            &mut out,
             "sumun_tls_handshakes_total",
             "counter",
             "Completed TLS handshakes by version and key exchange group.",
@@ -317,4 +399,46 @@ pub(crate) fn esc(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_agree_with_count() {
+        let h = Histogram::default();
+        for micros in [0, 500, 501, 1_000, 7_000, 2_000_000, 10_000_000, 60_000_000] {
+            h.observe_micros(micros);
+        }
+        let mut out = String::new();
+        h.render(&mut out, "q", "listener=\"pg\"");
+        let value = |series: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in {out}"))
+                .parse()
+                .expect("number")
+        };
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"0.0005\"}"), 2.0);
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"0.001\"}"), 4.0);
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"0.01\"}"), 5.0);
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"2.5\"}"), 6.0);
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"10\"}"), 7.0);
+        assert_eq!(value("q_bucket{listener=\"pg\",le=\"+Inf\"}"), 8.0);
+        assert_eq!(value("q_count{listener=\"pg\"}"), 8.0);
+        assert!((value("q_sum{listener=\"pg\"}") - 72.009001).abs() < 1e-9);
+        assert_eq!(out.lines().count(), 17);
+    }
+
+    #[test]
+    fn listeners_without_timed_statements_have_no_histogram_series() {
+        let m = Metrics::default();
+        m.listener("tcp");
+        m.listener("pg").query_duration.observe_micros(300);
+        let text = m.render(&|_| {});
+        assert!(text.contains("# TYPE sumun_query_duration_seconds histogram"));
+        assert!(text.contains("sumun_query_duration_seconds_count{listener=\"pg\"} 1"));
+        assert!(!text.contains("sumun_query_duration_seconds_count{listener=\"tcp\"}"));
+    }
 }

@@ -1237,29 +1237,23 @@ impl Session<'_> {
         if q.error.is_some() {
             stats.query_errors.fetch_add(1, Ordering::Relaxed);
         }
-        let text = match mode {
-            QueryAudit::Full => q.text,
-            _ => sql::mask_literals(&q.text),
-        };
-        let mut extra = Map::new();
-        extra.insert("user".into(), Value::from(self.startup.user.as_str()));
-        extra.insert(
-            "database".into(),
-            Value::from(self.startup.database.as_str()),
-        );
-        extra.insert("session_id".into(), Value::from(self.session_id.as_str()));
-        extra.insert("query".into(), Value::from(text));
-        extra.insert("duration_us".into(), Value::from(micros));
-        extra.insert("rows".into(), Value::from(q.rows));
-        if let Some(code) = q.error {
-            extra.insert("error".into(), Value::from(code));
-        }
-        if let Some(a) = &self.attached {
-            extra.insert("target".into(), Value::from(a.target.address.as_str()));
-        }
+        self.listener.metrics.query_duration.observe_micros(micros);
+        // Written straight into a reused line buffer, literals masked on the way (records.rs).
         self.shared
             .records
-            .audit("query", &self.listener.name, self.admitted.client, extra);
+            .audit_query(&crate::records::QueryEvent {
+                listener: &self.listener.name,
+                client: self.admitted.client,
+                user: &self.startup.user,
+                database: &self.startup.database,
+                session_id: &self.session_id,
+                text: &q.text,
+                mask: mode != QueryAudit::Full,
+                duration_us: micros,
+                rows: q.rows,
+                error: q.error.as_deref(),
+                target: self.attached.as_ref().map(|a| a.target.address.as_str()),
+            });
     }
 
     /// The server connection failed. Before it answered anything, the request is replayed on
