@@ -25,6 +25,11 @@ pub struct PgOptions {
     /// Require `scram-sha-256` passwords for TCP connections (unix sockets stay `trust`), as
     /// a production server would; otherwise everything is `trust`.
     pub password_auth: bool,
+    /// The `pg_hba.conf` method for TCP connections when `password_auth` is on:
+    /// `scram-sha-256` when `None`; `Some("md5")` for a legacy server (pair it with the setting
+    /// `password_encryption = md5` so the roles' passwords are stored as md5 hashes and the
+    /// server really asks for md5).
+    pub host_auth: Option<String>,
     /// Password of the superuser `postgres`; used by [`Postgres::psql`] when
     /// `password_auth` is on.
     pub superuser_password: String,
@@ -40,6 +45,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         PgOptions {
             password_auth: false,
+            host_auth: None,
             superuser_password: "postgres".into(),
             users: Vec::new(),
             databases: Vec::new(),
@@ -53,6 +59,7 @@ impl fmt::Debug for PgOptions {
         let users: Vec<&str> = self.users.iter().map(|(u, _)| u.as_str()).collect();
         f.debug_struct("PgOptions")
             .field("password_auth", &self.password_auth)
+            .field("host_auth", &self.host_auth)
             .field("users", &users)
             .field("databases", &self.databases)
             .field("settings", &self.settings)
@@ -129,7 +136,10 @@ impl Postgres {
             .arg("-D")
             .arg(dir.join("data"));
         if opts.password_auth {
-            initdb.args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
+            let method = opts.host_auth.as_deref().unwrap_or("scram-sha-256");
+            initdb
+                .arg("--auth-local=trust")
+                .arg(format!("--auth-host={method}"));
         } else {
             initdb.args(["-A", "trust"]);
         }

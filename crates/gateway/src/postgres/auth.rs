@@ -103,22 +103,33 @@ async fn fail(
         .auth_failures
         .fetch_add(1, Ordering::Relaxed);
     audit_auth_failure(shared, listener, admitted, &startup.user, reason);
-    let (sqlstate, message) = if reason == "database_not_granted" {
-        (
+    // The SQLSTATEs and messages PostgreSQL uses for the same refusals.
+    let (sqlstate, message) = match reason {
+        "database_not_granted" => (
             "28000",
             format!(
                 "user \"{}\" may not connect to database \"{}\"",
                 startup.user, startup.database
             ),
-        )
-    } else {
-        (
+        ),
+        "no_client_certificate" => (
+            "28000",
+            "connection requires a valid client certificate".to_string(),
+        ),
+        "certificate_name_mismatch" => (
+            "28000",
+            format!(
+                "certificate authentication failed for user \"{}\"",
+                startup.user
+            ),
+        ),
+        _ => (
             "28P01",
             format!(
                 "password authentication failed for user \"{}\"",
                 startup.user
             ),
-        )
+        ),
     };
     fatal(client, sqlstate, &message).await;
 }
@@ -146,7 +157,12 @@ async fn check(
             }
         }
         if methods == [AuthMethod::Cert] {
-            return Err(AuthFail::Refused("no_matching_client_certificate"));
+            // Nothing else to try: refuse at once, as PostgreSQL's `cert` method does.
+            return Err(AuthFail::Refused(if client.peer_certificate().is_some() {
+                "certificate_name_mismatch"
+            } else {
+                "no_client_certificate"
+            }));
         }
     }
     let vault = shared.vault.load_full();
