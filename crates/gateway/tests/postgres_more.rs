@@ -426,9 +426,13 @@ databases = ["appdb"]
     .await;
     assert!(!ok);
     assert!(err.contains("SSL") && err.contains("alert"), "{err}");
-    assert!(!gw
-        .audit_log()
-        .contains("\"user\":\"carl\",\"database\":\"appdb\",\"method\":\"token\""));
+    // Only the one good login of carl succeeded.
+    let log = gw.audit_log();
+    let carl_in = log
+        .lines()
+        .filter(|l| l.contains("\"event\":\"auth.success\"") && l.contains("\"user\":\"carl\""))
+        .count();
+    assert_eq!(carl_in, 1, "{log}");
 
     // erin with her own certificate is erin.
     let (ok, out, err) = psql_conninfo(
@@ -1038,6 +1042,88 @@ async fn with_every_target_down_clients_get_08006_and_the_next_client_after_reco
     drop(pg);
 }
 
+async fn health_is(gw: &TestGateway, want: &str) {
+    let ok = common::eventually(Duration::from_secs(20), || {
+        gw.gateway
+            .targets()
+            .iter()
+            .all(|t| format!("{:?}", t.health) == want)
+    })
+    .await;
+    assert!(ok, "target never {want}: {:?}", gw.gateway.targets());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_health_checks_a_group_whose_only_target_is_unhealthy_fails_at_once_and_recovers() {
+    let mut pg = start_pg(None, &[]).await;
+    let dir = TestDir::new("pg-down-hc");
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let group = format!(
+        "health_check = {{ protocol = \"postgres\", credential = \"pg/app\", database = \"appdb\", interval = \"300ms\", timeout = \"250ms\", healthy_threshold = 2, unhealthy_threshold = 2 }}\n\
+         targets = [{{ address = \"{}\" }}]",
+        pg.addr()
+    );
+    let toml = config(
+        "tls = \"off\"\npool = { mode = \"transaction\", size = 2, checkout_timeout = \"2s\" }",
+        "",
+        &group,
+        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let target = pg.addr();
+    health_is(&gw, "Healthy").await;
+    let mut c = logged_in(&gw, &token).await;
+    assert_eq!(c.query("select 1").await, rows(&["1"]));
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.kill();
+        pg
+    })
+    .await
+    .expect("kill");
+    health_is(&gw, "Unhealthy").await;
+    // The client that was connected, and a new one, get 08006 at their next statement. The
+    // group fails open (every target unhealthy: all are tried), so the message names what the
+    // connection attempt met.
+    for mut client in [c, logged_in(&gw, &token).await] {
+        let (code, message) = client.query("select 2").await.expect_err("no server");
+        assert_eq!(code, "08006", "{message}");
+        assert!(
+            message.starts_with(&format!(
+                "no backend server is available: cannot connect to {target}"
+            )),
+            "{message}"
+        );
+        assert!(client.is_closed().await);
+    }
+    // With `fail_open = false` an unhealthy group is refused without trying it.
+    gw.reload(&toml.replace(
+        "[[target_groups]]\nname = \"pg\"\n",
+        "[[target_groups]]\nname = \"pg\"\nfail_open = false\n",
+    ))
+    .await
+    .expect("reload");
+    health_is(&gw, "Unhealthy").await;
+    let mut client = logged_in(&gw, &token).await;
+    let (code, message) = client.query("select 2").await.expect_err("no server");
+    assert_eq!(code, "08006", "{message}");
+    assert_eq!(message, "no healthy backend server is available");
+    assert!(client.is_closed().await);
+
+    pg = tokio::task::spawn_blocking(move || {
+        pg.restart().expect("restart");
+        pg
+    })
+    .await
+    .expect("restart");
+    health_is(&gw, "Healthy").await;
+    let mut c = logged_in(&gw, &token).await;
+    assert_eq!(c.query("select 3").await, rows(&["3"]));
+    drop(pg);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 7. Session-mode and pinned clients in a failover
 
@@ -1134,7 +1220,18 @@ backend_credential = "pg/app"
     let mut w = Writer::new();
     w.query("select pg_sleep(30)");
     session.write(&w.buf).await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let it reach the server
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while primary
+        .psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(30)'")
+        .expect("activity")
+        != "1"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the statement never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     primary = tokio::task::spawn_blocking(move || {
         primary.kill();
         primary
