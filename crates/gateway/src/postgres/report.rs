@@ -246,7 +246,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         out,
         "sumun_pg_query_errors_total",
         "counter",
-        "Statements that ended in an error.",
+        "Statements that ended in an error (counted when query audit is on).",
     );
     let _ = writeln!(
         out,
@@ -257,7 +257,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         out,
         "sumun_pg_query_seconds_total",
         "counter",
-        "Time from statement sent to its completion, summed.",
+        "Time from statement sent to its completion, summed (see sumun_query_duration_seconds).",
     );
     let _ = writeln!(
         out,
