@@ -38,6 +38,10 @@ pub struct GatewaySettings {
     pub shutdown_timeout: Duration,
     /// Poll the config file for changes and reload. Default `true`.
     pub watch_config: bool,
+    /// Data-plane threads, each running its own event loop with the connections it was
+    /// given, so a connection never moves between threads. `0` (the default) means one per
+    /// CPU. Read at startup; a reload keeps the running count.
+    pub workers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -344,6 +348,7 @@ impl Config {
                 name: "sumun".to_string(),
                 shutdown_timeout: Duration::from_secs(300),
                 watch_config: true,
+                workers: 0,
             },
             admin: None,
             vault: None,

@@ -92,6 +92,7 @@ pub struct RawGateway {
     pub name: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<RawDuration>>,
     pub watch_config: Option<Spanned<bool>>,
+    pub workers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -519,6 +519,7 @@ impl Checker<'_> {
                 .watch_config
                 .as_ref()
                 .map_or(defaults.watch_config, |w| *w.get_ref()),
+            workers: self.int(&raw.workers, s, "workers", defaults.workers, 0, 1024),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod relay;
 pub mod targets;
 pub mod tls;
 pub mod vault;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ pub struct Shared {
     /// Open when the config has a `[vault]`.
     pub vault: arc_swap::ArcSwapOption<vault::VaultRt>,
     pub pg: postgres::PgShared,
+    /// The data-plane threads, started by the first apply (`[gateway] workers`).
+    pub workers: std::sync::OnceLock<workers::Workers>,
 }
 
 impl Shared {
@@ -125,6 +128,15 @@ pub struct Gateway {
     state: Mutex<State>,
 }
 
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Connection tasks hold `Shared`, so the workers would outlive it: stop them here.
+        if let Some(w) = self.shared.workers.get() {
+            w.stop();
+        }
+    }
+}
+
 impl Gateway {
     /// An empty gateway serving nothing. Must be called inside a tokio runtime: it starts the
     /// background tasks (certificate polling, interim flow records).
@@ -139,6 +151,7 @@ impl Gateway {
                 registry: ArcSwap::from_pointee(Registry::default()),
                 vault: arc_swap::ArcSwapOption::empty(),
                 pg: postgres::PgShared::default(),
+                workers: std::sync::OnceLock::new(),
             }),
             phase,
             state: Mutex::new(State::default()),
@@ -307,6 +320,18 @@ impl Gateway {
         }
 
         // Phase B: commit. Nothing below fails.
+        if self.shared.workers.get().is_none() {
+            // Read once: connections live on their worker, so the count cannot change later.
+            match workers::Workers::start(config.gateway.workers) {
+                Ok(w) => {
+                    tracing::info!(workers = w.len(), "data-plane workers started");
+                    let _ = self.shared.workers.set(w);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start data-plane workers; serving connections on the control runtime");
+                }
+            }
+        }
         self.shared.vault.store(vault);
         self.shared
             .records

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use sumun_config::Listener;
 use sumun_policy::SecurityPolicy;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::metrics::ListenerMetrics;
@@ -97,6 +97,38 @@ pub fn start(
     Ok(rt)
 }
 
+/// Give an accepted connection to a data-plane worker (or run it here when there are none).
+fn hand_over(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    listener: &Arc<ListenerRt>,
+    shared: &Arc<Shared>,
+) {
+    let (listener, shared) = (listener.clone(), shared.clone());
+    let Some(workers) = shared.workers.get() else {
+        tokio::spawn(crate::conn::handle(stream, peer, local, listener, shared));
+        return;
+    };
+    // The socket moves to the worker's event loop: deregistered here, registered there.
+    let std_stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(listener = %listener.name, client = %peer, error = %err, "cannot hand an accepted connection to a worker");
+            return;
+        }
+    };
+    let task_shared = shared.clone();
+    workers.spawn(async move {
+        match TcpStream::from_std(std_stream) {
+            Ok(stream) => crate::conn::handle(stream, peer, local, listener, task_shared).await,
+            Err(err) => {
+                tracing::warn!(listener = %listener.name, client = %peer, error = %err, "worker cannot take an accepted connection");
+            }
+        }
+    });
+}
+
 async fn accept_loop(
     socket: TcpListener,
     listener: Arc<ListenerRt>,
@@ -114,13 +146,7 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(listener.local_addr);
-                tokio::spawn(crate::conn::handle(
-                    stream,
-                    peer,
-                    local,
-                    listener.clone(),
-                    shared.clone(),
-                ));
+                hand_over(stream, peer, local, &listener, &shared);
             }
             Err(err) => {
                 // EMFILE/ENFILE and friends: back off instead of spinning, keep serving.

@@ -1309,3 +1309,33 @@ backend_credential = "pg/app"
     );
     drop(primary);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_message_type_or_a_second_startup_ends_that_session_only() {
+    for mode in ["transaction", "session"] {
+        let (_pg, gw, token) = plain_gateway(&format!("{{ mode = \"{mode}\", size = 2 }}")).await;
+        let mut bystander = logged_in(&gw, &token).await;
+        assert_eq!(bystander.query("select 1").await, rows(&["1"]));
+        let mut c = logged_in(&gw, &token).await;
+        c.send(&[(b'y', b"hello"), (b'S', b"")]).await;
+        let reply = c.until_ready().await;
+        let (code, message) = first_error(&reply).unwrap_or_else(|| panic!("{mode}: {reply:?}"));
+        assert_eq!(code, "08P01", "{mode}: {message}");
+        assert!(
+            message.contains("invalid frontend message type"),
+            "{mode}: {message}"
+        );
+        assert!(c.is_closed().await, "{mode}");
+        let mut c = logged_in(&gw, &token).await;
+        let mut w = Writer::new();
+        w.startup(&[("user", "bob"), ("database", "appdb")]);
+        c.write(&w.buf).await;
+        let reply = c.until_ready().await;
+        let (code, _) = first_error(&reply).unwrap_or_else(|| panic!("{mode}: {reply:?}"));
+        assert_eq!(code, "08P01", "{mode}");
+        assert!(c.is_closed().await, "{mode}");
+        assert_eq!(bystander.query("select 2").await, rows(&["2"]), "{mode}");
+        let mut fresh = logged_in(&gw, &token).await;
+        assert_eq!(fresh.query("select 3").await, rows(&["3"]), "{mode}");
+    }
+}

@@ -136,10 +136,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Runs once the first config is live (quickstart prints its commands there).
 type OnReady = Box<dyn FnOnce(&Gateway) + Send>;
 
+/// The control-plane runtime (accept loops, health checks, admin API, reloads). Connections
+/// run on the gateway's own data-plane workers (`[gateway] workers`).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_name("sumun-worker")
         .build()
         .context("cannot start the async runtime")
 }

@@ -25,13 +25,58 @@ pub struct PoolKey {
 #[derive(Debug)]
 pub struct Pooled {
     pub conn: ServerConn,
+    /// The worker whose event loop the socket is registered with (see `crate::workers`).
+    home: usize,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Idle connections, one stack per home worker (the last one for connections opened off the
+/// workers), so a client is given a connection of its own worker when there is one.
+#[derive(Debug, Default)]
+struct Idle {
+    by_home: Vec<Vec<Pooled>>,
+    count: usize,
+}
+
+impl Idle {
+    fn slot(home: usize) -> usize {
+        home.min(MAX_HOMES - 1)
+    }
+
+    fn push(&mut self, p: Pooled) {
+        let i = Idle::slot(p.home);
+        if self.by_home.len() <= i {
+            self.by_home.resize_with(i + 1, Vec::new);
+        }
+        self.by_home[i].push(p);
+        self.count += 1;
+    }
+
+    /// The most recently used connection of `home`, else of any other worker.
+    fn pop(&mut self, home: usize) -> Option<Pooled> {
+        let mine = Idle::slot(home);
+        let p = match self.by_home.get_mut(mine).and_then(Vec::pop) {
+            Some(p) => Some(p),
+            None => self.by_home.iter_mut().find_map(Vec::pop),
+        };
+        if p.is_some() {
+            self.count -= 1;
+        }
+        p
+    }
+}
+
+/// Workers beyond this share the last idle stack.
+const MAX_HOMES: usize = 257;
+
+fn current_home() -> usize {
+    crate::workers::current().map_or(MAX_HOMES - 1, |i| i.min(MAX_HOMES - 2))
 }
 
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
-    idle: Mutex<Vec<Pooled>>,
+    idle: Mutex<Idle>,
     slots: Arc<Semaphore>,
     size: u32,
     released: Notify,
@@ -76,7 +121,7 @@ impl Pool {
     fn new(key: PoolKey, size: u32) -> Pool {
         Pool {
             key,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(Idle::default()),
             slots: Arc::new(Semaphore::new(size as usize)),
             size,
             released: Notify::new(),
@@ -94,12 +139,13 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).count
     }
 
     fn take_idle(&self, settings: &PoolSettings) -> Option<Pooled> {
+        let home = current_home();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(p) = idle.pop() {
+        while let Some(p) = idle.pop(home) {
             if p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken {
                 return Some(p);
             }
@@ -151,6 +197,7 @@ impl Pool {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         Pooled {
             conn,
+            home: current_home(),
             _permit: permit,
         }
     }
@@ -177,16 +224,20 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let keep = settings.min_idle as usize;
         let mut closed = Vec::new();
-        // Least recently used first: idle is a stack, so the bottom is the oldest.
-        let mut i = 0;
-        while idle.len() > keep && i < idle.len() {
-            let p = &idle[i];
-            if p.conn.last_used.elapsed() >= settings.idle_timeout
-                || p.conn.created.elapsed() >= settings.max_lifetime
-            {
-                closed.push(idle.remove(i));
-            } else {
-                i += 1;
+        // Least recently used first: each stack's bottom is its oldest.
+        let Idle { by_home, count } = &mut *idle;
+        for stack in by_home.iter_mut() {
+            let mut i = 0;
+            while *count > keep && i < stack.len() {
+                let p = &stack[i];
+                if p.conn.last_used.elapsed() >= settings.idle_timeout
+                    || p.conn.created.elapsed() >= settings.max_lifetime
+                {
+                    closed.push(stack.remove(i));
+                    *count -= 1;
+                } else {
+                    i += 1;
+                }
             }
         }
         drop(idle);

@@ -140,6 +140,7 @@ pub(crate) async fn run(
         info: None,
         statements: Default::default(),
         drop_parse_complete: 0,
+        parses: VecDeque::new(),
         backend_user,
         pools: Vec::new(),
         params_stamp: 0,
@@ -233,6 +234,20 @@ struct Session<'a> {
     statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
     /// ParseComplete answers to swallow (for Parses the gateway injected).
     drop_parse_complete: u32,
+    /// One entry per Parse sent to the current server and not yet answered, in order: the
+    /// statement it creates there, if any. A Parse that fails (or is skipped after an error)
+    /// creates nothing, so its statement is taken back out of the server's `prepared` set.
+    parses: VecDeque<Sent>,
+}
+
+/// What the current server has been sent and not yet answered, as far as prepared statements
+/// are concerned.
+enum Sent {
+    /// A Parse, and the statement it creates on the server, if any.
+    Parse(Option<u64>),
+    /// A Sync or Query: the server answers it with ReadyForQuery, and an error before it
+    /// makes the server skip every message up to it.
+    Sync,
 }
 
 /// How a session ended.
@@ -736,6 +751,7 @@ impl Session<'_> {
         let Some(mut a) = self.attached.take() else {
             return;
         };
+        self.parses.clear();
         self.set_info_server(None);
         self.cancel.slot.set(None);
         a.target.active.fetch_sub(1, Ordering::Relaxed);
@@ -748,6 +764,7 @@ impl Session<'_> {
     }
 
     fn detach_broken(&mut self) {
+        self.parses.clear();
         self.set_info_server(None);
         if let Some(mut a) = self.attached.take() {
             self.cancel.slot.set(None);
@@ -773,6 +790,10 @@ impl Session<'_> {
             let route = match pg::header(&self.cbuf, MAX_MESSAGE) {
                 Ok(None) => return None,
                 Err(e) => return Some(self.protocol_violation(&e.to_string()).await),
+                Ok(Some(h)) if !is_frontend(h.tag) => {
+                    let what = format!("invalid frontend message type {}", h.tag);
+                    return Some(self.protocol_violation(&what).await);
+                }
                 Ok(Some(h)) if h.tag == b'X' => return Some(End::ClientClosed),
                 Ok(Some(h)) if h.total > self.cbuf.len() && h.total <= GATHER_LIMIT => return None,
                 Ok(Some(h)) => {
@@ -799,6 +820,12 @@ impl Session<'_> {
                 continue;
             }
             let header = match pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+                Ok(Some(h)) if !is_frontend(h.tag) => {
+                    // Judged before waiting for a body: a stray startup packet's "length"
+                    // would otherwise hold the session until its idle timeout.
+                    let what = format!("invalid frontend message type {}", h.tag);
+                    return Some(self.protocol_violation(&what).await);
+                }
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(e) => return Some(self.protocol_violation(&e.to_string()).await),
@@ -905,6 +932,7 @@ impl Session<'_> {
             b'P' => {
                 let (name, query, rest) = pg::parse_message(body).ok()?;
                 if name.is_empty() {
+                    self.parses.push_back(Sent::Parse(None));
                     return None;
                 }
                 let hash = statement_hash(query, rest);
@@ -912,9 +940,11 @@ impl Session<'_> {
                 if server.prepared.contains(&hash) {
                     // Already there: parse into the unnamed statement instead, so the client
                     // still gets its ParseComplete in order.
+                    self.parses.push_back(Sent::Parse(None));
                     w.raw(b'P', &[&[0u8][..], query, &[0], rest].concat());
                 } else {
                     server.prepared.insert(hash);
+                    self.parses.push_back(Sent::Parse(Some(hash)));
                     w.raw(
                         b'P',
                         &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
@@ -939,6 +969,7 @@ impl Session<'_> {
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
+                    self.parses.push_back(Sent::Parse(Some(hash)));
                     self.drop_parse_complete += 1;
                 }
                 w.raw(
@@ -967,6 +998,7 @@ impl Session<'_> {
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
+                    self.parses.push_back(Sent::Parse(Some(hash)));
                     self.drop_parse_complete += 1;
                 }
                 w.raw(
@@ -999,19 +1031,17 @@ impl Session<'_> {
         match tag {
             b'Q' => {
                 self.pending += 1;
+                self.parses.push_back(Sent::Sync);
                 self.responded = false;
                 let text = pg::cstr(body).map_or(body, |(t, _)| t);
                 let text = &text[..text.len().min(SQL_KEEP)];
-                let text = String::from_utf8_lossy(text);
-                let needs_analysis =
-                    self.mode == PoolMode::Transaction || self.snap.settings.read_write_split;
-                if needs_analysis {
-                    let analysis = sql::analyze(&text);
+                if self.needs_analysis(text) {
+                    let analysis = sql::analyze(&String::from_utf8_lossy(text));
                     self.note_analysis(&analysis);
                 }
                 if self.audit.is_some() {
                     self.inflight.push_back(Inflight {
-                        text: text.into_owned(),
+                        text: String::from_utf8_lossy(text).into_owned(),
                         started: Instant::now(),
                         rows: 0,
                         error: None,
@@ -1022,13 +1052,13 @@ impl Session<'_> {
             }
             b'P' => {
                 if let Ok((_, query, _)) = pg::parse_message(body) {
-                    let text = String::from_utf8_lossy(&query[..query.len().min(SQL_KEEP)]);
-                    if self.mode == PoolMode::Transaction || self.snap.settings.read_write_split {
-                        let analysis = sql::analyze(&text);
+                    let text = &query[..query.len().min(SQL_KEEP)];
+                    if self.needs_analysis(text) {
+                        let analysis = sql::analyze(&String::from_utf8_lossy(text));
                         self.note_analysis(&analysis);
                     }
                     if self.audit.is_some() {
-                        self.last_parse = Some(text.into_owned());
+                        self.last_parse = Some(String::from_utf8_lossy(text).into_owned());
                     }
                 }
             }
@@ -1046,11 +1076,19 @@ impl Session<'_> {
             }
             b'S' => {
                 self.pending += 1;
+                self.parses.push_back(Sent::Sync);
                 self.responded = false;
             }
             b'c' | b'f' => {}
             _ => {}
         }
+    }
+
+    /// Whether a statement must go through the SQL analysis: to find what pins a
+    /// transaction-mode client (skipped once pinned, and for text that cannot pin), and
+    /// nothing else today (routing analyses the first statement itself, in `route_for`).
+    fn needs_analysis(&self, text: &[u8]) -> bool {
+        self.mode == PoolMode::Transaction && self.pinned.is_none() && sql::may_pin(text)
     }
 
     fn note_analysis(&mut self, a: &sql::Analysis) {
@@ -1071,9 +1109,13 @@ impl Session<'_> {
 
     /// Server bytes arrived in `sbuf`: scan, forward, and maybe hand the server back.
     async fn on_server(&mut self) -> Option<End> {
-        self.responded = true;
-        if let Some(a) = self.attached.as_mut() {
-            a.replay = None;
+        // Anything but an error means the server acted on the request, even before a whole
+        // message is here to forward: it must not be replayed elsewhere.
+        if self.sbuf.first().is_some_and(|&tag| tag != b'E') {
+            self.responded = true;
+            if let Some(a) = self.attached.as_mut() {
+                a.replay = None;
+            }
         }
         let mut pos = 0usize;
         let mut forward_upto = 0usize;
@@ -1116,6 +1158,12 @@ impl Session<'_> {
                     if self.pending == 0 {
                         self.drop_parse_complete = 0;
                     }
+                    // This ReadyForQuery answers the oldest Sync or Query.
+                    while let Some(sent) = self.parses.pop_front() {
+                        if matches!(sent, Sent::Sync) {
+                            break;
+                        }
+                    }
                     self.in_copy = false;
                     self.finish_queries(true);
                     if self.pending == 0
@@ -1141,6 +1189,15 @@ impl Session<'_> {
                         server_fatal = Some(format!("{} (SQLSTATE {})", f.message, f.code));
                         break;
                     }
+                    // Parses not yet answered failed or were skipped: nothing was created.
+                    if let Some(a) = self.attached.as_mut() {
+                        while let Some(Sent::Parse(created)) = self.parses.front() {
+                            if let Some(hash) = created {
+                                a.server.conn.prepared.remove(hash);
+                            }
+                            self.parses.pop_front();
+                        }
+                    }
                     if self.audit.is_some() {
                         self.command_failed(f.code);
                     }
@@ -1153,11 +1210,16 @@ impl Session<'_> {
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
-                b'1' if self.drop_parse_complete > 0 => {
-                    // Answer to a Parse the gateway slipped in: not the client's business.
-                    self.drop_parse_complete -= 1;
-                    out.extend_from_slice(&self.sbuf[copied..pos]);
-                    copied = pos + header.total;
+                b'1' => {
+                    if let Some(Sent::Parse(_)) = self.parses.front() {
+                        self.parses.pop_front();
+                    }
+                    if self.drop_parse_complete > 0 {
+                        // Answer to a Parse the gateway slipped in: not the client's business.
+                        self.drop_parse_complete -= 1;
+                        out.extend_from_slice(&self.sbuf[copied..pos]);
+                        copied = pos + header.total;
+                    }
                 }
                 _ => {}
             }
@@ -1165,6 +1227,13 @@ impl Session<'_> {
             forward_upto = pos;
         }
         if forward_upto > 0 {
+            // The client has seen an answer: the request can no longer be replayed elsewhere.
+            // (A FATAL that arrives first, from a server that died while the connection sat
+            // in the pool, is not an answer.)
+            self.responded = true;
+            if let Some(a) = self.attached.as_mut() {
+                a.replay = None;
+            }
             let written = if copied == 0 {
                 self.client.write_all(&self.sbuf[..forward_upto]).await
             } else {
@@ -1261,6 +1330,7 @@ impl Session<'_> {
     /// otherwise the client gets an error it can act on and keeps its connection.
     async fn server_lost(&mut self, why: String) -> Option<End> {
         let mut a = self.attached.take()?;
+        self.parses.clear();
         tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, error = %why, "backend connection lost");
         self.cancel.slot.set(None);
         a.target.active.fetch_sub(1, Ordering::Relaxed);
@@ -1538,6 +1608,15 @@ fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
 
 fn server_name(hash: u64) -> String {
     format!("sumun_{hash:016x}")
+}
+
+/// The message types a client may send once logged in (PostgreSQL refuses any other with
+/// 08P01 before reading its body).
+fn is_frontend(tag: u8) -> bool {
+    matches!(
+        tag,
+        b'B' | b'C' | b'c' | b'd' | b'D' | b'E' | b'f' | b'F' | b'H' | b'P' | b'Q' | b'S' | b'X'
+    )
 }
 
 fn shrink(buf: &mut Vec<u8>) {

@@ -634,3 +634,102 @@ fn masking_into_a_buffer_appends_what_mask_literals_returns() {
         assert_eq!(out, format!("prefix:{}", mask_literals(input)), "{input:?}");
     }
 }
+
+#[test]
+fn may_pin_is_false_only_when_nothing_pins() {
+    let pinning = [
+        "set role app",
+        "SET statement_timeout TO DEFAULT",
+        "reset search_path",
+        "select pg_catalog.set_config('a.b', 'c', false)",
+        "select PG_TRY_ADVISORY_LOCK(1)",
+        "listen chan",
+        "load 'auto_explain'",
+        "create temp table t (a int)",
+        "create table pg_temp.t (a int)",
+        "select * into temporary t2 from t",
+        "declare c cursor with hold for select 1",
+        "prepare p as select 1",
+    ];
+    for p in pinning {
+        for prefix in [
+            "",
+            "select 1; ",
+            "  \n\t",
+            "begin;\n",
+            "/* note */ ",
+            "-- note\n",
+        ] {
+            let sql = format!("{prefix}{p}");
+            assert!(analyze(&sql).pin.is_some(), "{sql}");
+            assert!(may_pin(sql.as_bytes()), "{sql}");
+        }
+    }
+    // The statements of ordinary workloads skip the analysis.
+    let plain = [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 4242;",
+        "UPDATE pgbench_accounts SET abalance = abalance + -31 WHERE aid = 7;",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, CURRENT_TIMESTAMP);",
+        "select * from t order by id offset 5 limit 10",
+        "BEGIN",
+        "END",
+    ];
+    for p in plain {
+        assert!(analyze(p).pin.is_none(), "{p}");
+        assert!(!may_pin(p.as_bytes()), "{p}");
+    }
+    // Random token soup: whenever the analyzer pins, the scan must have said so.
+    let words = [
+        "select",
+        "set",
+        "SET",
+        "reset",
+        "update",
+        "t",
+        "x",
+        "=",
+        "1",
+        ";",
+        "--c\n",
+        "/*c*/",
+        "listen",
+        "pg_temp",
+        ".",
+        "(",
+        ")",
+        "create",
+        "temp",
+        "TEMPORARY",
+        "table",
+        "declare",
+        "c",
+        "cursor",
+        "with",
+        "hold",
+        "for",
+        "prepare",
+        "load",
+        "'s'",
+        "set_config",
+        "pg_advisory_lock",
+        "U&\"\\0073et\"",
+        "into",
+        "offset",
+        "\"set\"",
+        "$$;set$$",
+        "local",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..50_000 {
+        let mut sql = String::new();
+        for _ in 0..rng.usize(1..10) {
+            sql.push_str(words[rng.usize(..words.len())]);
+            if rng.bool() {
+                sql.push(' ');
+            }
+        }
+        if analyze(&sql).pin.is_some() {
+            assert!(may_pin(sql.as_bytes()), "{sql:?}");
+        }
+    }
+}
