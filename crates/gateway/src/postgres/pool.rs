@@ -1,6 +1,12 @@
 //! Backend connection pools, one per (listener, target, database, backend user). A pool never
 //! has more than `size` connections open; a client that finds none idle and the pool full waits
 //! up to `checkout_timeout` and then gets SQLSTATE 53300, as RDS Proxy's borrow timeout does.
+//!
+//! A released connection is handed straight to a waiting client, if there is one, rather than
+//! parked and announced. Connections and waiters belong to a data-plane worker
+//! (`crate::workers`): a connection goes to a waiter of its own worker unless a waiter elsewhere
+//! has waited clearly longer (`FAIRNESS`), so hand-overs rarely cross threads and nobody
+//! starves. A plain-text connection that does end up on another worker moves its socket there.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,8 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
 use sumun_config::PoolSettings;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::server::ServerConn;
 
@@ -76,11 +84,54 @@ fn current_home() -> usize {
 #[derive(Debug)]
 pub struct Pool {
     pub key: PoolKey,
-    idle: Mutex<Idle>,
+    inner: Mutex<Inner>,
     slots: Arc<Semaphore>,
     size: u32,
-    released: Notify,
     pub stats: PoolStats,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    idle: Idle,
+    /// Clients waiting for a connection, oldest first, one queue per home worker.
+    waiters: Vec<VecDeque<Waiter>>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    since: Instant,
+    handoff: oneshot::Sender<Pooled>,
+}
+
+/// How much longer a waiter on another worker must have waited before it is served ahead of
+/// the releasing connection's own worker.
+const FAIRNESS: Duration = Duration::from_millis(2);
+
+impl Inner {
+    /// Hand `p` to the waiter it should go to; gives it back when nobody is waiting.
+    fn hand_off(&mut self, mut p: Pooled) -> Option<Pooled> {
+        loop {
+            let home = Idle::slot(p.home);
+            let oldest = (0..self.waiters.len())
+                .filter_map(|i| self.waiters[i].front().map(|w| (i, w.since)))
+                .min_by_key(|&(_, since)| since);
+            let Some((oldest, oldest_since)) = oldest else {
+                return Some(p);
+            };
+            let pick = match self.waiters.get(home).and_then(VecDeque::front) {
+                Some(w) if w.since <= oldest_since + FAIRNESS => home,
+                _ => oldest,
+            };
+            let Some(w) = self.waiters[pick].pop_front() else {
+                return Some(p);
+            };
+            match w.handoff.send(p) {
+                Ok(()) => return None,
+                // That waiter gave up (timed out, got a new slot, went away): next one.
+                Err(back) => p = back,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -121,10 +172,9 @@ impl Pool {
     fn new(key: PoolKey, size: u32) -> Pool {
         Pool {
             key,
-            idle: Mutex::new(Idle::default()),
+            inner: Mutex::new(Inner::default()),
             slots: Arc::new(Semaphore::new(size as usize)),
             size,
-            released: Notify::new(),
             stats: PoolStats::default(),
         }
     }
@@ -139,52 +189,76 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).count
+        self.lock().idle.count
     }
 
-    fn take_idle(&self, settings: &PoolSettings) -> Option<Pooled> {
-        let home = current_home();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(p) = idle.pop(home) {
-            if p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken {
-                return Some(p);
-            }
-            drop(p); // over its lifetime: closed, its slot freed
-        }
-        None
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn usable(p: &Pooled, settings: &PoolSettings) -> bool {
+        p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken
     }
 
     /// An idle connection or the right to open one, waiting up to `checkout_timeout`.
     pub async fn slot(&self, settings: &PoolSettings) -> Result<Slot, CheckoutError> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        if let Some(p) = self.take_idle(settings) {
-            return Ok(Slot::Idle(Box::new(p)));
-        }
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(Slot::New(permit));
-        }
+        let home = current_home();
+        let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
+        let mut rx = {
+            let mut inner = self.lock();
+            while let Some(p) = inner.idle.pop(home) {
+                if Pool::usable(&p, settings) {
+                    drop(inner);
+                    return Ok(self.settled(p));
+                }
+                // Over its lifetime: closed, its slot freed.
+            }
+            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                return Ok(Slot::New(permit));
+            }
+            // Queue up under the same lock that releases take, so no release is missed.
+            let (tx, rx) = oneshot::channel();
+            let i = Idle::slot(home);
+            if inner.waiters.len() <= i {
+                inner.waiters.resize_with(i + 1, VecDeque::new);
+            }
+            let queue = &mut inner.waiters[i];
+            // Drop entries of waiters that already left, from the back, so a burst of
+            // timeouts without releases cannot grow the queue.
+            while queue.back().is_some_and(|w| w.handoff.is_closed()) {
+                queue.pop_back();
+            }
+            queue.push_back(Waiter {
+                since: Instant::now(),
+                handoff: tx,
+            });
+            rx
+        };
         self.stats.waits.fetch_add(1, Ordering::Relaxed);
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
-        let result = loop {
-            let released = self.released.notified();
-            tokio::pin!(released);
-            released.as_mut().enable();
-            if let Some(p) = self.take_idle(settings) {
-                break Ok(Slot::Idle(Box::new(p)));
+        let result = tokio::select! {
+            biased;
+            handed = &mut rx => match handed {
+                Ok(p) => Ok(self.settled(p)),
+                Err(_) => Err(CheckoutError::Stopped),
+            },
+            permit = self.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => Ok(Slot::New(permit)),
+                Err(_) => Err(CheckoutError::Stopped),
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                Err(CheckoutError::Timeout(settings.checkout_timeout))
             }
-            tokio::select! {
-                permit = self.slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => break Ok(Slot::New(permit)),
-                    Err(_) => break Err(CheckoutError::Stopped),
-                },
-                () = &mut released => {}
-                () = tokio::time::sleep_until(deadline) => {
-                    self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    break Err(CheckoutError::Timeout(settings.checkout_timeout));
-                }
-            }
+        };
+        // A connection handed over while another branch won is not lost but taken instead
+        // (a permit then goes back unused).
+        rx.close();
+        let result = match rx.try_recv() {
+            Ok(p) => Ok(self.settled(p)),
+            Err(_) => result,
         };
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         self.stats
@@ -202,30 +276,51 @@ impl Pool {
         }
     }
 
-    /// Give a connection back. Broken or expired ones are closed instead.
-    pub fn release(&self, mut p: Pooled, settings: &PoolSettings) {
-        if p.conn.broken || p.conn.created.elapsed() >= settings.max_lifetime {
-            drop(p);
-        } else {
-            p.conn.last_used = Instant::now();
-            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+    /// A connection taken on another worker than its own: a plain socket moves to this
+    /// worker's event loop (a TLS one keeps its registration and is served across threads).
+    /// Should the move fail, the connection is closed and a new one opened in its place.
+    fn settled(&self, mut p: Pooled) -> Slot {
+        let here = current_home();
+        if p.home == here || p.conn.stream.is_tls() {
+            return Slot::Idle(Box::new(p));
         }
-        self.released.notify_one();
+        let permit = p._permit;
+        match p.conn.stream.rehome() {
+            Ok(stream) => {
+                p.conn.stream = stream;
+                p.home = here;
+                p._permit = permit;
+                Slot::Idle(Box::new(p))
+            }
+            Err(err) => {
+                tracing::warn!(pool_target = %self.key.target, error = %err, "cannot move a backend connection between workers; opening another");
+                Slot::New(permit)
+            }
+        }
     }
 
-    /// A slot was freed without going through `release` (a connection was dropped).
-    pub fn freed(&self) {
-        self.released.notify_one();
+    /// Give a connection back: to the waiter it should go to, else to the idle stack of its
+    /// worker. Broken or expired ones are closed instead (the freed slot wakes a waiter).
+    pub fn release(&self, mut p: Pooled, settings: &PoolSettings) {
+        if !Pool::usable(&p, settings) {
+            drop(p);
+            return;
+        }
+        p.conn.last_used = Instant::now();
+        let mut inner = self.lock();
+        if let Some(p) = inner.hand_off(p) {
+            inner.idle.push(p);
+        }
     }
 
     /// Take out idle connections unused for `idle_timeout` or older than `max_lifetime`,
     /// keeping `min_idle`; the caller closes them.
     pub fn reap(&self, settings: &PoolSettings) -> Vec<Pooled> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.lock();
         let keep = settings.min_idle as usize;
         let mut closed = Vec::new();
         // Least recently used first: each stack's bottom is its oldest.
-        let Idle { by_home, count } = &mut *idle;
+        let Idle { by_home, count } = &mut inner.idle;
         for stack in by_home.iter_mut() {
             let mut i = 0;
             while *count > keep && i < stack.len() {
@@ -240,7 +335,7 @@ impl Pool {
                 }
             }
         }
-        drop(idle);
+        drop(inner);
         closed
     }
 }

@@ -572,14 +572,12 @@ impl Session<'_> {
                     }
                     // Closed while idle (server restarted, terminated): drop it, take another.
                     drop(p);
-                    pool.freed();
                 }
                 Slot::New(permit) => {
                     let credential = match self.credential() {
                         Ok(c) => c,
                         Err(e) => {
                             drop(permit);
-                            pool.freed();
                             return Err(e);
                         }
                     };
@@ -626,7 +624,6 @@ impl Session<'_> {
                         Err(err) => {
                             pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                             drop(permit);
-                            pool.freed();
                             Err(classify(err, &self.startup.database))
                         }
                     };

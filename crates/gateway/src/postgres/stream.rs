@@ -24,6 +24,15 @@ impl<T> MaybeTls<T> {
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }
+
+    /// Move a plain socket to this thread's event loop (see `crate::workers`). A TLS stream
+    /// is returned as it is: rustls' stream cannot be taken apart and rebuilt.
+    pub fn rehome(self) -> io::Result<Self> {
+        match self {
+            MaybeTls::Plain(s) => Ok(MaybeTls::Plain(TcpStream::from_std(s.into_std()?)?)),
+            tls => Ok(tls),
+        }
+    }
 }
 
 impl ClientStream {
