@@ -96,8 +96,13 @@ pub(crate) async fn handle(
                 reject(peer, local, RejectReason::ProxyUntrusted);
                 return;
             }
-            match tokio::time::timeout_at(handshake_deadline, read_proxy_header(&mut stream)).await
-            {
+            // Boxed, like every other handshake step: a connection's task keeps only what its
+            // relay needs, not the largest state any step ever had (idle memory).
+            let header = Box::pin(tokio::time::timeout_at(
+                handshake_deadline,
+                read_proxy_header(&mut stream),
+            ));
+            match header.await {
                 Err(_) => {
                     tracing::warn!(listener = %listener.name, peer = %peer, "no complete PROXY header before the handshake timeout");
                     reject(peer, local, RejectReason::HandshakeTimeout);
@@ -155,31 +160,59 @@ pub(crate) async fn handle(
     // 3. TLS termination, then 4. checkout and 5. relay.
     match (snap.settings.protocol, &snap.tls) {
         (Protocol::Tls, Some(tls)) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-            let tls_stream = match Box::pin(tokio::time::timeout_at(
+            // Boxed as a whole: the TLS stream then lives in this allocation only.
+            let tls = tls.clone();
+            Box::pin(terminate_tls(
+                stream,
+                &tls,
+                admitted,
+                &snap,
+                &listener,
+                &shared,
                 handshake_deadline,
-                acceptor.accept(stream),
             ))
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(err)) => {
-                    tracing::info!(listener = %listener.name, client = %client, error = %err, "TLS handshake failed");
-                    reject(client, local, RejectReason::TlsHandshake);
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(listener = %listener.name, client = %client, "TLS handshake timed out");
-                    reject(client, local, RejectReason::HandshakeTimeout);
-                    return;
-                }
-            };
-            let (version, group) = crate::tls::handshake_labels(tls_stream.get_ref().1);
-            metrics.tls_handshake(version, group);
-            Box::pin(forward(tls_stream, admitted, &snap, &listener, &shared)).await;
+            .await;
         }
         _ => Box::pin(forward(stream, admitted, &snap, &listener, &shared)).await,
     }
+}
+
+/// A `tls` listener: the TLS handshake within the deadline, then the relay.
+async fn terminate_tls(
+    stream: TcpStream,
+    tls: &crate::tls::TlsContext,
+    admitted: Admitted,
+    snap: &ListenerSnapshot,
+    listener: &ListenerRt,
+    shared: &Shared,
+    deadline: Instant,
+) {
+    let reject = |reason: RejectReason| {
+        listener.metrics.reject(reason);
+        shared.records.reject(
+            &listener.name,
+            admitted.client,
+            admitted.local,
+            reason.as_str(),
+        );
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(err)) => {
+            tracing::info!(listener = %listener.name, client = %admitted.client, error = %err, "TLS handshake failed");
+            reject(RejectReason::TlsHandshake);
+            return;
+        }
+        Err(_) => {
+            tracing::info!(listener = %listener.name, client = %admitted.client, "TLS handshake timed out");
+            reject(RejectReason::HandshakeTimeout);
+            return;
+        }
+    };
+    let (version, group) = crate::tls::handshake_labels(tls_stream.get_ref().1);
+    listener.metrics.tls_handshake(version, group);
+    forward(tls_stream, admitted, snap, listener, shared).await;
 }
 
 /// Read exactly one PROXY header, consuming no byte beyond it.

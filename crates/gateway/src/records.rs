@@ -611,46 +611,4 @@ mod tests {
         assert_eq!(b, "2023-11-14T22:13:21.000000005Z");
     }
 
-    /// What building one event costs on the connection's thread, old way and new way:
-    /// `cargo test -p sumun-gateway --lib --release -- --ignored --nocapture query_event_cost`.
-    #[test]
-    #[ignore = "timing, not a check"]
-    fn query_event_cost() {
-        let text = "SELECT abalance FROM pgbench_accounts WHERE aid = 41731;";
-        let e = QueryEvent {
-            listener: "pg",
-            client: "127.0.0.1:54321".parse().expect("addr"),
-            user: "bench",
-            database: "bench",
-            session_id: "0000002a1234abcd",
-            text,
-            mask: true,
-            duration_us: 312,
-            rows: 1,
-            error: None,
-            target: Some("127.0.0.1:5432"),
-        };
-        let n = 200_000u32;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(with_serde_json(&e, SystemTime::now()));
-        }
-        let old = start.elapsed() / n;
-        let mut buf = String::new();
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            buf.clear();
-            e.write(&mut buf, SystemTime::now());
-            std::hint::black_box(&buf);
-        }
-        let new = start.elapsed() / n;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(sql::mask_literals(text));
-        }
-        let mask = start.elapsed() / n;
-        println!(
-            "per event: serde_json Map {old:?}, hand-written {new:?} (masking alone {mask:?})"
-        );
-    }
 }

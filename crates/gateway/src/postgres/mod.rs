@@ -86,28 +86,54 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     deadline: Instant,
 ) {
+    // Each phase is its own allocation, freed when it ends: an idle client holds only its
+    // session, not the handshake's TLS and authentication state (idle memory).
+    let login = Box::pin(login(
+        stream, &admitted, &snap, &listener, &shared, deadline,
+    ))
+    .await;
+    let Some((client, startup, identity)) = login else {
+        return;
+    };
+    if startup.database == console::DATABASE {
+        let console = Box::pin(console::run(
+            client, &startup, &identity, &admitted, &listener, &shared,
+        ));
+        console.await;
+        return;
+    }
+    let session = Box::pin(session::run(
+        client, startup, identity, admitted, snap, listener, shared,
+    ));
+    session.await;
+}
+
+/// Startup negotiation and authentication, within the handshake deadline.
+async fn login(
+    stream: TcpStream,
+    admitted: &Admitted,
+    snap: &Arc<ListenerSnapshot>,
+    listener: &Arc<ListenerRt>,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Option<(ClientStream, ClientStartup, auth::Identity)> {
     let negotiated = tokio::time::timeout_at(
         deadline,
-        negotiate(stream, &admitted, &snap, &listener, &shared),
+        negotiate(stream, admitted, snap, listener, shared),
     )
     .await;
     let (mut client, startup) = match negotiated {
         Err(_) => {
             tracing::info!(listener = %listener.name, client = %admitted.client, "no startup packet before the handshake timeout");
-            reject(
-                &listener,
-                &shared,
-                &admitted,
-                RejectReason::HandshakeTimeout,
-            );
-            return;
+            reject(listener, shared, admitted, RejectReason::HandshakeTimeout);
+            return None;
         }
-        Ok(Negotiated::Done) => return,
+        Ok(Negotiated::Done) => return None,
         Ok(Negotiated::Startup(client, startup)) => (client, startup),
     };
     if !client.is_tls() && snap.settings.tls == TlsMode::Required {
         tracing::info!(listener = %listener.name, client = %admitted.client, "plain-text client on a listener that requires TLS");
-        audit_auth_failure(&shared, &listener, &admitted, &startup.user, "tls_required");
+        audit_auth_failure(shared, listener, admitted, &startup.user, "tls_required");
         listener
             .metrics
             .auth_failures
@@ -118,38 +144,34 @@ pub(crate) async fn handle(
             "this gateway requires TLS: connect with sslmode=require",
         )
         .await;
-        return;
+        return None;
     }
     let authed = tokio::time::timeout_at(
         deadline,
         Box::pin(auth::authenticate(
             &mut client,
             &startup,
-            &snap,
-            &listener,
-            &shared,
-            &admitted,
+            snap,
+            listener,
+            shared,
+            admitted,
         )),
     )
     .await;
     let identity = match authed {
         Err(_) => {
             tracing::info!(listener = %listener.name, client = %admitted.client, user = %startup.user, "authentication did not finish before the handshake timeout");
-            audit_auth_failure(&shared, &listener, &admitted, &startup.user, "timeout");
+            audit_auth_failure(shared, listener, admitted, &startup.user, "timeout");
             listener
                 .metrics
                 .auth_failures
                 .fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        Ok(None) => return,
+        Ok(None) => return None,
         Ok(Some(identity)) => identity,
     };
-    if startup.database == console::DATABASE {
-        console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
-        return;
-    }
-    session::run(client, startup, identity, admitted, snap, listener, shared).await;
+    Some((client, startup, identity))
 }
 
 enum Negotiated {

@@ -42,7 +42,10 @@ pub struct Pooled {
 /// workers), so a client is given a connection of its own worker when there is one.
 #[derive(Debug, Default)]
 struct Idle {
-    by_home: Vec<Vec<Pooled>>,
+    // Boxed so that taking, handing over and returning a connection moves a pointer, and
+    // a client holds it without an allocation per checkout.
+    #[allow(clippy::vec_box)]
+    by_home: Vec<Vec<Box<Pooled>>>,
     count: usize,
 }
 
@@ -51,7 +54,7 @@ impl Idle {
         home.min(MAX_HOMES - 1)
     }
 
-    fn push(&mut self, p: Pooled) {
+    fn push(&mut self, p: Box<Pooled>) {
         let i = Idle::slot(p.home);
         if self.by_home.len() <= i {
             self.by_home.resize_with(i + 1, Vec::new);
@@ -61,7 +64,7 @@ impl Idle {
     }
 
     /// The most recently used connection of `home`, else of any other worker.
-    fn pop(&mut self, home: usize) -> Option<Pooled> {
+    fn pop(&mut self, home: usize) -> Option<Box<Pooled>> {
         let mine = Idle::slot(home);
         let p = match self.by_home.get_mut(mine).and_then(Vec::pop) {
             Some(p) => Some(p),
@@ -100,7 +103,7 @@ struct Inner {
 #[derive(Debug)]
 struct Waiter {
     since: Instant,
-    handoff: oneshot::Sender<Pooled>,
+    handoff: oneshot::Sender<Box<Pooled>>,
 }
 
 /// How much longer a waiter on another worker must have waited before it is served ahead of
@@ -109,7 +112,7 @@ const FAIRNESS: Duration = Duration::from_millis(2);
 
 impl Inner {
     /// Hand `p` to the waiter it should go to; gives it back when nobody is waiting.
-    fn hand_off(&mut self, mut p: Pooled) -> Option<Pooled> {
+    fn hand_off(&mut self, mut p: Box<Pooled>) -> Option<Box<Pooled>> {
         loop {
             let home = Idle::slot(p.home);
             let oldest = (0..self.waiters.len())
@@ -200,6 +203,24 @@ impl Pool {
         p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken
     }
 
+    /// An idle connection, if one is ready now (nothing waits).
+    pub fn try_idle(&self, settings: &PoolSettings) -> Option<Box<Pooled>> {
+        let home = current_home();
+        let mut inner = self.lock();
+        while let Some(p) = inner.idle.pop(home) {
+            if Pool::usable(&p, settings) {
+                drop(inner);
+                self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+                // A failed move between workers closes it and frees its slot.
+                return match self.settled(p) {
+                    Slot::Idle(p) => Some(p),
+                    Slot::New(_) => None,
+                };
+            }
+        }
+        None
+    }
+
     /// An idle connection or the right to open one, waiting up to `checkout_timeout`.
     pub async fn slot(&self, settings: &PoolSettings) -> Result<Slot, CheckoutError> {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
@@ -267,22 +288,22 @@ impl Pool {
         result
     }
 
-    pub fn adopt(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Pooled {
+    pub fn adopt(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Box<Pooled> {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        Pooled {
+        Box::new(Pooled {
             conn,
             home: current_home(),
             _permit: permit,
-        }
+        })
     }
 
     /// A connection taken on another worker than its own: a plain socket moves to this
     /// worker's event loop (a TLS one keeps its registration and is served across threads).
     /// Should the move fail, the connection is closed and a new one opened in its place.
-    fn settled(&self, mut p: Pooled) -> Slot {
+    fn settled(&self, mut p: Box<Pooled>) -> Slot {
         let here = current_home();
         if p.home == here || p.conn.stream.is_tls() {
-            return Slot::Idle(Box::new(p));
+            return Slot::Idle(p);
         }
         let permit = p._permit;
         match p.conn.stream.rehome() {
@@ -290,7 +311,7 @@ impl Pool {
                 p.conn.stream = stream;
                 p.home = here;
                 p._permit = permit;
-                Slot::Idle(Box::new(p))
+                Slot::Idle(p)
             }
             Err(err) => {
                 tracing::warn!(pool_target = %self.key.target, error = %err, "cannot move a backend connection between workers; opening another");
@@ -301,7 +322,7 @@ impl Pool {
 
     /// Give a connection back: to the waiter it should go to, else to the idle stack of its
     /// worker. Broken or expired ones are closed instead (the freed slot wakes a waiter).
-    pub fn release(&self, mut p: Pooled, settings: &PoolSettings) {
+    pub fn release(&self, mut p: Box<Pooled>, settings: &PoolSettings) {
         if !Pool::usable(&p, settings) {
             drop(p);
             return;
@@ -315,7 +336,7 @@ impl Pool {
 
     /// Take out idle connections unused for `idle_timeout` or older than `max_lifetime`,
     /// keeping `min_idle`; the caller closes them.
-    pub fn reap(&self, settings: &PoolSettings) -> Vec<Pooled> {
+    pub fn reap(&self, settings: &PoolSettings) -> Vec<Box<Pooled>> {
         let mut inner = self.lock();
         let keep = settings.min_idle as usize;
         let mut closed = Vec::new();

@@ -55,7 +55,7 @@ const SQL_KEEP: usize = 16 * 1024;
 
 struct Attached {
     pool: Arc<Pool>,
-    server: Pooled,
+    server: Box<Pooled>,
     target: Arc<TargetRt>,
     /// Bytes sent since attaching, kept until the server answers so a request can be replayed
     /// on another server when the first one turns out dead. `None` once answered or too big.
@@ -481,18 +481,16 @@ impl Session<'_> {
                 }
                 break;
             };
-            tried.push(target.addr);
-            match self.connect_to(&target, settings.connect_timeout).await {
+            // The common case without waiting or allocating: an idle connection ready now.
+            // Anything else (a new connection, a wait for a free one) is boxed so its state
+            // does not enlarge every idle client.
+            let connected = match self.idle_attach(&target) {
+                Some(a) => Ok(a),
+                None => Box::pin(self.connect_to(&target, settings.connect_timeout)).await,
+            };
+            match connected {
                 Ok(attached) => {
-                    self.cancel.slot.set(Some((
-                        target.addr,
-                        attached.server.conn.process_id,
-                        attached.server.conn.secret_key,
-                    )));
-                    target.active.fetch_add(1, Ordering::Relaxed);
-                    self.set_info_server(Some(target.addr));
-                    self.attached = Some(attached);
-                    self.last_route = want;
+                    self.adopt(attached, want);
                     self.apply_params().await?;
                     return Ok(());
                 }
@@ -501,6 +499,7 @@ impl Session<'_> {
                     return Err(End::Refused(label));
                 }
                 Err(AttachError::Target(err)) => {
+                    tried.push(target.addr);
                     tracing::warn!(listener = %self.listener.name, target = %target.address, error = %err, "cannot open a backend connection; trying another target");
                     target.connect_errors.fetch_add(1, Ordering::Relaxed);
                     let hc = &settings.health_check;
@@ -522,6 +521,53 @@ impl Session<'_> {
         tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, "{message}");
         fatal(&mut self.client, "08006", &message).await;
         Err(End::Refused("no_backend"))
+    }
+
+    /// Make `attached` the session's server.
+    fn adopt(&mut self, attached: Attached, want: Want) {
+        let target = &attached.target;
+        self.cancel.slot.set(Some((
+            target.addr,
+            attached.server.conn.process_id,
+            attached.server.conn.secret_key,
+        )));
+        target.active.fetch_add(1, Ordering::Relaxed);
+        self.set_info_server(Some(target.addr));
+        self.attached = Some(attached);
+        self.last_route = want;
+    }
+
+    /// `attach` for the usual transaction, without waiting: the first pick is a target with a
+    /// connection idle now. False when the full `attach` must run. The caller still applies
+    /// the client's parameters when the connection has other ones.
+    fn attach_now(&mut self, want: Want) -> bool {
+        let Some(target) = self.snap.group.pick_for(&[], want) else {
+            return false;
+        };
+        let Some(attached) = self.idle_attach(&target) else {
+            return false;
+        };
+        self.adopt(attached, want);
+        true
+    }
+
+    /// An idle pooled connection to `target` that is ready now, if there is one.
+    fn idle_attach(&mut self, target: &Arc<TargetRt>) -> Option<Attached> {
+        let pool = self.pool_for(target.addr);
+        loop {
+            let mut p = pool.try_idle(self.settings())?;
+            // A connection used within the last second is trusted (a dead one is caught by
+            // the replay); one idle longer is checked for a close first.
+            if p.conn.last_used.elapsed() < Duration::from_secs(1) || still_open(&mut p.conn) {
+                return Some(Attached {
+                    pool,
+                    server: p,
+                    target: target.clone(),
+                    replay: Some(Vec::new()),
+                });
+            }
+            // Closed while idle (server restarted, terminated): drop it, take another.
+        }
     }
 
     async fn connect_to(
@@ -565,7 +611,7 @@ impl Session<'_> {
                     {
                         return Ok(Attached {
                             pool: pool.clone(),
-                            server: *p,
+                            server: p,
                             target: target.clone(),
                             replay: Some(Vec::new()),
                         });
@@ -685,15 +731,21 @@ impl Session<'_> {
         Some(header)
     }
 
+    /// The usual case is false: the server last served a client with the same parameters.
+    fn params_differ(&self) -> bool {
+        self.attached
+            .as_ref()
+            .is_some_and(|a| a.server.conn.params_stamp != self.params_stamp)
+    }
+
     /// Make the server's session parameters match the client's with `SET`, when they differ.
     async fn apply_params(&mut self) -> Result<(), End> {
+        if !self.params_differ() {
+            return Ok(());
+        }
         let Some(a) = self.attached.as_mut() else {
             return Ok(());
         };
-        // The usual case: the server last served a client with the same parameters.
-        if a.server.conn.params_stamp == self.params_stamp {
-            return Ok(());
-        }
         let mut sql = String::new();
         for (k, v) in &self.startup.params {
             if a.server.conn.params.get(k).is_some_and(|cur| cur == v) {
@@ -798,7 +850,18 @@ impl Session<'_> {
                     self.route_for(h.tag, &self.cbuf[5..end])
                 }
             };
-            if let Err(end) = self.attach(route).await {
+            // The full attach (waiting, connecting, failing over) is boxed: its state would
+            // otherwise be part of every idle client.
+            let attached = if self.attach_now(route) {
+                if self.params_differ() {
+                    Box::pin(self.apply_params()).await
+                } else {
+                    Ok(())
+                }
+            } else {
+                Box::pin(self.attach(route)).await
+            };
+            if let Err(end) = attached {
                 return Some(end);
             }
         }
