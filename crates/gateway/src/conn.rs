@@ -145,7 +145,7 @@ pub(crate) async fn handle(
 
     // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
     if snap.settings.protocol == Protocol::Postgres {
-        Box::pin(crate::postgres::handle(
+        let session = Box::pin(crate::postgres::login_session(
             stream,
             admitted,
             snap,
@@ -154,6 +154,9 @@ pub(crate) async fn handle(
             handshake_deadline,
         ))
         .await;
+        if let Some(session) = session {
+            session.await;
+        }
         return;
     }
 

@@ -37,14 +37,14 @@ pub struct CancelRegistry {
 }
 
 /// Removes the key when the client's session ends.
-pub struct CancelKey<'a> {
-    registry: &'a CancelRegistry,
+pub struct CancelKey {
+    registry: Arc<CancelRegistry>,
     pub process_id: u32,
     pub secret_key: u32,
     pub slot: Arc<CancelSlot>,
 }
 
-impl Drop for CancelKey<'_> {
+impl Drop for CancelKey {
     fn drop(&mut self) {
         self.registry
             .map
@@ -55,7 +55,7 @@ impl Drop for CancelKey<'_> {
 }
 
 impl CancelRegistry {
-    pub fn register(&self) -> CancelKey<'_> {
+    pub fn register(self: &Arc<Self>) -> CancelKey {
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
@@ -70,7 +70,7 @@ impl CancelRegistry {
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 e.insert(slot.clone());
                 return CancelKey {
-                    registry: self,
+                    registry: self.clone(),
                     process_id: key.0,
                     secret_key: key.1,
                     slot,

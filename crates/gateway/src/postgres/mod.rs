@@ -45,7 +45,7 @@ use stream::ClientStream;
 #[derive(Debug, Default)]
 pub struct PgShared {
     pub pools: Pools,
-    pub cancels: CancelRegistry,
+    pub cancels: Arc<cancel::CancelRegistry>,
     pub stats: PgStats,
     /// Server parameters shown to clients at login, per (listener, database, backend user).
     #[allow(clippy::type_complexity)]
@@ -78,34 +78,32 @@ pub(crate) struct ClientStartup {
     pub tls_endpoint: Option<[u8; 32]>,
 }
 
-pub(crate) async fn handle(
+/// What a logged-in client runs: its session, or the admin console.
+pub(crate) type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Startup negotiation and authentication, then the client's session as a future of its own.
+/// The caller boxes this phase and awaits the session after dropping it, so an idle client
+/// holds only its session, not the handshake's TLS and authentication state (idle memory).
+pub(crate) async fn login_session(
     stream: TcpStream,
     admitted: Admitted,
     snap: Arc<ListenerSnapshot>,
     listener: Arc<ListenerRt>,
     shared: Arc<Shared>,
     deadline: Instant,
-) {
-    // Each phase is its own allocation, freed when it ends: an idle client holds only its
-    // session, not the handshake's TLS and authentication state (idle memory).
-    let login = Box::pin(login(
+) -> Option<Session> {
+    let (client, startup, identity) = Box::pin(login(
         stream, &admitted, &snap, &listener, &shared, deadline,
     ))
-    .await;
-    let Some((client, startup, identity)) = login else {
-        return;
-    };
+    .await?;
     if startup.database == console::DATABASE {
-        let console = Box::pin(console::run(
-            client, &startup, &identity, &admitted, &listener, &shared,
-        ));
-        console.await;
-        return;
+        return Some(Box::pin(async move {
+            console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
+        }));
     }
-    let session = Box::pin(session::run(
+    Some(Box::pin(session::run(
         client, startup, identity, admitted, snap, listener, shared,
-    ));
-    session.await;
+    )))
 }
 
 /// Startup negotiation and authentication, within the handshake deadline.

@@ -79,7 +79,9 @@ struct Streaming {
     remaining: usize,
 }
 
-pub(crate) async fn run(
+/// The session of a logged-in client. Set up here, synchronously, so that the future holds
+/// the session alone rather than also the arguments it was built from (idle memory).
+pub(crate) fn run(
     client: ClientStream,
     startup: ClientStartup,
     identity: Identity,
@@ -87,7 +89,7 @@ pub(crate) async fn run(
     snap: Arc<ListenerSnapshot>,
     listener: Arc<ListenerRt>,
     shared: Arc<Shared>,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mode = super::pool_mode(&snap, Some(&identity.user));
     let cancel = shared.pg.cancels.register();
     let audit = match snap.settings.audit_queries {
@@ -176,17 +178,20 @@ pub(crate) async fn run(
         .insert(key, info.clone());
     s.info = Some(info);
     s.metrics_open();
-    let end = s.serve().await;
-    Box::pin(s.finish(end)).await;
-    shared
-        .pg
-        .clients
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&key);
+    async move {
+        let end = s.serve().await;
+        let shared = s.shared.clone();
+        Box::pin(s.finish(end)).await;
+        shared
+            .pg
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
 }
 
-struct Session<'a> {
+struct Session {
     client: ClientStream,
     startup: ClientStartup,
     identity: Identity,
@@ -195,7 +200,7 @@ struct Session<'a> {
     listener: Arc<ListenerRt>,
     shared: Arc<Shared>,
     mode: PoolMode,
-    cancel: CancelKey<'a>,
+    cancel: CancelKey,
     attached: Option<Attached>,
     cbuf: Vec<u8>,
     sbuf: Vec<u8>,
@@ -276,7 +281,7 @@ impl End {
     }
 }
 
-impl Session<'_> {
+impl Session {
     fn metrics_open(&self) {
         let m = &self.listener.metrics;
         m.new_flows.fetch_add(1, Ordering::Relaxed);
@@ -306,40 +311,7 @@ impl Session<'_> {
         // Later clients are greeted from those parameters and take a server at their first
         // message, as PgBouncer does, so a full session-mode pool makes them wait for a server,
         // not for their login.
-        let key = (
-            self.listener.name.clone(),
-            self.startup.database.clone(),
-            self.backend_user.clone(),
-        );
-        let cached = self
-            .shared
-            .pg
-            .server_params
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let params = match cached {
-            Some(p) => p,
-            None => {
-                if let Err(end) = Box::pin(self.attach(Want::Writer)).await {
-                    return end;
-                }
-                let params = self
-                    .attached
-                    .as_ref()
-                    .map(|a| a.server.conn.reported.clone())
-                    .unwrap_or_default();
-                self.shared
-                    .pg
-                    .server_params
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, params.clone());
-                params
-            }
-        };
-        if let Err(end) = self.greet(&params).await {
+        if let Err(end) = Box::pin(self.login_greeting()).await {
             return end;
         }
         if self.mode == PoolMode::Transaction {
@@ -418,6 +390,44 @@ impl Session<'_> {
                 Event::Phase => return End::Stopped,
             }
         }
+    }
+
+    /// The server parameters to show the client (cached per listener, database and backend
+    /// user; the first client logs in to a server to learn them), then the greeting. Boxed by
+    /// the caller, so nothing of it stays with an idle client.
+    async fn login_greeting(&mut self) -> Result<(), End> {
+        let key = (
+            self.listener.name.clone(),
+            self.startup.database.clone(),
+            self.backend_user.clone(),
+        );
+        let cached = self
+            .shared
+            .pg
+            .server_params
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let params = match cached {
+            Some(p) => p,
+            None => {
+                Box::pin(self.attach(Want::Writer)).await?;
+                let params = self
+                    .attached
+                    .as_ref()
+                    .map(|a| a.server.conn.reported.clone())
+                    .unwrap_or_default();
+                self.shared
+                    .pg
+                    .server_params
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, params.clone());
+                params
+            }
+        };
+        self.greet(&params).await
     }
 
     /// Tell the client it is in: AuthenticationOk was sent by `auth`; now ParameterStatus,
