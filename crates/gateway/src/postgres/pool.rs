@@ -63,12 +63,13 @@ impl Idle {
         self.count += 1;
     }
 
-    /// The most recently used connection of `home`, else of any other worker.
-    fn pop(&mut self, home: usize) -> Option<Box<Pooled>> {
+    /// The most recently used connection of `home`, else (with `steal`) of any other worker.
+    fn pop(&mut self, home: usize, steal: bool) -> Option<Box<Pooled>> {
         let mine = Idle::slot(home);
         let p = match self.by_home.get_mut(mine).and_then(Vec::pop) {
             Some(p) => Some(p),
-            None => self.by_home.iter_mut().find_map(Vec::pop),
+            None if steal => self.by_home.iter_mut().find_map(Vec::pop),
+            None => None,
         };
         if p.is_some() {
             self.count -= 1;
@@ -206,8 +207,11 @@ impl Pool {
     /// An idle connection, if one is ready now (nothing waits).
     pub fn try_idle(&self, settings: &PoolSettings) -> Option<Box<Pooled>> {
         let home = current_home();
+        // Another worker's idle connection is taken only when the pool is full: below its
+        // size, a new connection of this worker's own is opened instead, so connections settle
+        // where their clients are rather than moving back and forth.
         let mut inner = self.lock();
-        while let Some(p) = inner.idle.pop(home) {
+        while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
             if Pool::usable(&p, settings) {
                 drop(inner);
                 self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
@@ -228,7 +232,7 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
         let mut rx = {
             let mut inner = self.lock();
-            while let Some(p) = inner.idle.pop(home) {
+            while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
                 if Pool::usable(&p, settings) {
                     drop(inner);
                     return Ok(self.settled(p));
