@@ -11,7 +11,10 @@
 #   SUMUN_BUILD=0 bench/postgres/run.sh    # never run cargo; Sumun rows fail if the binary is missing
 #
 # Other knobs: CLIENTS="1 32 256", CONNECT_CLIENTS=16, IDLE_N=10000, POOL_SIZE=20, SUMUN=path,
-# OUT=file, KEEP=1 (keep the work directory with all logs).
+# OUT=file, KEEP=1 (keep the work directory with all logs), SUMUN_WORKERS=1 (Sumun's
+# `[gateway] workers` in every row but the core-scaling one, which runs one worker pinned to a
+# core against one worker per core: PgBouncer is one thread, and on two cores shared with
+# pgbench and PostgreSQL one event loop does the same work with fewer wake-ups).
 #
 # Needs (installed with apt-get when run as root): postgresql (15), postgresql-client (pgbench),
 # pgbouncer, openssl, python3. Run as root: PostgreSQL and PgBouncer run as user `postgres`.
@@ -34,6 +37,7 @@ else
 fi
 CONNECT_CLIENTS=${CONNECT_CLIENTS:-16}
 POOL_SIZE=${POOL_SIZE:-20}
+SUMUN_WORKERS=${SUMUN_WORKERS:-1}
 SCALE=${SCALE:-10}
 SUMUN=${SUMUN:-$ROOT/target/release/sumun}
 SUMUN_BUILD=${SUMUN_BUILD:-1}
@@ -190,6 +194,7 @@ sumun_toml() { # FILE NAME:PORT:MODE...
   cat > "$f" <<TOML
 [gateway]
 name = "bench"
+workers = ${WORKERS:-$SUMUN_WORKERS}
 [vault]
 dir = "$VAULT"
 key_file = "$VAULT/master.key"
@@ -368,18 +373,31 @@ bench STORM sumun "Sumun transaction, TLS + token" "C-tls" "$SUMUN_PID" "$S_TX" 
 echo "[$(elapsed)] core scaling: pgbench -S -c 32, transaction mode, proxy pinned to CPU 0 vs unpinned"
 pin() { [ -n "$2" ] && taskset -a -p -c "$1" "$2" >/dev/null 2>&1 || true; }
 ALLCPUS=0-$((NPROC - 1))
+# Sumun unpinned runs one worker per core (a second process with `workers = NPROC`); pinned,
+# the usual process (`workers = SUMUN_WORKERS`) on CPU 0.
+SCALE_PID=""; S_SCALE=$(free_port)
+if [ -n "$SUMUN_PID" ]; then
+  MAIN_PID=$SUMUN_PID; MAIN_NOTE=$SUMUN_NOTE
+  WORKERS=$NPROC sumun_toml "$W/sumun-scale.toml" "pg-scale:$S_SCALE:transaction"
+  if start_sumun "$W/sumun-scale.toml" "$W/sumun-scale.log" "$S_SCALE"; then SCALE_PID=$SUMUN_PID; fi
+  SUMUN_PID=$MAIN_PID; SUMUN_NOTE=$MAIN_NOTE
+  log_cmd "SUMUN_LOG=warn sumun serve --config sumun-scale.toml   # [gateway] workers = $NPROC, listener pg-scale (transaction)"
+fi
 for pinning in unpinned pinned; do
   if [ $pinning = pinned ]; then
     pin 0 "$B_TX_PID"; pin 0 "$SUMUN_PID"
-    log_cmd "taskset -a -p -c 0 PID   # PgBouncer and Sumun, all threads"
+    log_cmd "taskset -a -p -c 0 PID   # PgBouncer, and Sumun with workers = $SUMUN_WORKERS: all threads"
     label="pinned to 1 core (taskset -c 0)"
+    spid=$SUMUN_PID; sport=$S_TX; slabel="Sumun transaction, workers = $SUMUN_WORKERS, $label"
   else
     label="unpinned ($NPROC cores)"
+    spid=$SCALE_PID; sport=$S_SCALE; slabel="Sumun transaction, workers = $NPROC, $label"
   fi
   bench SCALING pgbouncer "PgBouncer transaction, $label" "scale-$pinning" "$B_TX_PID" "$B_TX" disable "$PGPASS" -S -c 32 -j 2
-  bench SCALING sumun "Sumun transaction, $label" "scale-$pinning" "$SUMUN_PID" "$S_TX" disable "$PGPASS" -S -c 32 -j 2
+  [ -n "$spid" ] && bench SCALING sumun "$slabel" "scale-$pinning" "$spid" "$sport" disable "$PGPASS" -S -c 32 -j 2
 done
 pin "$ALLCPUS" "$B_TX_PID"; pin "$ALLCPUS" "$SUMUN_PID"
+[ -n "$SCALE_PID" ] && stop_pid "$SCALE_PID"
 SCALE_NOTE="Scaling (unpinned / pinned TPS): PgBouncer $(div "${TPS[pgbouncer/scale-unpinned]:-}" "${TPS[pgbouncer/scale-pinned]:-}"), Sumun $(div "${TPS[sumun/scale-unpinned]:-}" "${TPS[sumun/scale-pinned]:-}")."
 
 # --- idle clients: proxy RSS holding IDLE_N logged-in connections ----------------------------
@@ -466,6 +484,7 @@ SEP_ROW="|---|---|---|---|---|---|---|"
   echo "divided by the transactions pgbench processed) ranks the proxies as much as TPS does."
   echo "Ratios: Sumun / PgBouncer on the same test, mode and transport (TPS: higher is better;"
   echo "CPU: lower is better). Pools: $POOL_SIZE server connections per database/user in both proxies."
+  echo "Sumun runs with \`[gateway] workers = $SUMUN_WORKERS\` (one event loop, as PgBouncer) except in the core-scaling rows."
   echo "Auth: direct and PgBouncer rows log in with SCRAM-SHA-256 (plain: sslmode=disable; TLS:"
   echo "sslmode=require); Sumun plain rows with SCRAM-SHA-256 against its own verifier, Sumun TLS"
   echo "rows with a \`sumun token\` as the password."
@@ -490,8 +509,8 @@ SEP_ROW="|---|---|---|---|---|---|---|"
   echo
   echo "## Core scaling"
   echo
-  echo "The proxy's threads pinned to CPU 0 with \`taskset -a -p -c 0\` vs free to use all $NPROC cores;"
-  echo "pgbench and PostgreSQL are not pinned."
+  echo "The proxy's threads pinned to CPU 0 with \`taskset -a -p -c 0\` vs free to use all $NPROC cores"
+  echo "(Sumun: one worker pinned, one worker per core unpinned); pgbench and PostgreSQL are not pinned."
   echo
   echo "$HEAD_ROW"; echo "$SEP_ROW"
   printf '%s\n' "${SCALING[@]}"
