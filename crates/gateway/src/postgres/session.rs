@@ -59,7 +59,31 @@ struct Attached {
     target: Arc<TargetRt>,
     /// Bytes sent since attaching, kept until the server answers so a request can be replayed
     /// on another server when the first one turns out dead. `None` once answered or too big.
-    replay: Option<Vec<u8>>,
+    replay: Vec<u8>,
+    /// False once the server answered or the request outgrew the replay buffer.
+    replayable: bool,
+}
+
+/// Replay buffers up to this size stay with the session between transactions (the usual
+/// statement), so a transaction does not allocate one; larger ones are freed.
+const REPLAY_KEEP: usize = 512;
+
+impl Attached {
+    fn new(pool: Arc<Pool>, server: Box<Pooled>, target: Arc<TargetRt>) -> Attached {
+        Attached {
+            pool,
+            server,
+            target,
+            replay: Vec::new(),
+            replayable: true,
+        }
+    }
+
+    /// Nothing sent so far may be sent again elsewhere.
+    fn answered(&mut self) {
+        self.replayable = false;
+        self.replay.clear();
+    }
 }
 
 /// One statement waiting for its outcome, for the audit log.
@@ -143,6 +167,7 @@ pub(crate) fn run(
         statements: Default::default(),
         drop_parse_complete: 0,
         parses: VecDeque::new(),
+        replay_spare: Vec::new(),
         backend_user,
         pools: Vec::new(),
         params_stamp: 0,
@@ -243,6 +268,8 @@ struct Session {
     /// statement it creates there, if any. A Parse that fails (or is skipped after an error)
     /// creates nothing, so its statement is taken back out of the server's `prepared` set.
     parses: VecDeque<Sent>,
+    /// The replay buffer between transactions (see `REPLAY_KEEP`).
+    replay_spare: Vec<u8>,
 }
 
 /// What the current server has been sent and not yet answered, as far as prepared statements
@@ -534,7 +561,8 @@ impl Session {
     }
 
     /// Make `attached` the session's server.
-    fn adopt(&mut self, attached: Attached, want: Want) {
+    fn adopt(&mut self, mut attached: Attached, want: Want) {
+        attached.replay = std::mem::take(&mut self.replay_spare);
         let target = &attached.target;
         self.cancel.slot.set(Some((
             target.addr,
@@ -569,12 +597,7 @@ impl Session {
             // A connection used within the last second is trusted (a dead one is caught by
             // the replay); one idle longer is checked for a close first.
             if p.conn.last_used.elapsed() < Duration::from_secs(1) || still_open(&mut p.conn) {
-                return Some(Attached {
-                    pool,
-                    server: p,
-                    target: target.clone(),
-                    replay: Some(Vec::new()),
-                });
+                return Some(Attached::new(pool, p, target.clone()));
             }
             // Closed while idle (server restarted, terminated): drop it, take another.
         }
@@ -619,12 +642,7 @@ impl Session {
                     if p.conn.last_used.elapsed() < Duration::from_secs(1)
                         || still_open(&mut p.conn)
                     {
-                        return Ok(Attached {
-                            pool: pool.clone(),
-                            server: p,
-                            target: target.clone(),
-                            replay: Some(Vec::new()),
-                        });
+                        return Ok(Attached::new(pool.clone(), p, target.clone()));
                     }
                     // Closed while idle (server restarted, terminated): drop it, take another.
                     drop(p);
@@ -671,12 +689,11 @@ impl Session {
                         }
                     }
                     return match result {
-                        Ok(conn) => Ok(Attached {
-                            server: pool.adopt(conn, permit),
-                            pool: pool.clone(),
-                            target: target.clone(),
-                            replay: Some(Vec::new()),
-                        }),
+                        Ok(conn) => Ok(Attached::new(
+                            pool.clone(),
+                            pool.adopt(conn, permit),
+                            target.clone(),
+                        )),
                         Err(err) => {
                             pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                             drop(permit);
@@ -818,8 +835,16 @@ impl Session {
             a.server.conn.broken = true;
             self.sbuf.clear();
         }
+        self.keep_replay_buffer(&mut a);
         a.pool.release(a.server, self.settings());
         shrink(&mut self.sbuf);
+    }
+
+    fn keep_replay_buffer(&mut self, a: &mut Attached) {
+        if a.replay.capacity() <= REPLAY_KEEP {
+            a.replay.clear();
+            self.replay_spare = std::mem::take(&mut a.replay);
+        }
     }
 
     fn detach_broken(&mut self) {
@@ -924,14 +949,21 @@ impl Session {
                 forward_upto = pos;
                 continue;
             }
-            let body = self.cbuf[pos + 5..pos + header.total].to_vec();
-            self.note_client_message(header.tag, &body);
-            if rewrite && matches!(header.tag, b'P' | b'B' | b'D' | b'C') {
-                if let Some(replacement) = self.rewrite_statement(header.tag, &body) {
-                    out.extend_from_slice(&self.cbuf[copied..pos]);
-                    out.extend_from_slice(&replacement);
-                    copied = pos + header.total;
-                }
+            // The buffer is lent out while its message is looked at (neither look touches
+            // it), rather than the message copied.
+            let cbuf = std::mem::take(&mut self.cbuf);
+            let body = &cbuf[pos + 5..pos + header.total];
+            self.note_client_message(header.tag, body);
+            let replacement = if rewrite && matches!(header.tag, b'P' | b'B' | b'D' | b'C') {
+                self.rewrite_statement(header.tag, body)
+            } else {
+                None
+            };
+            self.cbuf = cbuf;
+            if let Some(replacement) = replacement {
+                out.extend_from_slice(&self.cbuf[copied..pos]);
+                out.extend_from_slice(&replacement);
+                copied = pos + header.total;
             }
             pos += header.total;
             forward_upto = pos;
@@ -1083,11 +1115,11 @@ impl Session {
 
     async fn send_to_server(&mut self, bytes: &[u8]) -> Option<End> {
         let a = self.attached.as_mut()?;
-        if let Some(replay) = a.replay.as_mut() {
-            if replay.len() + bytes.len() <= GATHER_LIMIT && !self.responded {
-                replay.extend_from_slice(bytes);
+        if a.replayable {
+            if a.replay.len() + bytes.len() <= GATHER_LIMIT && !self.responded {
+                a.replay.extend_from_slice(bytes);
             } else {
-                a.replay = None;
+                a.answered();
             }
         }
         if let Err(e) = a.server.conn.stream.write_all(bytes).await {
@@ -1184,7 +1216,7 @@ impl Session {
         if self.sbuf.first().is_some_and(|&tag| tag != b'E') {
             self.responded = true;
             if let Some(a) = self.attached.as_mut() {
-                a.replay = None;
+                a.answered();
             }
         }
         let mut pos = 0usize;
@@ -1302,7 +1334,7 @@ impl Session {
             // in the pool, is not an answer.)
             self.responded = true;
             if let Some(a) = self.attached.as_mut() {
-                a.replay = None;
+                a.answered();
             }
             let written = if copied == 0 {
                 self.client.write_all(&self.sbuf[..forward_upto]).await
@@ -1405,7 +1437,7 @@ impl Session {
         self.cancel.slot.set(None);
         a.target.active.fetch_sub(1, Ordering::Relaxed);
         a.server.conn.broken = true;
-        let replay = a.replay.take();
+        let replay = a.replayable.then(|| std::mem::take(&mut a.replay));
         a.pool.release(a.server, self.settings());
         self.sbuf.clear();
         self.s_stream.remaining = 0;
@@ -1415,7 +1447,7 @@ impl Session {
                 return Some(end);
             }
             if let Some(a) = self.attached.as_mut() {
-                a.replay = None;
+                a.answered();
                 if let Err(e) = a.server.conn.stream.write_all(&replay).await {
                     return Some(End::ServerLost(e.to_string()));
                 }
