@@ -109,6 +109,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.gateway.name, "sumun");
     assert_eq!(c.gateway.shutdown_timeout, Duration::from_secs(300));
     assert!(c.gateway.watch_config);
+    assert_eq!(c.gateway.workers, 0, "one worker per CPU");
     assert!(c.admin.is_none() && c.vault.is_none() && c.flow_logs.is_none() && c.audit.is_none());
     assert!(c.tls.is_empty() && c.users.is_empty());
 
@@ -164,6 +165,7 @@ fn full_config_reads_every_section() {
     assert_eq!(c.gateway.name, "prod-db-gateway");
     assert_eq!(c.gateway.shutdown_timeout, Duration::from_secs(90));
     assert!(!c.gateway.watch_config);
+    assert_eq!(c.gateway.workers, 4);
     assert_eq!(
         c.admin,
         Some(AdminSettings {

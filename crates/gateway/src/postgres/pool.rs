@@ -254,6 +254,11 @@ impl Pool {
             while queue.back().is_some_and(|w| w.handoff.is_closed()) {
                 queue.pop_back();
             }
+            // And now and then all of them: with no release for a long while (a hung backend)
+            // timed-out waiters could otherwise pile up behind live ones.
+            if queue.len() >= 64 && queue.len().is_power_of_two() {
+                queue.retain(|w| !w.handoff.is_closed());
+            }
             queue.push_back(Waiter {
                 since: Instant::now(),
                 handoff: tx,
