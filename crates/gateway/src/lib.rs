@@ -596,7 +596,10 @@ async fn background(shared: std::sync::Weak<Shared>) {
             else {
                 continue;
             };
-            for closed in pool.reap(&l.snapshot().settings.pool) {
+            let settings = &l.snapshot().settings.pool;
+            // A reload's pool size reaches pools that already exist here.
+            pool.resize(settings.size);
+            for closed in pool.reap(settings) {
                 tokio::spawn(closed.into_conn().terminate());
             }
         }

@@ -1339,3 +1339,77 @@ async fn an_unknown_message_type_or_a_second_startup_ends_that_session_only() {
         assert_eq!(fresh.query("select 3").await, rows(&["3"]), "{mode}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
+    let pg = start_pg(None, &[]).await;
+    let dir = TestDir::new("pg-resize");
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let toml = |size: u32| {
+        config(
+            &format!(
+                "tls = \"off\"\npool = {{ mode = \"session\", size = {size}, checkout_timeout = \"1s\" }}"
+            ),
+            "",
+            &one_target(pg.addr()),
+            "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+        )
+    };
+    let servers = || -> i64 {
+        pg.psql("select count(*) from pg_stat_activity where usename = 'app'")
+            .expect("count")
+            .parse()
+            .expect("number")
+    };
+    let gw = TestGateway::start_in(dir, &toml(1)).await.expect("gateway");
+
+    // Size 1, session mode: the first client holds the only connection; a second one times out.
+    let mut first = logged_in(&gw, &token).await;
+    assert_eq!(first.query("select 1").await, rows(&["1"]));
+    let mut second = logged_in(&gw, &token).await;
+    let (code, message) = second.query("select 2").await.expect_err("pool full");
+    assert_eq!(code, "53300", "{message}");
+
+    // Grown to 2 by a reload: a new client is served while the first still holds its own.
+    gw.reload(&toml(2)).await.expect("reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut third = loop {
+        let mut c = logged_in(&gw, &token).await;
+        match c.query("select 3").await {
+            Ok(r) => {
+                assert_eq!(Ok(r), rows(&["3"]));
+                break c;
+            }
+            Err((code, _)) if code == "53300" && Instant::now() < deadline => {}
+            Err(e) => panic!("after growing the pool: {e:?}"),
+        }
+    };
+    assert_eq!(first.query("select 4").await, rows(&["4"]));
+    assert_eq!(servers(), 2);
+
+    // Shrunk back to 1: nobody loses a connection; the pool gets down to one as they leave.
+    gw.reload(&toml(1)).await.expect("reload");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(first.query("select 5").await, rows(&["5"]));
+    assert_eq!(third.query("select 6").await, rows(&["6"]));
+    drop(third);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "still {} server connections",
+            servers()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And it stays at one: two clients at once, the second waits for the first.
+    let mut a = logged_in(&gw, &token).await;
+    assert_eq!(a.query("select 7").await, rows(&["7"]));
+    let mut b = logged_in(&gw, &token).await;
+    let (code, _) = b.query("select 8").await.expect_err("pool of one");
+    assert_eq!(code, "53300");
+    assert_eq!(servers(), 1);
+}

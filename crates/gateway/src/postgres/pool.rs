@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,11 @@ pub struct Pool {
     pub key: PoolKey,
     inner: Mutex<Inner>,
     slots: Arc<Semaphore>,
-    size: u32,
+    /// The configured size; a reload changes it (`resize`).
+    size: AtomicU32,
+    /// Slots to retire after a shrink: taken out of the semaphore as they become free, and
+    /// connections released while some are left are closed rather than kept.
+    excess: AtomicU32,
     pub stats: PoolStats,
 }
 
@@ -178,18 +182,54 @@ impl Pool {
             key,
             inner: Mutex::new(Inner::default()),
             slots: Arc::new(Semaphore::new(size as usize)),
-            size,
+            size: AtomicU32::new(size),
+            excess: AtomicU32::new(0),
             stats: PoolStats::default(),
         }
     }
 
     pub fn size(&self) -> u32 {
-        self.size
+        self.size.load(Ordering::Relaxed)
     }
 
     /// Connections open (idle or in use).
     pub fn open(&self) -> u32 {
-        self.size - self.slots.available_permits() as u32
+        let slots = self.size() + self.excess.load(Ordering::Relaxed);
+        slots.saturating_sub(self.slots.available_permits() as u32)
+    }
+
+    /// Follow a reload's `pool.size`. Growing adds slots at once (waiting clients get them);
+    /// shrinking retires free slots now and busy ones as their connections come back, so no
+    /// client loses its connection and the pool reaches the new size as work finishes.
+    pub fn resize(&self, size: u32) {
+        let _guard = self.lock();
+        let old = self.size.swap(size, Ordering::Relaxed);
+        if size > old {
+            let mut grow = size - old;
+            // Slots still waiting to be retired are simply kept.
+            let excess = self.excess.load(Ordering::Relaxed);
+            let kept = excess.min(grow);
+            self.excess.store(excess - kept, Ordering::Relaxed);
+            grow -= kept;
+            self.slots.add_permits(grow as usize);
+        } else if size < old {
+            self.excess.fetch_add(old - size, Ordering::Relaxed);
+        }
+        drop(_guard);
+        self.retire_free_slots();
+        if size != old {
+            tracing::info!(pool_target = %self.key.target, database = %self.key.database, from = old, to = size, "pool resized");
+        }
+    }
+
+    /// Take free slots out of the semaphore while a shrink is not done.
+    fn retire_free_slots(&self) {
+        let excess = self.excess.load(Ordering::Relaxed);
+        if excess == 0 {
+            return;
+        }
+        let gone = self.slots.forget_permits(excess as usize) as u32;
+        self.excess.fetch_sub(gone.min(excess), Ordering::Relaxed);
     }
 
     pub fn idle_count(&self) -> usize {
@@ -332,6 +372,17 @@ impl Pool {
     /// Give a connection back: to the waiter it should go to, else to the idle stack of its
     /// worker. Broken or expired ones are closed instead (the freed slot wakes a waiter).
     pub fn release(&self, mut p: Box<Pooled>, settings: &PoolSettings) {
+        let retire = self
+            .excess
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| e.checked_sub(1))
+            .is_ok();
+        if retire {
+            // Shrinking: this connection and its slot are one too many. The slot is retired
+            // rather than given back, where a waiting client would take it for a new login.
+            let Pooled { _permit, .. } = *p;
+            _permit.forget();
+            return;
+        }
         if !Pool::usable(&p, settings) {
             drop(p);
             return;
