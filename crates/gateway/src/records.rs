@@ -257,6 +257,8 @@ pub struct QueryEvent<'a> {
     /// Write `text` with its literals masked (`audit_queries = "masked"`), so no string or
     /// number the client sent (a password in `ALTER ROLE`, a token) reaches the log.
     pub mask: bool,
+    /// How the server reads string literals, for masking them.
+    pub dialect: sql::Dialect,
     pub duration_us: u64,
     pub rows: u64,
     /// The SQLSTATE of the error that ended the statement.
@@ -299,7 +301,7 @@ impl QueryEvent<'_> {
         push_json_str(out, self.listener);
         out.push_str(",\"query\":");
         if self.mask {
-            push_masked(out, self.text);
+            push_masked(out, self.text, self.dialect);
         } else {
             push_json_str(out, self.text);
         }
@@ -319,14 +321,14 @@ impl QueryEvent<'_> {
 }
 
 /// `text` with its literals masked, as a JSON string.
-fn push_masked(out: &mut String, text: &str) {
+fn push_masked(out: &mut String, text: &str, dialect: sql::Dialect) {
     if text.len() <= MASKED_KEEP {
         let done = MASKED.with(|masked| {
             let Ok(mut masked) = masked.try_borrow_mut() else {
                 return false;
             };
             masked.clear();
-            sql::mask_literals_into(text, sql::Dialect::STANDARD, &mut masked);
+            sql::mask_literals_into(text, dialect, &mut masked);
             push_json_str(out, &masked);
             true
         });
@@ -334,7 +336,9 @@ fn push_masked(out: &mut String, text: &str) {
             return;
         }
     }
-    push_json_str(out, &sql::mask_literals(text));
+    let mut masked = String::new();
+    sql::mask_literals_into(text, dialect, &mut masked);
+    push_json_str(out, &masked);
 }
 
 /// `s` as a JSON string, escaped exactly as `serde_json` does: a backslash before `"` and `\`,
@@ -446,6 +450,7 @@ mod tests {
             session_id: "0000002a1234abcd",
             text,
             mask,
+            dialect: sql::Dialect::STANDARD,
             duration_us: 1234,
             rows: 7,
             error,
@@ -455,6 +460,24 @@ mod tests {
                 Some("127.0.0.1:5432")
             },
         }
+    }
+
+    #[test]
+    fn masking_follows_the_servers_string_syntax() {
+        // With standard_conforming_strings = off, `\'` does not end a string: the whole
+        // `'\' secret '` is one literal, and none of it may reach the log.
+        let text = "select '\\' secret ' as x";
+        let mut e = event(text, true, None);
+        e.dialect = sql::Dialect {
+            standard_conforming_strings: false,
+        };
+        let l = line(&e, at(1_700_000_000, 0));
+        assert!(!l.contains("secret"), "{l}");
+        let v: serde_json::Value = serde_json::from_str(&l).expect("json");
+        assert_eq!(v["query"], "select ? as x");
+        // Read the standard way, the same text leaves `secret` outside any literal.
+        e.dialect = sql::Dialect::STANDARD;
+        assert!(line(&e, at(1_700_000_000, 0)).contains("secret"));
     }
 
     /// The line as `Records::audit` built query events with `serde_json` before.

@@ -256,3 +256,43 @@ async fn the_query_duration_histogram_counts_audited_statements() {
     assert_eq!(value("sumun_pg_queries_total"), 2.0);
     assert!(value("sumun_pg_query_seconds_total") >= 0.03);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masking_follows_the_servers_standard_conforming_strings() {
+    let (_pg, gw, token) = setup().await;
+    let port = gw.addr("pg").port().to_string();
+    // With standard_conforming_strings off, `\'` is an escaped quote: the literal below is
+    // `' hunter2 ` and the statement returns it. Read the standard way, `hunter2` would be
+    // outside any literal and reach the log.
+    let (ok, out, err) = run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "bob",
+            "-d",
+            "appdb",
+            "-c",
+            "set standard_conforming_strings = off",
+            "-c",
+            "select '\\' hunter2 ' as x",
+        ],
+        &[
+            ("PGPASSWORD", &token),
+            ("PGSSLMODE", "disable"),
+            ("PGCONNECT_TIMEOUT", "10"),
+        ],
+    )
+    .await;
+    assert!(ok, "psql failed: {err}");
+    assert_eq!(out, "SET\n' hunter2 \n", "the server read one literal");
+    let events = query_events(&gw, "pg", 2).await;
+    let texts: Vec<&str> = events.iter().filter_map(|e| e["query"].as_str()).collect();
+    assert!(texts.contains(&"select ? as x"), "{texts:?}");
+    assert!(!gw.audit_log().contains("hunter2"), "{}", gw.audit_log());
+}

@@ -37,6 +37,9 @@ pub struct ServerConn {
     /// What the server reported at login (ParameterStatus, sorted, without
     /// `application_name`): shown to clients at their login, before any `SET`.
     pub reported: Vec<(String, String)>,
+    /// How the server reads string literals (its `standard_conforming_strings`), for the SQL
+    /// analysis and for masking literals in the audit log.
+    pub dialect: sumun_wire::sql::Dialect,
     /// Server-side names of prepared statements that exist on this connection.
     pub prepared: std::collections::HashSet<u64>,
 }
@@ -281,6 +284,7 @@ impl ServerConn {
             broken: false,
             params_stamp: 0,
             reported: Vec::new(),
+            dialect: sumun_wire::sql::Dialect::STANDARD,
             prepared: Default::default(),
         };
         match tokio::time::timeout(timeout, conn.login(login)).await {
@@ -404,6 +408,9 @@ impl ServerConn {
     pub fn note_parameter(&mut self, body: &[u8]) {
         if let Some((name, rest)) = pg::cstr(body) {
             if let Some((value, _)) = pg::cstr(rest) {
+                if name == b"standard_conforming_strings" {
+                    self.dialect.standard_conforming_strings = value != b"off";
+                }
                 self.params.insert(
                     String::from_utf8_lossy(name).into_owned(),
                     String::from_utf8_lossy(value).into_owned(),

@@ -168,6 +168,7 @@ pub(crate) fn run(
         drop_parse_complete: 0,
         parses: VecDeque::new(),
         replay_spare: Vec::new(),
+        dialect: sql::Dialect::STANDARD,
         backend_user,
         pools: Vec::new(),
         params_stamp: 0,
@@ -270,6 +271,9 @@ struct Session {
     parses: VecDeque<Sent>,
     /// The replay buffer between transactions (see `REPLAY_KEEP`).
     replay_spare: Vec<u8>,
+    /// How the last server read string literals: `standard_conforming_strings = off` makes
+    /// backslashes escape in '..' strings, which the analysis and the masking must follow.
+    dialect: sql::Dialect,
 }
 
 /// What the current server has been sent and not yet answered, as far as prepared statements
@@ -563,6 +567,7 @@ impl Session {
     /// Make `attached` the session's server.
     fn adopt(&mut self, mut attached: Attached, want: Want) {
         attached.replay = std::mem::take(&mut self.replay_spare);
+        self.dialect = attached.server.conn.dialect;
         let target = &attached.target;
         self.cancel.slot.set(Some((
             target.addr,
@@ -1013,7 +1018,10 @@ impl Session {
         let Some(text) = text else {
             return Want::Writer;
         };
-        let a = sql::analyze(&String::from_utf8_lossy(&text[..text.len().min(SQL_KEEP)]));
+        let a = sql::analyze_with(
+            &String::from_utf8_lossy(&text[..text.len().min(SQL_KEEP)]),
+            self.dialect,
+        );
         let read_only = (a.read_only && a.statements == 1) || a.tx == sql::TxEffect::BeginReadOnly;
         if read_only && a.pin.is_none() {
             Want::Reader {
@@ -1138,7 +1146,7 @@ impl Session {
                 let text = pg::cstr(body).map_or(body, |(t, _)| t);
                 let text = &text[..text.len().min(SQL_KEEP)];
                 if self.needs_analysis(text) {
-                    let analysis = sql::analyze(&String::from_utf8_lossy(text));
+                    let analysis = sql::analyze_with(&String::from_utf8_lossy(text), self.dialect);
                     self.note_analysis(&analysis);
                 }
                 if self.audit.is_some() {
@@ -1156,7 +1164,8 @@ impl Session {
                 if let Ok((_, query, _)) = pg::parse_message(body) {
                     let text = &query[..query.len().min(SQL_KEEP)];
                     if self.needs_analysis(text) {
-                        let analysis = sql::analyze(&String::from_utf8_lossy(text));
+                        let analysis =
+                            sql::analyze_with(&String::from_utf8_lossy(text), self.dialect);
                         self.note_analysis(&analysis);
                     }
                     if self.audit.is_some() {
@@ -1309,6 +1318,7 @@ impl Session {
                         let body = self.sbuf[body_range].to_vec();
                         a.server.conn.note_parameter(&body);
                         a.server.conn.params_stamp = 0;
+                        self.dialect = a.server.conn.dialect;
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
@@ -1420,6 +1430,7 @@ impl Session {
                 session_id: &self.session_id,
                 text: &q.text,
                 mask: mode != QueryAudit::Full,
+                dialect: self.dialect,
                 duration_us: micros,
                 rows: q.rows,
                 error: q.error.as_deref(),
