@@ -49,7 +49,7 @@ pub struct TlsContext {
     /// The same with ALPN `postgresql`, for PostgreSQL listeners.
     postgres: ArcSwap<ServerConfig>,
     /// SHA-256 of the served leaf certificate, for SCRAM `tls-server-end-point` binding.
-    endpoint: Mutex<[u8; 32]>,
+    endpoint: Mutex<EndPoint>,
     /// Modification times of the files the current config was built from.
     stamps: Mutex<Vec<Option<SystemTime>>>,
     expiry_days: Mutex<f64>,
@@ -88,10 +88,10 @@ impl TlsContext {
         self.postgres.load_full()
     }
 
-    /// The channel-binding data (`tls-server-end-point`) of the certificate now served. The
-    /// hash is SHA-256, which RFC 5929 prescribes for certificates signed with SHA-256 (and
-    /// with MD5 or SHA-1); certificates signed with SHA-384/512 would need that hash instead.
-    pub fn endpoint_hash(&self) -> [u8; 32] {
+    /// The channel-binding data (`tls-server-end-point`) of the certificate now served: its
+    /// hash with the hash function of its signature (SHA-256 for MD5, SHA-1 and the rest), as
+    /// RFC 5929 prescribes and libpq computes it.
+    pub fn endpoint_hash(&self) -> EndPoint {
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -200,7 +200,36 @@ fn with_alpn(config: &ServerConfig, protocol: &[u8]) -> ServerConfig {
 
 /// What a config build produces: the rustls config, days until the certificate expires, and the
 /// SHA-256 of the leaf certificate (SCRAM channel binding `tls-server-end-point`).
-type Built = (ServerConfig, f64, [u8; 32]);
+type Built = (ServerConfig, f64, EndPoint);
+
+/// A `tls-server-end-point` hash (SHA-256, -384 or -512 of the leaf certificate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndPoint {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl EndPoint {
+    pub fn of(cert_der: &[u8]) -> EndPoint {
+        use aws_lc_rs::digest;
+        let alg = match sumun_pki::end_point_hash(cert_der) {
+            Ok(sumun_pki::EndPointHash::Sha384) => &digest::SHA384,
+            Ok(sumun_pki::EndPointHash::Sha512) => &digest::SHA512,
+            _ => &digest::SHA256,
+        };
+        let d = digest::digest(alg, cert_der);
+        let mut bytes = [0u8; 64];
+        bytes[..d.as_ref().len()].copy_from_slice(d.as_ref());
+        EndPoint {
+            bytes,
+            len: d.as_ref().len() as u8,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
 
 fn build(settings: &TlsSettings) -> Result<Built, TlsError> {
     let certs = read_certs(&settings.cert)?;
@@ -238,7 +267,7 @@ fn build(settings: &TlsSettings) -> Result<Built, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let endpoint = sumun_vault::crypto::sha256(certs[0].as_ref());
+    let endpoint = EndPoint::of(certs[0].as_ref());
     let mut config = builder.with_single_cert(certs, key).map_err(rustls_err)?;
     // Session tickets let reconnecting clients skip the full handshake (cheap connection storms).
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);

@@ -1413,3 +1413,84 @@ async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
     assert_eq!(code, "53300");
     assert_eq!(servers(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_channel_binding_hashes_a_sha384_certificate_with_sha384() {
+    let pg = start_pg(None, &[]).await;
+    let dir = TestDir::new("pg-p384");
+    let mut vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    vault
+        .set_user_password(
+            "dave",
+            &sumun_vault::SecretBytes::from_slice(b"dave-pw-384"),
+        )
+        .expect("verifier");
+    drop(vault);
+    // A P-384 certificate signed with ecdsa-with-SHA384: tls-server-end-point is its SHA-384
+    // (RFC 5929), which libpq computes the same way; SHA-256 here would fail the login.
+    std::fs::create_dir_all(dir.path("p384")).expect("dir");
+    let (ok, _, err) = run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-sha384",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &dir.path("p384/key.pem").to_string_lossy(),
+            "-out",
+            &dir.path("p384/cert.pem").to_string_lossy(),
+        ],
+        &[],
+    )
+    .await;
+    assert!(ok, "openssl: {err}");
+    let toml = config(
+        "tls = \"required\"\ntls_config = \"default\"\npool = { mode = \"transaction\", size = 2 }",
+        "[tls.default]\ncert = \"{dir}/p384/cert.pem\"\nkey = \"{dir}/p384/key.pem\"\n",
+        &one_target(pg.addr()),
+        "[[users]]\nname = \"dave\"\nauth = [\"scram\"]\nbackend_credential = \"pg/app\"\n",
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let port = gw.addr("pg").port().to_string();
+    for binding in ["require", "prefer"] {
+        let (ok, out, err) = run(
+            "psql",
+            &[
+                "-X",
+                "-At",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "dave",
+                "-d",
+                "appdb",
+                "-c",
+                "select 384",
+            ],
+            &[
+                ("PGPASSWORD", "dave-pw-384"),
+                ("PGSSLMODE", "require"),
+                ("PGCHANNELBINDING", binding),
+            ],
+        )
+        .await;
+        assert!(ok, "channel_binding={binding}: {err}");
+        assert_eq!(out.trim(), "384");
+    }
+    assert!(
+        gw.audit_log().contains("\"method\":\"scram-plus\""),
+        "{}",
+        gw.audit_log()
+    );
+}

@@ -317,6 +317,34 @@ pub fn common_name(pem_or_der: &[u8]) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
+/// The hash a certificate's signature uses, as far as `tls-server-end-point` channel binding
+/// (RFC 5929 §4.1) cares: MD5, SHA-1 and anything unrecognised (Ed25519, RSA-PSS) map to
+/// SHA-256, as PostgreSQL and libpq do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndPointHash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// [`EndPointHash`] of a certificate (PEM or DER).
+pub fn end_point_hash(pem_or_der: &[u8]) -> Result<EndPointHash, PkiError> {
+    let der = first_der(pem_or_der)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| match e {
+        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+        x509_parser::nom::Err::Incomplete(_) => x509_parser::error::X509Error::InvalidCertificate,
+    })?;
+    Ok(
+        match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+            // sha384WithRSAEncryption, ecdsa-with-SHA384
+            "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => EndPointHash::Sha384,
+            // sha512WithRSAEncryption, ecdsa-with-SHA512
+            "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => EndPointHash::Sha512,
+            _ => EndPointHash::Sha256,
+        },
+    )
+}
+
 /// [`cert_not_after`] as a [`SystemTime`].
 pub fn cert_not_after_system(pem_or_der: &[u8]) -> Result<SystemTime, PkiError> {
     Ok(SystemTime::from(cert_not_after(pem_or_der)?))
@@ -349,6 +377,36 @@ mod tests {
     use rustls::client::danger::ServerCertVerifier as _;
     use rustls::pki_types::{PrivateKeyDer, ServerName, UnixTime};
     use std::sync::Arc;
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        let self_signed = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).expect("key");
+            let params =
+                rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+            params.self_signed(&key).expect("cert").der().to_vec()
+        };
+        assert_eq!(
+            end_point_hash(&self_signed(&rcgen::PKCS_ECDSA_P256_SHA256)).expect("p256"),
+            EndPointHash::Sha256
+        );
+        assert_eq!(
+            end_point_hash(&self_signed(&rcgen::PKCS_ECDSA_P384_SHA384)).expect("p384"),
+            EndPointHash::Sha384
+        );
+        // Ed25519 signs without a separate hash: SHA-256, as libpq does.
+        assert_eq!(
+            end_point_hash(&self_signed(&rcgen::PKCS_ED25519)).expect("ed25519"),
+            EndPointHash::Sha256
+        );
+        // The dev certificates are P-256 with SHA-256.
+        let pki = DevPki::generate(&["localhost".to_string()], 1).expect("pki");
+        assert_eq!(
+            end_point_hash(pki.server().cert_pem.as_bytes()).expect("dev"),
+            EndPointHash::Sha256
+        );
+        assert!(end_point_hash(b"not a certificate").is_err());
+    }
 
     fn chain(pem: &str) -> Vec<CertificateDer<'static>> {
         CertificateDer::pem_slice_iter(pem.as_bytes())

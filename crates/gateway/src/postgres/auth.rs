@@ -287,7 +287,7 @@ async fn scram_exchange(
     client: &mut ClientStream,
     user: &str,
     verifier: Option<ScramVerifier>,
-    endpoint: Option<[u8; 32]>,
+    endpoint: Option<crate::tls::EndPoint>,
 ) -> Result<&'static str, AuthFail> {
     let has_verifier = verifier.is_some();
     let verifier = match verifier {
@@ -377,7 +377,9 @@ async fn scram_exchange(
     }
     let mut binding = gs2.as_bytes().to_vec();
     if plus {
-        binding.extend_from_slice(&endpoint.unwrap_or_default());
+        if let Some(e) = &endpoint {
+            binding.extend_from_slice(e.as_bytes());
+        }
     }
     let expected_channel = sumun_vault::crypto::b64(&binding);
     if final_nonce != Some(nonce.as_str()) {

@@ -75,7 +75,7 @@ pub(crate) struct ClientStartup {
     /// `client_encoding`, `DateStyle`, `-c` settings from `options`...).
     pub params: Vec<(String, String)>,
     /// `tls-server-end-point` channel-binding data when the client is on TLS.
-    pub tls_endpoint: Option<[u8; 32]>,
+    pub tls_endpoint: Option<crate::tls::EndPoint>,
 }
 
 /// What a logged-in client runs: its session, or the admin console.
