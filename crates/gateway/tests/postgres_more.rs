@@ -1494,3 +1494,50 @@ async fn scram_channel_binding_hashes_a_sha384_certificate_with_sha384() {
         gw.audit_log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_retries_bounds_how_many_dead_targets_a_client_tries() {
+    // Three targets nobody listens on (ports bound and closed again).
+    let dead: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        })
+        .collect();
+    for (retries, tried) in [(0u32, 1.0), (1, 2.0), (2, 3.0)] {
+        let dir = TestDir::new("pg-retries");
+        let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+        let token = common::token(&vault, "bob", AUDIENCE);
+        drop(vault);
+        let targets: Vec<String> = dead
+            .iter()
+            .map(|a| format!("{{ address = \"{a}\" }}"))
+            .collect();
+        let group = format!(
+            "connect_retries = {retries}\nhealth_check = {{ enabled = false }}\ntargets = [{}]",
+            targets.join(", ")
+        );
+        let toml = config(
+            "tls = \"off\"\npool = { mode = \"transaction\", size = 2, checkout_timeout = \"2s\" }",
+            "",
+            &group,
+            "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+        );
+        let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+        let mut c = Raw::tcp(gw.addr("pg")).await;
+        let reply = c.login("bob", "appdb", &token).await;
+        let (code, message) = first_error(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+        assert_eq!(code, "08006");
+        assert!(
+            message.starts_with("no backend server is available"),
+            "{message}"
+        );
+        let metrics = gw.metrics();
+        let failed: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sumun_target_connection_errors_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(failed, tried, "connect_retries = {retries}:\n{metrics}");
+    }
+}

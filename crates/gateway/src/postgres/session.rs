@@ -541,7 +541,6 @@ impl Session {
                 }
                 Err(AttachError::Target(err)) => {
                     tried.push(target.addr);
-                    tracing::warn!(listener = %self.listener.name, target = %target.address, error = %err, "cannot open a backend connection; trying another target");
                     target.connect_errors.fetch_add(1, Ordering::Relaxed);
                     let hc = &settings.health_check;
                     if let Some((health, reason)) = target.observe(
@@ -551,7 +550,15 @@ impl Session {
                     ) {
                         crate::health::log_change(&group.name, &target.address, health, &reason);
                     }
+                    // `connect_retries` further targets after a failed connect, as for tcp
+                    // listeners (counted afresh each time a failover wait re-picks); then the
+                    // client is told.
+                    let exhausted = tried.len() > settings.connect_retries as usize;
+                    tracing::warn!(listener = %self.listener.name, target = %target.address, error = %err, retries_left = !exhausted, "cannot open a backend connection");
                     last_error = Some(err);
+                    if exhausted {
+                        break;
+                    }
                 }
             }
         }
