@@ -180,6 +180,22 @@ pub(crate) async fn handle(
     }
 }
 
+/// Count and record an admitted connection that is closed before it is relayed.
+pub(crate) fn reject_admitted(
+    listener: &ListenerRt,
+    shared: &Shared,
+    admitted: &Admitted,
+    reason: RejectReason,
+) {
+    listener.metrics.reject(reason);
+    shared.records.reject(
+        &listener.name,
+        admitted.client,
+        admitted.local,
+        reason.as_str(),
+    );
+}
+
 /// A `tls` listener: the TLS handshake within the deadline, then the relay.
 async fn terminate_tls(
     stream: TcpStream,
@@ -190,15 +206,7 @@ async fn terminate_tls(
     shared: &Shared,
     deadline: Instant,
 ) {
-    let reject = |reason: RejectReason| {
-        listener.metrics.reject(reason);
-        shared.records.reject(
-            &listener.name,
-            admitted.client,
-            admitted.local,
-            reason.as_str(),
-        );
-    };
+    let reject = |reason| reject_admitted(listener, shared, &admitted, reason);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
     let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,

@@ -73,30 +73,8 @@ path = "{{dir}}/audit.jsonl"
 
 /// Run `sql` through listener `name` with psql; panics with psql's stderr on failure.
 async fn psql(gw: &TestGateway, name: &str, token: &str, sql: &str) -> String {
-    let port = gw.addr(name).port().to_string();
-    let (ok, out, err) = run(
-        "psql",
-        &[
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "bob",
-            "-d",
-            "appdb",
-            "-c",
-            sql,
-        ],
-        &[
-            ("PGPASSWORD", token),
-            ("PGSSLMODE", "disable"),
-            ("PGCONNECT_TIMEOUT", "10"),
-        ],
-    )
-    .await;
+    let env = [("PGPASSWORD", token), ("PGSSLMODE", "disable")];
+    let (ok, out, err) = common::psql_appdb(gw.addr(name).port(), "bob", &[sql], &env).await;
     assert!(ok, "psql {sql:?} on {name} failed: {err}");
     out
 }
@@ -260,33 +238,17 @@ async fn the_query_duration_histogram_counts_audited_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masking_follows_the_servers_standard_conforming_strings() {
     let (_pg, gw, token) = setup().await;
-    let port = gw.addr("pg").port().to_string();
     // With standard_conforming_strings off, `\'` is an escaped quote: the literal below is
     // `' hunter2 ` and the statement returns it. Read the standard way, `hunter2` would be
     // outside any literal and reach the log.
-    let (ok, out, err) = run(
-        "psql",
+    let (ok, out, err) = common::psql_appdb(
+        gw.addr("pg").port(),
+        "bob",
         &[
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "bob",
-            "-d",
-            "appdb",
-            "-c",
             "set standard_conforming_strings = off",
-            "-c",
             "select '\\' hunter2 ' as x",
         ],
-        &[
-            ("PGPASSWORD", &token),
-            ("PGSSLMODE", "disable"),
-            ("PGCONNECT_TIMEOUT", "10"),
-        ],
+        &[("PGPASSWORD", &token), ("PGSSLMODE", "disable")],
     )
     .await;
     assert!(ok, "psql failed: {err}");

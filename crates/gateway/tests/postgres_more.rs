@@ -1460,24 +1460,11 @@ async fn scram_channel_binding_hashes_a_sha384_certificate_with_sha384() {
         "[[users]]\nname = \"dave\"\nauth = [\"scram\"]\nbackend_credential = \"pg/app\"\n",
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
-    let port = gw.addr("pg").port().to_string();
     for binding in ["require", "prefer"] {
-        let (ok, out, err) = run(
-            "psql",
-            &[
-                "-X",
-                "-At",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "dave",
-                "-d",
-                "appdb",
-                "-c",
-                "select 384",
-            ],
+        let (ok, out, err) = common::psql_appdb(
+            gw.addr("pg").port(),
+            "dave",
+            &["select 384"],
             &[
                 ("PGPASSWORD", "dave-pw-384"),
                 ("PGSSLMODE", "require"),

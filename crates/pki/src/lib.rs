@@ -298,14 +298,25 @@ fn write_file(path: &Path, body: &str, secret: bool) -> Result<(), PkiError> {
 /// file gives the leaf) or DER.
 pub fn cert_not_after(pem_or_der: &[u8]) -> Result<OffsetDateTime, PkiError> {
     let der = first_der(pem_or_der)?;
-    let (rest, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| match e {
-        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
-        x509_parser::nom::Err::Incomplete(_) => x509_parser::error::X509Error::InvalidCertificate,
-    })?;
+    let (rest, cert) = parse_cert(der.as_ref())?;
     if !rest.is_empty() {
         return Err(PkiError::TrailingData);
     }
     Ok(cert.validity().not_after.to_datetime())
+}
+
+/// Parse one DER certificate, giving back what follows it.
+fn parse_cert(
+    der: &[u8],
+) -> Result<(&[u8], x509_parser::certificate::X509Certificate<'_>), PkiError> {
+    x509_parser::parse_x509_certificate(der).map_err(|e| {
+        PkiError::from(match e {
+            x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
+            x509_parser::nom::Err::Incomplete(_) => {
+                x509_parser::error::X509Error::InvalidCertificate
+            }
+        })
+    })
 }
 
 /// The subject common name of a certificate (DER or PEM), when it has one: the identity a
@@ -330,10 +341,7 @@ pub enum EndPointHash {
 /// [`EndPointHash`] of a certificate (PEM or DER).
 pub fn end_point_hash(pem_or_der: &[u8]) -> Result<EndPointHash, PkiError> {
     let der = first_der(pem_or_der)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| match e {
-        x509_parser::nom::Err::Error(e) | x509_parser::nom::Err::Failure(e) => e,
-        x509_parser::nom::Err::Incomplete(_) => x509_parser::error::X509Error::InvalidCertificate,
-    })?;
+    let (_, cert) = parse_cert(der.as_ref())?;
     Ok(
         match cert.signature_algorithm.algorithm.to_id_string().as_str() {
             // sha384WithRSAEncryption, ecdsa-with-SHA384

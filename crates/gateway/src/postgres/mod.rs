@@ -402,15 +402,7 @@ pub(crate) async fn fatal(client: &mut ClientStream, code: &str, message: &str) 
     .await;
 }
 
-fn reject(listener: &ListenerRt, shared: &Shared, admitted: &Admitted, reason: RejectReason) {
-    listener.metrics.reject(reason);
-    shared.records.reject(
-        &listener.name,
-        admitted.client,
-        admitted.local,
-        reason.as_str(),
-    );
-}
+use crate::conn::reject_admitted as reject;
 
 pub(crate) fn audit_auth_failure(
     shared: &Shared,

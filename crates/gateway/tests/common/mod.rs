@@ -259,6 +259,36 @@ pub async fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, Strin
     )
 }
 
+/// `psql -X -At` against 127.0.0.1:`port` as `user` on database `appdb`, running each of
+/// `commands` (one `-c` each, in one session) with `env` set (PGPASSWORD, PGSSLMODE...).
+pub async fn psql_appdb(
+    port: u16,
+    user: &str,
+    commands: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let port = port.to_string();
+    let mut args = vec![
+        "-X",
+        "-At",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-U",
+        user,
+        "-d",
+        "appdb",
+    ];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    let mut env = env.to_vec();
+    env.push(("PGCONNECT_TIMEOUT", "10"));
+    run("psql", &args, &env).await
+}
+
 /// A vault in `dir/vault` sealed by a key file `dir/master.key` (the paths the PostgreSQL test
 /// configs name), holding backend secret `pg/app` (kind postgres, username `app`).
 pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
