@@ -1528,3 +1528,71 @@ async fn connect_retries_bounds_how_many_dead_targets_a_client_tries() {
         assert_eq!(failed, tried, "connect_retries = {retries}:\n{metrics}");
     }
 }
+
+/// Parse body: statement name, query, no parameter types.
+fn parse_body(name: &str, query: &str) -> Vec<u8> {
+    [name.as_bytes(), &[0], query.as_bytes(), &[0], &[0, 0]].concat()
+}
+
+/// Bind body: unnamed portal, statement `name`, no parameters, text results.
+fn bind_body(name: &str) -> Vec<u8> {
+    [&[0u8][..], name.as_bytes(), &[0], &[0, 0, 0, 0, 0, 0]].concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_statement_the_server_has_does_not_clobber_the_clients_unnamed_one() {
+    // One server connection, so every client's statements meet on it.
+    let (_pg, gw, token) = plain_gateway("{ mode = \"transaction\", size = 1 }").await;
+    // Another client prepares the text first: the server now has it under the gateway's name.
+    let mut other = logged_in(&gw, &token).await;
+    other
+        .send(&[
+            (b'P', &parse_body("s_other", "select 'named'")),
+            (b'S', b""),
+        ])
+        .await;
+    assert_eq!(tags(&other.until_ready().await), "1Z");
+
+    let mut c = logged_in(&gw, &token).await;
+    let unnamed = parse_body("", "select 'unnamed'");
+    let named = parse_body("s1", "select 'named'");
+    // Unnamed statement, then a named one the server already has, then the unnamed one used:
+    // it must still be the unnamed text.
+    c.send(&[
+        (b'P', &unnamed),
+        (b'P', &named),
+        (b'B', &bind_body("")),
+        (b'E', b"\0\0\0\0\0"),
+        (b'B', &bind_body("s1")),
+        (b'E', b"\0\0\0\0\0"),
+        (b'S', b""),
+    ])
+    .await;
+    let reply = c.until_ready().await;
+    assert_eq!(tags(&reply), "112DC2DCZ", "{reply:?}");
+    assert_eq!(data_rows(&reply), ["unnamed", "named"]);
+    // Closing the named statement leaves the unnamed one alone too.
+    c.send(&[
+        (b'P', &unnamed),
+        (b'C', b"Ss1\0"),
+        (b'B', &bind_body("")),
+        (b'E', b"\0\0\0\0\0"),
+        (b'S', b""),
+    ])
+    .await;
+    let reply = c.until_ready().await;
+    assert_eq!(tags(&reply), "132DCZ", "{reply:?}");
+    assert_eq!(data_rows(&reply), ["unnamed"]);
+    // And the closed name is gone for this client only.
+    c.send(&[(b'B', &bind_body("s1")), (b'S', b"")]).await;
+    let (code, _) = first_error(&c.until_ready().await).expect("closed");
+    assert_eq!(code, "26000");
+    other
+        .send(&[
+            (b'B', &bind_body("s_other")),
+            (b'E', b"\0\0\0\0\0"),
+            (b'S', b""),
+        ])
+        .await;
+    assert_eq!(data_rows(&other.until_ready().await), ["named"]);
+}

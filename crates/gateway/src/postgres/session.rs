@@ -165,7 +165,6 @@ pub(crate) fn run(
         flow,
         info: None,
         statements: Default::default(),
-        drop_parse_complete: 0,
         parses: VecDeque::new(),
         replay_spare: Vec::new(),
         dialect: sql::Dialect::STANDARD,
@@ -263,11 +262,10 @@ struct Session {
     /// The client's named prepared statements (transaction mode): its name → (hash of the
     /// statement, the Parse message that creates it under the server-side name).
     statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
-    /// ParseComplete answers to swallow (for Parses the gateway injected).
-    drop_parse_complete: u32,
-    /// One entry per Parse sent to the current server and not yet answered, in order: the
-    /// statement it creates there, if any. A Parse that fails (or is skipped after an error)
-    /// creates nothing, so its statement is taken back out of the server's `prepared` set.
+    /// What the current server has been sent and not yet answered, in order, as far as
+    /// prepared statements go: which Parses create a statement there (a failed or skipped one
+    /// creates nothing, so its statement is taken back out of the server's `prepared` set),
+    /// and which ParseComplete/CloseComplete answers belong to messages the gateway slipped in.
     parses: VecDeque<Sent>,
     /// The replay buffer between transactions (see `REPLAY_KEEP`).
     replay_spare: Vec<u8>,
@@ -279,8 +277,14 @@ struct Session {
 /// What the current server has been sent and not yet answered, as far as prepared statements
 /// are concerned.
 enum Sent {
-    /// A Parse, and the statement it creates on the server, if any.
-    Parse(Option<u64>),
+    /// A Parse, and the statement it creates on the server, if any. An `injected` one was
+    /// sent by the gateway: its ParseComplete is not the client's business.
+    Parse {
+        created: Option<u64>,
+        injected: bool,
+    },
+    /// A Close; an `injected` one's CloseComplete is swallowed too.
+    Close { injected: bool },
     /// A Sync or Query: the server answers it with ReadyForQuery, and an error before it
     /// makes the server skip every message up to it.
     Sync,
@@ -1049,19 +1053,32 @@ impl Session {
             b'P' => {
                 let (name, query, rest) = pg::parse_message(body).ok()?;
                 if name.is_empty() {
-                    self.parses.push_back(Sent::Parse(None));
+                    self.parses.push_back(Sent::Parse {
+                        created: None,
+                        injected: false,
+                    });
                     return None;
                 }
                 let hash = statement_hash(query, rest);
                 let mut w = Writer::new();
                 if server.prepared.contains(&hash) {
-                    // Already there: parse into the unnamed statement instead, so the client
-                    // still gets its ParseComplete in order.
-                    self.parses.push_back(Sent::Parse(None));
-                    w.raw(b'P', &[&[0u8][..], query, &[0], rest].concat());
+                    // Already there, but the client must still get its ParseComplete in order
+                    // (and any error in its text): parse it under a scratch name and close
+                    // that at once, swallowing the CloseComplete. The unnamed statement, which
+                    // the client may be using in the same pipeline, is left alone.
+                    self.parses.push_back(Sent::Parse {
+                        created: None,
+                        injected: false,
+                    });
+                    self.parses.push_back(Sent::Close { injected: true });
+                    w.raw(b'P', &[SCRATCH_STATEMENT, &[0], query, &[0], rest].concat());
+                    w.raw(b'C', &[&b"S"[..], SCRATCH_STATEMENT, &[0]].concat());
                 } else {
                     server.prepared.insert(hash);
-                    self.parses.push_back(Sent::Parse(Some(hash)));
+                    self.parses.push_back(Sent::Parse {
+                        created: Some(hash),
+                        injected: false,
+                    });
                     w.raw(
                         b'P',
                         &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
@@ -1086,8 +1103,10 @@ impl Session {
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
-                    self.parses.push_back(Sent::Parse(Some(hash)));
-                    self.drop_parse_complete += 1;
+                    self.parses.push_back(Sent::Parse {
+                        created: Some(hash),
+                        injected: true,
+                    });
                 }
                 w.raw(
                     b'B',
@@ -1096,6 +1115,10 @@ impl Session {
                 Some(w.buf)
             }
             b'D' | b'C' => {
+                if tag == b'C' {
+                    // Every Close is answered with CloseComplete, in order.
+                    self.parses.push_back(Sent::Close { injected: false });
+                }
                 let (&kind, rest) = body.split_first()?;
                 if kind != b'S' {
                     return None;
@@ -1107,16 +1130,21 @@ impl Session {
                 let mut w = Writer::new();
                 if tag == b'C' {
                     // Other clients may use the server's copy; close only the client's name.
+                    // The client still gets its CloseComplete, from a Close of a name that
+                    // does not exist (not an error in PostgreSQL) rather than of the unnamed
+                    // statement, which the client may still be using.
                     self.statements.remove(name);
-                    w.raw(b'C', b"S\0");
+                    w.raw(b'C', &[&b"S"[..], SCRATCH_STATEMENT, &[0]].concat());
                     return Some(w.buf);
                 }
                 let (hash, parse) = self.statements.get(name)?.clone();
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
-                    self.parses.push_back(Sent::Parse(Some(hash)));
-                    self.drop_parse_complete += 1;
+                    self.parses.push_back(Sent::Parse {
+                        created: Some(hash),
+                        injected: true,
+                    });
                 }
                 w.raw(
                     b'D',
@@ -1273,9 +1301,6 @@ impl Session {
                     let status = self.sbuf.get(body_range.start).copied().unwrap_or(b'I');
                     self.tx_status = status;
                     self.pending = self.pending.saturating_sub(1);
-                    if self.pending == 0 {
-                        self.drop_parse_complete = 0;
-                    }
                     // This ReadyForQuery answers the oldest Sync or Query.
                     while let Some(sent) = self.parses.pop_front() {
                         if matches!(sent, Sent::Sync) {
@@ -1309,9 +1334,16 @@ impl Session {
                     }
                     // Parses not yet answered failed or were skipped: nothing was created.
                     if let Some(a) = self.attached.as_mut() {
-                        while let Some(Sent::Parse(created)) = self.parses.front() {
-                            if let Some(hash) = created {
-                                a.server.conn.prepared.remove(hash);
+                        while let Some(sent) = self.parses.front() {
+                            match sent {
+                                Sent::Sync => break,
+                                Sent::Parse {
+                                    created: Some(hash),
+                                    ..
+                                } => {
+                                    a.server.conn.prepared.remove(hash);
+                                }
+                                _ => {}
                             }
                             self.parses.pop_front();
                         }
@@ -1329,15 +1361,19 @@ impl Session {
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
-                b'1' => {
-                    if let Some(Sent::Parse(_)) = self.parses.front() {
+                b'1' | b'3' => {
+                    let injected = match self.parses.front() {
+                        Some(Sent::Parse { injected, .. }) if header.tag == b'1' => Some(*injected),
+                        Some(Sent::Close { injected }) if header.tag == b'3' => Some(*injected),
+                        _ => None,
+                    };
+                    if let Some(injected) = injected {
                         self.parses.pop_front();
-                    }
-                    if self.drop_parse_complete > 0 {
-                        // Answer to a Parse the gateway slipped in: not the client's business.
-                        self.drop_parse_complete -= 1;
-                        out.extend_from_slice(&self.sbuf[copied..pos]);
-                        copied = pos + header.total;
+                        if injected {
+                            // Answer to a message the gateway slipped in: not the client's.
+                            out.extend_from_slice(&self.sbuf[copied..pos]);
+                            copied = pos + header.total;
+                        }
                     }
                 }
                 _ => {}
@@ -1725,6 +1761,10 @@ fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
     }
     h
 }
+
+/// The statement name the gateway parses into and closes again when a client's statement
+/// already exists on the server; never left prepared.
+const SCRATCH_STATEMENT: &[u8] = b"sumun_scratch";
 
 fn server_name(hash: u64) -> String {
     format!("sumun_{hash:016x}")
