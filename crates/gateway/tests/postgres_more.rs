@@ -1596,3 +1596,28 @@ async fn a_named_statement_the_server_has_does_not_clobber_the_clients_unnamed_o
         .await;
     assert_eq!(data_rows(&other.until_ready().await), ["named"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_request_prepares_its_statements_on_the_new_server() {
+    let (pg, gw, token) = plain_gateway("{ mode = \"transaction\", size = 1 }").await;
+    let mut c = logged_in(&gw, &token).await;
+    c.send(&[(b'P', &parse_body("s1", "select 41")), (b'S', b"")])
+        .await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    // The server connection that has the statement dies while it sits in the pool.
+    let killed = pg
+        .psql("select count(pg_terminate_backend(pid)) from pg_stat_activity where usename = 'app'")
+        .expect("terminate");
+    assert_eq!(killed, "1");
+    // The client's next Bind reaches the dead connection (used less than a second ago, so
+    // trusted) or a new one; either way it is answered from a server that has the statement.
+    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
+        .await;
+    let reply = c.until_ready().await;
+    assert_eq!(tags(&reply), "2DCZ", "{reply:?}");
+    assert_eq!(data_rows(&reply), ["41"]);
+    // And again, now on the new connection.
+    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
+        .await;
+    assert_eq!(data_rows(&c.until_ready().await), ["41"]);
+}

@@ -985,15 +985,15 @@ impl Session {
             forward_upto = pos;
         }
         if forward_upto > 0 {
+            let bytes = std::mem::take(&mut self.cbuf);
+            let raw = &bytes[..forward_upto];
             let result = if out.is_empty() {
-                let bytes = std::mem::take(&mut self.cbuf);
-                let r = self.send_to_server(&bytes[..forward_upto]).await;
-                self.cbuf = bytes;
-                r
+                self.send_to_server(raw, raw).await
             } else {
-                out.extend_from_slice(&self.cbuf[copied.min(forward_upto)..forward_upto]);
-                self.send_to_server(&out).await
+                out.extend_from_slice(&raw[copied.min(forward_upto)..]);
+                self.send_to_server(&out, raw).await
             };
+            self.cbuf = bytes;
             if let Some(end) = result {
                 return Some(end);
             }
@@ -1156,11 +1156,14 @@ impl Session {
         }
     }
 
-    async fn send_to_server(&mut self, bytes: &[u8]) -> Option<End> {
+    /// Send `bytes` (the client's `raw` messages as rewritten for this server). The raw ones
+    /// are kept for a replay: another server needs its own rewriting (its own prepared
+    /// statements).
+    async fn send_to_server(&mut self, bytes: &[u8], raw: &[u8]) -> Option<End> {
         let a = self.attached.as_mut()?;
         if a.replayable {
-            if a.replay.len() + bytes.len() <= GATHER_LIMIT && !self.responded {
-                a.replay.extend_from_slice(bytes);
+            if a.replay.len() + raw.len() <= GATHER_LIMIT && !self.responded {
+                a.replay.extend_from_slice(raw);
             } else {
                 a.answered();
             }
@@ -1500,14 +1503,17 @@ impl Session {
             if let Err(end) = Box::pin(self.attach(self.last_route)).await {
                 return Some(end);
             }
-            if let Some(a) = self.attached.as_mut() {
-                a.answered();
-                if let Err(e) = a.server.conn.stream.write_all(&replay).await {
-                    return Some(End::ServerLost(e.to_string()));
-                }
-                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, "request replayed on another backend connection");
+            if let Some(a) = &self.attached {
+                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, "replaying the request on another backend connection");
             }
-            return None;
+            // The client's messages go through again as if they had just arrived, so they are
+            // rewritten for this server (its prepared statements) and counted once.
+            self.pending = 0;
+            self.inflight.clear();
+            let mut again = replay;
+            again.extend_from_slice(&self.cbuf);
+            self.cbuf = again;
+            return Box::pin(self.on_client()).await;
         }
         // Mid-transaction or mid-answer: tell the client; in transaction mode it may go on
         // with a new transaction on another server.
