@@ -1149,31 +1149,6 @@ async fn send(stream: &mut TcpStream, messages: &[(u8, &[u8])]) {
     stream.write_all(&w.buf).await.expect("send");
 }
 
-/// The rows of DataRow messages, text columns joined with `|`.
-fn data_rows(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|(t, _)| *t == b'D')
-        .map(|(_, body)| {
-            let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-            let mut at = 2;
-            let mut cells = Vec::with_capacity(n);
-            for _ in 0..n {
-                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
-                at += 4;
-                if len < 0 {
-                    cells.push(String::new());
-                } else {
-                    let len = len as usize;
-                    cells.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
-                    at += len;
-                }
-            }
-            cells.join("|")
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_console_answers_operators_over_the_wire_and_api_servers_matches() {
     let s = setup(
@@ -1386,7 +1361,7 @@ async fn the_admin_console_answers_operators_over_the_wire_and_api_servers_match
     assert_eq!(&tags[tags.len() - 2..], b"CZ");
     let complete = &reply[reply.len() - 2].1;
     assert_eq!(complete.as_slice(), b"SHOW\0");
-    let help = data_rows(&reply);
+    let help = common::data_rows(&reply, "");
     for command in [
         "SHOW POOLS",
         "SHOW CLIENTS",

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run, TestDir, TestGateway};
+use common::{TestDir, TestGateway};
 use serde_json::Value;
 use sumun_testkit::{PgOptions, Postgres};
 
@@ -161,23 +161,10 @@ async fn query_events_are_valid_json_and_masked_by_default() {
     assert!(!log.contains(BACKEND_PASSWORD), "password in audit log");
 
     // A failed statement carries its SQLSTATE.
-    let port = gw.addr("pg").port().to_string();
-    let (ok, _, _) = run(
-        "psql",
-        &[
-            "-X",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "bob",
-            "-d",
-            "appdb",
-            "-c",
-            "select * from no_such_table where a = 'x'",
-        ],
+    let (ok, _, _) = common::psql_appdb(
+        gw.addr("pg").port(),
+        "bob",
+        &["select * from no_such_table where a = 'x'"],
         &[("PGPASSWORD", &token), ("PGSSLMODE", "disable")],
     )
     .await;

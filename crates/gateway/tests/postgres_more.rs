@@ -243,7 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
             return Err(e);
         }
         assert_eq!(reply.last().map(|m| m.0), Some(b'Z'), "{reply:?}");
-        Ok(data_rows(&reply))
+        Ok(common::data_rows(&reply, "NULL"))
     }
 
     /// True when the gateway has closed the connection (reads EOF or an error) and sent
@@ -264,28 +264,20 @@ fn tags(messages: &[Msg]) -> String {
     messages.iter().map(|(t, _)| *t as char).collect()
 }
 
-fn data_rows(messages: &[Msg]) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|(t, _)| *t == b'D')
-        .map(|(_, body)| {
-            let n = u16::from_be_bytes([body[0], body[1]]) as usize;
-            let mut at = 2;
-            let mut cells = Vec::with_capacity(n);
-            for _ in 0..n {
-                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
-                at += 4;
-                if len < 0 {
-                    cells.push("NULL".to_string());
-                } else {
-                    let len = len as usize;
-                    cells.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
-                    at += len;
-                }
-            }
-            cells.join("|")
-        })
-        .collect()
+/// An ErrorResponse body that tells a client its server connection was lost, for good.
+fn assert_backend_lost(body: &[u8]) {
+    let f = pg::error_fields(body);
+    assert_eq!(
+        (f.severity.as_str(), f.code.as_str()),
+        ("FATAL", "08006"),
+        "{}",
+        f.message
+    );
+    assert!(
+        f.message.contains("the backend connection was lost"),
+        "{}",
+        f.message
+    );
 }
 
 fn rows(v: &[&str]) -> Result<Vec<String>, (String, String)> {
@@ -851,7 +843,11 @@ async fn out_of_order_extended_protocol_messages_get_the_servers_errors_and_the_
         ])
         .await;
         let reply = c.until_ready().await;
-        assert_eq!(data_rows(&reply), ["5"], "{mode}: {reply:?}");
+        assert_eq!(
+            common::data_rows(&reply, "NULL"),
+            ["5"],
+            "{mode}: {reply:?}"
+        );
         c.send(&[(b'C', b"Sst\0"), (b'S', b"")]).await;
         assert_eq!(tags(&c.until_ready().await), "3Z", "{mode}");
         c.send(&[(b'B', b"\0st\0\0\0\0\0\0\0"), (b'S', b"")]).await;
@@ -1247,36 +1243,14 @@ backend_credential = "pg/app"
     let reply = session.until_ready().await;
     let (tag, body) = reply.last().expect("an answer").clone();
     assert_eq!(tag, b'E', "{reply:?}");
-    let f = pg::error_fields(&body);
-    assert_eq!(
-        (f.severity.as_str(), f.code.as_str()),
-        ("FATAL", "08006"),
-        "{}",
-        f.message
-    );
-    assert!(
-        f.message.contains("the backend connection was lost"),
-        "{}",
-        f.message
-    );
+    assert_backend_lost(&body);
     assert!(session.is_closed().await);
 
     // The pinned transaction-mode client was idle: it is told the same at once, and the
     // connection closes (its session state is gone with the server).
     let (tag, body) = pinned.message().await.expect("told before it asks");
     assert_eq!(tag, b'E');
-    let f = pg::error_fields(&body);
-    assert_eq!(
-        (f.severity.as_str(), f.code.as_str()),
-        ("FATAL", "08006"),
-        "{}",
-        f.message
-    );
-    assert!(
-        f.message.contains("the backend connection was lost"),
-        "{}",
-        f.message
-    );
+    assert_backend_lost(&body);
     assert!(pinned.is_closed().await);
 
     promote.await.expect("promote");
@@ -1570,7 +1544,7 @@ async fn a_named_statement_the_server_has_does_not_clobber_the_clients_unnamed_o
     .await;
     let reply = c.until_ready().await;
     assert_eq!(tags(&reply), "112DC2DCZ", "{reply:?}");
-    assert_eq!(data_rows(&reply), ["unnamed", "named"]);
+    assert_eq!(common::data_rows(&reply, "NULL"), ["unnamed", "named"]);
     // Closing the named statement leaves the unnamed one alone too.
     c.send(&[
         (b'P', &unnamed),
@@ -1582,7 +1556,7 @@ async fn a_named_statement_the_server_has_does_not_clobber_the_clients_unnamed_o
     .await;
     let reply = c.until_ready().await;
     assert_eq!(tags(&reply), "132DCZ", "{reply:?}");
-    assert_eq!(data_rows(&reply), ["unnamed"]);
+    assert_eq!(common::data_rows(&reply, "NULL"), ["unnamed"]);
     // And the closed name is gone for this client only.
     c.send(&[(b'B', &bind_body("s1")), (b'S', b"")]).await;
     let (code, _) = first_error(&c.until_ready().await).expect("closed");
@@ -1594,7 +1568,10 @@ async fn a_named_statement_the_server_has_does_not_clobber_the_clients_unnamed_o
             (b'S', b""),
         ])
         .await;
-    assert_eq!(data_rows(&other.until_ready().await), ["named"]);
+    assert_eq!(
+        common::data_rows(&other.until_ready().await, "NULL"),
+        ["named"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1615,9 +1592,9 @@ async fn a_replayed_request_prepares_its_statements_on_the_new_server() {
         .await;
     let reply = c.until_ready().await;
     assert_eq!(tags(&reply), "2DCZ", "{reply:?}");
-    assert_eq!(data_rows(&reply), ["41"]);
+    assert_eq!(common::data_rows(&reply, "NULL"), ["41"]);
     // And again, now on the new connection.
     c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
         .await;
-    assert_eq!(data_rows(&c.until_ready().await), ["41"]);
+    assert_eq!(common::data_rows(&c.until_ready().await, "NULL"), ["41"]);
 }

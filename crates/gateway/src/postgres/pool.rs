@@ -202,20 +202,23 @@ impl Pool {
     /// shrinking retires free slots now and busy ones as their connections come back, so no
     /// client loses its connection and the pool reaches the new size as work finishes.
     pub fn resize(&self, size: u32) {
-        let _guard = self.lock();
+        // Only the background task resizes, so the swap needs no lock; `excess` is also
+        // changed by releases, hence the atomic updates.
         let old = self.size.swap(size, Ordering::Relaxed);
         if size > old {
-            let mut grow = size - old;
+            let grow = size - old;
             // Slots still waiting to be retired are simply kept.
-            let excess = self.excess.load(Ordering::Relaxed);
-            let kept = excess.min(grow);
-            self.excess.store(excess - kept, Ordering::Relaxed);
-            grow -= kept;
-            self.slots.add_permits(grow as usize);
+            let mut kept = 0;
+            let _ = self
+                .excess
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                    kept = e.min(grow);
+                    Some(e - kept)
+                });
+            self.slots.add_permits((grow - kept) as usize);
         } else if size < old {
             self.excess.fetch_add(old - size, Ordering::Relaxed);
         }
-        drop(_guard);
         self.retire_free_slots();
         if size != old {
             tracing::info!(pool_target = %self.key.target, database = %self.key.database, from = old, to = size, "pool resized");
@@ -229,7 +232,18 @@ impl Pool {
             return;
         }
         let gone = self.slots.forget_permits(excess as usize) as u32;
-        self.excess.fetch_sub(gone.min(excess), Ordering::Relaxed);
+        // A release may have retired some meanwhile: slots taken beyond what is still owed
+        // go back.
+        let mut taken = 0;
+        let _ = self
+            .excess
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| {
+                taken = e.min(gone);
+                Some(e - taken)
+            });
+        if taken < gone {
+            self.slots.add_permits((gone - taken) as usize);
+        }
     }
 
     pub fn idle_count(&self) -> usize {
@@ -247,20 +261,30 @@ impl Pool {
     /// An idle connection, if one is ready now (nothing waits).
     pub fn try_idle(&self, settings: &PoolSettings) -> Option<Box<Pooled>> {
         let home = current_home();
-        // Another worker's idle connection is taken only when the pool is full: below its
-        // size, a new connection of this worker's own is opened instead, so connections settle
-        // where their clients are rather than moving back and forth.
-        let mut inner = self.lock();
+        let p = self.pop_usable(&mut self.lock(), home, settings)?;
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        // A failed move between workers closes it and frees its slot.
+        match self.settled(p) {
+            Slot::Idle(p) => Some(p),
+            Slot::New(_) => None,
+        }
+    }
+
+    /// The idle connection `home` should get, closing any past their lifetime on the way.
+    /// Another worker's is taken only when the pool is full: below its size a new connection
+    /// of this worker's own is opened instead, so connections settle where their clients are
+    /// rather than moving back and forth.
+    fn pop_usable(
+        &self,
+        inner: &mut Inner,
+        home: usize,
+        settings: &PoolSettings,
+    ) -> Option<Box<Pooled>> {
         while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
             if Pool::usable(&p, settings) {
-                drop(inner);
-                self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-                // A failed move between workers closes it and frees its slot.
-                return match self.settled(p) {
-                    Slot::Idle(p) => Some(p),
-                    Slot::New(_) => None,
-                };
+                return Some(p);
             }
+            // Over its lifetime: closed, its slot freed.
         }
         None
     }
@@ -272,12 +296,9 @@ impl Pool {
         let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
         let mut rx = {
             let mut inner = self.lock();
-            while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
-                if Pool::usable(&p, settings) {
-                    drop(inner);
-                    return Ok(self.settled(p));
-                }
-                // Over its lifetime: closed, its slot freed.
+            if let Some(p) = self.pop_usable(&mut inner, home, settings) {
+                drop(inner);
+                return Ok(self.settled(p));
             }
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 return Ok(Slot::New(permit));
@@ -372,10 +393,11 @@ impl Pool {
     /// Give a connection back: to the waiter it should go to, else to the idle stack of its
     /// worker. Broken or expired ones are closed instead (the freed slot wakes a waiter).
     pub fn release(&self, mut p: Box<Pooled>, settings: &PoolSettings) {
-        let retire = self
-            .excess
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| e.checked_sub(1))
-            .is_ok();
+        let retire = self.excess.load(Ordering::Relaxed) > 0
+            && self
+                .excess
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |e| e.checked_sub(1))
+                .is_ok();
         if retire {
             // Shrinking: this connection and its slot are one too many. The slot is retired
             // rather than given back, where a waiting client would take it for a new login.

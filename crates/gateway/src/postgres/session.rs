@@ -1179,7 +1179,7 @@ impl Session {
         match tag {
             b'Q' => {
                 self.pending += 1;
-                self.parses.push_back(Sent::Sync);
+                self.note_sync();
                 self.responded = false;
                 let text = pg::cstr(body).map_or(body, |(t, _)| t);
                 let text = &text[..text.len().min(SQL_KEEP)];
@@ -1225,11 +1225,19 @@ impl Session {
             }
             b'S' => {
                 self.pending += 1;
-                self.parses.push_back(Sent::Sync);
+                self.note_sync();
                 self.responded = false;
             }
             b'c' | b'f' => {}
             _ => {}
+        }
+    }
+
+    /// A Query or Sync went to the server. Only transaction mode rewrites prepared
+    /// statements, so only it needs `parses`.
+    fn note_sync(&mut self) {
+        if self.mode == PoolMode::Transaction {
+            self.parses.push_back(Sent::Sync);
         }
     }
 

@@ -328,3 +328,29 @@ pub fn token(vault: &sumun_vault::Vault, user: &str, audience: &str) -> String {
         .expect("utf8")
         .to_string()
 }
+
+/// The rows of the DataRow messages among `messages` (tag, body), text columns joined with
+/// `|`, a NULL column written as `null`.
+pub fn data_rows(messages: &[(u8, Vec<u8>)], null: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|(t, _)| *t == b'D')
+        .map(|(_, body)| {
+            let n = u16::from_be_bytes([body[0], body[1]]) as usize;
+            let mut at = 2;
+            let mut cells = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len = i32::from_be_bytes([body[at], body[at + 1], body[at + 2], body[at + 3]]);
+                at += 4;
+                if len < 0 {
+                    cells.push(null.to_string());
+                } else {
+                    let len = len as usize;
+                    cells.push(String::from_utf8_lossy(&body[at..at + len]).into_owned());
+                    at += len;
+                }
+            }
+            cells.join("|")
+        })
+        .collect()
+}
