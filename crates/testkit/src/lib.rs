@@ -32,6 +32,15 @@ pub fn free_port() -> u16 {
         .expect("the kernel hands out an ephemeral port on 127.0.0.1")
 }
 
+/// Whether two paths name the same directory: how a server's readiness probe knows it
+/// reached *its* server, not another test's that took the same free port a moment earlier.
+pub(crate) fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

@@ -199,7 +199,13 @@ impl Mariadb {
                 .args(["--max-connections=200", "--log-warnings=1"])
                 .args(SIZE_FLAGS);
             let mut proc = ServerProcess::spawn(cmd, &log, "mariadbd")?;
-            match proc.wait_ready(READY_TIMEOUT, || self.mysql("select 1").is_ok()) {
+            // Ready means *this* server answers (not another test's on the same port).
+            let ours = || {
+                self.mysql("select @@datadir").is_ok_and(|d| {
+                    crate::same_path(std::path::Path::new(d.trim()), &self.dir.join("data"))
+                })
+            };
+            match proc.wait_ready(READY_TIMEOUT, ours) {
                 Readiness::Ready => {
                     self.process = Some(proc);
                     return Ok(());

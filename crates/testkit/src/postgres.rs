@@ -224,7 +224,12 @@ impl Postgres {
                 cmd.arg("-c").arg(format!("{name}={value}"));
             }
             let mut proc = ServerProcess::spawn(cmd, &log, "postgres")?;
-            let probe = |pg: &Postgres| pg.psql("select 1").is_ok();
+            // Ready means *this* server answers: when two tests pick the same free port at
+            // once, the loser's probe would otherwise reach the winner's server.
+            let probe = |pg: &Postgres| {
+                pg.psql("select current_setting('data_directory')")
+                    .is_ok_and(|dir| crate::same_path(Path::new(&dir), &pg.data_dir()))
+            };
             match proc.wait_ready(READY_TIMEOUT, || probe(self)) {
                 Readiness::Ready => {
                     self.process = Some(proc);

@@ -140,7 +140,14 @@ impl Redis {
             let mut cmd = Command::new("redis-server");
             cmd.arg(self.dir.join("redis.conf"));
             let mut proc = ServerProcess::spawn(cmd, &log, "redis-server")?;
-            let ping = || self.cli(&["PING"]).is_ok_and(|r| r == "PONG");
+            // Ready means *this* server answers (not another test's on the same port).
+            let ping = || {
+                self.cli(&["CONFIG", "GET", "dir"]).is_ok_and(|r| {
+                    r.lines()
+                        .nth(1)
+                        .is_some_and(|d| crate::same_path(std::path::Path::new(d), self.dir.path()))
+                })
+            };
             match proc.wait_ready(READY_TIMEOUT, ping) {
                 Readiness::Ready => {
                     self.process = Some(proc);
