@@ -42,6 +42,10 @@ pub struct GatewaySettings {
     /// given, so a connection never moves between threads. `0` (the default) means one per
     /// CPU. Read at startup; a reload keeps the running count.
     pub workers: u32,
+    /// A protocol client idle this long with no server and nothing in flight is parked: its
+    /// socket waits in the worker's parking lot and its session as a small record, instead of
+    /// a task (idle memory). Default `"1s"`; `"0s"` parks as soon as a client is idle.
+    pub park_after: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -349,6 +353,7 @@ impl Config {
                 shutdown_timeout: Duration::from_secs(300),
                 watch_config: true,
                 workers: 0,
+                park_after: Duration::from_secs(1),
             },
             admin: None,
             vault: None,

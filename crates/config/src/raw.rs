@@ -93,6 +93,7 @@ pub struct RawGateway {
     pub shutdown_timeout: Option<Spanned<RawDuration>>,
     pub watch_config: Option<Spanned<bool>>,
     pub workers: Option<Spanned<i64>>,
+    pub park_after: Option<Spanned<RawDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

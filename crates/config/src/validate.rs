@@ -520,6 +520,7 @@ impl Checker<'_> {
                 .as_ref()
                 .map_or(defaults.watch_config, |w| *w.get_ref()),
             workers: self.int(&raw.workers, s, "workers", defaults.workers, 0, 1024),
+            park_after: self.duration(&raw.park_after, s, "park_after", defaults.park_after, true),
         }
     }
 

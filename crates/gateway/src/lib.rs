@@ -13,6 +13,7 @@ pub(crate) mod health;
 pub mod listener;
 pub mod logsink;
 pub mod metrics;
+mod park;
 pub mod postgres;
 pub mod records;
 pub mod relay;
@@ -64,6 +65,8 @@ pub struct Shared {
     pub pg: postgres::PgShared,
     /// The data-plane threads, started by the first apply (`[gateway] workers`).
     pub workers: std::sync::OnceLock<workers::Workers>,
+    /// Idle clients parked outside their tasks, per worker (`park`).
+    pub lots: park::Lots,
 }
 
 impl Shared {
@@ -152,6 +155,7 @@ impl Gateway {
                 vault: arc_swap::ArcSwapOption::empty(),
                 pg: postgres::PgShared::default(),
                 workers: std::sync::OnceLock::new(),
+                lots: park::Lots::default(),
             }),
             phase,
             state: Mutex::new(State::default()),

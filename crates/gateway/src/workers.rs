@@ -88,6 +88,17 @@ impl Workers {
         self.handles[i].spawn(task);
     }
 
+    /// Run `task` on worker `i` (the next one when there is no such worker).
+    pub fn spawn_on<F>(&self, i: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match self.handles.get(i) {
+            Some(h) => drop(h.spawn(task)),
+            None => self.spawn(task),
+        }
+    }
+
     /// Stop every worker; their connections are closed.
     pub fn stop(&self) {
         let stops = std::mem::take(&mut *self.stops.lock().unwrap_or_else(|p| p.into_inner()));

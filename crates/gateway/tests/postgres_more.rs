@@ -1187,14 +1187,9 @@ backend_credential = "pg/app"
     assert_eq!(pinned.query("set search_path = public").await, rows(&[]));
     assert_eq!(pinned.query("show search_path").await, rows(&["public"]));
     assert!(
-        gw.gateway
-            .shared()
-            .pg
-            .clients
-            .lock()
-            .expect("clients")
-            .values()
-            .any(|c| { c.user == "bob" && *c.pinned.lock().expect("pin") == Some("set") }),
+        sumun_gateway::postgres::client_rows(gw.gateway.shared())
+            .iter()
+            .any(|c| c.user == "bob" && c.pinned == Some("set")),
         "bob is pinned"
     );
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -5,7 +5,6 @@
 //! server's own key. A request with an unknown pair is dropped silently, as PostgreSQL does.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -17,46 +16,38 @@ use crate::conn::Admitted;
 use crate::listener::ListenerRt;
 use crate::Shared;
 
-/// Where a client's queries run right now: (server address, its process id, its secret key).
-#[derive(Debug, Default)]
-pub struct CancelSlot(Mutex<Option<(SocketAddr, u32, u32)>>);
+use super::ClientInfo;
 
-impl CancelSlot {
-    pub fn set(&self, to: Option<(SocketAddr, u32, u32)>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = to;
-    }
-
-    fn get(&self) -> Option<(SocketAddr, u32, u32)> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
+/// The registry of logged-in clients, by the cancel key each was given. It is also the list
+/// `SHOW CLIENTS` and `/api/clients` read.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    map: Mutex<HashMap<(u32, u32), Arc<CancelSlot>>>,
+    map: Mutex<HashMap<(u32, u32), Arc<ClientInfo>>>,
 }
 
-/// Removes the key when the client's session ends.
+/// A client's place in the registry; dropping it (the session ends) removes the client.
 pub struct CancelKey {
     registry: Arc<CancelRegistry>,
-    pub process_id: u32,
-    pub secret_key: u32,
-    pub slot: Arc<CancelSlot>,
+    pub info: Arc<ClientInfo>,
 }
 
 impl Drop for CancelKey {
     fn drop(&mut self) {
+        let key = (self.info.process_id, self.info.secret_key);
         self.registry
             .map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(self.process_id, self.secret_key));
+            .remove(&key);
     }
 }
 
 impl CancelRegistry {
-    pub fn register(self: &Arc<Self>) -> CancelKey {
-        let slot = Arc::new(CancelSlot::default());
+    /// Register a client under a fresh key; `make` builds its row from the key.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        make: impl FnOnce(u32, u32) -> ClientInfo,
+    ) -> CancelKey {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             // Unpredictable, so a client cannot cancel another client's queries by guessing.
@@ -68,23 +59,32 @@ impl CancelRegistry {
                 Err(_) => (fastrand::u32(1..i32::MAX as u32), fastrand::u32(..)),
             };
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
-                e.insert(slot.clone());
+                let info = Arc::new(make(key.0, key.1));
+                e.insert(info.clone());
                 return CancelKey {
                     registry: self.clone(),
-                    process_id: key.0,
-                    secret_key: key.1,
-                    slot,
+                    info,
                 };
             }
         }
     }
 
-    fn lookup(&self, process_id: u32, secret_key: u32) -> Option<Arc<CancelSlot>> {
+    fn lookup(&self, process_id: u32, secret_key: u32) -> Option<Arc<ClientInfo>> {
         self.map
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&(process_id, secret_key))
             .cloned()
+    }
+
+    /// Every logged-in client.
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -99,7 +99,7 @@ pub(crate) async fn forward(
         .pg
         .cancels
         .lookup(process_id, secret_key)
-        .and_then(|slot| slot.get());
+        .and_then(|client| client.server());
     let Some((addr, pid, key)) = target else {
         tracing::info!(listener = %listener.name, client = %admitted.client, "cancel request with an unknown or idle key; ignored");
         return;

@@ -52,8 +52,8 @@ pub struct PgShared {
     pub server_params: std::sync::Mutex<
         std::collections::HashMap<(Arc<str>, String, String), Vec<(String, String)>>,
     >,
-    /// Logged-in clients, by session.
-    pub clients: std::sync::Mutex<std::collections::HashMap<u64, Arc<ClientInfo>>>,
+    /// Login shapes shared by the sessions that have them (user, database, parameters).
+    pub(crate) profiles: session::Profiles,
 }
 
 /// Counters for `/metrics`.
@@ -470,16 +470,71 @@ pub(crate) async fn probe_login(
     Err(last)
 }
 
-/// Where a client landed, for `SHOW CLIENTS` and `/api/clients`.
+/// A logged-in client: who it is, the cancel key it was given, and where its queries run
+/// now. Read by cancel requests, `SHOW CLIENTS` and `/api/clients`; written by its session.
 #[derive(Debug)]
 pub struct ClientInfo {
-    pub listener: Arc<str>,
-    pub client: SocketAddr,
-    pub user: String,
-    pub database: String,
-    pub mode: PoolMode,
-    pub since: u64,
-    pub session_id: String,
-    pub server: std::sync::Mutex<Option<SocketAddr>>,
-    pub pinned: std::sync::Mutex<Option<&'static str>>,
+    /// Listener, user, database and pool mode (shared with the session).
+    pub(crate) profile: Arc<session::Profile>,
+    /// Its flow: the client's address and when it connected.
+    pub flow: Arc<crate::records::ActiveFlow>,
+    /// The gateway's own BackendKeyData for it (the cancel registry's key).
+    pub process_id: u32,
+    pub secret_key: u32,
+    /// Identifies the session in audit events: 16 hex digits (the process id, then random).
+    session_id: [u8; 16],
+    now: std::sync::Mutex<ClientNow>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientNow {
+    /// The server its queries run on: address, that server's process id and secret key.
+    server: Option<(SocketAddr, u32, u32)>,
+    pinned: Option<&'static str>,
+}
+
+impl ClientInfo {
+    pub(crate) fn new(
+        profile: Arc<session::Profile>,
+        flow: Arc<crate::records::ActiveFlow>,
+        process_id: u32,
+        secret_key: u32,
+    ) -> ClientInfo {
+        let mut session_id = [0u8; 16];
+        let text = format!("{process_id:08x}{:08x}", fastrand::u32(..));
+        session_id.copy_from_slice(&text.as_bytes()[..16]);
+        ClientInfo {
+            profile,
+            flow,
+            process_id,
+            secret_key,
+            session_id,
+            now: std::sync::Mutex::new(ClientNow::default()),
+        }
+    }
+
+    pub fn session_id(&self) -> &str {
+        std::str::from_utf8(&self.session_id).unwrap_or("")
+    }
+
+    fn now(&self) -> std::sync::MutexGuard<'_, ClientNow> {
+        self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a cancel request for this client goes now.
+    pub fn server(&self) -> Option<(SocketAddr, u32, u32)> {
+        self.now().server
+    }
+
+    pub(crate) fn set_server(&self, server: Option<(SocketAddr, u32, u32)>) {
+        self.now().server = server;
+    }
+
+    pub fn pinned(&self) -> Option<&'static str> {
+        self.now().pinned
+    }
+
+    pub(crate) fn set_pinned(&self, why: Option<&'static str>) {
+        self.now().pinned = why;
+    }
 }

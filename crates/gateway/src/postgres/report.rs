@@ -85,23 +85,21 @@ pub struct ClientRow {
 }
 
 pub fn client_rows(shared: &Shared) -> Vec<ClientRow> {
-    let clients = shared.pg.clients.lock().unwrap_or_else(|p| p.into_inner());
-    let mut rows: Vec<ClientRow> = clients
-        .values()
+    let mut rows: Vec<ClientRow> = shared
+        .pg
+        .cancels
+        .clients()
+        .iter()
         .map(|c| ClientRow {
-            listener: c.listener.to_string(),
-            client: c.client.to_string(),
-            user: c.user.clone(),
-            database: c.database.clone(),
-            pool_mode: c.mode.as_str(),
-            session_id: c.session_id.clone(),
-            connected_at: c.since,
-            server: c
-                .server
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .map(|s| s.to_string()),
-            pinned: *c.pinned.lock().unwrap_or_else(|p| p.into_inner()),
+            listener: c.profile.listener.to_string(),
+            client: c.flow.client.to_string(),
+            user: c.profile.startup.user.clone(),
+            database: c.profile.startup.database.clone(),
+            pool_mode: c.profile.mode.as_str(),
+            session_id: c.session_id().to_string(),
+            connected_at: c.flow.start,
+            server: c.server().map(|(addr, ..)| addr.to_string()),
+            pinned: c.pinned(),
         })
         .collect();
     rows.sort_by(|a, b| (a.connected_at, &a.session_id).cmp(&(b.connected_at, &b.session_id)));

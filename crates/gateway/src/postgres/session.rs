@@ -36,7 +36,7 @@ use super::auth::Identity;
 use super::cancel::CancelKey;
 use super::pool::{CheckoutError, Pool, PoolKey, Pooled, Slot};
 use super::server::{Login, ServerConn, ServerError};
-use super::stream::ClientStream;
+use super::stream::{ClientStream, MaybeTls};
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::{ListenerRt, ListenerSnapshot};
@@ -103,11 +103,128 @@ struct Streaming {
     remaining: usize,
 }
 
+/// What every session of one login shape shares: the same listener settings, user, database,
+/// startup parameters and backend user. Interned (`PgShared::profiles`), so ten thousand
+/// clients of one application hold one copy, not ten thousand (idle memory).
+#[derive(Debug)]
+pub(crate) struct Profile {
+    pub startup: ClientStartup,
+    pub identity: Identity,
+    /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
+    pub backend_user: String,
+    /// Identifies the startup parameters (see `ServerConn::params_stamp`).
+    pub params_stamp: u64,
+    pub mode: PoolMode,
+    pub audit: Option<QueryAudit>,
+    pub listener: Arc<str>,
+}
+
+impl Profile {
+    fn same(&self, other: &Profile) -> bool {
+        let (a, b) = (&self.startup, &other.startup);
+        a.user == b.user
+            && a.database == b.database
+            && a.params == b.params
+            && self.identity.user == other.identity.user
+            && self.identity.method == other.identity.method
+            && self.backend_user == other.backend_user
+            && self.mode == other.mode
+            && self.audit == other.audit
+            && self.listener == other.listener
+    }
+}
+
+/// Interned profiles by a hash of their listener, user, database and parameters.
+#[derive(Default)]
+pub struct Profiles {
+    map: std::sync::Mutex<ProfileMap>,
+}
+
+#[derive(Default)]
+struct ProfileMap {
+    by_hash: std::collections::HashMap<u64, Vec<std::sync::Weak<Profile>>>,
+    /// Entries when dead ones were last swept; the next sweep is due at twice as many.
+    swept_at: usize,
+}
+
+impl std::fmt::Debug for Profiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Profiles")
+    }
+}
+
+impl Profiles {
+    /// The shared copy of `profile`: an equal one already in use, or this one from now on.
+    fn intern(&self, profile: Profile) -> Arc<Profile> {
+        let hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (
+                &profile.listener,
+                &profile.startup.user,
+                &profile.startup.database,
+            )
+                .hash(&mut h);
+            profile.startup.params.hash(&mut h);
+            profile.backend_user.hash(&mut h);
+            h.finish()
+        };
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = map.by_hash.entry(hash).or_default();
+        if let Some(found) = bucket
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .find(|p| p.same(&profile))
+        {
+            return found;
+        }
+        let profile = Arc::new(profile);
+        bucket.retain(|w| w.strong_count() > 0);
+        bucket.push(Arc::downgrade(&profile));
+        let len = map.by_hash.len();
+        if len > 64 && len >= map.swept_at * 2 {
+            map.by_hash.retain(|_, b| {
+                b.retain(|w| w.strong_count() > 0);
+                !b.is_empty()
+            });
+            map.swept_at = map.by_hash.len();
+        }
+        profile
+    }
+}
+
+/// What a session keeps between requests, and all a parked client keeps (`park`): no buffers,
+/// no server, nothing in flight.
+struct Core {
+    profile: Arc<Profile>,
+    snap: Arc<ListenerSnapshot>,
+    listener: Arc<ListenerRt>,
+    shared: Arc<Shared>,
+    /// The client's row in the registry (cancel key, session id, current server).
+    cancel: CancelKey,
+    started: Instant,
+    /// When the client last sent or was sent something (idle timeout, parking).
+    last_activity: Instant,
+    queries: u64,
+    last_route: Want,
+    /// The text of the last Parse, for audit events of the Executes that follow it.
+    last_parse: Option<String>,
+    flow: Arc<crate::records::ActiveFlow>,
+    /// The client's transaction was lost with its server; its next request gets the error.
+    failed_tx: bool,
+    /// The client's named prepared statements (transaction mode): its name → (hash of the
+    /// statement, the Parse message that creates it under the server-side name).
+    statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
+    /// How the last server read string literals: `standard_conforming_strings = off` makes
+    /// backslashes escape in '..' strings, which the analysis and the masking must follow.
+    dialect: sql::Dialect,
+}
+
 /// The session of a logged-in client. Set up here, synchronously, so that the future holds
 /// the session alone rather than also the arguments it was built from (idle memory).
 pub(crate) fn run(
     client: ClientStream,
-    startup: ClientStartup,
+    mut startup: ClientStartup,
     identity: Identity,
     admitted: Admitted,
     snap: Arc<ListenerSnapshot>,
@@ -115,7 +232,6 @@ pub(crate) fn run(
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let mode = super::pool_mode(&snap, Some(&identity.user));
-    let cancel = shared.pg.cancels.register();
     let audit = match snap.settings.audit_queries {
         QueryAudit::Off => None,
         q if shared.records.audits() => Some(q),
@@ -132,50 +248,9 @@ pub(crate) fn run(
         .as_deref()
         .and_then(|name| shared.vault.load_full()?.backend_username(name))
         .unwrap_or_else(|| startup.user.clone());
-    let session_id = format!("{:08x}{:08x}", cancel.process_id, fastrand::u32(..));
-    let mut s = Session {
-        client,
-        startup,
-        identity,
-        admitted,
-        snap,
-        listener,
-        shared: shared.clone(),
-        mode,
-        cancel,
-        attached: None,
-        cbuf: Vec::new(),
-        sbuf: Vec::new(),
-        c_stream: Streaming::default(),
-        s_stream: Streaming::default(),
-        pending: 0,
-        tx_status: b'I',
-        pinned: None,
-        audit,
-        inflight: VecDeque::new(),
-        session_id,
-        started: Instant::now(),
-        bytes_in: 0,
-        bytes_out: 0,
-        queries: 0,
-        responded: false,
-        in_copy: false,
-        last_route: Want::Writer,
-        last_parse: None,
-        flow,
-        info: None,
-        statements: Default::default(),
-        parses: VecDeque::new(),
-        replay_spare: Vec::new(),
-        dialect: sql::Dialect::STANDARD,
-        backend_user,
-        pools: Vec::new(),
-        params_stamp: 0,
-        failed_tx: false,
-    };
-    s.params_stamp = {
+    let params_stamp = {
         let mut text = Vec::new();
-        for (k, v) in &s.startup.params {
+        for (k, v) in &startup.params {
             text.extend_from_slice(k.as_bytes());
             text.push(0);
             text.extend_from_slice(v.as_bytes());
@@ -183,49 +258,103 @@ pub(crate) fn run(
         }
         statement_hash(&text, b"params").max(1)
     };
-    let info = Arc::new(super::ClientInfo {
-        listener: s.listener.name.clone(),
-        client: s.admitted.client,
-        user: s.startup.user.clone(),
-        database: s.startup.database.clone(),
+    // Channel binding data served the login; sessions of all clients share the rest.
+    startup.tls_endpoint = None;
+    let profile = shared.pg.profiles.intern(Profile {
+        startup,
+        identity,
+        backend_user,
+        params_stamp,
         mode,
-        since: crate::records::unix_now(),
-        session_id: s.session_id.clone(),
-        server: std::sync::Mutex::new(None),
-        pinned: std::sync::Mutex::new(None),
+        audit,
+        listener: listener.name.clone(),
     });
-    let key = s.flow.id;
-    shared
-        .pg
-        .clients
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, info.clone());
-    s.info = Some(info);
+    let cancel = shared.pg.cancels.register(|process_id, secret_key| {
+        super::ClientInfo::new(profile.clone(), flow.clone(), process_id, secret_key)
+    });
+    let now = Instant::now();
+    let s = Session::new(
+        client,
+        Core {
+            profile,
+            snap,
+            listener,
+            shared: shared.clone(),
+            cancel,
+            started: now,
+            last_activity: now,
+            queries: 0,
+            last_route: Want::Writer,
+            last_parse: None,
+            flow,
+            failed_tx: false,
+            statements: Default::default(),
+            dialect: sql::Dialect::STANDARD,
+        },
+    );
     s.metrics_open();
     async move {
-        let end = s.serve().await;
-        let shared = s.shared.clone();
-        Box::pin(s.finish(end)).await;
-        shared
-            .pg
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        let mut s = s;
+        // The first client of a (listener, database, backend user) logs in to a server now:
+        // it proves the credential and database work and gives the parameters to show the
+        // client. Later clients are greeted from those parameters and take a server at their
+        // first message, as PgBouncer does, so a full session-mode pool makes them wait for a
+        // server, not for their login.
+        if let Err(end) = Box::pin(s.login_greeting()).await {
+            return Box::pin(s.close(end)).await;
+        }
+        if s.core.profile.mode == PoolMode::Transaction {
+            s.detach();
+        }
+        drive(s).await;
+    }
+}
+
+/// Serve a session until it ends, or until it parks (its task then ends; the parking lot
+/// spawns `drive` again when the client is back).
+async fn drive(mut s: Session) {
+    loop {
+        match s.relay().await {
+            Step::End(end) => return Box::pin(s.close(end)).await,
+            Step::Park => match s.park() {
+                Ok(()) => return,
+                Err(back) => {
+                    // Not parked (the gateway is stopping, or no lot): serve on unparked.
+                    s = back;
+                    s.park_after = None;
+                }
+            },
+        }
+    }
+}
+
+/// A parked client's session: its `Core` alone.
+impl crate::park::Dormant for Core {
+    fn wake(
+        self: Box<Self>,
+        client: tokio::net::TcpStream,
+        readable: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            if readable {
+                // The socket has just joined this event loop, which learns that it is readable
+                // at its next turn; until then a read would find nothing, and a session idle
+                // past `park_after` would park again at once instead of reading.
+                let _ = tokio::time::timeout(Duration::from_secs(1), client.readable()).await;
+            }
+            drive(Session::new(ClientStream::Plain(client), *self)).await
+        })
+    }
+
+    fn abandon(self: Box<Self>, why: std::io::Error) {
+        tracing::warn!(listener = %self.listener.name, client = %self.flow.client, error = %why, "a parked client cannot be resumed; closing it");
+        self.end_records(&End::ClientError(why), None);
     }
 }
 
 struct Session {
     client: ClientStream,
-    startup: ClientStartup,
-    identity: Identity,
-    admitted: Admitted,
-    snap: Arc<ListenerSnapshot>,
-    listener: Arc<ListenerRt>,
-    shared: Arc<Shared>,
-    mode: PoolMode,
-    cancel: CancelKey,
+    core: Core,
     attached: Option<Attached>,
     cbuf: Vec<u8>,
     sbuf: Vec<u8>,
@@ -236,32 +365,12 @@ struct Session {
     /// The transaction status of the last ReadyForQuery.
     tx_status: u8,
     pinned: Option<&'static str>,
-    audit: Option<QueryAudit>,
     inflight: VecDeque<Inflight>,
-    session_id: String,
-    started: Instant,
-    bytes_in: u64,
-    bytes_out: u64,
-    queries: u64,
     /// The server has sent something since the current request was forwarded.
     responded: bool,
     in_copy: bool,
-    last_route: Want,
-    /// The text of the last Parse, for audit events of the Executes that follow it.
-    last_parse: Option<String>,
-    flow: Arc<crate::records::ActiveFlow>,
-    info: Option<Arc<super::ClientInfo>>,
-    /// The client's transaction was lost with its server; its next request gets the error.
-    failed_tx: bool,
-    /// Identifies this client's startup parameters (see `ServerConn::params_stamp`).
-    params_stamp: u64,
-    /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
-    backend_user: String,
     /// Pools this session has used, by target.
     pools: Vec<(SocketAddr, Arc<Pool>)>,
-    /// The client's named prepared statements (transaction mode): its name → (hash of the
-    /// statement, the Parse message that creates it under the server-side name).
-    statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
     /// What the current server has been sent and not yet answered, in order, as far as
     /// prepared statements go: which Parses create a statement there (a failed or skipped one
     /// creates nothing, so its statement is taken back out of the server's `prepared` set),
@@ -269,11 +378,17 @@ struct Session {
     parses: VecDeque<Sent>,
     /// The replay buffer between transactions (see `REPLAY_KEEP`).
     replay_spare: Vec<u8>,
-    /// How the last server read string literals: `standard_conforming_strings = off` makes
-    /// backslashes escape in '..' strings, which the analysis and the masking must follow.
-    dialect: sql::Dialect,
+    /// Idle this long, the client is parked (`[gateway] park_after`; `None` after a failed
+    /// attempt).
+    park_after: Option<Duration>,
 }
 
+/// What `relay` stopped for.
+enum Step {
+    End(End),
+    /// Idle long enough, with nothing in flight and no server: park the client.
+    Park,
+}
 /// What the current server has been sent and not yet answered, as far as prepared statements
 /// are concerned.
 enum Sent {
@@ -318,50 +433,88 @@ impl End {
 
 impl Session {
     fn metrics_open(&self) {
-        let m = &self.listener.metrics;
+        let m = &self.core.listener.metrics;
         m.new_flows.fetch_add(1, Ordering::Relaxed);
         m.active_flows.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count bytes read from the client (`inbound`) or from the server, for flow records.
     fn count(&mut self, inbound: bool, n: usize) {
-        let c = &self.flow.counters;
-        let (total, bytes, packets) = if inbound {
-            (&mut self.bytes_in, &c.bytes_in, &c.packets_in)
+        let c = &self.core.flow.counters;
+        let (bytes, packets) = if inbound {
+            (&c.bytes_in, &c.packets_in)
         } else {
-            (&mut self.bytes_out, &c.bytes_out, &c.packets_out)
+            (&c.bytes_out, &c.packets_out)
         };
-        *total += n as u64;
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         packets.fetch_add(1, Ordering::Relaxed);
     }
 
     fn settings(&self) -> &sumun_config::PoolSettings {
-        &self.snap.settings.pool
+        &self.core.snap.settings.pool
     }
 
-    async fn serve(&mut self) -> End {
-        // The first client of a (listener, database, backend user) logs in to a server now: it
-        // proves the credential and database work and gives the parameters to show the client.
-        // Later clients are greeted from those parameters and take a server at their first
-        // message, as PgBouncer does, so a full session-mode pool makes them wait for a server,
-        // not for their login.
-        if let Err(end) = Box::pin(self.login_greeting()).await {
-            return end;
+    fn new(client: ClientStream, core: Core) -> Session {
+        Session {
+            client,
+            attached: None,
+            cbuf: Vec::new(),
+            sbuf: Vec::new(),
+            c_stream: Streaming::default(),
+            s_stream: Streaming::default(),
+            pending: 0,
+            tx_status: b'I',
+            pinned: None,
+            inflight: VecDeque::new(),
+            responded: false,
+            in_copy: false,
+            pools: Vec::new(),
+            parses: VecDeque::new(),
+            replay_spare: Vec::new(),
+            park_after: Some(core.shared.config.load().gateway.park_after),
+            core,
         }
-        if self.mode == PoolMode::Transaction {
-            self.detach();
-        }
-        let idle = self.snap.settings.idle_timeout;
+    }
+
+    /// Idle with nothing to lose: no server, no bytes buffered either way, nothing in flight,
+    /// on a plain socket (TLS clients are not parked).
+    fn parkable(&self) -> bool {
+        self.attached.is_none()
+            && self.cbuf.is_empty()
+            && self.c_stream.remaining == 0
+            && self.inflight.is_empty()
+            && self.pending == 0
+            && !self.in_copy
+            && !self.client.is_tls()
+    }
+
+    /// Leave the task: the socket and the core go to the worker's parking lot.
+    fn park(self) -> Result<(), Session> {
+        let Session { client, core, .. } = self;
+        let MaybeTls::Plain(socket) = client else {
+            return Err(Session::new(client, core));
+        };
+        let shared = core.shared.clone();
+        let deadline = (core.last_activity + core.snap.settings.idle_timeout).into_std();
+        crate::park::park(&shared, socket, Box::new(core), deadline)
+            .map_err(|(socket, core)| Session::new(MaybeTls::Plain(socket), *core))
+    }
+
+    /// Relay until the session ends or should park.
+    async fn relay(&mut self) -> Step {
+        let idle = self.core.snap.settings.idle_timeout;
+        let park_after = self.park_after;
         // One long-lived waiter for a forced stop, registered once rather than per event.
-        let mut phase = self.shared.phase.clone();
+        let mut phase = self.core.shared.phase.clone();
         let stopped = async move {
             let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
         };
         tokio::pin!(stopped);
-        let mut last_activity = Instant::now();
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
+        // One timer for the idle timeout and for parking, set to the nearer of the two and
+        // moved only when it fires (not per message).
+        let first = park_after.map_or(idle, |p| p.min(idle));
+        let timer = tokio::time::sleep_until(self.core.last_activity + first);
+        tokio::pin!(timer);
         loop {
             let attached = self.attached.is_some();
             let event = {
@@ -381,48 +534,56 @@ impl Session {
                         }
                     }, if attached => Event::Server(r),
                     r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
-                    () = &mut idle_timer => Event::Timer,
+                    () = &mut timer => Event::Timer,
                     () = &mut stopped => Event::Phase,
                 }
             };
-            match event {
-                Event::Client(Ok(0)) => return End::ClientClosed,
-                Event::Client(Err(e)) => return End::ClientError(e),
+            let end = match event {
+                Event::Client(Ok(0)) => Some(End::ClientClosed),
+                Event::Client(Err(e)) => Some(End::ClientError(e)),
                 Event::Client(Ok(n)) => {
-                    last_activity = Instant::now();
+                    self.core.last_activity = Instant::now();
                     self.count(true, n);
-                    if let Some(end) = self.on_client().await {
-                        return end;
-                    }
+                    self.on_client().await
                 }
                 Event::Server(r) => {
-                    last_activity = Instant::now();
+                    self.core.last_activity = Instant::now();
                     match r {
                         Ok(0) | Err(_) => {
                             let why = match r {
                                 Err(e) => e.to_string(),
                                 _ => "server closed the connection".to_string(),
                             };
-                            if let Some(end) = Box::pin(self.server_lost(why)).await {
-                                return end;
-                            }
+                            Box::pin(self.server_lost(why)).await
                         }
                         Ok(n) => {
                             self.count(false, n);
-                            if let Some(end) = self.on_server().await {
-                                return end;
-                            }
+                            self.on_server().await
                         }
                     }
                 }
                 Event::Timer => {
-                    let deadline = last_activity + idle;
-                    if Instant::now() >= deadline {
-                        return End::IdleTimeout;
+                    let now = Instant::now();
+                    let idle_at = self.core.last_activity + idle;
+                    if now >= idle_at {
+                        return Step::End(End::IdleTimeout);
                     }
-                    idle_timer.as_mut().reset(deadline);
+                    let mut next = idle_at;
+                    if let Some(after) = park_after {
+                        let park_at = self.core.last_activity + after;
+                        if now >= park_at && self.parkable() {
+                            return Step::Park;
+                        }
+                        // Not parkable yet (a transaction is open, say): look again later.
+                        next = next.min(if now >= park_at { now + after } else { park_at });
+                    }
+                    timer.as_mut().reset(next);
+                    None
                 }
-                Event::Phase => return End::Stopped,
+                Event::Phase => Some(End::Stopped),
+            };
+            if let Some(end) = end {
+                return Step::End(end);
             }
         }
     }
@@ -432,11 +593,12 @@ impl Session {
     /// the caller, so nothing of it stays with an idle client.
     async fn login_greeting(&mut self) -> Result<(), End> {
         let key = (
-            self.listener.name.clone(),
-            self.startup.database.clone(),
-            self.backend_user.clone(),
+            self.core.listener.name.clone(),
+            self.core.profile.startup.database.clone(),
+            self.core.profile.backend_user.clone(),
         );
         let cached = self
+            .core
             .shared
             .pg
             .server_params
@@ -453,7 +615,8 @@ impl Session {
                     .as_ref()
                     .map(|a| a.server.conn.reported.clone())
                     .unwrap_or_default();
-                self.shared
+                self.core
+                    .shared
                     .pg
                     .server_params
                     .lock()
@@ -471,6 +634,8 @@ impl Session {
         let mut w = Writer::new();
         for (k, v) in params {
             let client_value = self
+                .core
+                .profile
                 .startup
                 .params
                 .iter()
@@ -479,13 +644,16 @@ impl Session {
             w.parameter_status(k, client_value.unwrap_or(v));
         }
         let app = self
+            .core
+            .profile
             .startup
             .params
             .iter()
             .find(|(n, _)| n == "application_name")
             .map_or("", |(_, v)| v.as_str());
         w.parameter_status("application_name", app);
-        w.backend_key_data(self.cancel.process_id, self.cancel.secret_key);
+        let info = &self.core.cancel.info;
+        w.backend_key_data(info.process_id, info.secret_key);
         w.ready_for_query(b'I');
         self.client
             .write_all(&w.buf)
@@ -495,7 +663,7 @@ impl Session {
 
     /// Take a server for the next piece of work.
     async fn attach(&mut self, want: Want) -> Result<(), End> {
-        let group = self.snap.group.clone();
+        let group = self.core.snap.group.clone();
         let settings = group.settings();
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut last_error = None;
@@ -558,7 +726,7 @@ impl Session {
                     // listeners (counted afresh each time a failover wait re-picks); then the
                     // client is told.
                     let exhausted = tried.len() > settings.connect_retries as usize;
-                    tracing::warn!(listener = %self.listener.name, target = %target.address, error = %err, retries_left = !exhausted, "cannot open a backend connection");
+                    tracing::warn!(listener = %self.core.listener.name, target = %target.address, error = %err, retries_left = !exhausted, "cannot open a backend connection");
                     last_error = Some(err);
                     if exhausted {
                         break;
@@ -570,7 +738,7 @@ impl Session {
             Some(e) => format!("no backend server is available: {e}"),
             None => "no healthy backend server is available".to_string(),
         };
-        tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, "{message}");
+        tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, "{message}");
         fatal(&mut self.client, "08006", &message).await;
         Err(End::Refused("no_backend"))
     }
@@ -578,24 +746,24 @@ impl Session {
     /// Make `attached` the session's server.
     fn adopt(&mut self, mut attached: Attached, want: Want) {
         attached.replay = std::mem::take(&mut self.replay_spare);
-        self.dialect = attached.server.conn.dialect;
+        self.core.dialect = attached.server.conn.dialect;
         let target = &attached.target;
-        self.cancel.slot.set(Some((
+        // Cancel requests go to this server now (and the admin API shows it).
+        self.core.cancel.info.set_server(Some((
             target.addr,
             attached.server.conn.process_id,
             attached.server.conn.secret_key,
         )));
         target.active.fetch_add(1, Ordering::Relaxed);
-        self.set_info_server(Some(target.addr));
         self.attached = Some(attached);
-        self.last_route = want;
+        self.core.last_route = want;
     }
 
     /// `attach` for the usual transaction, without waiting: the first pick is a target with a
     /// connection idle now. False when the full `attach` must run. The caller still applies
     /// the client's parameters when the connection has other ones.
     fn attach_now(&mut self, want: Want) -> bool {
-        let Some(target) = self.snap.group.pick_for(&[], want) else {
+        let Some(target) = self.core.snap.group.pick_for(&[], want) else {
             return false;
         };
         let Some(attached) = self.idle_attach(&target) else {
@@ -630,13 +798,13 @@ impl Session {
             let slot = match pool.slot(&settings).await {
                 Ok(s) => s,
                 Err(CheckoutError::Timeout(t)) => {
-                    tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, pool_target = %target.address, database = %self.startup.database, "pool exhausted: no backend connection became free in time");
+                    tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, pool_target = %target.address, database = %self.core.profile.startup.database, "pool exhausted: no backend connection became free in time");
                     return Err(AttachError::Fatal(
                         "53300",
                         format!(
                             "no backend connection became free within {}s: the pool for database \"{}\" on {} is full ({} connections)",
                             t.as_secs(),
-                            self.startup.database,
+                            self.core.profile.startup.database,
                             target.address,
                             pool.size()
                         ),
@@ -671,10 +839,10 @@ impl Session {
                             return Err(e);
                         }
                     };
-                    let backend_user = self.backend_user.clone();
+                    let backend_user = self.core.profile.backend_user.clone();
                     let header = self.proxy_header(target);
                     let tls = super::server::TlsTo::for_target(
-                        &self.snap.group.settings(),
+                        &self.core.snap.group.settings(),
                         &target.address,
                     );
                     let passwords = credential
@@ -686,7 +854,7 @@ impl Session {
                     for i in 0..attempts {
                         let login = Login {
                             user: &backend_user,
-                            database: &self.startup.database,
+                            database: &self.core.profile.startup.database,
                             password: passwords.get(i),
                         };
                         result = Box::pin(ServerConn::connect(
@@ -699,7 +867,7 @@ impl Session {
                         .await;
                         match &result {
                             Err(e) if e.is_bad_password() && i + 1 < attempts => {
-                                tracing::info!(listener = %self.listener.name, target = %target.address, "current backend password refused; trying the previous version");
+                                tracing::info!(listener = %self.core.listener.name, target = %target.address, "current backend password refused; trying the previous version");
                             }
                             _ => break,
                         }
@@ -713,7 +881,7 @@ impl Session {
                         Err(err) => {
                             pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                             drop(permit);
-                            Err(classify(err, &self.startup.database))
+                            Err(classify(err, &self.core.profile.startup.database))
                         }
                     };
                 }
@@ -727,25 +895,28 @@ impl Session {
             return p.clone();
         }
         let key = PoolKey {
-            listener: self.listener.name.clone(),
+            listener: self.core.listener.name.clone(),
             target,
-            database: self.startup.database.clone(),
-            user: self.backend_user.clone(),
+            database: self.core.profile.startup.database.clone(),
+            user: self.core.profile.backend_user.clone(),
         };
-        let pool = self.shared.pg.pools.get(key, self.settings().size);
+        let pool = self.core.shared.pg.pools.get(key, self.settings().size);
         self.pools.push((target, pool.clone()));
         pool
     }
 
     /// The backend login from the vault, read only when a new server connection is opened.
     fn credential(&self) -> Result<Option<crate::vault::BackendCredential>, AttachError> {
-        let vault = self.shared.vault.load_full();
-        match (&self.identity.user.backend_credential, vault.as_ref()) {
+        let vault = self.core.shared.vault.load_full();
+        match (
+            &self.core.profile.identity.user.backend_credential,
+            vault.as_ref(),
+        ) {
             (None, _) => Ok(None),
             (Some(name), Some(vault)) => match vault.backend_credential(name) {
                 Ok(c) => Ok(Some(c)),
                 Err(err) => {
-                    tracing::error!(listener = %self.listener.name, user = %self.startup.user, credential = %name, error = %err, "backend credential unavailable");
+                    tracing::error!(listener = %self.core.listener.name, user = %self.core.profile.startup.user, credential = %name, error = %err, "backend credential unavailable");
                     Err(AttachError::Fatal(
                         "08004",
                         "the gateway cannot log in to the backend for this user (its credential is unavailable; see the gateway log)".into(),
@@ -754,7 +925,7 @@ impl Session {
                 }
             },
             (Some(name), None) => {
-                tracing::error!(listener = %self.listener.name, credential = %name, "user has a backend_credential but no [vault] is configured");
+                tracing::error!(listener = %self.core.listener.name, credential = %name, "user has a backend_credential but no [vault] is configured");
                 Err(AttachError::Fatal(
                     "08004",
                     "the gateway has no vault to log in to the backend with".into(),
@@ -766,11 +937,11 @@ impl Session {
 
     fn proxy_header(&self, target: &TargetRt) -> Option<Vec<u8>> {
         let _ = target;
-        if !self.snap.group.settings().proxy_protocol_v2 {
+        if !self.core.snap.group.settings().proxy_protocol_v2 {
             return None;
         }
         let mut header = Vec::with_capacity(52);
-        sumun_wire::proxy::encode_v2(self.admitted.client, self.admitted.local, &mut header);
+        sumun_wire::proxy::encode_v2(self.core.flow.client, self.core.flow.local, &mut header);
         Some(header)
     }
 
@@ -778,7 +949,7 @@ impl Session {
     fn params_differ(&self) -> bool {
         self.attached
             .as_ref()
-            .is_some_and(|a| a.server.conn.params_stamp != self.params_stamp)
+            .is_some_and(|a| a.server.conn.params_stamp != self.core.profile.params_stamp)
     }
 
     /// Make the server's session parameters match the client's with `SET`, when they differ.
@@ -790,7 +961,7 @@ impl Session {
             return Ok(());
         };
         let mut sql = String::new();
-        for (k, v) in &self.startup.params {
+        for (k, v) in &self.core.profile.startup.params {
             if a.server.conn.params.get(k).is_some_and(|cur| cur == v) {
                 continue;
             }
@@ -801,10 +972,10 @@ impl Session {
         }
         match Box::pin(a.server.conn.simple(&sql)).await {
             Ok(_) => {
-                for (k, v) in &self.startup.params {
+                for (k, v) in &self.core.profile.startup.params {
                     a.server.conn.params.insert(k.clone(), v.clone());
                 }
-                a.server.conn.params_stamp = self.params_stamp;
+                a.server.conn.params_stamp = self.core.profile.params_stamp;
                 Ok(())
             }
             Err(ServerError::Refused { code, message, .. }) => {
@@ -832,20 +1003,13 @@ impl Session {
         }
     }
 
-    fn set_info_server(&self, server: Option<SocketAddr>) {
-        if let Some(info) = &self.info {
-            *info.server.lock().unwrap_or_else(|p| p.into_inner()) = server;
-        }
-    }
-
     /// Give the server back to its pool (idle, nothing outstanding).
     fn detach(&mut self) {
         let Some(mut a) = self.attached.take() else {
             return;
         };
         self.parses.clear();
-        self.set_info_server(None);
-        self.cancel.slot.set(None);
+        self.core.cancel.info.set_server(None);
         a.target.active.fetch_sub(1, Ordering::Relaxed);
         if !self.sbuf.is_empty() || self.pending != 0 || self.tx_status != b'I' {
             a.server.conn.broken = true;
@@ -865,9 +1029,8 @@ impl Session {
 
     fn detach_broken(&mut self) {
         self.parses.clear();
-        self.set_info_server(None);
+        self.core.cancel.info.set_server(None);
         if let Some(mut a) = self.attached.take() {
-            self.cancel.slot.set(None);
             a.target.active.fetch_sub(1, Ordering::Relaxed);
             a.server.conn.broken = true;
             a.pool.release(a.server, self.settings());
@@ -877,7 +1040,7 @@ impl Session {
 
     /// Client bytes arrived in `cbuf`: take a server if needed, scan, forward.
     async fn on_client(&mut self) -> Option<End> {
-        if self.failed_tx {
+        if self.core.failed_tx {
             match self.answer_failed_tx().await {
                 Err(end) => return Some(end),
                 Ok(false) => return None,
@@ -916,7 +1079,7 @@ impl Session {
                 return Some(end);
             }
         }
-        let rewrite = self.mode == PoolMode::Transaction;
+        let rewrite = self.core.profile.mode == PoolMode::Transaction;
         let mut out: Vec<u8> = Vec::new();
         let mut copied = 0usize; // cbuf[..copied] is already in `out` (when rewriting)
         let mut forward_upto = 0usize;
@@ -1009,7 +1172,7 @@ impl Session {
     }
 
     async fn protocol_violation(&mut self, what: &str) -> End {
-        tracing::info!(listener = %self.listener.name, client = %self.admitted.client, error = %what, "malformed message from client; closing");
+        tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %what, "malformed message from client; closing");
         let mut w = Writer::new();
         w.error("FATAL", "08P01", &format!("invalid message: {what}"));
         let _ = self.client.write_all(&w.buf).await;
@@ -1018,7 +1181,7 @@ impl Session {
 
     /// Where the first message of a transaction should go.
     fn route_for(&self, tag: u8, body: &[u8]) -> Want {
-        if !self.snap.settings.read_write_split || self.pinned.is_some() {
+        if !self.core.snap.settings.read_write_split || self.pinned.is_some() {
             return Want::Writer;
         }
         let text = match tag {
@@ -1031,12 +1194,12 @@ impl Session {
         };
         let a = sql::analyze_with(
             &String::from_utf8_lossy(&text[..text.len().min(SQL_KEEP)]),
-            self.dialect,
+            self.core.dialect,
         );
         let read_only = (a.read_only && a.statements == 1) || a.tx == sql::TxEffect::BeginReadOnly;
         if read_only && a.pin.is_none() {
             Want::Reader {
-                max_lag_ms: self.snap.settings.max_replica_lag.as_millis() as u64,
+                max_lag_ms: self.core.snap.settings.max_replica_lag.as_millis() as u64,
             }
         } else {
             Want::Writer
@@ -1092,13 +1255,14 @@ impl Session {
                     );
                     p.buf
                 };
-                self.statements
+                self.core
+                    .statements
                     .insert(name.to_vec(), (hash, Arc::new(parse)));
                 Some(w.buf)
             }
             b'B' => {
                 let (portal, name, rest) = pg::bind_message(body).ok()?;
-                let (hash, parse) = self.statements.get(name)?.clone();
+                let (hash, parse) = self.core.statements.get(name)?.clone();
                 let mut w = Writer::new();
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
@@ -1133,11 +1297,11 @@ impl Session {
                     // The client still gets its CloseComplete, from a Close of a name that
                     // does not exist (not an error in PostgreSQL) rather than of the unnamed
                     // statement, which the client may still be using.
-                    self.statements.remove(name);
+                    self.core.statements.remove(name);
                     w.raw(b'C', &[&b"S"[..], SCRATCH_STATEMENT, &[0]].concat());
                     return Some(w.buf);
                 }
-                let (hash, parse) = self.statements.get(name)?.clone();
+                let (hash, parse) = self.core.statements.get(name)?.clone();
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
@@ -1184,10 +1348,11 @@ impl Session {
                 let text = pg::cstr(body).map_or(body, |(t, _)| t);
                 let text = &text[..text.len().min(SQL_KEEP)];
                 if self.needs_analysis(text) {
-                    let analysis = sql::analyze_with(&String::from_utf8_lossy(text), self.dialect);
+                    let analysis =
+                        sql::analyze_with(&String::from_utf8_lossy(text), self.core.dialect);
                     self.note_analysis(&analysis);
                 }
-                if self.audit.is_some() {
+                if self.core.profile.audit.is_some() {
                     self.inflight.push_back(Inflight {
                         text: String::from_utf8_lossy(text).into_owned(),
                         started: Instant::now(),
@@ -1196,32 +1361,32 @@ impl Session {
                         simple: true,
                     });
                 }
-                self.queries += 1;
+                self.core.queries += 1;
             }
             b'P' => {
                 if let Ok((_, query, _)) = pg::parse_message(body) {
                     let text = &query[..query.len().min(SQL_KEEP)];
                     if self.needs_analysis(text) {
                         let analysis =
-                            sql::analyze_with(&String::from_utf8_lossy(text), self.dialect);
+                            sql::analyze_with(&String::from_utf8_lossy(text), self.core.dialect);
                         self.note_analysis(&analysis);
                     }
-                    if self.audit.is_some() {
-                        self.last_parse = Some(String::from_utf8_lossy(text).into_owned());
+                    if self.core.profile.audit.is_some() {
+                        self.core.last_parse = Some(String::from_utf8_lossy(text).into_owned());
                     }
                 }
             }
             b'E' => {
-                if self.audit.is_some() {
+                if self.core.profile.audit.is_some() {
                     self.inflight.push_back(Inflight {
-                        text: self.last_parse.clone().unwrap_or_default(),
+                        text: self.core.last_parse.clone().unwrap_or_default(),
                         started: Instant::now(),
                         rows: 0,
                         error: None,
                         simple: false,
                     });
                 }
-                self.queries += 1;
+                self.core.queries += 1;
             }
             b'S' => {
                 self.pending += 1;
@@ -1236,7 +1401,7 @@ impl Session {
     /// A Query or Sync went to the server. Only transaction mode rewrites prepared
     /// statements, so only it needs `parses`.
     fn note_sync(&mut self) {
-        if self.mode == PoolMode::Transaction {
+        if self.core.profile.mode == PoolMode::Transaction {
             self.parses.push_back(Sent::Sync);
         }
     }
@@ -1245,22 +1410,22 @@ impl Session {
     /// transaction-mode client (skipped once pinned, and for text that cannot pin), and
     /// nothing else today (routing analyses the first statement itself, in `route_for`).
     fn needs_analysis(&self, text: &[u8]) -> bool {
-        self.mode == PoolMode::Transaction && self.pinned.is_none() && sql::may_pin(text)
+        self.core.profile.mode == PoolMode::Transaction
+            && self.pinned.is_none()
+            && sql::may_pin(text)
     }
 
     fn note_analysis(&mut self, a: &sql::Analysis) {
         let Some(reason) = a.pin else { return };
-        if self.mode == PoolMode::Transaction && self.pinned.is_none() {
+        if self.core.profile.mode == PoolMode::Transaction && self.pinned.is_none() {
             self.pinned = Some(reason.as_str());
             let slot = super::report::PIN_REASONS
                 .iter()
                 .position(|r| *r == reason.as_str())
                 .unwrap_or(7);
-            self.shared.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
-            if let Some(info) = &self.info {
-                *info.pinned.lock().unwrap_or_else(|p| p.into_inner()) = self.pinned;
-            }
-            tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, reason = reason.as_str(), "client pinned to its server");
+            self.core.shared.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
+            self.core.cancel.info.set_pinned(self.pinned);
+            tracing::debug!(listener = %self.core.listener.name, client = %self.core.flow.client, reason = reason.as_str(), "client pinned to its server");
         }
     }
 
@@ -1322,14 +1487,14 @@ impl Session {
                     self.finish_queries(true);
                     if self.pending == 0
                         && status == b'I'
-                        && self.mode == PoolMode::Transaction
+                        && self.core.profile.mode == PoolMode::Transaction
                         && self.pinned.is_none()
                         && pos + header.total == self.sbuf.len()
                     {
                         release = true;
                     }
                 }
-                b'C' if self.audit.is_some() => {
+                b'C' if self.core.profile.audit.is_some() => {
                     let rows = pg::command_rows(&self.sbuf[body_range]).unwrap_or(0);
                     self.command_done(rows);
                 }
@@ -1359,7 +1524,7 @@ impl Session {
                             self.parses.pop_front();
                         }
                     }
-                    if self.audit.is_some() {
+                    if self.core.profile.audit.is_some() {
                         self.command_failed(f.code);
                     }
                 }
@@ -1368,7 +1533,7 @@ impl Session {
                         let body = self.sbuf[body_range].to_vec();
                         a.server.conn.note_parameter(&body);
                         a.server.conn.params_stamp = 0;
-                        self.dialect = a.server.conn.dialect;
+                        self.core.dialect = a.server.conn.dialect;
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
@@ -1451,7 +1616,7 @@ impl Session {
     /// ReadyForQuery: the simple query at the front is done; Executes skipped after an error
     /// are done too.
     fn finish_queries(&mut self, _ready: bool) {
-        if self.audit.is_none() {
+        if self.core.profile.audit.is_none() {
             return;
         }
         while let Some(q) = self.inflight.pop_front() {
@@ -1464,27 +1629,34 @@ impl Session {
     }
 
     fn emit_query(&self, q: Inflight) {
-        let Some(mode) = self.audit else { return };
+        let Some(mode) = self.core.profile.audit else {
+            return;
+        };
         let micros = q.started.elapsed().as_micros() as u64;
-        let stats = &self.shared.pg.stats;
+        let stats = &self.core.shared.pg.stats;
         stats.queries.fetch_add(1, Ordering::Relaxed);
         stats.query_micros.fetch_add(micros, Ordering::Relaxed);
         if q.error.is_some() {
             stats.query_errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.listener.metrics.query_duration.observe_micros(micros);
+        self.core
+            .listener
+            .metrics
+            .query_duration
+            .observe_micros(micros);
         // Written straight into a reused line buffer, literals masked on the way (records.rs).
-        self.shared
+        self.core
+            .shared
             .records
             .audit_query(&crate::records::QueryEvent {
-                listener: &self.listener.name,
-                client: self.admitted.client,
-                user: &self.startup.user,
-                database: &self.startup.database,
-                session_id: &self.session_id,
+                listener: &self.core.listener.name,
+                client: self.core.flow.client,
+                user: &self.core.profile.startup.user,
+                database: &self.core.profile.startup.database,
+                session_id: self.core.cancel.info.session_id(),
                 text: &q.text,
                 mask: mode != QueryAudit::Full,
-                dialect: self.dialect,
+                dialect: self.core.dialect,
                 duration_us: micros,
                 rows: q.rows,
                 error: q.error.as_deref(),
@@ -1498,8 +1670,8 @@ impl Session {
     async fn server_lost(&mut self, why: String) -> Option<End> {
         let mut a = self.attached.take()?;
         self.parses.clear();
-        tracing::warn!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, error = %why, "backend connection lost");
-        self.cancel.slot.set(None);
+        tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, target = %a.target.address, error = %why, "backend connection lost");
+        self.core.cancel.info.set_server(None);
         a.target.active.fetch_sub(1, Ordering::Relaxed);
         a.server.conn.broken = true;
         let replay = a.replayable.then(|| std::mem::take(&mut a.replay));
@@ -1508,11 +1680,11 @@ impl Session {
         self.s_stream.remaining = 0;
         let in_tx = self.tx_status != b'I' || self.pinned.is_some();
         if let (Some(replay), false) = (replay, self.responded || in_tx) {
-            if let Err(end) = Box::pin(self.attach(self.last_route)).await {
+            if let Err(end) = Box::pin(self.attach(self.core.last_route)).await {
                 return Some(end);
             }
             if let Some(a) = &self.attached {
-                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, target = %a.target.address, "replaying the request on another backend connection");
+                tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, target = %a.target.address, "replaying the request on another backend connection");
             }
             // The client's messages go through again as if they had just arrived, so they are
             // rewritten for this server (its prepared statements) and counted once.
@@ -1530,7 +1702,7 @@ impl Session {
         self.tx_status = b'I';
         self.in_copy = false;
         self.inflight.clear();
-        let session_bound = self.mode == PoolMode::Session || self.pinned.is_some();
+        let session_bound = self.core.profile.mode == PoolMode::Session || self.pinned.is_some();
         if session_bound {
             let mut w = Writer::new();
             w.error(
@@ -1543,7 +1715,7 @@ impl Session {
         }
         if !waiting {
             // The client is between statements: it hears about it at its next one.
-            self.failed_tx = true;
+            self.core.failed_tx = true;
             return None;
         }
         if let Err(e) = self.client.write_all(&lost_tx_answer()).await {
@@ -1586,7 +1758,7 @@ impl Session {
         if !answered {
             return Ok(false);
         }
-        self.failed_tx = false;
+        self.core.failed_tx = false;
         self.client
             .write_all(&lost_tx_answer())
             .await
@@ -1594,7 +1766,9 @@ impl Session {
         Ok(true)
     }
 
-    async fn finish(mut self, end: End) {
+    /// End the session: hand the server back clean (or close it), tell the client why when
+    /// the gateway ended it, close the socket and write the records.
+    async fn close(mut self, end: End) {
         // Hand the server back clean, or close it.
         if let Some(a) = self.attached.as_mut() {
             let idle = self.pending == 0
@@ -1603,7 +1777,7 @@ impl Session {
                 && self.sbuf.is_empty();
             let reset = if !idle {
                 false
-            } else if self.mode == PoolMode::Session || self.pinned.is_some() {
+            } else if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
                 matches!(
                     tokio::time::timeout(
                         Duration::from_secs(5),
@@ -1620,31 +1794,13 @@ impl Session {
                 a.server
                     .conn
                     .params
-                    .retain(|k, _| !self.startup.params.iter().any(|(n, _)| n == k));
-                if self.mode == PoolMode::Session || self.pinned.is_some() {
+                    .retain(|k, _| !self.core.profile.startup.params.iter().any(|(n, _)| n == k));
+                if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
                     a.server.conn.prepared.clear();
                 }
                 self.detach();
             } else {
                 self.detach_broken();
-            }
-        }
-        let m = &self.listener.metrics;
-        m.active_flows.fetch_sub(1, Ordering::Relaxed);
-        m.bytes_in.fetch_add(self.bytes_in, Ordering::Relaxed);
-        m.bytes_out.fetch_add(self.bytes_out, Ordering::Relaxed);
-        match &end {
-            End::ClientError(e) => {
-                tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, error = %e, "session ended")
-            }
-            End::ServerLost(e) => {
-                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, error = %e, "session ended: backend lost")
-            }
-            End::Refused(r) => {
-                tracing::info!(listener = %self.listener.name, client = %self.admitted.client, reason = r, "session refused")
-            }
-            _ => {
-                tracing::debug!(listener = %self.listener.name, client = %self.admitted.client, end = end.label(), "session ended")
             }
         }
         if matches!(end, End::IdleTimeout | End::Stopped) {
@@ -1661,36 +1817,64 @@ impl Session {
                 tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&w.buf)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.shutdown()).await;
-        if let Some(a) = &self.attached {
-            *self.flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(a.target.addr);
+        self.core.end_records(&end, self.pinned);
+    }
+}
+
+impl Core {
+    /// The session is over: metrics, log, flow record, `session.end` audit event, and the
+    /// client leaves the admin API's list.
+    fn end_records(&self, end: &End, pinned: Option<&'static str>) {
+        let m = &self.listener.metrics;
+        m.active_flows.fetch_sub(1, Ordering::Relaxed);
+        let bytes_in = self.flow.counters.bytes_in.load(Ordering::Relaxed);
+        let bytes_out = self.flow.counters.bytes_out.load(Ordering::Relaxed);
+        m.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        m.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        match end {
+            End::ClientError(e) => {
+                tracing::debug!(listener = %self.listener.name, client = %self.flow.client, error = %e, "session ended")
+            }
+            End::ServerLost(e) => {
+                tracing::info!(listener = %self.listener.name, client = %self.flow.client, error = %e, "session ended: backend lost")
+            }
+            End::Refused(r) => {
+                tracing::info!(listener = %self.listener.name, client = %self.flow.client, reason = r, "session refused")
+            }
+            _ => {
+                tracing::debug!(listener = %self.listener.name, client = %self.flow.client, end = end.label(), "session ended")
+            }
         }
         self.shared.records.close(&self.flow);
         let mut extra = Map::new();
-        extra.insert("user".into(), Value::from(self.startup.user.as_str()));
+        extra.insert(
+            "user".into(),
+            Value::from(self.profile.startup.user.as_str()),
+        );
         extra.insert(
             "database".into(),
-            Value::from(self.startup.database.as_str()),
+            Value::from(self.profile.startup.database.as_str()),
         );
-        extra.insert("session_id".into(), Value::from(self.session_id.as_str()));
+        extra.insert(
+            "session_id".into(),
+            Value::from(self.cancel.info.session_id()),
+        );
         extra.insert("end".into(), Value::from(end.label()));
         extra.insert(
             "duration_ms".into(),
             Value::from(self.started.elapsed().as_millis() as u64),
         );
-        extra.insert("bytes_in".into(), Value::from(self.bytes_in));
-        extra.insert("bytes_out".into(), Value::from(self.bytes_out));
+        extra.insert("bytes_in".into(), Value::from(bytes_in));
+        extra.insert("bytes_out".into(), Value::from(bytes_out));
         extra.insert("queries".into(), Value::from(self.queries));
-        extra.insert("pool_mode".into(), Value::from(self.mode.as_str()));
-        extra.insert("auth".into(), Value::from(self.identity.method));
-        if let Some(p) = self.pinned {
+        extra.insert("pool_mode".into(), Value::from(self.profile.mode.as_str()));
+        extra.insert("auth".into(), Value::from(self.profile.identity.method));
+        if let Some(p) = pinned {
             extra.insert("pinned".into(), Value::from(p));
         }
-        self.shared.records.audit(
-            "session.end",
-            &self.listener.name,
-            self.admitted.client,
-            extra,
-        );
+        self.shared
+            .records
+            .audit("session.end", &self.listener.name, self.flow.client, extra);
     }
 }
 
