@@ -110,6 +110,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.gateway.shutdown_timeout, Duration::from_secs(300));
     assert!(c.gateway.watch_config);
     assert_eq!(c.gateway.workers, 0, "one worker per CPU");
+    assert_eq!(c.gateway.park_after, Duration::from_secs(1));
     assert!(c.admin.is_none() && c.vault.is_none() && c.flow_logs.is_none() && c.audit.is_none());
     assert!(c.tls.is_empty() && c.users.is_empty());
 
@@ -166,6 +167,7 @@ fn full_config_reads_every_section() {
     assert_eq!(c.gateway.shutdown_timeout, Duration::from_secs(90));
     assert!(!c.gateway.watch_config);
     assert_eq!(c.gateway.workers, 4);
+    assert_eq!(c.gateway.park_after, Duration::from_secs(5));
     assert_eq!(
         c.admin,
         Some(AdminSettings {

@@ -84,6 +84,13 @@ pub fn render_metrics(shared: &Shared) -> String {
     shared.metrics.render(&|out: &mut String| {
         family(
             out,
+            "sumun_parked_clients",
+            "gauge",
+            "Idle clients parked outside their tasks (see [gateway] park_after).",
+        );
+        let _ = writeln!(out, "sumun_parked_clients {}", shared.lots.parked());
+        family(
+            out,
             "sumun_healthy_targets",
             "gauge",
             "Targets passing health checks, per target group.",

@@ -810,6 +810,16 @@ async fn ten_thousand_idle_clients_cost_little_memory_and_block_no_one() {
     let per_client = (after.saturating_sub(before)) as f64 / 10_000.0;
     println!("gateway RSS growth per idle client: {per_client:.1} KiB ({ready})");
     assert!(per_client < 32.0, "{per_client:.1} KiB per idle client");
+    // Idle for `park_after` (1 s by default), every one of them leaves its task.
+    assert!(
+        common::eventually(Duration::from_secs(30), || s
+            .gw
+            .metric("sumun_parked_clients")
+            == 10_000.0)
+        .await,
+        "parked: {}",
+        s.gw.metric("sumun_parked_clients")
+    );
     // Only the pool's connections reached the server.
     let n: i64 =
         s.pg.psql("select count(*) from pg_stat_activity where usename = 'app'")

@@ -1593,3 +1593,117 @@ async fn a_replayed_request_prepares_its_statements_on_the_new_server() {
         .await;
     assert_eq!(common::data_rows(&c.until_ready().await, "NULL"), ["41"]);
 }
+
+/// A transaction-mode gateway whose idle clients park after 100 ms.
+async fn parking_gateway(listener: &str) -> (Postgres, TestGateway, String) {
+    let pg = start_pg(None, &[]).await;
+    let dir = TestDir::new("pg-park");
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let toml = config(
+        &format!("tls = \"off\"\npool = {{ mode = \"transaction\", size = 2 }}\n{listener}"),
+        "",
+        &one_target(pg.addr()),
+        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+    )
+    .replace("[gateway]\n", "[gateway]\npark_after = \"100ms\"\n");
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    (pg, gw, token)
+}
+
+async fn parked_becomes(gw: &TestGateway, n: f64) {
+    assert!(
+        common::eventually(Duration::from_secs(10), || gw
+            .metric("sumun_parked_clients")
+            == n)
+        .await,
+        "sumun_parked_clients never became {n}: {}",
+        gw.metric("sumun_parked_clients")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
+    let (_pg, gw, token) = parking_gateway("").await;
+    let mut c = logged_in(&gw, &token).await;
+    c.send(&[(b'P', &parse_body("s1", "select 41")), (b'S', b"")])
+        .await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    parked_becomes(&gw, 1.0).await;
+    // Parked, it is still a logged-in client, with no server.
+    let rows_now = sumun_gateway::postgres::client_rows(gw.gateway.shared());
+    assert_eq!(rows_now.len(), 1);
+    assert_eq!(rows_now[0].user, "bob");
+    assert_eq!(rows_now[0].server, None);
+    assert_eq!(gw.metric("sumun_active_flows{listener=\"pg\"}"), 1.0);
+    // Its next request wakes it, with its prepared statement still known.
+    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
+        .await;
+    let reply = c.until_ready().await;
+    assert_eq!(tags(&reply), "2DCZ", "{reply:?}");
+    assert_eq!(common::data_rows(&reply, "NULL"), ["41"]);
+    assert_eq!(c.query("select 2").await, rows(&["2"]));
+    parked_becomes(&gw, 1.0).await;
+    assert_eq!(c.query("select 3").await, rows(&["3"]));
+
+    // A pinned client keeps its server, so it never parks; the first one parks again.
+    let mut pinned = logged_in(&gw, &token).await;
+    assert_eq!(pinned.query("set search_path = public").await, rows(&[]));
+    parked_becomes(&gw, 1.0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gw.metric("sumun_parked_clients"), 1.0);
+    assert_eq!(
+        pinned.query("show search_path").await,
+        rows(&["public"]),
+        "the pinned client kept its server"
+    );
+
+    // A parked client that goes away is noticed, and its session is recorded as closed.
+    drop(c);
+    parked_becomes(&gw, 0.0).await;
+    let log = wait_for_audit(&gw, "\"end\":\"closed\"");
+    let ended: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["event"] == "session.end")
+        .collect();
+    assert_eq!(ended.len(), 1, "{log}");
+    assert_eq!(ended[0]["end"], "closed");
+    assert!(ended[0]["bytes_in"].as_u64().unwrap_or(0) > 0, "{log}");
+    assert!(
+        common::eventually(Duration::from_secs(5), || gw
+            .metric("sumun_active_flows{listener=\"pg\"}")
+            == 1.0)
+        .await
+    );
+    assert_eq!(pinned.query("select 4").await, rows(&["4"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_client_times_out_and_a_stop_wakes_parked_clients_to_say_goodbye() {
+    let (_pg, gw, token) = parking_gateway("idle_timeout = \"2s\"").await;
+    let mut c = logged_in(&gw, &token).await;
+    assert_eq!(c.query("select 1").await, rows(&["1"]));
+    parked_becomes(&gw, 1.0).await;
+    // Parked, the idle timeout still ends it, with PostgreSQL's message.
+    let reply = c.until_ready().await;
+    let (code, _) = first_error(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+    assert_eq!(code, "57P05", "{reply:?}");
+    assert!(c.is_closed().await);
+    wait_for_audit(&gw, "\"end\":\"idle_timeout\"");
+
+    let mut a = logged_in(&gw, &token).await;
+    let mut b = logged_in(&gw, &token).await;
+    parked_becomes(&gw, 2.0).await;
+    gw.gateway.stop_now();
+    for c in [&mut a, &mut b] {
+        let reply = c.until_ready().await;
+        let (code, _) = first_error(&reply).unwrap_or_else(|| panic!("{reply:?}"));
+        assert_eq!(code, "57P01", "{reply:?}");
+        assert!(c.is_closed().await);
+    }
+    parked_becomes(&gw, 0.0).await;
+    let log = gw.audit_log();
+    assert_eq!(log.matches("\"end\":\"stopped\"").count(), 2, "{log}");
+}
