@@ -44,7 +44,7 @@ pub struct GatewaySettings {
     pub workers: u32,
     /// A protocol client idle this long with no server and nothing in flight is parked: its
     /// socket waits in the worker's parking lot and its session as a small record, instead of
-    /// a task (idle memory). Default `"1s"`; `"0s"` parks as soon as a client is idle.
+    /// a task (idle memory). Default `"1s"`; `"0s"` parks a client once it has been idle for a few milliseconds.
     pub park_after: Duration,
 }
 

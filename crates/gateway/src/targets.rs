@@ -415,7 +415,6 @@ impl TargetGroupRt {
     /// [`TargetGroupRt::pick`] among the targets that fit `want`.
     pub fn pick_for(&self, tried: &[SocketAddr], want: Want) -> Option<Arc<TargetRt>> {
         let targets = self.targets.load();
-        let settings = self.settings.load();
         // Writes go to a known primary when health checks have found one; targets whose
         // role is not known yet get writes only when no primary is known.
         let want = match want {
@@ -439,6 +438,7 @@ impl TargetGroupRt {
         if count == 1 {
             return only.cloned();
         }
+        let settings = self.settings.load();
         let mut candidates: Vec<&Arc<TargetRt>> = targets
             .iter()
             .filter(|t| t.is_routable())

@@ -203,8 +203,9 @@ pub fn message(buf: &[u8], max_len: usize) -> Result<Option<(Message<'_>, usize)
 
 /// A NUL-terminated string at the start of `b`, and what follows it.
 pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = b.iter().position(|&c| c == 0)?;
-    Some((&b[..nul], &b[nul + 1..]))
+    // The standard library's search looks at a word at a time.
+    let text = std::ffi::CStr::from_bytes_until_nul(b).ok()?.to_bytes();
+    Some((text, &b[text.len() + 1..]))
 }
 
 fn be32(b: &[u8], at: usize) -> u32 {

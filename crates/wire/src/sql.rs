@@ -158,36 +158,86 @@ pub fn mask_literals_into(sql: &str, dialect: Dialect, out: &mut String) {
 /// `reset`, or as `set_config`. Comments could hide where a statement starts, and `U&`
 /// escapes could spell a word, so text with `--`, `/*` or `u&` is always analyzed.
 pub fn may_pin(sql: &[u8]) -> bool {
-    let at = |i: usize, word: &[u8]| {
-        sql.get(i..i + word.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(word))
-    };
+    // Most bytes cannot start a pattern, nor can most pairs of bytes: the table rules them
+    // out before the exact rule (`pin_word_at`) looks.
     for (i, &b) in sql.iter().enumerate() {
-        let hit = match b | 0x20 {
-            b'-' => b == b'-' && sql.get(i + 1) == Some(&b'-'),
-            b'/' => b == b'/' && sql.get(i + 1) == Some(&b'*'),
-            b'&' => b == b'&' && i > 0 && sql[i - 1] | 0x20 == b'u',
-            b's' if at(i, b"set") => {
-                // After a word (`UPDATE t SET`) it cannot be a statement's first token.
-                let head = sql[..i]
-                    .iter()
-                    .rev()
-                    .find(|c| !c.is_ascii_whitespace())
-                    .is_none_or(|&c| !(c.is_ascii_alphanumeric() || b"_$\"".contains(&c)));
-                head || at(i + 3, b"_config") || (i >= 2 && at(i - 2, b"re"))
-            }
-            b'l' => at(i, b"listen") || at(i, b"load"),
-            b't' => at(i, b"temp"),
-            b'h' => at(i, b"hold"),
-            b'p' => at(i, b"prepare"),
-            b'a' => at(i, b"advisory"),
-            _ => false,
-        };
-        if hit {
+        let follows = PIN_PAIRS[usize::from(b)];
+        if follows == 0 {
+            continue;
+        }
+        let next = sql.get(i + 1).copied().unwrap_or(0);
+        if follows >> ((next | 0x20) & 31) & 1 == 0 {
+            continue;
+        }
+        // `u&` is judged at its `&`.
+        if pin_word_at(sql, i) || (b | 0x20 == b'u' && pin_word_at(sql, i + 1)) {
             return true;
         }
     }
     false
+}
+
+/// For each byte, the second bytes (case-folded, as bit `(c | 0x20) & 31`) with which it can
+/// begin one of [`may_pin`]'s patterns: `--`, `/*`, `u&`, `se`(t), `li`(sten), `lo`(ad),
+/// `te`(mp), `ho`(ld), `pr`(epare), `ad`(visory). Bits are shared by several bytes, so a set
+/// bit only means "look closer".
+static PIN_PAIRS: [u32; 256] = pin_pairs();
+
+const fn pin_pairs() -> [u32; 256] {
+    const fn bit(c: u8) -> u32 {
+        1 << ((c | 0x20) & 31)
+    }
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b'-' => bit(b'-'),
+            b'/' => bit(b'*'),
+            _ => match b | 0x20 {
+                b'u' if b.is_ascii_alphabetic() => bit(b'&'),
+                b's' | b't' if b.is_ascii_alphabetic() => bit(b'e'),
+                b'l' if b.is_ascii_alphabetic() => bit(b'i') | bit(b'o'),
+                b'h' if b.is_ascii_alphabetic() => bit(b'o'),
+                b'p' if b.is_ascii_alphabetic() => bit(b'r'),
+                b'a' if b.is_ascii_alphabetic() => bit(b'd'),
+                _ => 0,
+            },
+        };
+        i += 1;
+    }
+    t
+}
+
+/// [`may_pin`]'s exact rule at `i`.
+fn pin_word_at(sql: &[u8], i: usize) -> bool {
+    let at = |i: usize, word: &[u8]| {
+        sql.get(i..i + word.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(word))
+    };
+    let Some(&b) = sql.get(i) else {
+        return false;
+    };
+    match b | 0x20 {
+        b'-' => b == b'-' && sql.get(i + 1) == Some(&b'-'),
+        b'/' => b == b'/' && sql.get(i + 1) == Some(&b'*'),
+        b'&' => b == b'&' && i > 0 && sql[i - 1] | 0x20 == b'u',
+        b's' if at(i, b"set") => {
+            // After a word (`UPDATE t SET`) it cannot be a statement's first token.
+            let head = sql[..i]
+                .iter()
+                .rev()
+                .find(|c| !c.is_ascii_whitespace())
+                .is_none_or(|&c| !(c.is_ascii_alphanumeric() || b"_$\"".contains(&c)));
+            head || at(i + 3, b"_config") || (i >= 2 && at(i - 2, b"re"))
+        }
+        b'l' => at(i, b"listen") || at(i, b"load"),
+        b't' => at(i, b"temp"),
+        b'h' => at(i, b"hold"),
+        b'p' => at(i, b"prepare"),
+        b'a' => at(i, b"advisory"),
+        _ => false,
+    }
 }
 
 /// What `sql` (one simple-query string, possibly several statements) does; see [`Analysis`].

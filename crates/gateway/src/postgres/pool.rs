@@ -254,8 +254,8 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn usable(p: &Pooled, settings: &PoolSettings) -> bool {
-        p.conn.created.elapsed() < settings.max_lifetime && !p.conn.broken
+    fn usable(p: &Pooled, settings: &PoolSettings, now: Instant) -> bool {
+        now.saturating_duration_since(p.conn.created) < settings.max_lifetime && !p.conn.broken
     }
 
     /// An idle connection, if one is ready now (nothing waits).
@@ -280,8 +280,9 @@ impl Pool {
         home: usize,
         settings: &PoolSettings,
     ) -> Option<Box<Pooled>> {
+        let now = Instant::now();
         while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
-            if Pool::usable(&p, settings) {
+            if Pool::usable(&p, settings, now) {
                 return Some(p);
             }
             // Over its lifetime: closed, its slot freed.
@@ -405,11 +406,12 @@ impl Pool {
             _permit.forget();
             return;
         }
-        if !Pool::usable(&p, settings) {
+        let now = Instant::now();
+        if !Pool::usable(&p, settings, now) {
             drop(p);
             return;
         }
-        p.conn.last_used = Instant::now();
+        p.conn.last_used = now;
         let mut inner = self.lock();
         if let Some(p) = inner.hand_off(p) {
             inner.idle.push(p);

@@ -439,6 +439,7 @@ impl Session {
     }
 
     /// Count bytes read from the client (`inbound`) or from the server, for flow records.
+    /// The session is its flow's only writer, so a plain store does (no locked add).
     fn count(&mut self, inbound: bool, n: usize) {
         let c = &self.core.flow.counters;
         let (bytes, packets) = if inbound {
@@ -446,8 +447,8 @@ impl Session {
         } else {
             (&c.bytes_out, &c.packets_out)
         };
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        packets.fetch_add(1, Ordering::Relaxed);
+        bytes.store(bytes.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+        packets.store(packets.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     fn settings(&self) -> &sumun_config::PoolSettings {
@@ -510,11 +511,19 @@ impl Session {
             let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
         };
         tokio::pin!(stopped);
-        // One timer for the idle timeout and for parking, set to the nearer of the two and
-        // moved only when it fires (not per message).
-        let first = park_after.map_or(idle, |p| p.min(idle));
-        let timer = tokio::time::sleep_until(self.core.last_activity + first);
+        // One timer for the idle timeout and for parking. Events only count themselves; the
+        // timer, when it fires, turns "something happened since" into `last_activity` (no
+        // clock read per message), so a client parks after `park_after` to twice that, and
+        // the idle timeout is exact to within one period.
+        // (At least 10 ms: a busy client is looked at no more often than that.)
+        let period = park_after
+            .unwrap_or(idle / 8)
+            .min(idle)
+            .max(Duration::from_millis(10));
+        let timer = tokio::time::sleep_until(self.core.last_activity + period);
         tokio::pin!(timer);
+        let mut events: u64 = 0;
+        let mut seen: u64 = 0;
         loop {
             let attached = self.attached.is_some();
             let event = {
@@ -542,12 +551,12 @@ impl Session {
                 Event::Client(Ok(0)) => Some(End::ClientClosed),
                 Event::Client(Err(e)) => Some(End::ClientError(e)),
                 Event::Client(Ok(n)) => {
-                    self.core.last_activity = Instant::now();
+                    events += 1;
                     self.count(true, n);
                     self.on_client().await
                 }
                 Event::Server(r) => {
-                    self.core.last_activity = Instant::now();
+                    events += 1;
                     match r {
                         Ok(0) | Err(_) => {
                             let why = match r {
@@ -564,20 +573,20 @@ impl Session {
                 }
                 Event::Timer => {
                     let now = Instant::now();
+                    if events != seen {
+                        seen = events;
+                        self.core.last_activity = now;
+                    }
                     let idle_at = self.core.last_activity + idle;
                     if now >= idle_at {
                         return Step::End(End::IdleTimeout);
                     }
-                    let mut next = idle_at;
-                    if let Some(after) = park_after {
-                        let park_at = self.core.last_activity + after;
-                        if now >= park_at && self.parkable() {
-                            return Step::Park;
-                        }
-                        // Not parkable yet (a transaction is open, say): look again later.
-                        next = next.min(if now >= park_at { now + after } else { park_at });
+                    if park_after.is_some_and(|after| now >= self.core.last_activity + after)
+                        && self.parkable()
+                    {
+                        return Step::Park;
                     }
-                    timer.as_mut().reset(next);
+                    timer.as_mut().reset(idle_at.min(now + period));
                     None
                 }
                 Event::Phase => Some(End::Stopped),

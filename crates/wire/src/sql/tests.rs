@@ -733,3 +733,24 @@ fn may_pin_is_false_only_when_nothing_pins() {
         }
     }
 }
+
+/// The pair table only skips positions where the exact rule cannot match: on random text
+/// dense in the patterns' letters, `may_pin` agrees with the rule tried at every position.
+#[test]
+fn may_pin_skips_only_positions_where_no_pattern_starts() {
+    let alphabet = b"sSeEtTlLiIoOaAdDnNhHpPrRmMuUvVyY_&-/*;\"$ \n\t\r(),'\x06\x0d\x13";
+    let mut rng = fastrand::Rng::with_seed(23);
+    for _ in 0..100_000 {
+        let len = rng.usize(0..24);
+        let text: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.usize(..alphabet.len())])
+            .collect();
+        let exact = (0..text.len()).any(|i| super::pin_word_at(&text, i));
+        assert_eq!(
+            may_pin(&text),
+            exact,
+            "{:?}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+}
