@@ -50,6 +50,8 @@ const GATHER_LIMIT: usize = 256 * 1024;
 const READ_LIMIT: usize = 64 * 1024;
 /// The largest message length accepted (PostgreSQL's own limit is about 1 GiB).
 const MAX_MESSAGE: usize = (1 << 30) + 4;
+/// The longest a client that has sent nothing since its login waits before it parks.
+const FRESH_PARK: Duration = Duration::from_millis(20);
 /// Statement text kept for audit and analysis.
 const SQL_KEEP: usize = 16 * 1024;
 
@@ -205,6 +207,8 @@ struct Core {
     started: Instant,
     /// When the client last sent or was sent something (idle timeout, parking).
     last_activity: Instant,
+    /// Nothing received from the client since its login (see `Session::park_delay`).
+    fresh: bool,
     queries: u64,
     last_route: Want,
     /// The text of the last Parse, for audit events of the Executes that follow it.
@@ -214,7 +218,8 @@ struct Core {
     failed_tx: bool,
     /// The client's named prepared statements (transaction mode): its name → (hash of the
     /// statement, the Parse message that creates it under the server-side name).
-    statements: std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>,
+    /// Boxed on first use: most clients prepare nothing by name.
+    statements: Option<Box<std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>>>,
     /// How the last server read string literals: `standard_conforming_strings = off` makes
     /// backslashes escape in '..' strings, which the analysis and the masking must follow.
     dialect: sql::Dialect,
@@ -283,12 +288,13 @@ pub(crate) fn run(
             cancel,
             started: now,
             last_activity: now,
+            fresh: true,
             queries: 0,
             last_route: Want::Writer,
             last_parse: None,
             flow,
             failed_tx: false,
-            statements: Default::default(),
+            statements: None,
             dialect: sql::Dialect::STANDARD,
         },
     );
@@ -489,6 +495,20 @@ impl Session {
             && !self.client.is_tls()
     }
 
+    /// How long this client may sit idle before it parks: `park_after`, or `FRESH_PARK` at
+    /// most while it has said nothing since it logged in — a client that logs in and stays
+    /// silent is usually an application pool's spare connection, and a burst of those would
+    /// otherwise all wait out `park_after` in their tasks at once (memory that the allocator
+    /// keeps afterwards).
+    fn park_delay(&self) -> Option<Duration> {
+        let after = self.park_after?;
+        Some(if self.core.fresh {
+            after.min(FRESH_PARK)
+        } else {
+            after
+        })
+    }
+
     /// Leave the task: the socket and the core go to the worker's parking lot.
     fn park(self) -> Result<(), Session> {
         let Session { client, core, .. } = self;
@@ -504,7 +524,6 @@ impl Session {
     /// Relay until the session ends or should park.
     async fn relay(&mut self) -> Step {
         let idle = self.core.snap.settings.idle_timeout;
-        let park_after = self.park_after;
         // One long-lived waiter for a forced stop, registered once rather than per event.
         let mut phase = self.core.shared.phase.clone();
         let stopped = async move {
@@ -513,14 +532,16 @@ impl Session {
         tokio::pin!(stopped);
         // One timer for the idle timeout and for parking. Events only count themselves; the
         // timer, when it fires, turns "something happened since" into `last_activity` (no
-        // clock read per message), so a client parks after `park_after` to twice that, and
+        // clock read per message), so a client parks after its park delay to twice that, and
         // the idle timeout is exact to within one period.
-        // (At least 10 ms: a busy client is looked at no more often than that.)
-        let period = park_after
-            .unwrap_or(idle / 8)
-            .min(idle)
-            .max(Duration::from_millis(10));
-        let timer = tokio::time::sleep_until(self.core.last_activity + period);
+        let period = |park_after: Option<Duration>| {
+            // At least 10 ms: a busy client is looked at no more often than that.
+            park_after
+                .unwrap_or(idle / 8)
+                .min(idle)
+                .max(Duration::from_millis(10))
+        };
+        let timer = tokio::time::sleep_until(self.core.last_activity + period(self.park_delay()));
         tokio::pin!(timer);
         let mut events: u64 = 0;
         let mut seen: u64 = 0;
@@ -552,6 +573,7 @@ impl Session {
                 Event::Client(Err(e)) => Some(End::ClientError(e)),
                 Event::Client(Ok(n)) => {
                     events += 1;
+                    self.core.fresh = false;
                     self.count(true, n);
                     self.on_client().await
                 }
@@ -581,12 +603,13 @@ impl Session {
                     if now >= idle_at {
                         return Step::End(End::IdleTimeout);
                     }
+                    let park_after = self.park_delay();
                     if park_after.is_some_and(|after| now >= self.core.last_activity + after)
                         && self.parkable()
                     {
                         return Step::Park;
                     }
-                    timer.as_mut().reset(idle_at.min(now + period));
+                    timer.as_mut().reset(idle_at.min(now + period(park_after)));
                     None
                 }
                 Event::Phase => Some(End::Stopped),
@@ -1266,12 +1289,13 @@ impl Session {
                 };
                 self.core
                     .statements
+                    .get_or_insert_default()
                     .insert(name.to_vec(), (hash, Arc::new(parse)));
                 Some(w.buf)
             }
             b'B' => {
                 let (portal, name, rest) = pg::bind_message(body).ok()?;
-                let (hash, parse) = self.core.statements.get(name)?.clone();
+                let (hash, parse) = self.core.statements.as_ref()?.get(name)?.clone();
                 let mut w = Writer::new();
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
@@ -1306,11 +1330,13 @@ impl Session {
                     // The client still gets its CloseComplete, from a Close of a name that
                     // does not exist (not an error in PostgreSQL) rather than of the unnamed
                     // statement, which the client may still be using.
-                    self.core.statements.remove(name);
+                    if let Some(statements) = self.core.statements.as_mut() {
+                        statements.remove(name);
+                    }
                     w.raw(b'C', &[&b"S"[..], SCRATCH_STATEMENT, &[0]].concat());
                     return Some(w.buf);
                 }
-                let (hash, parse) = self.core.statements.get(name)?.clone();
+                let (hash, parse) = self.core.statements.as_ref()?.get(name)?.clone();
                 if !server.prepared.contains(&hash) {
                     w.buf.extend_from_slice(&parse);
                     server.prepared.insert(hash);
