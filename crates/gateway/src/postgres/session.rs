@@ -195,6 +195,10 @@ impl Profiles {
     }
 }
 
+/// A client's named prepared statements: its name → (hash of the statement, the Parse message
+/// that creates it under the server-side name).
+type Statements = std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>;
+
 /// What a session keeps between requests, and all a parked client keeps (`park`): no buffers,
 /// no server, nothing in flight.
 struct Core {
@@ -216,10 +220,9 @@ struct Core {
     flow: Arc<crate::records::ActiveFlow>,
     /// The client's transaction was lost with its server; its next request gets the error.
     failed_tx: bool,
-    /// The client's named prepared statements (transaction mode): its name → (hash of the
-    /// statement, the Parse message that creates it under the server-side name).
-    /// Boxed on first use: most clients prepare nothing by name.
-    statements: Option<Box<std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>>>,
+    /// The client's named prepared statements (transaction mode), boxed on first use: most
+    /// clients prepare nothing by name.
+    statements: Option<Box<Statements>>,
     /// How the last server read string literals: `standard_conforming_strings = off` makes
     /// backslashes escape in '..' strings, which the analysis and the masking must follow.
     dialect: sql::Dialect,
@@ -326,7 +329,7 @@ async fn drive(mut s: Session) {
                 Ok(()) => return,
                 Err(back) => {
                     // Not parked (the gateway is stopping, or no lot): serve on unparked.
-                    s = back;
+                    s = *back;
                     s.park_after = None;
                 }
             },
@@ -510,15 +513,15 @@ impl Session {
     }
 
     /// Leave the task: the socket and the core go to the worker's parking lot.
-    fn park(self) -> Result<(), Session> {
+    fn park(self) -> Result<(), Box<Session>> {
         let Session { client, core, .. } = self;
         let MaybeTls::Plain(socket) = client else {
-            return Err(Session::new(client, core));
+            return Err(Box::new(Session::new(client, core)));
         };
         let shared = core.shared.clone();
         let deadline = (core.last_activity + core.snap.settings.idle_timeout).into_std();
         crate::park::park(&shared, socket, Box::new(core), deadline)
-            .map_err(|(socket, core)| Session::new(MaybeTls::Plain(socket), *core))
+            .map_err(|(socket, core)| Box::new(Session::new(MaybeTls::Plain(socket), *core)))
     }
 
     /// Relay until the session ends or should park.
