@@ -430,7 +430,7 @@ idle_run() { # PROXY PATH TLS(0|1) PID PORT PASSWORD
     IDLE+=("| $path | failed | | | | | |")
     echo "  $path: failed: $(tail -2 "$outf" | tr '\n' ' ' | cut -c1-240)"; return 0
   fi
-  per=$(div $((after - before)) "$ok" %.1f)
+  per=$(div $((after - before)) "$ok" %.2f)
   IDLE_KIB[$proxy/$key]=$per
   local ratio=""; [ "$proxy" = sumun ] && ratio=$(div "$per" "${IDLE_KIB[pgbouncer/$key]:-}")
   local err=""; [ "${failed:-0}" != 0 ] && err=" ($failed failed: $(echo "$line" | sed -n 's/.*first_error=//p' | cut -c1-80))"

@@ -17,6 +17,7 @@ mod park;
 pub mod postgres;
 pub mod records;
 pub mod relay;
+mod stop;
 pub mod targets;
 pub mod tls;
 pub mod vault;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub workers: std::sync::OnceLock<workers::Workers>,
     /// Idle clients parked outside their tasks, per worker (`park`).
     pub lots: park::Lots,
+    /// Fired with `Phase::Stopped`: what sessions poll on every event.
+    pub stop: stop::StopSignal,
 }
 
 impl Shared {
@@ -134,6 +137,7 @@ pub struct Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         // Connection tasks hold `Shared`, so the workers would outlive it: stop them here.
+        self.shared.stop.fire();
         if let Some(w) = self.shared.workers.get() {
             w.stop();
         }
@@ -156,6 +160,7 @@ impl Gateway {
                 pg: postgres::PgShared::default(),
                 workers: std::sync::OnceLock::new(),
                 lots: park::Lots::default(),
+                stop: stop::StopSignal::default(),
             }),
             phase,
             state: Mutex::new(State::default()),
@@ -538,6 +543,7 @@ impl Gateway {
     /// Close every flow now.
     pub fn stop_now(&self) {
         self.phase.send_replace(Phase::Stopped);
+        self.shared.stop.fire();
     }
 
     pub fn phase(&self) -> Phase {

@@ -755,17 +755,27 @@ async fn tokio_postgres_clients_prepare_transact_and_recover_from_errors_on_two_
 // 4. Protocol messages out of order
 
 async fn plain_gateway(pool: &str) -> (Postgres, TestGateway, String) {
+    plain_gateway_with(pool, "", "").await
+}
+
+/// A plain-text gateway for user bob (token), with more `[gateway]` and listener keys.
+async fn plain_gateway_with(
+    pool: &str,
+    gateway: &str,
+    listener: &str,
+) -> (Postgres, TestGateway, String) {
     let pg = start_pg(None, &[]).await;
     let dir = TestDir::new("pg-raw");
     let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
     let token = common::token(&vault, "bob", AUDIENCE);
     drop(vault);
     let toml = config(
-        &format!("tls = \"off\"\npool = {pool}"),
+        &format!("tls = \"off\"\npool = {pool}\n{listener}"),
         "",
         &one_target(pg.addr()),
         "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
-    );
+    )
+    .replace("[gateway]\n", &format!("[gateway]\n{gateway}\n"));
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     (pg, gw, token)
 }
@@ -1596,20 +1606,12 @@ async fn a_replayed_request_prepares_its_statements_on_the_new_server() {
 
 /// A transaction-mode gateway whose idle clients park after 100 ms.
 async fn parking_gateway(listener: &str) -> (Postgres, TestGateway, String) {
-    let pg = start_pg(None, &[]).await;
-    let dir = TestDir::new("pg-park");
-    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
-    let token = common::token(&vault, "bob", AUDIENCE);
-    drop(vault);
-    let toml = config(
-        &format!("tls = \"off\"\npool = {{ mode = \"transaction\", size = 2 }}\n{listener}"),
-        "",
-        &one_target(pg.addr()),
-        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+    plain_gateway_with(
+        "{ mode = \"transaction\", size = 2 }",
+        "park_after = \"100ms\"",
+        listener,
     )
-    .replace("[gateway]\n", "[gateway]\npark_after = \"100ms\"\n");
-    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
-    (pg, gw, token)
+    .await
 }
 
 async fn parked_becomes(gw: &TestGateway, n: f64) {

@@ -42,7 +42,7 @@ use crate::conn::Admitted;
 use crate::listener::{ListenerRt, ListenerSnapshot};
 use crate::relay::read_append;
 use crate::targets::{Observation, TargetRt, Want};
-use crate::{Phase, Shared};
+use crate::Shared;
 
 /// Messages up to this size are gathered whole before they are forwarded; larger ones stream.
 const GATHER_LIMIT: usize = 256 * 1024;
@@ -527,11 +527,9 @@ impl Session {
     /// Relay until the session ends or should park.
     async fn relay(&mut self) -> Step {
         let idle = self.core.snap.settings.idle_timeout;
-        // One long-lived waiter for a forced stop, registered once rather than per event.
-        let mut phase = self.core.shared.phase.clone();
-        let stopped = async move {
-            let _ = phase.wait_for(|p| *p == Phase::Stopped).await;
-        };
+        // A forced stop, registered once and then an atomic load per event.
+        let shared = self.core.shared.clone();
+        let stopped = shared.stop.wait();
         tokio::pin!(stopped);
         // One timer for the idle timeout and for parking. Events only count themselves; the
         // timer, when it fires, turns "something happened since" into `last_activity` (no
