@@ -48,10 +48,17 @@ impl Drop for Checkout {
     }
 }
 
-/// Holds one of the listener's `max_connections` slots.
-struct Slot<'a>(&'a ListenerRt);
+/// Holds one of the listener's `max_connections` slots, for as long as the client is connected
+/// (a protocol session takes it along, also while it is parked).
+pub(crate) struct Slot(Arc<ListenerRt>);
 
-impl Drop for Slot<'_> {
+impl Slot {
+    pub(crate) fn listener(&self) -> &Arc<ListenerRt> {
+        &self.0
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -74,7 +81,7 @@ pub(crate) async fn handle(
     };
 
     let open = listener.open.fetch_add(1, Ordering::Relaxed) + 1;
-    let _slot = Slot(&listener);
+    let slot = Slot(listener.clone());
     if open > snap.settings.max_connections {
         tracing::warn!(listener = %listener.name, client = %peer, "connection limit reached; refusing");
         reject(peer, local, RejectReason::MaxConnections);
@@ -152,6 +159,7 @@ pub(crate) async fn handle(
             listener.clone(),
             shared.clone(),
             handshake_deadline,
+            slot,
         ))
         .await;
         if let Some(session) = session {

@@ -1627,7 +1627,7 @@ async fn parked_becomes(gw: &TestGateway, n: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
-    let (_pg, gw, token) = parking_gateway("").await;
+    let (_pg, gw, token) = parking_gateway("max_connections = 2").await;
     let mut c = logged_in(&gw, &token).await;
     c.send(&[(b'P', &parse_body("s1", "select 41")), (b'S', b"")])
         .await;
@@ -1659,6 +1659,14 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
         pinned.query("show search_path").await,
         rows(&["public"]),
         "the pinned client kept its server"
+    );
+    // A parked client still holds its place under max_connections.
+    let mut third = Raw::tcp(gw.addr("pg")).await;
+    let refused = third.login("bob", "appdb", &token).await;
+    assert!(refused.iter().all(|m| m.0 != b'Z'), "{refused:?}");
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"pg\",reason=\"max_connections\"}"),
+        1.0
     );
 
     // A parked client that goes away is noticed, and its session is recorded as closed.

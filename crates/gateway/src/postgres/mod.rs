@@ -91,6 +91,7 @@ pub(crate) async fn login_session(
     listener: Arc<ListenerRt>,
     shared: Arc<Shared>,
     deadline: Instant,
+    slot: crate::conn::Slot,
 ) -> Option<Session> {
     let (client, startup, identity) = Box::pin(login(
         stream, &admitted, &snap, &listener, &shared, deadline,
@@ -98,11 +99,12 @@ pub(crate) async fn login_session(
     .await?;
     if startup.database == console::DATABASE {
         return Some(Box::pin(async move {
+            let _slot = slot;
             console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
         }));
     }
     Some(Box::pin(session::run(
-        client, startup, identity, admitted, snap, listener, shared,
+        client, startup, identity, admitted, snap, slot, shared,
     )))
 }
 

@@ -226,6 +226,8 @@ struct Core {
     /// How the last server read string literals: `standard_conforming_strings = off` makes
     /// backslashes escape in '..' strings, which the analysis and the masking must follow.
     dialect: sql::Dialect,
+    /// The client's place under the listener's `max_connections`, also while parked.
+    _slot: crate::conn::Slot,
 }
 
 /// The session of a logged-in client. Set up here, synchronously, so that the future holds
@@ -236,9 +238,10 @@ pub(crate) fn run(
     identity: Identity,
     admitted: Admitted,
     snap: Arc<ListenerSnapshot>,
-    listener: Arc<ListenerRt>,
+    slot: crate::conn::Slot,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let listener = slot.listener().clone();
     let mode = super::pool_mode(&snap, Some(&identity.user));
     let audit = match snap.settings.audit_queries {
         QueryAudit::Off => None,
@@ -299,6 +302,7 @@ pub(crate) fn run(
             failed_tx: false,
             statements: None,
             dialect: sql::Dialect::STANDARD,
+            _slot: slot,
         },
     );
     s.metrics_open();
