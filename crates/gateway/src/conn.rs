@@ -323,26 +323,28 @@ fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Sha
     }
     shared.records.close(flow);
     let c = &flow.counters;
-    let mut extra = Map::new();
-    extra.insert("end".into(), Value::from(how));
-    extra.insert(
-        "duration_ms".into(),
-        Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
-    );
-    extra.insert(
-        "bytes_in".into(),
-        Value::from(c.bytes_in.load(Ordering::Relaxed)),
-    );
-    extra.insert(
-        "bytes_out".into(),
-        Value::from(c.bytes_out.load(Ordering::Relaxed)),
-    );
-    if let Some(target) = *flow.target.lock().unwrap_or_else(|p| p.into_inner()) {
-        extra.insert("target".into(), Value::from(target.to_string()));
-    }
     shared
         .records
-        .audit("session.end", &listener.name, flow.client, extra);
+        .audit("session.end", &listener.name, flow.client, || {
+            let mut extra = Map::new();
+            extra.insert("end".into(), Value::from(how));
+            extra.insert(
+                "duration_ms".into(),
+                Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
+            );
+            extra.insert(
+                "bytes_in".into(),
+                Value::from(c.bytes_in.load(Ordering::Relaxed)),
+            );
+            extra.insert(
+                "bytes_out".into(),
+                Value::from(c.bytes_out.load(Ordering::Relaxed)),
+            );
+            if let Some(target) = *flow.target.lock().unwrap_or_else(|p| p.into_inner()) {
+                extra.insert("target".into(), Value::from(target.to_string()));
+            }
+            extra
+        });
 }
 
 /// Connect to a healthy target, trying others when a connect fails or times out.

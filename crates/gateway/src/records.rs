@@ -188,9 +188,11 @@ impl Records {
             };
             sink.send(record.to_string());
         }
-        let mut extra = Map::new();
-        extra.insert("reason".into(), Value::from(reason));
-        self.audit("connection.rejected", listener, client, extra);
+        self.audit("connection.rejected", listener, client, || {
+            let mut extra = Map::new();
+            extra.insert("reason".into(), Value::from(reason));
+            extra
+        });
     }
 
     /// Write one audit event. `extra` holds the event's own fields; secrets must never be put
@@ -200,11 +202,13 @@ impl Records {
         event: &str,
         listener: &str,
         client: SocketAddr,
-        extra: Map<String, Value>,
+        extra: impl FnOnce() -> Map<String, Value>,
     ) {
+        // The event's fields are only gathered when there is a log to write them to.
         let Some(sink) = self.audit_log.load_full() else {
             return;
         };
+        let extra = extra();
         let mut line = Map::with_capacity(extra.len() + 4);
         let mut ts = String::with_capacity(32);
         push_rfc3339(&mut ts, SystemTime::now());

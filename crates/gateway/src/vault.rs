@@ -21,6 +21,10 @@ pub struct VaultRt {
     vault: Mutex<Vault>,
     verifier: ArcSwap<TokenVerifier>,
     policy: VerifyPolicy,
+    /// Users' password verifiers, decrypted once rather than per login (emptied whenever the
+    /// vault is re-read; read and filled under the vault's lock, so never stale). They are
+    /// what PostgreSQL keeps in `pg_authid`, not passwords.
+    verifiers: Mutex<std::collections::HashMap<String, PasswordVerifiers>>,
 }
 
 impl std::fmt::Debug for VaultRt {
@@ -60,6 +64,7 @@ impl VaultRt {
             vault: Mutex::new(vault),
             verifier: ArcSwap::from_pointee(verifier),
             policy,
+            verifiers: Mutex::default(),
         })
     }
 
@@ -71,15 +76,18 @@ impl VaultRt {
         let mut vault = self.vault.lock().unwrap_or_else(|p| p.into_inner());
         if vault.has_changed() {
             match vault.reload() {
-                Ok(true) => match vault.token_verifier(self.policy) {
-                    Ok(v) => {
-                        self.verifier.store(Arc::new(v));
-                        tracing::info!(dir = %self.dir.display(), "vault changed on disk; reloaded");
+                Ok(true) => {
+                    self.cached_verifiers().clear();
+                    match vault.token_verifier(self.policy) {
+                        Ok(v) => {
+                            self.verifier.store(Arc::new(v));
+                            tracing::info!(dir = %self.dir.display(), "vault changed on disk; reloaded");
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "vault reloaded but its token keys are unusable; keeping the previous ones")
+                        }
                     }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "vault reloaded but its token keys are unusable; keeping the previous ones")
-                    }
-                },
+                }
                 Ok(false) => {}
                 Err(err) => {
                     tracing::warn!(error = %err, "vault changed on disk but cannot be read; keeping the previous state")
@@ -87,6 +95,12 @@ impl VaultRt {
             }
         }
         f(&vault)
+    }
+
+    fn cached_verifiers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, PasswordVerifiers>> {
+        self.verifiers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn verify_token(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
@@ -97,7 +111,17 @@ impl VaultRt {
     }
 
     pub fn user_verifiers(&self, user: &str) -> Result<Option<PasswordVerifiers>, StoreError> {
-        self.with(|v| v.user_verifiers(user))
+        self.with(|v| {
+            let mut cache = self.cached_verifiers();
+            if let Some(hit) = cache.get(user) {
+                return Ok(Some(hit.clone()));
+            }
+            let found = v.user_verifiers(user)?;
+            if let Some(found) = &found {
+                cache.insert(user.to_string(), found.clone());
+            }
+            Ok(found)
+        })
     }
 
     /// The username a backend secret logs in as, without decrypting anything.

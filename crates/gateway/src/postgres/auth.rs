@@ -70,14 +70,17 @@ pub(crate) async fn authenticate(
                 .await;
                 return None;
             }
-            let mut extra = Map::new();
-            extra.insert("user".into(), Value::from(startup.user.as_str()));
-            extra.insert("database".into(), Value::from(startup.database.as_str()));
-            extra.insert("method".into(), Value::from(method));
-            extra.insert("tls".into(), Value::from(client.is_tls()));
+            let tls = client.is_tls();
             shared
                 .records
-                .audit("auth.success", &listener.name, admitted.client, extra);
+                .audit("auth.success", &listener.name, admitted.client, || {
+                    let mut extra = Map::new();
+                    extra.insert("user".into(), Value::from(startup.user.as_str()));
+                    extra.insert("database".into(), Value::from(startup.database.as_str()));
+                    extra.insert("method".into(), Value::from(method));
+                    extra.insert("tls".into(), Value::from(tls));
+                    extra
+                });
             let _ = snap;
             Some(Identity { user, method })
         }

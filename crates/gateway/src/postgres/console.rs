@@ -110,13 +110,15 @@ pub(crate) async fn run(
                 let text = pg::cstr(&body).map_or(&body[..], |(t, _)| t);
                 let command = String::from_utf8_lossy(text);
                 answer(&command, shared, &mut w);
-                let mut extra = Map::new();
-                extra.insert("user".into(), Value::from(startup.user.as_str()));
-                extra.insert("database".into(), Value::from(DATABASE));
-                extra.insert("command".into(), Value::from(normalize(&command)));
                 shared
                     .records
-                    .audit("admin.command", &listener.name, admitted.client, extra);
+                    .audit("admin.command", &listener.name, admitted.client, || {
+                        let mut extra = Map::new();
+                        extra.insert("user".into(), Value::from(startup.user.as_str()));
+                        extra.insert("database".into(), Value::from(DATABASE));
+                        extra.insert("command".into(), Value::from(normalize(&command)));
+                        extra
+                    });
                 w.ready_for_query(b'I');
             }
             b'S' => {

@@ -413,12 +413,14 @@ pub(crate) fn audit_auth_failure(
     user: &str,
     reason: &str,
 ) {
-    let mut extra = Map::new();
-    extra.insert("user".into(), Value::from(user));
-    extra.insert("reason".into(), Value::from(reason));
     shared
         .records
-        .audit("auth.failure", &listener.name, admitted.client, extra);
+        .audit("auth.failure", &listener.name, admitted.client, || {
+            let mut extra = Map::new();
+            extra.insert("user".into(), Value::from(user));
+            extra.insert("reason".into(), Value::from(reason));
+            extra
+        });
 }
 
 /// The pool mode that applies to `user`.

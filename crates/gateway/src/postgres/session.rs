@@ -1886,35 +1886,37 @@ impl Core {
             }
         }
         self.shared.records.close(&self.flow);
-        let mut extra = Map::new();
-        extra.insert(
-            "user".into(),
-            Value::from(self.profile.startup.user.as_str()),
-        );
-        extra.insert(
-            "database".into(),
-            Value::from(self.profile.startup.database.as_str()),
-        );
-        extra.insert(
-            "session_id".into(),
-            Value::from(self.cancel.info.session_id()),
-        );
-        extra.insert("end".into(), Value::from(end.label()));
-        extra.insert(
-            "duration_ms".into(),
-            Value::from(self.started.elapsed().as_millis() as u64),
-        );
-        extra.insert("bytes_in".into(), Value::from(bytes_in));
-        extra.insert("bytes_out".into(), Value::from(bytes_out));
-        extra.insert("queries".into(), Value::from(self.queries));
-        extra.insert("pool_mode".into(), Value::from(self.profile.mode.as_str()));
-        extra.insert("auth".into(), Value::from(self.profile.identity.method));
-        if let Some(p) = pinned {
-            extra.insert("pinned".into(), Value::from(p));
-        }
         self.shared
             .records
-            .audit("session.end", &self.listener.name, self.flow.client, extra);
+            .audit("session.end", &self.listener.name, self.flow.client, || {
+                let mut extra = Map::new();
+                extra.insert(
+                    "user".into(),
+                    Value::from(self.profile.startup.user.as_str()),
+                );
+                extra.insert(
+                    "database".into(),
+                    Value::from(self.profile.startup.database.as_str()),
+                );
+                extra.insert(
+                    "session_id".into(),
+                    Value::from(self.cancel.info.session_id()),
+                );
+                extra.insert("end".into(), Value::from(end.label()));
+                extra.insert(
+                    "duration_ms".into(),
+                    Value::from(self.started.elapsed().as_millis() as u64),
+                );
+                extra.insert("bytes_in".into(), Value::from(bytes_in));
+                extra.insert("bytes_out".into(), Value::from(bytes_out));
+                extra.insert("queries".into(), Value::from(self.queries));
+                extra.insert("pool_mode".into(), Value::from(self.profile.mode.as_str()));
+                extra.insert("auth".into(), Value::from(self.profile.identity.method));
+                if let Some(p) = pinned {
+                    extra.insert("pinned".into(), Value::from(p));
+                }
+                extra
+            });
     }
 }
 
