@@ -1717,3 +1717,41 @@ async fn a_parked_client_times_out_and_a_stop_wakes_parked_clients_to_say_goodby
     let log = gw.audit_log();
     assert_eq!(log.matches("\"end\":\"stopped\"").count(), 2, "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_statement_too_large_to_translate_pins_its_client_and_keeps_working() {
+    let (_pg, gw, token) = plain_gateway("{ mode = \"transaction\", size = 2 }").await;
+    let mut c = logged_in(&gw, &token).await;
+    // Over the 256 KiB the gateway holds whole: streamed through under the client's name.
+    let big = format!("select 7 {}", " ".repeat(300_000));
+    c.send(&[(b'P', &parse_body("big", &big)), (b'S', b"")])
+        .await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    let rows_now = sumun_gateway::postgres::client_rows(gw.gateway.shared());
+    assert_eq!(
+        rows_now[0].pinned,
+        Some("large_prepare"),
+        "{:?}",
+        rows_now[0].pinned
+    );
+    // Another client holds a server in a transaction while this one uses its statement: had
+    // the client let its server go, the other would hold that one (the pool hands out the
+    // most recently used first) and this client would land where `big` does not exist.
+    let mut other = logged_in(&gw, &token).await;
+    for i in 0..3 {
+        assert_eq!(other.query("begin").await, rows(&[]), "{i}");
+        c.send(&[
+            (b'B', &bind_body("big")),
+            (b'E', b"\0\0\0\0\0"),
+            (b'S', b""),
+        ])
+        .await;
+        let reply = c.until_ready().await;
+        assert_eq!(tags(&reply), "2DCZ", "{i}: {reply:?}");
+        assert_eq!(common::data_rows(&reply, "NULL"), ["7"]);
+        assert_eq!(other.query("commit").await, rows(&[]), "{i}");
+    }
+    assert!(gw
+        .metrics()
+        .contains("sumun_pg_pinned_sessions_total{reason=\"large_prepare\"} 1"));
+}

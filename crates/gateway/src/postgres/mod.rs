@@ -59,7 +59,7 @@ pub struct PgShared {
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PgStats {
-    pub pinned: [std::sync::atomic::AtomicU64; 8],
+    pub pinned: [std::sync::atomic::AtomicU64; 9],
     pub queries: std::sync::atomic::AtomicU64,
     pub query_micros: std::sync::atomic::AtomicU64,
     pub query_errors: std::sync::atomic::AtomicU64,

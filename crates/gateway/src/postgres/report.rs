@@ -11,7 +11,7 @@ use crate::metrics::{esc, family};
 use crate::Shared;
 
 /// Pin reasons, in the order of `PgStats::pinned`.
-pub const PIN_REASONS: [&str; 8] = [
+pub const PIN_REASONS: [&str; 9] = [
     "set",
     "listen",
     "advisory_lock",
@@ -19,6 +19,7 @@ pub const PIN_REASONS: [&str; 8] = [
     "hold_cursor",
     "sql_prepare",
     "load",
+    "large_prepare",
     "other",
 ];
 

@@ -1149,6 +1149,12 @@ impl Session {
                 // Too big to hold: inspect what is here and stream the rest.
                 let body = self.cbuf[pos + 5..].to_vec();
                 self.note_client_message(header.tag, &body);
+                if rewrite && header.tag == b'P' && body.first().is_some_and(|&b| b != 0) {
+                    // A named statement's name cannot be translated while it streams past:
+                    // the statement stays on this server under the client's name, and so does
+                    // the client.
+                    self.pin("large_prepare");
+                }
                 self.c_stream.remaining = header.total - available;
                 pos = self.cbuf.len();
                 forward_upto = pos;
@@ -1456,16 +1462,23 @@ impl Session {
     }
 
     fn note_analysis(&mut self, a: &sql::Analysis) {
-        let Some(reason) = a.pin else { return };
+        if let Some(reason) = a.pin {
+            self.pin(reason.as_str());
+        }
+    }
+
+    /// Transaction mode: keep this client on its server for the rest of the session.
+    fn pin(&mut self, reason: &'static str) {
         if self.core.profile.mode == PoolMode::Transaction && self.pinned.is_none() {
-            self.pinned = Some(reason.as_str());
-            let slot = super::report::PIN_REASONS
+            self.pinned = Some(reason);
+            let reasons = &super::report::PIN_REASONS;
+            let slot = reasons
                 .iter()
-                .position(|r| *r == reason.as_str())
-                .unwrap_or(7);
+                .position(|r| *r == reason)
+                .unwrap_or(reasons.len() - 1);
             self.core.shared.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
             self.core.cancel.info.set_pinned(self.pinned);
-            tracing::debug!(listener = %self.core.listener.name, client = %self.core.flow.client, reason = reason.as_str(), "client pinned to its server");
+            tracing::debug!(listener = %self.core.listener.name, client = %self.core.flow.client, reason, "client pinned to its server");
         }
     }
 
