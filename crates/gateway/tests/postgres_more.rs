@@ -246,6 +246,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
         Ok(common::data_rows(&reply, "NULL"))
     }
 
+    /// Bind and Execute the named statement `name` (no parameters), then Sync: the reply.
+    async fn execute(&mut self, name: &str) -> Vec<Msg> {
+        self.send(&[(b'B', &bind_body(name)), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
+            .await;
+        self.until_ready().await
+    }
+
     /// True when the gateway has closed the connection (reads EOF or an error) and sent
     /// nothing more before that.
     async fn is_closed(&mut self) -> bool {
@@ -1593,15 +1600,11 @@ async fn a_replayed_request_prepares_its_statements_on_the_new_server() {
     assert_eq!(killed, "1");
     // The client's next Bind reaches the dead connection (used less than a second ago, so
     // trusted) or a new one; either way it is answered from a server that has the statement.
-    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
-        .await;
-    let reply = c.until_ready().await;
+    let reply = c.execute("s1").await;
     assert_eq!(tags(&reply), "2DCZ", "{reply:?}");
     assert_eq!(common::data_rows(&reply, "NULL"), ["41"]);
     // And again, now on the new connection.
-    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
-        .await;
-    assert_eq!(common::data_rows(&c.until_ready().await, "NULL"), ["41"]);
+    assert_eq!(common::data_rows(&c.execute("s1").await, "NULL"), ["41"]);
 }
 
 /// A transaction-mode gateway whose idle clients park after 100 ms.
@@ -1640,9 +1643,7 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
     assert_eq!(rows_now[0].server, None);
     assert_eq!(gw.metric("sumun_active_flows{listener=\"pg\"}"), 1.0);
     // Its next request wakes it, with its prepared statement still known.
-    c.send(&[(b'B', &bind_body("s1")), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
-        .await;
-    let reply = c.until_ready().await;
+    let reply = c.execute("s1").await;
     assert_eq!(tags(&reply), "2DCZ", "{reply:?}");
     assert_eq!(common::data_rows(&reply, "NULL"), ["41"]);
     assert_eq!(c.query("select 2").await, rows(&["2"]));
@@ -1740,13 +1741,7 @@ async fn a_named_statement_too_large_to_translate_pins_its_client_and_keeps_work
     let mut other = logged_in(&gw, &token).await;
     for i in 0..3 {
         assert_eq!(other.query("begin").await, rows(&[]), "{i}");
-        c.send(&[
-            (b'B', &bind_body("big")),
-            (b'E', b"\0\0\0\0\0"),
-            (b'S', b""),
-        ])
-        .await;
-        let reply = c.until_ready().await;
+        let reply = c.execute("big").await;
         assert_eq!(tags(&reply), "2DCZ", "{i}: {reply:?}");
         assert_eq!(common::data_rows(&reply, "NULL"), ["7"]);
         assert_eq!(other.query("commit").await, rows(&[]), "{i}");
