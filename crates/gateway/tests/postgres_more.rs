@@ -1750,3 +1750,45 @@ async fn a_named_statement_too_large_to_translate_pins_its_client_and_keeps_work
         .metrics()
         .contains("sumun_pg_pinned_sessions_total{reason=\"large_prepare\"} 1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_parks_with_its_tls_session_and_wakes_to_answer() {
+    let pg = start_pg(None, &[]).await;
+    let dir = TestDir::new("pg-park-tls");
+    dev_pki(&dir);
+    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let toml = config(
+        "tls = \"required\"\ntls_config = \"default\"\npool = { mode = \"transaction\", size = 2 }",
+        &tls_section(""),
+        &one_target(pg.addr()),
+        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
+    )
+    .replace("[gateway]\n", "[gateway]\npark_after = \"100ms\"\n");
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let ca = gw.dir.path("certs/ca.pem");
+    let mut c = Raw::new(client_tls(&ca, None, gw.addr("pg")).await);
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    c.send(&[(b'P', &parse_body("s1", "select 41")), (b'S', b"")])
+        .await;
+    assert_eq!(tags(&c.until_ready().await), "1Z");
+    // Parked with its TLS session; woken, it decrypts the next request with the same keys.
+    for i in 0..3 {
+        parked_becomes(&gw, 1.0).await;
+        let reply = c.execute("s1").await;
+        assert_eq!(tags(&reply), "2DCZ", "{i}: {reply:?}");
+        assert_eq!(common::data_rows(&reply, "NULL"), ["41"]);
+        assert_eq!(
+            c.query(&format!("select {i}")).await,
+            rows(&[&i.to_string()])
+        );
+    }
+    parked_becomes(&gw, 1.0).await;
+    // Gone without a TLS close_notify: woken, the session sees a truncated stream and ends.
+    drop(c);
+    parked_becomes(&gw, 0.0).await;
+    let log = wait_for_audit(&gw, "\"event\":\"session.end\"");
+    assert!(log.contains("\"end\":\"client_error\""), "{log}");
+}

@@ -345,7 +345,7 @@ async fn accept_tls(
     direct: bool,
 ) -> Option<ClientStream> {
     let acceptor = tokio_rustls::TlsAcceptor::from(ctx.postgres_config());
-    match acceptor.accept(tcp).await {
+    match acceptor.accept(stream::ClientIo::Live(tcp)).await {
         Ok(s) => {
             let conn = s.get_ref().1;
             if direct && conn.alpn_protocol() != Some(b"postgresql") {

@@ -36,7 +36,7 @@ use super::auth::Identity;
 use super::cancel::CancelKey;
 use super::pool::{CheckoutError, Pool, PoolKey, Pooled, Slot};
 use super::server::{Login, ServerConn, ServerError};
-use super::stream::{ClientStream, MaybeTls};
+use super::stream::ClientStream;
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::{ListenerRt, ListenerSnapshot};
@@ -341,8 +341,13 @@ async fn drive(mut s: Session) {
     }
 }
 
-/// A parked client's session: its `Core` alone.
-impl crate::park::Dormant for Core {
+/// A parked client's session: its `Core`, and its TLS state when it has TLS.
+struct Asleep {
+    core: Core,
+    tls: Option<Box<super::stream::ClientTls>>,
+}
+
+impl crate::park::Dormant for Asleep {
     fn wake(
         self: Box<Self>,
         client: tokio::net::TcpStream,
@@ -355,13 +360,15 @@ impl crate::park::Dormant for Core {
                 // past `park_after` would park again at once instead of reading.
                 let _ = tokio::time::timeout(Duration::from_secs(1), client.readable()).await;
             }
-            drive(Session::new(ClientStream::Plain(client), *self)).await
+            let Asleep { core, tls } = *self;
+            drive(Session::new(ClientStream::unpark(client, tls), core)).await
         })
     }
 
     fn abandon(self: Box<Self>, why: std::io::Error) {
-        tracing::warn!(listener = %self.listener.name, client = %self.flow.client, error = %why, "a parked client cannot be resumed; closing it");
-        self.end_records(&End::ClientError(why), None);
+        let core = &self.core;
+        tracing::warn!(listener = %core.listener.name, client = %core.flow.client, error = %why, "a parked client cannot be resumed; closing it");
+        core.end_records(&End::ClientError(why), None);
     }
 }
 
@@ -499,7 +506,7 @@ impl Session {
             && self.inflight.is_empty()
             && self.pending == 0
             && !self.in_copy
-            && !self.client.is_tls()
+            && self.client.can_park()
     }
 
     /// How long this client may sit idle before it parks: `park_after`, or `FRESH_PARK` at
@@ -519,13 +526,18 @@ impl Session {
     /// Leave the task: the socket and the core go to the worker's parking lot.
     fn park(self) -> Result<(), Box<Session>> {
         let Session { client, core, .. } = self;
-        let MaybeTls::Plain(socket) = client else {
-            return Err(Box::new(Session::new(client, core)));
+        let (socket, tls) = match client.park() {
+            Ok(parts) => parts,
+            Err(client) => return Err(Box::new(Session::new(client, core))),
         };
         let shared = core.shared.clone();
         let deadline = (core.last_activity + core.snap.settings.idle_timeout).into_std();
-        crate::park::park(&shared, socket, Box::new(core), deadline)
-            .map_err(|(socket, core)| Box::new(Session::new(MaybeTls::Plain(socket), *core)))
+        crate::park::park(&shared, socket, Box::new(Asleep { core, tls }), deadline).map_err(
+            |(socket, asleep)| {
+                let Asleep { core, tls } = *asleep;
+                Box::new(Session::new(ClientStream::unpark(socket, tls), core))
+            },
+        )
     }
 
     /// Relay until the session ends or should park.

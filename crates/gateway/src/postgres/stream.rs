@@ -15,7 +15,19 @@ pub enum MaybeTls<T> {
 }
 
 /// A client connection: TLS is terminated here.
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<ClientTls>;
+
+/// A client's TLS stream, over a socket that can leave and rejoin the event loop (parking).
+pub type ClientTls = tokio_rustls::server::TlsStream<ClientIo>;
+
+/// The socket under a client's TLS: on its event loop, or out of it while the client is
+/// parked (`crate::park`), with the TLS state kept as it is. rustls' stream cannot be taken
+/// apart and put together again, so the socket is swapped out from under it instead.
+pub enum ClientIo {
+    Live(TcpStream),
+    /// Never read or written: a parked session is not polled.
+    Parked,
+}
 
 /// A connection to a server: TLS is started here.
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -36,6 +48,41 @@ impl<T> MaybeTls<T> {
 }
 
 impl ClientStream {
+    /// Nothing is held in TLS buffers, so the socket alone says when the client is back: no
+    /// decrypted bytes waiting to be read, nothing waiting to be sent.
+    pub fn can_park(&self) -> bool {
+        match self {
+            MaybeTls::Plain(_) => true,
+            MaybeTls::Tls(s) => {
+                let conn = &s.get_ref().1;
+                conn.wants_read() && !conn.wants_write()
+            }
+        }
+    }
+
+    /// The socket, and the TLS state to put it back under (`unpark`); the stream as it was
+    /// when it has no socket to give (it is parked already).
+    pub fn park(self) -> Result<(TcpStream, Option<Box<ClientTls>>), ClientStream> {
+        match self {
+            MaybeTls::Plain(s) => Ok((s, None)),
+            MaybeTls::Tls(mut tls) => match std::mem::replace(tls.get_mut().0, ClientIo::Parked) {
+                ClientIo::Live(socket) => Ok((socket, Some(tls))),
+                ClientIo::Parked => Err(MaybeTls::Tls(tls)),
+            },
+        }
+    }
+
+    /// The stream again, around `socket` (back on an event loop).
+    pub fn unpark(socket: TcpStream, tls: Option<Box<ClientTls>>) -> ClientStream {
+        match tls {
+            None => MaybeTls::Plain(socket),
+            Some(mut tls) => {
+                *tls.get_mut().0 = ClientIo::Live(socket);
+                MaybeTls::Tls(tls)
+            }
+        }
+    }
+
     /// The client certificate's DER bytes, when mTLS gave one.
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {
@@ -98,6 +145,50 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+fn parked() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the client is parked")
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Live(s) => Pin::new(s).poll_read(cx, buf),
+            ClientIo::Parked => Poll::Ready(Err(parked())),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Live(s) => Pin::new(s).poll_write(cx, buf),
+            ClientIo::Parked => Poll::Ready(Err(parked())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Live(s) => Pin::new(s).poll_flush(cx),
+            ClientIo::Parked => Poll::Ready(Err(parked())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Live(s) => Pin::new(s).poll_shutdown(cx),
+            ClientIo::Parked => Poll::Ready(Err(parked())),
         }
     }
 }
