@@ -14,8 +14,9 @@
 //! `park_after`, and the first request after it waits one more event-loop turn; a busy client
 //! never parks.
 //!
-//! Deliberately not here: TLS clients (rustls' stream cannot be taken apart and rebuilt, see
-//! `postgres::stream`), and any protocol knowledge — a front end implements [`Dormant`].
+//! Deliberately not here: any protocol or TLS knowledge. A front end implements [`Dormant`]
+//! and hands over the bare socket (a TLS client's socket is taken out from under its TLS
+//! stream, which waits in the record; see `postgres::stream::ClientIo`).
 
 use std::future::Future;
 use std::io;

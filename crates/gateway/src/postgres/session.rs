@@ -497,8 +497,8 @@ impl Session {
         }
     }
 
-    /// Idle with nothing to lose: no server, no bytes buffered either way, nothing in flight,
-    /// on a plain socket (TLS clients are not parked).
+    /// Idle with nothing to lose: no server, no bytes buffered either way (TLS included),
+    /// nothing in flight.
     fn parkable(&self) -> bool {
         self.attached.is_none()
             && self.cbuf.is_empty()
