@@ -900,10 +900,11 @@ async fn direct_tls(
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn direct_tls_with_alpn_postgresql_logs_in_and_without_alpn_is_closed() {
+/// A transaction-mode gateway that requires TLS, for user bob (token), with more `[gateway]`
+/// keys.
+async fn tls_gateway(tag: &str, gateway: &str) -> (Postgres, TestGateway, String) {
     let pg = start_pg(None, &[]).await;
-    let dir = TestDir::new("pg-direct");
+    let dir = TestDir::new(tag);
     dev_pki(&dir);
     let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
     let token = common::token(&vault, "bob", AUDIENCE);
@@ -913,8 +914,15 @@ async fn direct_tls_with_alpn_postgresql_logs_in_and_without_alpn_is_closed() {
         &tls_section(""),
         &one_target(pg.addr()),
         "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
-    );
+    )
+    .replace("[gateway]\n", &format!("[gateway]\n{gateway}\n"));
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    (pg, gw, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_with_alpn_postgresql_logs_in_and_without_alpn_is_closed() {
+    let (_pg, gw, token) = tls_gateway("pg-direct", "").await;
     let addr = gw.addr("pg");
     let ca = gw.dir.path("certs/ca.pem");
 
@@ -1753,20 +1761,7 @@ async fn a_named_statement_too_large_to_translate_pins_its_client_and_keeps_work
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_parks_with_its_tls_session_and_wakes_to_answer() {
-    let pg = start_pg(None, &[]).await;
-    let dir = TestDir::new("pg-park-tls");
-    dev_pki(&dir);
-    let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
-    let token = common::token(&vault, "bob", AUDIENCE);
-    drop(vault);
-    let toml = config(
-        "tls = \"required\"\ntls_config = \"default\"\npool = { mode = \"transaction\", size = 2 }",
-        &tls_section(""),
-        &one_target(pg.addr()),
-        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/app\"\n",
-    )
-    .replace("[gateway]\n", "[gateway]\npark_after = \"100ms\"\n");
-    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let (_pg, gw, token) = tls_gateway("pg-park-tls", "park_after = \"100ms\"").await;
     let ca = gw.dir.path("certs/ca.pem");
     let mut c = Raw::new(client_tls(&ca, None, gw.addr("pg")).await);
     let greeting = c.login("bob", "appdb", &token).await;
