@@ -78,7 +78,7 @@ impl Lots {
     }
 
     /// This worker's lot; made, and its task spawned on this worker, on first use.
-    fn here(&self, shared: &Arc<Shared>) -> io::Result<Arc<Lot>> {
+    fn here(&self, phase: &tokio::sync::watch::Receiver<Phase>) -> io::Result<Arc<Lot>> {
         let worker = crate::workers::current();
         let mut lots = self.lots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, lot)) = lots.iter().find(|(w, _)| *w == worker) {
@@ -98,7 +98,7 @@ impl Lots {
         // safety that the deprecation of `with_interest` is about holds here.
         #[allow(deprecated)]
         let watcher = AsyncFd::with_interest(poll, tokio::io::Interest::READABLE)?;
-        tokio::spawn(watch(lot.clone(), watcher, shared.phase.clone()));
+        tokio::spawn(watch(lot.clone(), watcher, phase.clone()));
         lots.push((worker, lot.clone()));
         Ok(lot)
     }
@@ -116,7 +116,7 @@ pub(crate) fn park<D: Dormant>(
     if *shared.phase.borrow() != Phase::Running {
         return Err((client, session));
     }
-    let lot = match shared.lots.here(shared) {
+    let lot = match shared.lots.here(&shared.phase) {
         Ok(lot) => lot,
         Err(err) => {
             tracing::warn!(error = %err, "cannot start a parking lot for idle clients");
