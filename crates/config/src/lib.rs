@@ -6,12 +6,14 @@
 
 mod model;
 pub mod raw;
+mod token;
 mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use model::*;
+pub use token::{read_admin_token, AdminToken, TokenFileError, ADMIN_TOKEN_MIN_LEN};
 pub use validate::{parse_duration, parse_size, ValueError};
 
 /// One thing wrong with a config file, at a place in it. Displays as `FILE:LINE:COL: message`;

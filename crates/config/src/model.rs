@@ -51,6 +51,12 @@ pub struct GatewaySettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// A file (mode 0600) holding the bearer token every admin path but `/healthz` (and
+    /// `/metrics`, unless `metrics_auth`) requires. Without one, `listen` must be a loopback
+    /// address: the API shows users, client addresses and queries.
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` needs the token too. Default `false` (scrapers usually send none).
+    pub metrics_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +99,8 @@ pub struct IngressRule {
     pub description: Option<String>,
 }
 
+/// What a listener speaks. `Mysql`, `Redis` and `Http` are read (so a config naming them gets a
+/// clear message) but refused until their front ends exist: see [`Protocol::front_end_pending`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Tcp,
@@ -112,6 +120,18 @@ impl Protocol {
             Protocol::Mysql => "mysql",
             Protocol::Redis => "redis",
             Protocol::Http => "http",
+        }
+    }
+
+    /// For a protocol Sumun names but cannot serve yet, the name of its front end. A listener
+    /// with such a protocol is refused (by `validate`, and by the gateway should one get
+    /// through): relaying its bytes would skip the TLS and login its users were promised.
+    pub fn front_end_pending(self) -> Option<&'static str> {
+        match self {
+            Protocol::Tcp | Protocol::Tls | Protocol::Postgres => None,
+            Protocol::Mysql => Some("MySQL"),
+            Protocol::Redis => Some("Redis"),
+            Protocol::Http => Some("HTTP"),
         }
     }
 }

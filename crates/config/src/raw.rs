@@ -100,6 +100,8 @@ pub struct RawGateway {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub metrics_auth: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -734,7 +736,10 @@ mod tests {
 
     #[test]
     fn probe_reads_field_names() {
-        assert_eq!(fields_of::<RawAdmin>(), &["listen"]);
+        assert_eq!(
+            fields_of::<RawAdmin>(),
+            &["listen", "token_file", "metrics_auth"]
+        );
         assert!(fields_of::<RawConfig>().contains(&"target_groups"));
     }
 

@@ -525,9 +525,48 @@ impl Checker<'_> {
     }
 
     fn admin(&mut self, raw: &RawAdmin) -> Option<AdminSettings> {
-        let listen =
-            self.socket_addr(raw.listen.as_ref()?, "[admin]", "listen", "127.0.0.1:9900")?;
-        Some(AdminSettings { listen })
+        let s = "[admin]";
+        let listen = raw
+            .listen
+            .as_ref()
+            .and_then(|l| self.socket_addr(l, s, "listen", "127.0.0.1:9900"));
+        let token_file = match &raw.token_file {
+            None => None,
+            Some(t) => {
+                let (path, shown) = self.path(t, s, "token_file")?;
+                if let Err(e) = crate::token::read_admin_token(&path) {
+                    self.report(t.span(), format!("{s}: token_file {shown} {e}"));
+                    return None;
+                }
+                Some(path)
+            }
+        };
+        let metrics_auth = raw.metrics_auth.as_ref().is_some_and(|m| *m.get_ref());
+        if let (Some(m), None) = (&raw.metrics_auth, &raw.token_file) {
+            if *m.get_ref() {
+                self.report(
+                    m.span(),
+                    format!(
+                        "{s}: metrics_auth = true needs a token_file holding the token to ask for"
+                    ),
+                );
+            }
+        }
+        let listen = listen?;
+        if token_file.is_none() && !listen.ip().is_loopback() {
+            if let Some(l) = &raw.listen {
+                self.report(
+                    l.span(),
+                    format!("{s}: listen {listen} is not a loopback address, and without a token_file anyone who reaches it can read the API (users, client addresses, queries); set token_file to a file holding a random token (mode 0600), or listen on 127.0.0.1"),
+                );
+            }
+            return None;
+        }
+        Some(AdminSettings {
+            listen,
+            token_file,
+            metrics_auth,
+        })
     }
 
     fn vault(&mut self, raw: &RawVault) -> Option<VaultSettings> {
@@ -909,6 +948,15 @@ impl Checker<'_> {
                     ("http", Protocol::Http),
                 ],
             );
+            if let (Some(name), Some(p)) = (protocol.front_end_pending(), &l.protocol) {
+                self.report(
+                    p.span(),
+                    format!(
+                        "{s}: protocol \"{}\" has no front end yet; use protocol = \"tls\" (or \"tcp\") to relay it as raw bytes, or wait for the {name} front end",
+                        protocol.as_str()
+                    ),
+                );
+            }
             if let Some(tg) = &l.target_group {
                 if groups_complete && !group_names.contains(&tg.get_ref().as_str()) {
                     let hint = did_you_mean(tg.get_ref(), &group_names);

@@ -171,7 +171,9 @@ fn full_config_reads_every_section() {
     assert_eq!(
         c.admin,
         Some(AdminSettings {
-            listen: "127.0.0.1:9900".parse().expect("addr")
+            listen: "127.0.0.1:9900".parse().expect("addr"),
+            token_file: None,
+            metrics_auth: false,
         })
     );
     assert_eq!(
@@ -217,17 +219,17 @@ fn full_config_reads_every_section() {
     assert_eq!(pg.idle_timeout, Duration::from_secs(350));
     assert_eq!(pg.handshake_timeout, Duration::from_millis(500));
     assert_eq!(pg.max_connections, 2000);
-    let redis = &c.listeners[1];
+    let compat = &c.listeners[1];
     assert_eq!(
-        (redis.protocol, redis.tls),
-        (Protocol::Redis, TlsMode::Optional)
+        (compat.protocol, compat.tls),
+        (Protocol::Postgres, TlsMode::Optional)
     );
     let tls = &c.listeners[2];
     assert_eq!((tls.protocol, tls.tls), (Protocol::Tls, TlsMode::Required));
     let plain = &c.listeners[3];
     assert_eq!(
         (plain.protocol, plain.tls, plain.tls_config.as_deref()),
-        (Protocol::Mysql, TlsMode::Off, None)
+        (Protocol::Postgres, TlsMode::Off, None)
     );
 
     let g = c.target_group("pg-main").expect("group");
@@ -388,5 +390,122 @@ fn any_prefix_of_a_valid_file_is_handled_without_panicking() {
                 assert!(p.line >= 1 && p.col >= 1, "{p}");
             }
         }
+    }
+}
+
+/// A scratch directory for files whose mode matters (git keeps no 0600 files).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("sumun-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Scratch(dir)
+    }
+    fn file(&self, name: &str, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const TOKEN: &str = "6f1c0d2e9a8b7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d\n";
+
+#[test]
+fn the_admin_api_binds_beyond_loopback_only_with_a_token_file() {
+    let scratch = Scratch::new("admin-open");
+    let origin = scratch.0.join("sumun.toml");
+    let errors =
+        parse("[admin]\nlisten = \"0.0.0.0:9900\"\n", &origin).expect_err("open admin API");
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}:2:10: [admin]: listen 0.0.0.0:9900 is not a loopback address, and without a token_file anyone who reaches it can read the API (users, client addresses, queries); set token_file to a file holding a random token (mode 0600), or listen on 127.0.0.1",
+            origin.display()
+        )
+    );
+    for address in ["10.1.2.3:9900", "[::]:9900"] {
+        let text = format!("[admin]\nlisten = \"{address}\"\n");
+        let errors = parse(&text, &origin).expect_err(address);
+        assert!(errors.to_string().contains("set token_file"), "{errors}");
+    }
+    for loopback in ["127.0.0.1:9900", "127.0.0.2:9900", "[::1]:9900"] {
+        let text = format!("[admin]\nlisten = \"{loopback}\"\n");
+        let config = parse(&text, &origin).unwrap_or_else(|e| panic!("{loopback}: {e}"));
+        let admin = config.admin.expect("admin");
+        assert_eq!((admin.token_file, admin.metrics_auth), (None, false));
+    }
+
+    let token = scratch.file("admin.token", TOKEN, 0o600);
+    let text =
+        "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken_file = \"admin.token\"\nmetrics_auth = true\n";
+    let admin = parse(text, &origin)
+        .expect("with a token")
+        .admin
+        .expect("admin");
+    assert_eq!(admin.listen, "0.0.0.0:9900".parse().expect("addr"));
+    assert_eq!(admin.token_file, Some(token));
+    assert!(admin.metrics_auth);
+
+    let text = "[admin]\nlisten = \"127.0.0.1:9900\"\nmetrics_auth = true\n";
+    let errors = parse(text, &origin).expect_err("metrics_auth without a token");
+    assert_eq!(
+        errors.to_string(),
+        format!(
+            "{}:3:16: [admin]: metrics_auth = true needs a token_file holding the token to ask for",
+            origin.display()
+        )
+    );
+}
+
+#[test]
+fn a_token_file_others_can_read_or_a_short_one_is_refused() {
+    let scratch = Scratch::new("admin-token");
+    let origin = scratch.0.join("sumun.toml");
+    let text = "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken_file = \"admin.token\"\n";
+    let shown = scratch.0.join("admin.token");
+    let cases = [
+        (TOKEN, 0o644, "has mode 0644, so others can read the token; make it readable by its owner only (chmod 600)".to_string()),
+        (TOKEN, 0o640, "has mode 0640, so others can read the token; make it readable by its owner only (chmod 600)".to_string()),
+        ("", 0o600, "is empty; write a random token into it, e.g. `openssl rand -hex 32`".to_string()),
+        ("secret\n", 0o600, "holds a token of 6 characters; use at least 32 random characters, e.g. `openssl rand -hex 32`".to_string()),
+    ];
+    for (content, mode, why) in cases {
+        scratch.file("admin.token", content, mode);
+        let errors = parse(text, &origin).expect_err(&why);
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "{}:3:14: [admin]: token_file 'admin.token' ({}) {why}",
+                origin.display(),
+                shown.display()
+            )
+        );
+    }
+    std::fs::remove_file(&shown).expect("rm");
+    let errors = parse(text, &origin).expect_err("missing");
+    assert!(errors.to_string().ends_with("does not exist"), "{errors}");
+}
+
+#[test]
+fn protocols_without_a_front_end_are_refused_at_the_protocol_value() {
+    for (protocol, name) in [("redis", "Redis"), ("mysql", "MySQL"), ("http", "HTTP")] {
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nbind = \"127.0.0.1:7000\"\nprotocol = \"{protocol}\"\ntls = \"off\"\ntarget_group = \"t\"\n\
+             [[target_groups]]\nname = \"t\"\ntargets = [{{ address = \"127.0.0.1:6379\" }}]\n"
+        );
+        let errors = parse(&text, Path::new("s.toml")).expect_err(protocol);
+        assert_eq!(
+            errors.to_string(),
+            format!("s.toml:4:12: listener 'l': protocol \"{protocol}\" has no front end yet; use protocol = \"tls\" (or \"tcp\") to relay it as raw bytes, or wait for the {name} front end")
+        );
     }
 }
