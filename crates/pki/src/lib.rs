@@ -2,6 +2,11 @@
 //! client certificates for mTLS, plus reading a certificate's expiry for the
 //! `sumun_certificate_expiry_days` metric. Nothing here touches the network, and this is not a
 //! production CA: there is no revocation, no CSR handling and no loading of an existing CA key.
+//!
+//! The certificates follow RFC 5280 as strict verifiers read it (`openssl verify -x509_strict`,
+//! Python's `cryptography` used by TLS scanners such as sslyze): random positive serial numbers,
+//! subject and authority key identifiers, a critical CA constraint with a path length of 0 (the
+//! CA signs leaves only), key usages on every certificate and an extended key usage on leaves.
 
 use std::fmt;
 use std::io::Write as _;
@@ -11,7 +16,7 @@ use std::time::SystemTime;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
@@ -23,6 +28,9 @@ const CA_VALIDITY_DAYS: i64 = 3650;
 const CLIENT_VALIDITY_DAYS: i64 = 30;
 /// Certificates start an hour in the past so that a peer whose clock lags a little accepts them.
 const CLOCK_SKEW: Duration = Duration::hours(1);
+
+/// Random octets in a serial number: 128 bits, well within RFC 5280's limit of 20 octets.
+const SERIAL_LEN: usize = 16;
 
 /// Names every dev server certificate carries, so local clients work without `--host`.
 pub const DEFAULT_SERVER_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
@@ -46,6 +54,8 @@ pub enum PkiError {
     TrailingData,
     #[error("certificate validity ends before it begins")]
     EmptyValidity,
+    #[error("cannot generate certificate: the system random number generator failed")]
+    Random,
 }
 
 /// A certificate and its private key, PEM encoded. `Debug` never shows the key.
@@ -128,16 +138,13 @@ impl DevPki {
     /// [`DEFAULT_SERVER_NAMES`]. Hosts that parse as IP addresses become IP SANs.
     pub fn generate(hosts: &[String], days: u32) -> Result<DevPki, PkiError> {
         let now = OffsetDateTime::now_utc();
-        let mut ca_params = CertificateParams::default();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let mut ca_params = conformant_params()?;
+        // Path length 0: the CA signs leaf certificates only, never another CA.
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "Sumun dev CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         ca_params.not_before = now - CLOCK_SKEW;
         ca_params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
         let ca_key = KeyPair::generate()?;
@@ -187,7 +194,8 @@ impl DevPki {
                 names.push(h.clone());
             }
         }
-        let mut params = CertificateParams::default();
+        let key = KeyPair::generate()?;
+        let mut params = leaf_params(&key)?;
         let common_name = spec.hosts.first().map_or("localhost", String::as_str);
         params
             .distinguished_name
@@ -203,7 +211,6 @@ impl DevPki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = spec.not_before;
         params.not_after = spec.not_after;
-        let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
         Ok(Pem {
             cert_pem: format!("{}{}", cert.pem(), self.ca.cert_pem),
@@ -215,7 +222,8 @@ impl DevPki {
     /// by the CA, for mTLS listeners whose `client_ca` is this CA.
     pub fn issue_client_cert(&self, common_name: &str) -> Result<Pem, PkiError> {
         let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::default();
+        let key = KeyPair::generate()?;
+        let mut params = leaf_params(&key)?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -223,7 +231,6 @@ impl DevPki {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + Duration::days(CLIENT_VALIDITY_DAYS);
-        let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key)?;
         Ok(Pem {
             cert_pem: cert.pem(),
@@ -266,6 +273,40 @@ impl DevPki {
         }
         Ok(paths)
     }
+}
+
+/// What every certificate carries: a random positive serial number and its issuer's key
+/// identifier (rcgen adds the subject key identifier of a CA).
+fn conformant_params() -> Result<CertificateParams, PkiError> {
+    let mut serial = [0u8; SERIAL_LEN];
+    aws_lc_rs::rand::fill(&mut serial).map_err(|_| PkiError::Random)?;
+    // DER integers are signed: a clear top bit keeps the number positive, a non-zero first
+    // octet keeps it at full length.
+    serial[0] = (serial[0] & 0x7f).max(1);
+    let mut params = CertificateParams::default();
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// [`conformant_params`] for an end-entity certificate with this key: a critical
+/// `basicConstraints` saying it is no CA and its subject key identifier, written by hand
+/// because rcgen writes neither for a leaf in DER that strict parsers accept (it encodes the
+/// default `cA FALSE`, which DER forbids).
+fn leaf_params(key: &KeyPair) -> Result<CertificateParams, PkiError> {
+    let mut params = conformant_params()?;
+    params.is_ca = IsCa::NoCa;
+    // SEQUENCE {}: cA is FALSE by default and left out.
+    let mut no_ca = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], vec![0x30, 0x00]);
+    no_ca.set_criticality(true);
+    // OCTET STRING of the key identifier: the first 160 bits of the SHA-256 of the public key
+    // (RFC 7093, section 2, method 1), as rcgen derives the CA's.
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key_raw());
+    let mut key_id = vec![0x04, 20];
+    key_id.extend_from_slice(&digest.as_ref()[..20]);
+    let ski = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 14], key_id);
+    params.custom_extensions = vec![no_ca, ski];
+    Ok(params)
 }
 
 fn write_file(path: &Path, body: &str, secret: bool) -> Result<(), PkiError> {
