@@ -1,18 +1,28 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, and JSON under `/api/` for
 //! `sumun status` and, later, the web console. Read-only: nothing here changes the gateway.
-//! Bind it to loopback or a management network; it has no authentication of its own yet.
+//!
+//! The API shows users, client addresses and queries, so it is guarded: with `[admin]
+//! token_file` every path but `/healthz` (and `/metrics`, unless `metrics_auth`) needs
+//! `Authorization: Bearer <token>`; without one it serves only on a loopback address (validation
+//! refuses any other, and so does [`AdminAuth::load`] should a config get past it). Only a
+//! SHA-256 digest of the token is kept, and digests are compared in constant time.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use arc_swap::ArcSwap;
+use aws_lc_rs::{constant_time, digest};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use sumun_config::{AdminSettings, TokenFileError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,9 +30,95 @@ use crate::metrics::{esc, family};
 use crate::targets::{Health, TargetStatus};
 use crate::{Phase, Shared};
 
+/// Why the admin API cannot serve a config.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("[admin] token_file '{}' {source}", .path.display())]
+    TokenFile {
+        path: PathBuf,
+        source: TokenFileError,
+    },
+    #[error("[admin] listen {0} is not a loopback address and there is no token_file; the admin API is not served unauthenticated beyond loopback")]
+    Unprotected(SocketAddr),
+}
+
+/// Who may read the admin API: replaced whole by every apply, so a reload that changes the
+/// token file takes effect for the next request.
+pub struct AdminAuth {
+    /// SHA-256 of the token; `None` when there is no token file (loopback only).
+    token_digest: Option<digest::Digest>,
+    /// `/metrics` needs the token too.
+    metrics_auth: bool,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("token", &self.token_digest.as_ref().map(|_| "<redacted>"))
+            .field("metrics_auth", &self.metrics_auth)
+            .finish()
+    }
+}
+
+impl AdminAuth {
+    /// Read the token file (with the same checks as `validate`) and refuse an unguarded
+    /// address beyond loopback.
+    pub fn load(settings: &AdminSettings) -> Result<AdminAuth, AdminError> {
+        let token_digest = match &settings.token_file {
+            None if !settings.listen.ip().is_loopback() => {
+                return Err(AdminError::Unprotected(settings.listen));
+            }
+            None => None,
+            Some(path) => {
+                let token = sumun_config::read_admin_token(path).map_err(|source| {
+                    AdminError::TokenFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Some(digest::digest(&digest::SHA256, token.expose().as_bytes()))
+            }
+        };
+        Ok(AdminAuth {
+            token_digest,
+            metrics_auth: settings.metrics_auth,
+        })
+    }
+
+    fn needs_token(&self, path: &str) -> bool {
+        self.token_digest.is_some()
+            && match path {
+                "/healthz" => false,
+                "/metrics" => self.metrics_auth,
+                _ => true,
+            }
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <the token>`.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token_digest else {
+            return true;
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let Some(presented) = presented else {
+            return false;
+        };
+        // Digests have a fixed length, so the comparison takes the same time whatever the
+        // presented token's length or content.
+        let presented = digest::digest(&digest::SHA256, presented.as_bytes());
+        constant_time::verify_slices_are_equal(presented.as_ref(), expected.as_ref()).is_ok()
+    }
+}
+
 pub(crate) struct AdminRt {
     pub configured: SocketAddr,
     pub local_addr: SocketAddr,
+    auth: Arc<ArcSwap<AdminAuth>>,
     stop: watch::Sender<bool>,
 }
 
@@ -30,15 +126,22 @@ impl AdminRt {
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }
+
+    /// Take the token settings of a new config without rebinding.
+    pub fn set_auth(&self, auth: AdminAuth) {
+        self.auth.store(Arc::new(auth));
+    }
 }
 
 pub(crate) fn start(
     socket: TcpListener,
     configured: SocketAddr,
+    auth: AdminAuth,
     shared: Arc<Shared>,
 ) -> std::io::Result<AdminRt> {
     let local_addr = socket.local_addr()?;
     let (stop, mut stop_rx) = watch::channel(false);
+    let auth = Arc::new(ArcSwap::from_pointee(auth));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -47,6 +150,9 @@ pub(crate) fn start(
         .route("/api/pools", get(pools))
         .route("/api/clients", get(clients))
         .route("/api/servers", get(servers))
+        // `layer`, not `route_layer`: unknown paths need the token too, so the API's shape is
+        // not probed without it.
+        .layer(middleware::from_fn_with_state(auth.clone(), require_token))
         .with_state(shared);
     tokio::spawn(async move {
         tracing::info!(addr = %local_addr, "admin listening");
@@ -63,8 +169,27 @@ pub(crate) fn start(
     Ok(AdminRt {
         configured,
         local_addr,
+        auth,
         stop,
     })
+}
+
+async fn require_token(
+    State(auth): State<Arc<ArcSwap<AdminAuth>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let auth = auth.load();
+    if !auth.needs_token(request.uri().path()) || auth.authorized(request.headers()) {
+        return next.run(request).await;
+    }
+    tracing::info!(path = %request.uri().path(), "admin API request without a valid bearer token; 401");
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"sumun\"")],
+        "unauthorized: send Authorization: Bearer <the token in [admin] token_file>\n",
+    )
+        .into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

@@ -150,41 +150,51 @@ pub(crate) async fn handle(
         return;
     }
 
-    // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
-    if snap.settings.protocol == Protocol::Postgres {
-        let session = Box::pin(crate::postgres::login_session(
-            stream,
-            admitted,
-            snap,
-            listener.clone(),
-            shared.clone(),
-            handshake_deadline,
-            slot,
-        ))
-        .await;
-        if let Some(session) = session {
-            session.await;
-        }
-        return;
-    }
-
-    // 3. TLS termination, then 4. checkout and 5. relay.
-    match (snap.settings.protocol, &snap.tls) {
-        (Protocol::Tls, Some(tls)) => {
-            // Boxed as a whole: the TLS stream then lives in this allocation only.
-            let tls = tls.clone();
-            Box::pin(terminate_tls(
+    // Every protocol has its own arm, so a protocol without a front end can never fall through
+    // to the raw relay: its clients would skip the TLS and login they were promised.
+    match snap.settings.protocol {
+        // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
+        Protocol::Postgres => {
+            let session = Box::pin(crate::postgres::login_session(
                 stream,
-                &tls,
                 admitted,
-                &snap,
-                &listener,
-                &shared,
+                snap,
+                listener.clone(),
+                shared.clone(),
                 handshake_deadline,
+                slot,
             ))
             .await;
+            if let Some(session) = session {
+                session.await;
+            }
         }
-        _ => Box::pin(forward(stream, admitted, &snap, &listener, &shared)).await,
+        // 3. TLS termination, then 4. checkout and 5. relay.
+        Protocol::Tls => match &snap.tls {
+            Some(tls) => {
+                // Boxed as a whole: the TLS stream then lives in this allocation only.
+                let tls = tls.clone();
+                Box::pin(terminate_tls(
+                    stream,
+                    &tls,
+                    admitted,
+                    &snap,
+                    &listener,
+                    &shared,
+                    handshake_deadline,
+                ))
+                .await;
+            }
+            None => {
+                tracing::error!(listener = %listener.name, client = %admitted.client, "tls listener has no TLS settings; refusing rather than relaying plain text");
+                reject_admitted(&listener, &shared, &admitted, RejectReason::NoFrontEnd);
+            }
+        },
+        Protocol::Tcp => Box::pin(forward(stream, admitted, &snap, &listener, &shared)).await,
+        protocol @ (Protocol::Mysql | Protocol::Redis | Protocol::Http) => {
+            tracing::error!(listener = %listener.name, client = %admitted.client, protocol = protocol.as_str(), "no front end for this protocol yet; refusing rather than relaying unauthenticated bytes");
+            reject_admitted(&listener, &shared, &admitted, RejectReason::NoFrontEnd);
+        }
     }
 }
 

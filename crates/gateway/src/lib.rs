@@ -110,6 +110,8 @@ pub enum ApplyError {
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 /// Every reason an apply failed.
@@ -305,6 +307,15 @@ impl Gateway {
             }
             _ => None,
         };
+        // Read on every apply, so a reload picks up a changed token file.
+        let admin_auth = match config.admin.as_ref().map(admin::AdminAuth::load) {
+            None => None,
+            Some(Ok(auth)) => Some(auth),
+            Some(Err(e)) => {
+                errors.push(e.into());
+                None
+            }
+        };
         let current_vault = self.shared.vault.load_full();
         let vault = match (&config.vault, current_vault) {
             (None, _) => None,
@@ -431,19 +442,24 @@ impl Gateway {
             }
         }
 
-        match (&config.admin, admin_socket) {
-            (None, _) => {
+        match (&config.admin, admin_socket, admin_auth) {
+            (Some(a), Some(socket), Some(auth)) => {
+                if let Some(old) = state.admin.take() {
+                    old.stop();
+                }
+                state.admin = admin::start(socket, a.listen, auth, self.shared.clone()).ok();
+            }
+            (Some(_), None, Some(auth)) => {
+                if let Some(rt) = &state.admin {
+                    rt.set_auth(auth);
+                }
+            }
+            // No admin section, or (never: phase A failed then) no guard for it: not served.
+            _ => {
                 if let Some(old) = state.admin.take() {
                     old.stop();
                 }
             }
-            (Some(a), Some(socket)) => {
-                if let Some(old) = state.admin.take() {
-                    old.stop();
-                }
-                state.admin = admin::start(socket, a.listen, self.shared.clone()).ok();
-            }
-            (Some(_), None) => {}
         }
         for ctx in tls.values() {
             self.shared

@@ -26,10 +26,13 @@ pub enum RejectReason {
     ShuttingDown,
     /// A protocol front end could not read the client's first messages.
     ProtocolError,
+    /// The listener's protocol has no front end (or a `tls` listener has no TLS settings):
+    /// refused rather than relayed without the TLS and login it promises.
+    NoFrontEnd,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 11] = [
+    const ALL: [RejectReason; 12] = [
         RejectReason::SecurityGroup,
         RejectReason::NoSecurityGroup,
         RejectReason::ProxyUntrusted,
@@ -41,6 +44,7 @@ impl RejectReason {
         RejectReason::TargetConnect,
         RejectReason::ShuttingDown,
         RejectReason::ProtocolError,
+        RejectReason::NoFrontEnd,
     ];
 
     pub fn all() -> &'static [RejectReason] {
@@ -60,6 +64,7 @@ impl RejectReason {
             RejectReason::TargetConnect => "target_connect",
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::ProtocolError => "protocol_error",
+            RejectReason::NoFrontEnd => "no_front_end",
         }
     }
 
@@ -84,7 +89,7 @@ pub struct ListenerMetrics {
     /// Statement latency (`sumun_query_duration_seconds`), from a statement reaching the
     /// gateway to its completion; recorded by protocol front ends that time statements.
     pub query_duration: Histogram,
-    rejected: [AtomicU64; 11],
+    rejected: [AtomicU64; 12],
     /// (version, key exchange group) -> completed handshakes.
     tls_handshakes: Mutex<BTreeMap<(&'static str, String), u64>>,
 }
