@@ -42,29 +42,51 @@ impl Drop for CancelKey {
     }
 }
 
+/// Why a client could not be given a cancel key.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// Without unpredictable keys, one client could cancel another's queries by guessing:
+    /// the login fails rather than falling back to a guessable generator.
+    #[error("cannot draw a cancel key: the system random number generator failed")]
+    Random,
+}
+
 impl CancelRegistry {
-    /// Register a client under a fresh key; `make` builds its row from the key.
+    /// Register a client under a fresh key from the system CSPRNG; `make` builds its row from
+    /// the key. Fails (and registers nothing) when the CSPRNG does.
     pub(crate) fn register(
         self: &Arc<Self>,
         make: impl FnOnce(u32, u32) -> ClientInfo,
-    ) -> CancelKey {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    ) -> Result<CancelKey, CancelError> {
+        self.register_with(
+            |buf| {
+                let bytes = sumun_vault::crypto::random_bytes(buf.len()).map_err(|_| ())?;
+                buf.copy_from_slice(&bytes);
+                Ok(())
+            },
+            make,
+        )
+    }
+
+    /// [`CancelRegistry::register`] with the random source given (tests make it fail).
+    fn register_with(
+        self: &Arc<Self>,
+        mut fill: impl FnMut(&mut [u8; 8]) -> Result<(), ()>,
+        make: impl FnOnce(u32, u32) -> ClientInfo,
+    ) -> Result<CancelKey, CancelError> {
         loop {
             // Unpredictable, so a client cannot cancel another client's queries by guessing.
-            let key = match sumun_vault::crypto::random_bytes(8) {
-                Ok(b) => (
-                    u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]).max(1),
-                    u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
-                ),
-                Err(_) => (fastrand::u32(1..i32::MAX as u32), fastrand::u32(..)),
-            };
+            let mut bytes = [0u8; 8];
+            fill(&mut bytes).map_err(|()| CancelError::Random)?;
+            let key = key_from(bytes);
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 let info = Arc::new(make(key.0, key.1));
                 e.insert(info.clone());
-                return CancelKey {
+                return Ok(CancelKey {
                     registry: self.clone(),
                     info,
-                };
+                });
             }
         }
     }
@@ -86,6 +108,15 @@ impl CancelRegistry {
             .cloned()
             .collect()
     }
+}
+
+/// A (process id, secret key) pair from 8 random bytes: the process id positive (as a signed
+/// 32-bit integer, what clients expect of a PID) and never 0.
+fn key_from(b: [u8; 8]) -> (u32, u32) {
+    (
+        u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]).max(1),
+        u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+    )
 }
 
 pub(crate) async fn forward(
@@ -127,5 +158,36 @@ pub(crate) async fn forward(
         Err(_) => {
             tracing::warn!(listener = %listener.name, server = %addr, "forwarding a cancel request timed out")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_random_source_fails_the_registration() {
+        let registry = Arc::new(CancelRegistry::default());
+        let got = registry.register_with(
+            |_| Err(()),
+            |_, _| unreachable!("no client row without a key"),
+        );
+        assert!(matches!(got, Err(CancelError::Random)));
+        assert!(registry.clients().is_empty());
+        let message = CancelError::Random.to_string();
+        assert_eq!(
+            message,
+            "cannot draw a cancel key: the system random number generator failed"
+        );
+    }
+
+    #[test]
+    fn keys_have_a_positive_non_zero_process_id() {
+        assert_eq!(key_from([0xff; 8]), (0x7fff_ffff, u32::MAX));
+        assert_eq!(key_from([0x80, 0, 0, 0, 0, 0, 0, 7]), (1, 7));
+        assert_eq!(
+            key_from([0x12, 0x34, 0x56, 0x78, 1, 2, 3, 4]),
+            (0x1234_5678, 0x0102_0304)
+        );
     }
 }

@@ -103,9 +103,20 @@ pub(crate) async fn login_session(
             console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
         }));
     }
-    Some(Box::pin(session::run(
-        client, startup, identity, admitted, snap, slot, shared,
-    )))
+    let client_addr = admitted.client;
+    match session::run(client, startup, identity, admitted, snap, slot, shared) {
+        Ok(session) => Some(Box::pin(session)),
+        Err((mut client, err)) => {
+            tracing::error!(listener = %listener.name, client = %client_addr, error = %err, "login refused");
+            fatal(
+                &mut client,
+                "58000",
+                "login failed: the gateway cannot draw a cancel key",
+            )
+            .await;
+            None
+        }
+    }
 }
 
 /// Startup negotiation and authentication, within the handshake deadline.

@@ -240,7 +240,10 @@ pub(crate) fn run(
     snap: Arc<ListenerSnapshot>,
     slot: crate::conn::Slot,
     shared: Arc<Shared>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> Result<
+    impl std::future::Future<Output = ()> + Send + 'static,
+    (ClientStream, super::cancel::CancelError),
+> {
     let listener = slot.listener().clone();
     let mode = super::pool_mode(&snap, Some(&identity.user));
     let audit = match snap.settings.audit_queries {
@@ -280,9 +283,12 @@ pub(crate) fn run(
         audit,
         listener: listener.name.clone(),
     });
-    let cancel = shared.pg.cancels.register(|process_id, secret_key| {
+    let cancel = match shared.pg.cancels.register(|process_id, secret_key| {
         super::ClientInfo::new(profile.clone(), flow.clone(), process_id, secret_key)
-    });
+    }) {
+        Ok(cancel) => cancel,
+        Err(err) => return Err((client, err)),
+    };
     let now = Instant::now();
     let s = Session::new(
         client,
@@ -306,7 +312,7 @@ pub(crate) fn run(
         },
     );
     s.metrics_open();
-    async move {
+    Ok(async move {
         let mut s = s;
         // The first client of a (listener, database, backend user) logs in to a server now:
         // it proves the credential and database work and gives the parameters to show the
@@ -320,7 +326,7 @@ pub(crate) fn run(
             s.detach();
         }
         drive(s).await;
-    }
+    })
 }
 
 /// Serve a session until it ends, or until it parks (its task then ends; the parking lot
