@@ -168,6 +168,7 @@ impl Gateway {
             state: Mutex::new(State::default()),
         });
         tokio::spawn(background(Arc::downgrade(&gateway.shared)));
+        tokio::spawn(vault::watch(Arc::downgrade(&gateway.shared)));
         gateway
     }
 

@@ -74,6 +74,21 @@ impl ScramVerifier {
         }
     }
 
+    /// A stand-in for a user who has no verifier (an unknown name), made as PostgreSQL makes
+    /// its mock verifiers: salt, StoredKey and ServerKey are HMACs of the user name under `key`
+    /// (a server secret), so the same name always gets the same salt and the usual iteration
+    /// count, and nothing tells it from a real one. No password is known to match it; callers
+    /// refuse the login after checking the proof anyway, so the work done is the same.
+    pub fn mock(key: &[u8], user: &str) -> Self {
+        let part = |label: &str| crypto::hmac_sha256(key, format!("{label}\0{user}").as_bytes());
+        ScramVerifier {
+            iterations: SCRAM_ITERATIONS,
+            salt: part("salt")[..16].to_vec(),
+            stored_key: part("stored-key"),
+            server_key: part("server-key"),
+        }
+    }
+
     /// PostgreSQL's text form, `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, which
     /// `ALTER ROLE ... PASSWORD` accepts as-is so the cleartext never reaches the server.
     pub fn to_postgres(&self) -> String {
@@ -294,6 +309,15 @@ mod tests {
         let sf = format!("v={}", crypto::b64(&v.server_signature(am.as_bytes())));
         c.verify_server_final(&sf).unwrap();
         assert!(c.verify_server_final("v=AAAA").is_err());
+    }
+
+    #[test]
+    fn a_mock_verifier_depends_on_the_key_and_the_name_only() {
+        let a = ScramVerifier::mock(b"key one", "mallory");
+        assert_eq!(a, ScramVerifier::mock(b"key one", "mallory"));
+        assert_eq!((a.salt.len(), a.iterations), (16, SCRAM_ITERATIONS));
+        assert_ne!(a.salt, ScramVerifier::mock(b"key two", "mallory").salt);
+        assert_ne!(a.salt, ScramVerifier::mock(b"key one", "mallet").salt);
     }
 
     #[test]

@@ -685,6 +685,17 @@ impl Vault {
         self.kek.generation
     }
 
+    /// The key of the stand-in SCRAM verifiers a gateway answers unknown users with
+    /// ([`crate::ScramVerifier::mock`]). Derived from the KEK, so every gateway sharing this
+    /// vault answers an unknown name with the same salt, before and after a restart, and no one
+    /// without the vault can tell a made-up salt from a real one; `keys rotate` changes it.
+    pub fn mock_scram_key(&self) -> Result<SecretBytes, StoreError> {
+        Ok(crypto::derive_key(
+            self.kek.key.expose(),
+            b"sumun-vault/1 mock scram verifier",
+        )?)
+    }
+
     // ---- writing --------------------------------------------------------------------------
 
     /// Runs `f` on the freshest state under the directory lock, then writes it atomically.

@@ -9,8 +9,12 @@
 //!   password against the same verifier.
 //! - `cert`: a client certificate (mTLS) whose subject common name is the user name.
 //!
-//! Every failure looks the same to the client (28P01, as PostgreSQL answers), whether the user
-//! exists or not; the reason goes to the audit log and the metrics.
+//! User names cannot be probed: a name that cannot log in goes through the exchange the usual
+//! user gets (the `auth` set most `[[users]]` have), against a stand-in SCRAM verifier derived
+//! from a vault secret and the name (PostgreSQL's mock verifier), with the same work and the
+//! same refusal at the same step. Every failure looks the same to the client (28P01, as
+//! PostgreSQL answers, or 28000 where `cert` refuses at once); the reason goes to the audit log
+//! and the metrics. Vault state is read from memory (`crate::vault`): no login touches the disk.
 
 use std::sync::atomic::Ordering;
 
@@ -24,6 +28,7 @@ use super::stream::ClientStream;
 use super::{audit_auth_failure, fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::{ListenerRt, ListenerSnapshot};
+use crate::vault::VaultState;
 use crate::Shared;
 
 /// Who the client proved to be.
@@ -45,17 +50,14 @@ pub(crate) async fn authenticate(
     admitted: &Admitted,
 ) -> Option<Identity> {
     let config = shared.config.load();
-    let user = config
-        .users
-        .iter()
-        .find(|u| u.name == startup.user)
-        .cloned();
-    let result = check(client, startup, user.as_ref(), shared).await;
+    let user = config.users.iter().find(|u| u.name == startup.user);
+    let result = check(client, startup, user, &config.users, shared).await;
     match result {
         Ok(method) => {
-            let Some(user) = user else {
+            let Some(user) = user.cloned() else {
                 return None; // unreachable: check() fails for unknown users
             };
+            // Only now, the user having proved who they are, may the answer tell more.
             let console = user.admin && startup.database == super::console::DATABASE;
             if !console && !user.databases.is_empty() && !user.databases.contains(&startup.database)
             {
@@ -66,6 +68,7 @@ pub(crate) async fn authenticate(
                     shared,
                     admitted,
                     "database_not_granted",
+                    Answer::DatabaseNotGranted,
                 )
                 .await;
                 return None;
@@ -85,8 +88,8 @@ pub(crate) async fn authenticate(
             Some(Identity { user, method })
         }
         Err(AuthFail::Closed) => None,
-        Err(AuthFail::Refused(reason)) => {
-            fail(client, startup, listener, shared, admitted, reason).await;
+        Err(AuthFail::Refused(reason, answer)) => {
+            fail(client, startup, listener, shared, admitted, reason, answer).await;
             None
         }
     }
@@ -99,6 +102,7 @@ async fn fail(
     shared: &Shared,
     admitted: &Admitted,
     reason: &'static str,
+    answer: Answer,
 ) {
     tracing::info!(listener = %listener.name, client = %admitted.client, user = %startup.user, database = %startup.database, reason, "authentication failed");
     listener
@@ -107,26 +111,26 @@ async fn fail(
         .fetch_add(1, Ordering::Relaxed);
     audit_auth_failure(shared, listener, admitted, &startup.user, reason);
     // The SQLSTATEs and messages PostgreSQL uses for the same refusals.
-    let (sqlstate, message) = match reason {
-        "database_not_granted" => (
+    let (sqlstate, message) = match answer {
+        Answer::DatabaseNotGranted => (
             "28000",
             format!(
                 "user \"{}\" may not connect to database \"{}\"",
                 startup.user, startup.database
             ),
         ),
-        "no_client_certificate" => (
+        Answer::NoCertificate => (
             "28000",
             "connection requires a valid client certificate".to_string(),
         ),
-        "certificate_name_mismatch" => (
+        Answer::CertificateMismatch => (
             "28000",
             format!(
                 "certificate authentication failed for user \"{}\"",
                 startup.user
             ),
         ),
-        _ => (
+        Answer::Password => (
             "28P01",
             format!(
                 "password authentication failed for user \"{}\"",
@@ -137,50 +141,173 @@ async fn fail(
     fatal(client, sqlstate, &message).await;
 }
 
+/// What a refused client is told. It depends only on what the client can see anyway (the
+/// exchange it went through, whether it sent a certificate), never on why it was refused.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Password,
+    NoCertificate,
+    CertificateMismatch,
+    /// Only after a successful authentication.
+    DatabaseNotGranted,
+}
+
 enum AuthFail {
     /// The client went away mid-exchange.
     Closed,
     /// Refused; the reason is for the audit log only.
-    Refused(&'static str),
+    Refused(&'static str, Answer),
 }
 
+fn refused(reason: &'static str) -> AuthFail {
+    AuthFail::Refused(reason, Answer::Password)
+}
+
+/// A set of `auth` methods, as bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Methods(u8);
+
+impl Methods {
+    const TOKEN: u8 = 1;
+    const SCRAM: u8 = 2;
+    const CERT: u8 = 4;
+
+    fn of(auth: &[AuthMethod]) -> Methods {
+        Methods(auth.iter().fold(0, |m, a| {
+            m | match a {
+                AuthMethod::Token => Self::TOKEN,
+                AuthMethod::Scram => Self::SCRAM,
+                AuthMethod::Cert => Self::CERT,
+            }
+        }))
+    }
+
+    fn has(self, method: u8) -> bool {
+        self.0 & method != 0
+    }
+
+    fn cert_only(self) -> bool {
+        self.0 == Self::CERT
+    }
+}
+
+/// The methods a name that cannot log in (an unknown user) is answered as having: the set most
+/// `[[users]]` entries have, the first in the file on a tie, so where every user logs in the
+/// same way an unknown name cannot be told from a known one. It depends on the configuration
+/// only, never on the name. With no users, token and scram.
+fn usual_methods(users: &[User]) -> Methods {
+    let mut counts = [0u32; 8];
+    for u in users {
+        counts[usize::from(Methods::of(&u.auth).0)] += 1;
+    }
+    let most = counts.iter().copied().max().unwrap_or(0);
+    users
+        .iter()
+        .map(|u| Methods::of(&u.auth))
+        .find(|m| counts[usize::from(m.0)] == most)
+        .unwrap_or(Methods(Methods::TOKEN | Methods::SCRAM))
+}
+
+/// A per-process key for stand-in verifiers when the gateway has no vault (then no one logs in
+/// with a password, but the exchange still looks like any other).
+fn process_mock_key() -> Option<&'static [u8]> {
+    static KEY: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| sumun_vault::crypto::random_bytes(32).ok())
+        .as_deref()
+}
+
+/// The verifier an exchange checks the client against, and, when it is a stand-in, the
+/// reason the login is refused once the check has run.
+struct Against {
+    verifier: ScramVerifier,
+    refuse: Option<&'static str>,
+}
+
+fn against(
+    vault: Option<&VaultState>,
+    account: Option<&User>,
+    name: &str,
+    nobody: &'static str,
+) -> Result<Against, AuthFail> {
+    if let (Some(_), Some(v)) = (account, vault) {
+        if let Some(verifier) = v.scram_verifier(name) {
+            return Ok(Against {
+                verifier: verifier.clone(),
+                refuse: None,
+            });
+        }
+    }
+    let verifier = match vault {
+        Some(v) => v.mock_scram_verifier(name),
+        None => ScramVerifier::mock(process_mock_key().ok_or_else(|| refused("internal"))?, name),
+    };
+    Ok(Against {
+        verifier,
+        refuse: Some(if account.is_some() {
+            "no_password_set"
+        } else {
+            nobody
+        }),
+    })
+}
+
+/// Runs the exchange and returns the method that succeeded.
+///
+/// The exchange is chosen from the user's `auth` methods and the connection. A name that
+/// cannot log in goes through the exchange of the usual methods ([`usual_methods`]) against
+/// a stand-in verifier, doing the same verification work, and is refused at its end with the
+/// same answer: an unknown name, and a `cert`-only user without its certificate where most
+/// users log in otherwise (told what an unknown name is told, not that a certificate is
+/// wanted). Where most users are `cert`-only, an unknown name is refused at once, exactly as a
+/// `cert`-only user without its certificate is.
 async fn check(
     client: &mut ClientStream,
     startup: &ClientStartup,
     user: Option<&User>,
+    users: &[User],
     shared: &Shared,
 ) -> Result<&'static str, AuthFail> {
-    // Unknown users go through the same exchange as known ones and fail at its end.
-    let methods: &[AuthMethod] = user.map_or(&[AuthMethod::Token, AuthMethod::Scram], |u| &u.auth);
-    if methods.contains(&AuthMethod::Cert) && user.is_some() {
-        if let Some(der) = client.peer_certificate() {
-            if sumun_pki::common_name(&der).as_deref() == Some(startup.user.as_str()) {
-                send_ok(client).await?;
-                return Ok("cert");
+    let usual = usual_methods(users);
+    // A certificate naming a `cert` user logs it in with no exchange.
+    if let Some(u) = user {
+        if Methods::of(&u.auth).has(Methods::CERT) {
+            if let Some(der) = client.peer_certificate() {
+                if sumun_pki::common_name(&der).as_deref() == Some(startup.user.as_str()) {
+                    send_ok(client).await?;
+                    return Ok("cert");
+                }
             }
         }
-        if methods == [AuthMethod::Cert] {
-            // Nothing else to try: refuse at once, as PostgreSQL's `cert` method does.
-            return Err(AuthFail::Refused(if client.peer_certificate().is_some() {
-                "certificate_name_mismatch"
-            } else {
-                "no_client_certificate"
-            }));
-        }
     }
-    let vault = shared.vault.load_full();
-    let scram = methods.contains(&AuthMethod::Scram);
-    let token = methods.contains(&AuthMethod::Token);
-    if scram && (!token || !client.is_tls()) {
-        let verifier = match (&vault, user) {
-            (Some(v), Some(_)) => v
-                .user_verifiers(&startup.user)
-                .ok()
-                .flatten()
-                .and_then(|pv| pv.scram().ok()),
-            _ => None,
+    let (cert_reason, cert_answer) = if client.peer_certificate().is_some() {
+        ("certificate_name_mismatch", Answer::CertificateMismatch)
+    } else {
+        ("no_client_certificate", Answer::NoCertificate)
+    };
+    // `account` is who the exchange can log in; `nobody` why it cannot when there is none.
+    let (methods, account, nobody) = match user {
+        None => (usual, None, "unknown_user"),
+        Some(u) if Methods::of(&u.auth).cert_only() && !usual.cert_only() => {
+            (usual, None, cert_reason)
+        }
+        Some(u) => (Methods::of(&u.auth), Some(u), "unknown_user"),
+    };
+    if methods.cert_only() {
+        // Nothing to exchange: refused at once, as PostgreSQL's `cert` method does.
+        let reason = if account.is_some() {
+            cert_reason
+        } else {
+            nobody
         };
-        return scram_exchange(client, &startup.user, verifier, startup.tls_endpoint).await;
+        return Err(AuthFail::Refused(reason, cert_answer));
+    }
+    let vault = shared.vault.load_full().map(|v| v.state());
+    let vault = vault.as_deref();
+    let scram = methods.has(Methods::SCRAM);
+    let token = methods.has(Methods::TOKEN);
+    if scram && (!token || !client.is_tls()) {
+        let against = against(vault, account, &startup.user, nobody)?;
+        return scram_exchange(client, against, startup.tls_endpoint).await;
     }
     // Cleartext password: a token, or a password checked against the SCRAM verifier.
     let mut w = Writer::new();
@@ -191,50 +318,52 @@ async fn check(
         .map_err(|_| AuthFail::Closed)?;
     let body = read_password_message(client).await?;
     let password = pg::cstr(&body).map_or(&body[..], |(p, _)| p);
-    let Some(vault) = &vault else {
-        return Err(AuthFail::Refused("no_vault"));
+    let Some(vault) = vault else {
+        return Err(refused("no_vault"));
     };
-    if user.is_none() {
-        return Err(AuthFail::Refused("unknown_user"));
-    }
     if token && sumun_vault::TokenVerifier::looks_like_token(password) {
-        let text =
-            std::str::from_utf8(password).map_err(|_| AuthFail::Refused("token_malformed"))?;
-        let config = shared.config.load();
-        return match vault.verify_token(text, &config.gateway.name) {
-            Err(e) => Err(AuthFail::Refused(token_reason(&e))),
-            Ok(claims) if claims.user != startup.user => {
-                Err(AuthFail::Refused("token_user_mismatch"))
-            }
-            Ok(claims)
-                if claims
-                    .database
-                    .as_ref()
-                    .is_some_and(|d| *d != startup.database) =>
-            {
-                Err(AuthFail::Refused("token_database_mismatch"))
-            }
-            Ok(_) => {
-                send_ok(client).await?;
-                Ok("token")
-            }
+        let verdict = match std::str::from_utf8(password) {
+            Err(_) => Err("token_malformed"),
+            Ok(text) => match vault.verify_token(text, &shared.config.load().gateway.name) {
+                Err(e) => Err(token_reason(&e)),
+                Ok(claims) if claims.user != startup.user => Err("token_user_mismatch"),
+                Ok(claims)
+                    if claims
+                        .database
+                        .as_ref()
+                        .is_some_and(|d| *d != startup.database) =>
+                {
+                    Err("token_database_mismatch")
+                }
+                Ok(_) => Ok(()),
+            },
         };
+        if account.is_none() {
+            return Err(refused(nobody));
+        }
+        verdict.map_err(refused)?;
+        send_ok(client).await?;
+        return Ok("token");
     }
     if scram {
-        let verifier = vault
-            .user_verifiers(&startup.user)
-            .ok()
-            .flatten()
-            .and_then(|pv| pv.scram().ok())
-            .ok_or(AuthFail::Refused("no_password_set"))?;
-        let derived = ScramVerifier::derive_with(password, &verifier.salt, verifier.iterations);
-        if aws_lc_rs_eq(&derived.stored_key, &verifier.stored_key) {
-            send_ok(client).await?;
-            return Ok("password");
+        let against = against(Some(vault), account, &startup.user, nobody)?;
+        let v = &against.verifier;
+        let derived = ScramVerifier::derive_with(password, &v.salt, v.iterations);
+        let matches = constant_time_eq(&derived.stored_key, &v.stored_key);
+        if let Some(reason) = against.refuse {
+            return Err(refused(reason));
         }
-        return Err(AuthFail::Refused("wrong_password"));
+        if !matches {
+            return Err(refused("wrong_password"));
+        }
+        send_ok(client).await?;
+        return Ok("password");
     }
-    Err(AuthFail::Refused("not_a_token"))
+    Err(refused(if account.is_none() {
+        nobody
+    } else {
+        "not_a_token"
+    }))
 }
 
 fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
@@ -250,7 +379,7 @@ fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
     }
 }
 
-fn aws_lc_rs_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     // Constant time: the comparison must not tell how much of a guess was right.
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -268,11 +397,11 @@ async fn read_password_message(client: &mut ClientStream) -> Result<Vec<u8>, Aut
         .await
         .map_err(|_| AuthFail::Closed)?;
     if head[0] != b'p' {
-        return Err(AuthFail::Refused("protocol_violation"));
+        return Err(refused("protocol_violation"));
     }
     let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
     if !(4..=MAX_PASSWORD_MESSAGE).contains(&len) {
-        return Err(AuthFail::Refused("protocol_violation"));
+        return Err(refused("protocol_violation"));
     }
     let mut body = vec![0u8; len - 4];
     client
@@ -284,27 +413,15 @@ async fn read_password_message(client: &mut ClientStream) -> Result<Vec<u8>, Aut
 
 /// The server side of SCRAM-SHA-256 (RFC 5802/7677), and over TLS SCRAM-SHA-256-PLUS with
 /// `tls-server-end-point` channel binding (RFC 5929), which proves the client's TLS session
-/// ends at this gateway and not at a machine in the middle. With no verifier (unknown user, no
-/// password set) a made-up salt keeps the exchange looking the same, and it fails at the proof.
+/// ends at this gateway and not at a machine in the middle. Against a stand-in verifier (an
+/// unknown user, no password set) every step is the same, the proof included, and the login is
+/// refused where a wrong password would be.
 async fn scram_exchange(
     client: &mut ClientStream,
-    user: &str,
-    verifier: Option<ScramVerifier>,
+    against: Against,
     endpoint: Option<crate::tls::EndPoint>,
 ) -> Result<&'static str, AuthFail> {
-    let has_verifier = verifier.is_some();
-    let verifier = match verifier {
-        Some(v) => v,
-        None => {
-            let salt = sumun_vault::crypto::sha256(format!("sumun-mock-salt:{user}").as_bytes());
-            ScramVerifier {
-                iterations: 4096,
-                salt: salt[..16].to_vec(),
-                stored_key: [0; 32],
-                server_key: [0; 32],
-            }
-        }
-    };
+    let verifier = against.verifier;
     let mut w = Writer::new();
     if endpoint.is_some() {
         w.auth_sasl(&["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]);
@@ -318,39 +435,39 @@ async fn scram_exchange(
 
     let body = read_password_message(client).await?;
     let (mechanism, first) =
-        pg::sasl_initial_response(&body).map_err(|_| AuthFail::Refused("protocol_violation"))?;
+        pg::sasl_initial_response(&body).map_err(|_| refused("protocol_violation"))?;
     let plus = match (mechanism, endpoint) {
         (b"SCRAM-SHA-256", _) => false,
         (b"SCRAM-SHA-256-PLUS", Some(_)) => true,
-        _ => return Err(AuthFail::Refused("unsupported_sasl_mechanism")),
+        _ => return Err(refused("unsupported_sasl_mechanism")),
     };
-    let first = std::str::from_utf8(first).map_err(|_| AuthFail::Refused("protocol_violation"))?;
+    let first = std::str::from_utf8(first).map_err(|_| refused("protocol_violation"))?;
     // gs2 header: "n,," (no binding), "y,," (client could bind but thinks the server cannot —
     // a downgrade when the server offered -PLUS), "p=tls-server-end-point,," (binding).
     const BIND: &str = "p=tls-server-end-point,,";
     let (gs2, bare) = if plus {
         match first.strip_prefix(BIND) {
             Some(b) => (BIND, b),
-            None => return Err(AuthFail::Refused("unsupported_channel_binding")),
+            None => return Err(refused("unsupported_channel_binding")),
         }
     } else if let Some(b) = first.strip_prefix("n,,") {
         ("n,,", b)
     } else if let Some(b) = first.strip_prefix("y,,") {
         if endpoint.is_some() {
-            return Err(AuthFail::Refused("channel_binding_downgrade"));
+            return Err(refused("channel_binding_downgrade"));
         }
         ("y,,", b)
     } else {
-        return Err(AuthFail::Refused("unsupported_channel_binding"));
+        return Err(refused("unsupported_channel_binding"));
     };
     let client_nonce = bare
         .split(',')
         .find_map(|p| p.strip_prefix("r="))
         .filter(|n| !n.is_empty())
-        .ok_or(AuthFail::Refused("protocol_violation"))?;
+        .ok_or_else(|| refused("protocol_violation"))?;
     let server_nonce = sumun_vault::crypto::random_bytes(18)
         .map(|b| sumun_vault::crypto::b64(&b))
-        .map_err(|_| AuthFail::Refused("internal"))?;
+        .map_err(|_| refused("internal"))?;
     let nonce = format!("{client_nonce}{server_nonce}");
     let server_first = format!(
         "r={nonce},s={},i={}",
@@ -365,10 +482,10 @@ async fn scram_exchange(
         .map_err(|_| AuthFail::Closed)?;
 
     let body = read_password_message(client).await?;
-    let fin = std::str::from_utf8(&body).map_err(|_| AuthFail::Refused("protocol_violation"))?;
+    let fin = std::str::from_utf8(&body).map_err(|_| refused("protocol_violation"))?;
     let (without_proof, proof) = fin
         .rsplit_once(",p=")
-        .ok_or(AuthFail::Refused("protocol_violation"))?;
+        .ok_or_else(|| refused("protocol_violation"))?;
     let mut channel = None;
     let mut final_nonce = None;
     for part in without_proof.split(',') {
@@ -386,26 +503,23 @@ async fn scram_exchange(
     }
     let expected_channel = sumun_vault::crypto::b64(&binding);
     if final_nonce != Some(nonce.as_str()) {
-        return Err(AuthFail::Refused("protocol_violation"));
+        return Err(refused("protocol_violation"));
     }
     if channel != Some(expected_channel.as_str()) {
-        return Err(AuthFail::Refused(if plus {
+        return Err(refused(if plus {
             "channel_binding_mismatch"
         } else {
             "protocol_violation"
         }));
     }
-    let proof = sumun_vault::crypto::unb64(proof).ok_or(AuthFail::Refused("protocol_violation"))?;
+    let proof = sumun_vault::crypto::unb64(proof).ok_or_else(|| refused("protocol_violation"))?;
     let auth_message = format!("{bare},{server_first},{without_proof}");
-    if !has_verifier {
-        return Err(AuthFail::Refused(if verifier.stored_key == [0; 32] {
-            "unknown_user_or_no_password"
-        } else {
-            "wrong_password"
-        }));
+    let proved = verifier.verify_client_proof(auth_message.as_bytes(), &proof);
+    if let Some(reason) = against.refuse {
+        return Err(refused(reason));
     }
-    if !verifier.verify_client_proof(auth_message.as_bytes(), &proof) {
-        return Err(AuthFail::Refused("wrong_password"));
+    if !proved {
+        return Err(refused("wrong_password"));
     }
     let signature = verifier.server_signature(auth_message.as_bytes());
     let mut w = Writer::new();
