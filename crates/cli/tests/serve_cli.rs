@@ -472,6 +472,143 @@ fn status_prints_targets_with_state_and_reason() {
     }
 }
 
+fn write_token(path: &Path, token: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+#[test]
+fn status_sends_the_admin_token_named_in_the_config() {
+    let redis = Redis::start().expect("redis");
+    let dir = Dir::new("status-token");
+    let (port, admin) = (free_port(), free_port());
+    let token = "5d41402abc4b2a76b9719d911017c5925d41402abc4b2a76b9719d911017c592";
+    write_token(&dir.path("admin.token"), token, 0o600);
+    let config = dir.path("sumun.toml");
+    let toml = redis_config(port, redis.port(), admin, "127.0.0.1/32").replace(
+        &format!("listen = \"127.0.0.1:{admin}\"\n"),
+        &format!("listen = \"127.0.0.1:{admin}\"\ntoken_file = \"admin.token\"\n"),
+    );
+    assert!(toml.contains("token_file"), "{toml}");
+    std::fs::write(&config, toml).expect("write");
+    let served = Served::start(&config);
+    assert!(
+        wait_port(format!("127.0.0.1:{admin}").parse().expect("addr")),
+        "{}",
+        served.log()
+    );
+    let url = format!("http://127.0.0.1:{admin}");
+
+    // Without the token: refused, and told how to send it.
+    let out = Command::new(SUMUN)
+        .args(["status", "--admin", &url])
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("admin API answered 401 for /api/listeners") && err.contains("--config"),
+        "{err}"
+    );
+
+    // With --config: address and token both come from the config.
+    let out = Command::new(SUMUN)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("LISTENER") && text.contains(&format!("127.0.0.1:{port}")),
+        "{text}"
+    );
+
+    // With --token-file and --admin.
+    let out = Command::new(SUMUN)
+        .args(["status", "--json", "--admin", &url, "--token-file"])
+        .arg(dir.path("admin.token"))
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["listeners"][0]["name"], "redis");
+
+    // A wrong token is refused.
+    write_token(&dir.path("wrong.token"), &"0".repeat(64), 0o600);
+    let out = Command::new(SUMUN)
+        .args(["status", "--admin", &url, "--token-file"])
+        .arg(dir.path("wrong.token"))
+        .output()
+        .expect("status");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not accept this token"), "{err}");
+    assert!(!served.log().contains(token), "the token is logged");
+}
+
+#[test]
+fn validate_refuses_an_open_admin_api_and_a_token_file_others_can_read() {
+    let dir = Dir::new("validate-admin");
+    let config = dir.path("sumun.toml");
+    std::fs::write(&config, "[admin]\nlisten = \"0.0.0.0:9900\"\n").expect("write");
+    let out = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "{}:2:10: [admin]: listen 0.0.0.0:9900 is not a loopback address",
+            config.display()
+        )) && err.contains("set token_file"),
+        "{err}"
+    );
+
+    write_token(&dir.path("admin.token"), &"a".repeat(64), 0o644);
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = \"0.0.0.0:9900\"\ntoken_file = \"admin.token\"\n",
+    )
+    .expect("write");
+    let out = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":3:14: [admin]: token_file 'admin.token'")
+            && err.contains("has mode 0644, so others can read the token"),
+        "{err}"
+    );
+    assert!(!err.contains(&"a".repeat(64)), "{err}");
+
+    write_token(&dir.path("admin.token"), &"a".repeat(64), 0o600);
+    let out = Command::new(SUMUN)
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("validate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn cert_dev_writes_a_ca_and_server_certificate() {
     let dir = Dir::new("cert");
@@ -553,6 +690,32 @@ fn quickstart_writes_a_valid_setup_and_prints_client_commands() {
         "{}",
         String::from_utf8_lossy(&validate.stderr)
     );
+    // The admin API asks for a random token kept where only its owner can read it.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let token_file = qs.join("admin.token");
+        let mode = std::fs::metadata(&token_file)
+            .expect("admin.token")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let token = std::fs::read_to_string(&token_file).expect("read token");
+        let token = token.trim_end();
+        assert!(
+            token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token}"
+        );
+        let config = std::fs::read_to_string(qs.join("sumun.toml")).expect("config");
+        assert!(config.contains("token_file = \"admin.token\""), "{config}");
+        assert!(
+            text.contains(&format!(
+                "sumun status --config {}",
+                qs.join("sumun.toml").display()
+            )),
+            "{text}"
+        );
+        assert!(!text.contains(token), "the admin token is printed: {text}");
+    }
     // A second run reuses the files instead of failing on them.
     let again = Command::new(SUMUN)
         .args(["quickstart", "--no-serve", "--dir"])

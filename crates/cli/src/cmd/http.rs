@@ -8,8 +8,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-/// GET `path` from `base` (`http://host:port`) and parse the body as JSON.
-pub fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+/// GET `path` from `base` (`http://host:port`), with `token` as the bearer token when given,
+/// and parse the body as JSON.
+pub fn get_json(
+    base: &str,
+    path: &str,
+    token: Option<&sumun_config::AdminToken>,
+) -> anyhow::Result<serde_json::Value> {
     let authority = base
         .strip_prefix("http://")
         .with_context(|| format!("admin URL '{base}' must start with http://"))?
@@ -24,10 +29,20 @@ pub fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
             format!("cannot reach the admin API at {base} (is the gateway running?)")
         })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
+    // The request holds the token: allocated once (no copy left behind by a reallocation)
+    // and wiped once sent.
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n");
+    let mut request = zeroize::Zeroizing::new(String::with_capacity(
+        head.len() + token.map_or(0, |t| t.expose().len()) + 64,
+    ));
+    request.push_str(&head);
+    if let Some(token) = token {
+        request.push_str("Authorization: Bearer ");
+        request.push_str(token.expose());
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut response = Vec::new();
     stream
         .take(64 * 1024 * 1024)
@@ -38,6 +53,16 @@ pub fn get_json(base: &str, path: &str) -> anyhow::Result<serde_json::Value> {
         .split_once("\r\n\r\n")
         .context("malformed HTTP response from the admin API")?;
     let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status == "401" {
+        bail!(
+            "admin API answered 401 for {path}: {}; pass --config with the gateway's config, or --token-file",
+            if token.is_some() {
+                "it does not accept this token"
+            } else {
+                "it asks for the bearer token in its [admin] token_file"
+            }
+        );
+    }
     if status != "200" {
         bail!("admin API answered {status} for {path}");
     }

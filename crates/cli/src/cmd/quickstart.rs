@@ -1,9 +1,9 @@
 //! `sumun quickstart`: a working gateway in front of the local PostgreSQL, MariaDB and Redis
-//! with one command. It writes a dev CA and server certificate, a master key and a vault, and a
-//! commented config into the quickstart directory (reusing whatever is already there, so edits
-//! survive), then serves it and prints a ready-to-paste client command per backend — for
-//! PostgreSQL with a fresh token as the password — saying plainly which backends are not
-//! reachable.
+//! with one command. It writes a dev CA and server certificate, a master key and a vault, an
+//! admin API token, and a commented config into the quickstart directory (reusing whatever is
+//! already there, so edits survive), then serves it and prints a ready-to-paste client command
+//! per backend — for PostgreSQL with a fresh token as the password — saying plainly which
+//! backends are not reachable.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +34,8 @@ pub const PG_USER: &str = "quickstart";
 const PG_CREDENTIAL: &str = "pg/local";
 
 const ADMIN: &str = "127.0.0.1:9900";
+/// The admin API's bearer token, next to the config.
+const ADMIN_TOKEN: &str = "admin.token";
 
 pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -53,6 +55,10 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
     if !vault_dir.join(sumun_vault::store::STORE_FILE).exists() {
         init_vault(&vault_dir, &key_file)?;
     }
+    let admin_token = dir.join(ADMIN_TOKEN);
+    if !admin_token.exists() {
+        write_admin_token(&admin_token)?;
+    }
     let config_path = dir.join("sumun.toml");
     if !config_path.exists() {
         std::fs::write(&config_path, default_config())
@@ -63,6 +69,27 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
         config_path,
         ca_path,
     })
+}
+
+/// 32 random bytes as hex, in a file only its owner can read (the gateway refuses any other).
+fn write_admin_token(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let bytes = zeroize::Zeroizing::new(
+        sumun_vault::crypto::random_bytes(32).context("cannot generate the admin token")?,
+    );
+    let mut hex = zeroize::Zeroizing::new(String::with_capacity(65));
+    for b in bytes.iter() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex.push('\n');
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A vault with the backend credential for the local PostgreSQL. Its superuser `postgres`
@@ -114,7 +141,13 @@ fn default_config() -> String {
          [gateway]\nname = \"sumun-quickstart\"\n\n\
          [admin]\n",
     );
-    let _ = writeln!(c, "listen = \"{ADMIN}\"\n");
+    let _ = writeln!(
+        c,
+        "listen = \"{ADMIN}\"\n\
+         # /api/... asks for this bearer token (/metrics and /healthz do not); `sumun status\n\
+         # --config sumun.toml` sends it. Without a token file the admin API may only listen on loopback.\n\
+         token_file = \"{ADMIN_TOKEN}\"\n"
+    );
     c.push_str(
         "[tls.default]\ncert = \"certs/server.pem\"\nkey = \"certs/server-key.pem\"\npolicy = \"tls13-pq\"\n\n\
          [[security_groups]]\nname = \"local\"\ndescription = \"this machine only\"\n\
@@ -164,9 +197,18 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
     if let Some(admin) = &config.admin {
         let _ = writeln!(
             out,
-            "  admin      http://{}/metrics   (sumun status --admin http://{})",
-            admin.listen, admin.listen
+            "  admin      http://{}/metrics   (sumun status --config {})",
+            admin.listen,
+            setup.config_path.display()
         );
+        if let Some(token) = &admin.token_file {
+            let _ = writeln!(
+                out,
+                "             curl -H \"Authorization: Bearer $(cat {})\" http://{}/api/targets",
+                token.display(),
+                admin.listen
+            );
+        }
     }
     let _ = writeln!(out);
     for l in &config.listeners {

@@ -41,9 +41,16 @@ pub struct ValidateArgs {
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// Admin API base URL.
-    #[arg(long, default_value = "http://127.0.0.1:9900")]
-    pub admin: String,
+    /// The gateway's config file: the admin API's address ([admin] listen) and the token it
+    /// asks for ([admin] token_file).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Admin API base URL [default: from --config, else http://127.0.0.1:9900].
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// File holding the admin API's bearer token [default: [admin] token_file of --config].
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Print the raw JSON instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -269,9 +276,56 @@ pub fn cert(cmd: CertCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Where the admin API is and the token it asks for: explicit flags first, then the config.
+fn admin_endpoint(args: &StatusArgs) -> anyhow::Result<(String, Option<sumun_config::AdminToken>)> {
+    let admin = match &args.config {
+        None => None,
+        Some(path) => match sumun_config::load(path) {
+            Ok(config) => config.admin,
+            Err(errors) => anyhow::bail!("{} is not a valid config:\n{errors}", path.display()),
+        },
+    };
+    let url = match (&args.admin, &admin) {
+        (Some(url), _) => url.clone(),
+        (None, Some(a)) => {
+            // A wildcard listen address is reached on loopback.
+            let mut addr = a.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}")
+        }
+        (None, None) => {
+            if let Some(path) = &args.config {
+                anyhow::bail!(
+                    "{} has no [admin] section, so the gateway serves no admin API",
+                    path.display()
+                );
+            }
+            "http://127.0.0.1:9900".to_string()
+        }
+    };
+    let token_file = args
+        .token_file
+        .clone()
+        .or_else(|| admin.and_then(|a| a.token_file));
+    let token = match token_file {
+        None => None,
+        Some(path) => Some(
+            sumun_config::read_admin_token(&path)
+                .map_err(|e| anyhow::anyhow!("admin token file '{}' {e}", path.display()))?,
+        ),
+    };
+    Ok((url, token))
+}
+
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let listeners = crate::cmd::http::get_json(&args.admin, "/api/listeners")?;
-    let targets = crate::cmd::http::get_json(&args.admin, "/api/targets")?;
+    let (admin, token) = admin_endpoint(&args)?;
+    let listeners = crate::cmd::http::get_json(&admin, "/api/listeners", token.as_ref())?;
+    let targets = crate::cmd::http::get_json(&admin, "/api/targets", token.as_ref())?;
     if args.json {
         let both = serde_json::json!({ "listeners": listeners, "targets": targets });
         println!("{}", serde_json::to_string_pretty(&both)?);
