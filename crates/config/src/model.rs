@@ -309,7 +309,35 @@ pub struct TargetGroup {
     pub backend_tls: BackendTls,
     /// CA certificates that verify targets with `tls = "verify-full"`.
     pub backend_ca: Option<PathBuf>,
+    /// How the gateway lets a server authenticate it (`backend_auth`, like libpq's
+    /// `require_auth`). Default `["scram-sha-256"]`, plus `"password"` with
+    /// `tls = "verify-full"`.
+    pub backend_auth: Vec<BackendAuth>,
     pub targets: Vec<Target>,
+}
+
+/// A way a server may have the gateway prove its vault credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendAuth {
+    /// SCRAM-SHA-256: the server proves it knows the password too.
+    ScramSha256,
+    /// PostgreSQL's legacy md5 challenge (only where listed).
+    Md5,
+    /// The password in cleartext: only over `tls = "verify-full"`.
+    Password,
+    /// No authentication at all (`trust`): the server proves nothing.
+    None,
+}
+
+impl BackendAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendAuth::ScramSha256 => "scram-sha-256",
+            BackendAuth::Md5 => "md5",
+            BackendAuth::Password => "password",
+            BackendAuth::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -181,6 +181,7 @@ pub struct RawTargetGroup {
     pub connect_retries: Option<Spanned<i64>>,
     pub tls: Option<Spanned<String>>,
     pub tls_ca: Option<Spanned<String>>,
+    pub backend_auth: Option<Spanned<Vec<Spanned<String>>>>,
     pub targets: Option<Spanned<Vec<Spanned<RawTarget>>>>,
 }
 

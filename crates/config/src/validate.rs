@@ -734,6 +734,7 @@ impl Checker<'_> {
                     );
                 }
             }
+            let backend_auth = self.backend_auth(g, &s, backend_tls);
             let targets = g.targets.as_ref().map(|t| self.targets(t, &s));
             if let (Some(name), Some(targets)) = (name, targets) {
                 out.push(TargetGroup {
@@ -747,9 +748,60 @@ impl Checker<'_> {
                     connect_retries,
                     backend_tls,
                     backend_ca,
+                    backend_auth,
                     targets,
                 });
             }
+        }
+        out
+    }
+
+    /// `backend_auth`: the methods a server may ask the gateway for. Cleartext only over
+    /// verified TLS, where nobody but the named server can read it.
+    fn backend_auth(&mut self, g: &RawTargetGroup, s: &str, tls: BackendTls) -> Vec<BackendAuth> {
+        let Some(list) = &g.backend_auth else {
+            let mut out = vec![BackendAuth::ScramSha256];
+            if tls == BackendTls::VerifyFull {
+                out.push(BackendAuth::Password);
+            }
+            return out;
+        };
+        if list.get_ref().is_empty() {
+            self.report(
+                list.span(),
+                format!("{s}: backend_auth is empty; list at least one of scram-sha-256, md5, password, none"),
+            );
+        }
+        let mut out = Vec::new();
+        for method in list.get_ref() {
+            let Some(m) = self.one_of(
+                method,
+                s,
+                "backend_auth method",
+                &[
+                    ("scram-sha-256", BackendAuth::ScramSha256),
+                    ("md5", BackendAuth::Md5),
+                    ("password", BackendAuth::Password),
+                    ("none", BackendAuth::None),
+                ],
+            ) else {
+                continue;
+            };
+            if out.contains(&m) {
+                self.report(
+                    method.span(),
+                    format!("{s}: backend_auth lists '{}' twice", m.as_str()),
+                );
+                continue;
+            }
+            if m == BackendAuth::Password && tls != BackendTls::VerifyFull {
+                self.report(
+                    method.span(),
+                    format!("{s}: backend_auth lists \"password\" (the vault password in cleartext) but tls is not \"verify-full\"; anyone on the path, or anyone answering at the target's address, would read it. Set tls = \"verify-full\" with tls_ca, or use scram-sha-256"),
+                );
+                continue;
+            }
+            out.push(m);
         }
         out
     }

@@ -48,12 +48,12 @@ pub async fn probe(
     hc: &HealthCheck,
     addr: SocketAddr,
     shared: Option<&Shared>,
-    tls: Option<&crate::postgres::TlsTo>,
+    server: &crate::postgres::ServerPolicy,
 ) -> Result<Option<Learned>, ProbeFailure> {
     let timeout = hc.timeout;
     match hc.protocol {
         HealthCheckProtocol::Postgres => {
-            match tokio::time::timeout(timeout, postgres_probe(hc, addr, shared, tls)).await {
+            match tokio::time::timeout(timeout, postgres_probe(hc, addr, shared, server)).await {
                 Err(_) => Err(ProbeFailure::Timeout),
                 Ok(r) => r.map(Some),
             }
@@ -80,10 +80,10 @@ async fn postgres_probe(
     hc: &HealthCheck,
     addr: SocketAddr,
     shared: Option<&Shared>,
-    tls: Option<&crate::postgres::TlsTo>,
+    server: &crate::postgres::ServerPolicy,
 ) -> Result<Learned, ProbeFailure> {
     use crate::postgres::probe_login;
-    let rows = probe_login(hc, addr, shared, tls).await.map_err(|e| {
+    let rows = probe_login(hc, addr, shared, server).await.map_err(|e| {
         tracing::debug!(target_addr = %addr, error = %e, "postgres health check failed");
         if e.contains("refused") {
             ProbeFailure::Refused
@@ -137,10 +137,10 @@ async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>, shared: 
         let settings = g.settings();
         let hc = settings.health_check.clone();
         let addr = t.addr;
-        let tls = crate::postgres::TlsTo::for_target(&settings, &t.address);
+        let server = crate::postgres::ServerPolicy::for_target(&settings, &t.address);
         drop((g, t));
         let shared_now = shared.upgrade();
-        let result = probe(&hc, addr, shared_now.as_deref(), tls.as_ref()).await;
+        let result = probe(&hc, addr, shared_now.as_deref(), &server).await;
         drop(shared_now);
         let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
             return;

@@ -10,6 +10,7 @@
 pub mod admin;
 mod conn;
 pub(crate) mod health;
+mod kdf;
 pub mod listener;
 pub mod logsink;
 pub mod metrics;
@@ -477,6 +478,7 @@ impl Gateway {
         state.groups = groups;
         state.tls = tls;
         self.shared.config.store(Arc::new(config));
+        postgres::refresh_backend_tls(&self.shared.config.load());
         self.shared
             .metrics
             .reloads_ok
@@ -630,5 +632,6 @@ async fn background(shared: std::sync::Weak<Shared>) {
                 tokio::spawn(closed.into_conn().terminate());
             }
         }
+        postgres::refresh_backend_tls(&shared.config.load());
     }
 }

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::raw::{bind_body, first_error, parse_body, tags, Raw};
 use common::{run, TestDir, TestGateway};
 use rustls::pki_types::ServerName;
 use sumun_testkit::{PgOptions, Postgres};
 use sumun_vault::{SecretBytes, SecretKind, SecretMeta};
 use sumun_wire::postgres::{self as pg, Writer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const BACKEND_PASSWORD: &str = "backend-Secret-1";
@@ -135,140 +136,6 @@ async fn psql_token(
         sql,
     )
     .await
-}
-
-// ---------------------------------------------------------------------------------------------
-// A tiny raw frontend
-
-/// One connection speaking the v3 protocol by hand, over plain TCP or TLS.
-struct Raw<S> {
-    stream: S,
-    buf: Vec<u8>,
-}
-
-type Msg = (u8, Vec<u8>);
-
-impl Raw<TcpStream> {
-    async fn tcp(addr: SocketAddr) -> Raw<TcpStream> {
-        Raw::new(TcpStream::connect(addr).await.expect("connect"))
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Raw<S> {
-    fn new(stream: S) -> Raw<S> {
-        Raw {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, messages: &[(u8, &[u8])]) {
-        let mut w = Writer::new();
-        for (tag, body) in messages {
-            w.raw(*tag, body);
-        }
-        self.write(&w.buf).await;
-    }
-
-    /// Write; a connection the gateway already closed shows in the reads that follow.
-    async fn write(&mut self, bytes: &[u8]) {
-        if self.stream.write_all(bytes).await.is_ok() {
-            let _ = self.stream.flush().await;
-        }
-    }
-
-    /// The next message, or `None` when the gateway closed the connection.
-    async fn message(&mut self) -> Option<Msg> {
-        loop {
-            if let Some((m, used)) = pg::message(&self.buf, 1 << 24).expect("framing") {
-                let out = (m.tag, m.body.to_vec());
-                self.buf.drain(..used);
-                return Some(out);
-            }
-            let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk))
-                .await
-                .expect("an answer within 30 s");
-            match n {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    /// Messages up to and including ReadyForQuery, or up to a FATAL error / the close.
-    async fn until_ready(&mut self) -> Vec<Msg> {
-        let mut out = Vec::new();
-        while let Some((tag, body)) = self.message().await {
-            let fatal = tag == b'E' && pg::error_fields(&body).severity == "FATAL";
-            out.push((tag, body));
-            if tag == b'Z' || fatal {
-                break;
-            }
-        }
-        out
-    }
-
-    /// StartupMessage and a cleartext password (a token). The messages up to ReadyForQuery
-    /// or the refusal.
-    async fn login(&mut self, user: &str, db: &str, password: &str) -> Vec<Msg> {
-        let mut w = Writer::new();
-        w.startup(&[("user", user), ("database", db)]);
-        self.write(&w.buf).await;
-        let mut out = Vec::new();
-        while let Some((tag, body)) = self.message().await {
-            if tag == b'R' && body[..4] == [0, 0, 0, 3] {
-                let mut w = Writer::new();
-                w.password(password.as_bytes());
-                self.write(&w.buf).await;
-                continue;
-            }
-            let fatal = tag == b'E' && pg::error_fields(&body).severity == "FATAL";
-            out.push((tag, body));
-            if tag == b'Z' || fatal {
-                break;
-            }
-        }
-        out
-    }
-
-    /// A simple query: every column of every row joined with `|`, or (SQLSTATE, message) of
-    /// the first error.
-    async fn query(&mut self, sql: &str) -> Result<Vec<String>, (String, String)> {
-        let mut w = Writer::new();
-        w.query(sql);
-        self.write(&w.buf).await;
-        let reply = self.until_ready().await;
-        if let Some(e) = first_error(&reply) {
-            return Err(e);
-        }
-        assert_eq!(reply.last().map(|m| m.0), Some(b'Z'), "{reply:?}");
-        Ok(common::data_rows(&reply, "NULL"))
-    }
-
-    /// Bind and Execute the named statement `name` (no parameters), then Sync: the reply.
-    async fn execute(&mut self, name: &str) -> Vec<Msg> {
-        self.send(&[(b'B', &bind_body(name)), (b'E', b"\0\0\0\0\0"), (b'S', b"")])
-            .await;
-        self.until_ready().await
-    }
-
-    /// True when the gateway has closed the connection (reads EOF or an error) and sent
-    /// nothing more before that.
-    async fn is_closed(&mut self) -> bool {
-        self.buf.is_empty() && self.message().await.is_none()
-    }
-}
-
-fn first_error(messages: &[Msg]) -> Option<(String, String)> {
-    messages.iter().find(|(t, _)| *t == b'E').map(|(_, b)| {
-        let f = pg::error_fields(b);
-        (f.code, f.message)
-    })
-}
-
-fn tags(messages: &[Msg]) -> String {
-    messages.iter().map(|(t, _)| *t as char).collect()
 }
 
 /// An ErrorResponse body that tells a client its server connection was lost, for good.
@@ -1521,16 +1388,6 @@ async fn connect_retries_bounds_how_many_dead_targets_a_client_tries() {
             .sum();
         assert_eq!(failed, tried, "connect_retries = {retries}:\n{metrics}");
     }
-}
-
-/// Parse body: statement name, query, no parameter types.
-fn parse_body(name: &str, query: &str) -> Vec<u8> {
-    [name.as_bytes(), &[0], query.as_bytes(), &[0], &[0, 0]].concat()
-}
-
-/// Bind body: unnamed portal, statement `name`, no parameters, text results.
-fn bind_body(name: &str) -> Vec<u8> {
-    [&[0u8][..], name.as_bytes(), &[0], &[0, 0, 0, 0, 0, 0]].concat()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

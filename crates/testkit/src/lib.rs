@@ -9,6 +9,7 @@
 //! `start_async` variants which run the blocking part on tokio's blocking pool.
 
 mod fault;
+mod impostor;
 mod mariadb;
 mod postgres;
 mod process;
@@ -16,6 +17,7 @@ mod redis;
 mod tempdir;
 
 pub use fault::{Fault, FaultProxy};
+pub use impostor::{Impostor, Seen, Trick};
 pub use mariadb::{Mariadb, MariadbOptions};
 pub use postgres::{PgOptions, Postgres};
 pub use redis::{Redis, RedisOptions};

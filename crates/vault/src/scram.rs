@@ -26,6 +26,8 @@ pub enum ScramError {
     ServerSignature,
     #[error("malformed SCRAM verifier")]
     Verifier,
+    #[error("the server asks for {0} SCRAM iterations, more than the {MAX_SERVER_ITERATIONS} a client accepts")]
+    Iterations(u32),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -47,7 +49,14 @@ impl std::fmt::Debug for ScramVerifier {
     }
 }
 
-fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> SecretBytes {
+/// The most iterations a client derives for a server (PostgreSQL's default is 4096; OWASP's
+/// PBKDF2-HMAC-SHA256 recommendation is 600,000). A server asking for more would make every
+/// login burn CPU for nothing: the exchange is refused instead.
+pub const MAX_SERVER_ITERATIONS: u32 = 600_000;
+
+/// `SaltedPassword` = PBKDF2-HMAC-SHA256(password, salt, iterations), the costly step of a
+/// SCRAM login (milliseconds): run it off any event loop.
+pub fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> SecretBytes {
     let mut out = vec![0u8; 32];
     let iters = NonZeroU32::new(iterations.max(1)).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iters, salt, password, &mut out);
@@ -187,6 +196,14 @@ impl PasswordVerifiers {
     }
 }
 
+/// What the server's first message asked for.
+pub struct ServerFirst {
+    message: String,
+    nonce_len: usize,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+}
+
 /// The client side of one SCRAM-SHA-256 exchange (no channel binding: `n,,`).
 pub struct ScramClient {
     nonce: String,
@@ -211,12 +228,9 @@ impl ScramClient {
         format!("n,,{}", self.client_first_bare)
     }
 
-    /// Consumes `server-first-message`, returns `client-final-message`.
-    pub fn client_final(
-        &mut self,
-        server_first: &str,
-        password: &[u8],
-    ) -> Result<String, ScramError> {
+    /// Reads `server-first-message`: the salt and iteration count to derive the salted
+    /// password with (`salted_password`), checked against our nonce and the iteration cap.
+    pub fn server_first(&self, server_first: &str) -> Result<ServerFirst, ScramError> {
         let mut nonce = None;
         let mut salt = None;
         let mut iters = None;
@@ -229,32 +243,63 @@ impl ScramClient {
                 iters = v.parse::<u32>().ok();
             }
         }
-        let (nonce, salt, iters) = match (nonce, salt, iters) {
+        let (nonce, salt, iterations) = match (nonce, salt, iters) {
             (Some(n), Some(s), Some(i)) if i > 0 => (n, s, i),
             _ => return Err(ScramError::Malformed),
         };
         if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
             return Err(ScramError::Nonce);
         }
+        if iterations > MAX_SERVER_ITERATIONS {
+            return Err(ScramError::Iterations(iterations));
+        }
+        Ok(ServerFirst {
+            message: server_first.to_string(),
+            nonce_len: nonce.len(),
+            salt,
+            iterations,
+        })
+    }
+
+    /// `client-final-message` for `first`, from the salted password derived for it.
+    pub fn client_final_salted(&mut self, first: &ServerFirst, salted: &SecretBytes) -> String {
+        let nonce = first
+            .message
+            .split(',')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap_or_default();
+        debug_assert_eq!(nonce.len(), first.nonce_len);
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!(
             "{},{},{}",
-            self.client_first_bare, server_first, without_proof
+            self.client_first_bare, first.message, without_proof
         );
-        let sp = salted_password(password, &salt, iters);
-        let client_key = SecretBytes::new(crypto::hmac_sha256(sp.expose(), b"Client Key").to_vec());
+        let client_key =
+            SecretBytes::new(crypto::hmac_sha256(salted.expose(), b"Client Key").to_vec());
         let stored_key = crypto::sha256(client_key.expose());
         let sig = crypto::hmac_sha256(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .expose()
-            .iter()
-            .zip(sig)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let server_key = crypto::hmac_sha256(sp.expose(), b"Server Key");
+        let mut proof = [0u8; 32];
+        for (p, (a, b)) in proof.iter_mut().zip(client_key.expose().iter().zip(sig)) {
+            *p = a ^ b;
+        }
+        let server_key = crypto::hmac_sha256(salted.expose(), b"Server Key");
         self.expected_server_signature =
             Some(crypto::hmac_sha256(&server_key, auth_message.as_bytes()));
-        Ok(format!("{without_proof},p={}", crypto::b64(&proof)))
+        let out = format!("{without_proof},p={}", crypto::b64(&proof));
+        zeroize::Zeroize::zeroize(&mut proof);
+        out
+    }
+
+    /// Consumes `server-first-message`, returns `client-final-message` (deriving the salted
+    /// password inline: for the CLI and rotation, not for an event loop).
+    pub fn client_final(
+        &mut self,
+        server_first: &str,
+        password: &[u8],
+    ) -> Result<String, ScramError> {
+        let first = self.server_first(server_first)?;
+        let sp = salted_password(password, &first.salt, first.iterations);
+        Ok(self.client_final_salted(&first, &sp))
     }
 
     /// Checks `server-final-message` (`v=...`).
@@ -309,6 +354,25 @@ mod tests {
         let sf = format!("v={}", crypto::b64(&v.server_signature(am.as_bytes())));
         c.verify_server_final(&sf).unwrap();
         assert!(c.verify_server_final("v=AAAA").is_err());
+    }
+
+    #[test]
+    fn a_server_asking_for_too_many_iterations_is_refused() {
+        let mut c = ScramClient::new().unwrap();
+        let first = c.client_first();
+        let cnonce = first.split("r=").nth(1).unwrap();
+        let greedy = format!("r={cnonce}XYZ,s=AAAA,i={}", MAX_SERVER_ITERATIONS + 1);
+        assert!(matches!(
+            c.client_final(&greedy, b"pw"),
+            Err(ScramError::Iterations(_))
+        ));
+        let fine = format!("r={cnonce}XYZ,s=AAAA,i=4096");
+        assert!(c.server_first(&fine).is_ok());
+        // A nonce that does not extend ours is refused before any work.
+        assert!(matches!(
+            c.server_first("r=someoneelse,s=AAAA,i=4096"),
+            Err(ScramError::Nonce)
+        ));
     }
 
     #[test]

@@ -435,8 +435,11 @@ impl Writer {
         self.buf.extend_from_slice(&secret_key.to_be_bytes());
     }
 
-    /// PasswordMessage: a cleartext or md5 password, NUL-terminated.
+    /// PasswordMessage: a cleartext or md5 password, NUL-terminated. Room for it is made
+    /// first, so the password is written once and never left behind in a freed buffer (the
+    /// caller wipes `buf` after sending).
     pub fn password(&mut self, password: &[u8]) {
+        self.buf.reserve(password.len() + 6);
         let at = self.begin(b'p');
         self.str(password);
         self.end(at);

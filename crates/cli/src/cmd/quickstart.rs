@@ -169,13 +169,23 @@ fn default_config() -> String {
         } else {
             ""
         };
+        // A local PostgreSQL usually trusts loopback connections: it lets the gateway in
+        // without asking for the password, so it proves nothing about itself. Allowed here, for
+        // this machine only; a real server should check passwords (scram-sha-256).
+        let backend_auth = if protocol == "postgres" {
+            "# The local server may trust loopback logins (\"none\"); drop it for a server that\n\
+             # checks passwords, so that only a server that proves it knows the password is used.\n\
+             backend_auth = [\"scram-sha-256\", \"none\"]\n"
+        } else {
+            ""
+        };
         let _ = write!(
             c,
             "\n# {what}\n[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"{protocol}\"\n\
              target_group = \"{name}\"\nsecurity_groups = [\"local\"]\ntls_config = \"default\"\n{pool}\n\
              [[target_groups]]\nname = \"{name}\"\nalgorithm = \"least_conn\"\nderegistration_delay = \"30s\"\n\
              health_check = {{ interval = \"5s\", timeout = \"2s\", healthy_threshold = 2, unhealthy_threshold = 2 }}\n\
-             targets = [{{ address = \"{backend}\" }}]\n"
+             {backend_auth}targets = [{{ address = \"{backend}\" }}]\n"
         );
     }
     c

@@ -38,8 +38,14 @@ pub use pool::Pools;
 pub use report::{
     client_rows, pool_rows, render_metrics, server_rows, ClientRow, PoolRow, ServerRow,
 };
-pub use server::TlsTo;
+pub use server::{ServerPolicy, TlsTo};
 use stream::ClientStream;
+
+/// Load the TLS client configurations the target groups need for their servers (and reload
+/// changed CA files), off the data plane.
+pub(crate) fn refresh_backend_tls(config: &sumun_config::Config) {
+    server::client_configs().refresh(config.target_groups.iter());
+}
 
 /// PostgreSQL state shared by every postgres listener.
 #[derive(Debug, Default)]
@@ -64,6 +70,8 @@ pub struct PgStats {
     pub query_micros: std::sync::atomic::AtomicU64,
     pub query_errors: std::sync::atomic::AtomicU64,
     pub cancels_forwarded: std::sync::atomic::AtomicU64,
+    /// Server logins refused for trust reasons (`ServerError::is_untrusted`).
+    pub backend_logins_refused: std::sync::atomic::AtomicU64,
 }
 
 /// What a client asked for in its StartupMessage.
@@ -445,7 +453,7 @@ pub(crate) async fn probe_login(
     hc: &sumun_config::HealthCheck,
     addr: SocketAddr,
     shared: Option<&Shared>,
-    tls: Option<&server::TlsTo>,
+    server: &server::ServerPolicy,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     let shared = shared.ok_or("gateway stopped")?;
     let name = hc
@@ -465,8 +473,10 @@ pub(crate) async fn probe_login(
             user: &user,
             database: &hc.database,
             password: cred.passwords.get(i),
+            policy: server.auth,
         };
-        match server::ServerConn::connect(addr, &login, hc.timeout, None, tls).await {
+        match server::ServerConn::connect(addr, &login, hc.timeout, None, server.tls.as_ref()).await
+        {
             Ok(mut conn) => {
                 let rows = conn
                     .simple(
@@ -479,7 +489,17 @@ pub(crate) async fn probe_login(
                 conn.terminate().await;
                 return rows;
             }
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                if e.is_untrusted() {
+                    tracing::warn!(target_addr = %addr, error = %e, "health check: the server is not trusted");
+                    shared
+                        .pg
+                        .stats
+                        .backend_logins_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                last = e.to_string()
+            }
         }
     }
     Err(last)

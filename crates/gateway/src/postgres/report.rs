@@ -274,6 +274,17 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "sumun_pg_cancels_forwarded_total {}",
         stats.cancels_forwarded.load(Ordering::Relaxed)
     );
+    family(
+        out,
+        "sumun_pg_backend_logins_refused_total",
+        "counter",
+        "Logins to servers the gateway gave up because the server did not prove it knows the password, or asked for a method backend_auth does not allow.",
+    );
+    let _ = writeln!(
+        out,
+        "sumun_pg_backend_logins_refused_total {}",
+        stats.backend_logins_refused.load(Ordering::Relaxed)
+    );
 }
 
 #[derive(Debug, Serialize)]

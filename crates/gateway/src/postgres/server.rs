@@ -12,10 +12,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::stream::ServerStream;
-use sumun_config::BackendTls;
+use sumun_config::{BackendAuth, BackendTls};
+use zeroize::{Zeroize, Zeroizing};
 
 /// The largest message the gateway reads whole from a server during login or a reset.
 const MAX_CONTROL_MESSAGE: usize = 1 << 20;
+
+/// A prepared statement's identity on servers: SHA-256 of its text and parameter types, so
+/// two different statements never share a server-side name (a 64-bit hash could be made to
+/// collide, and one client's Bind would then run another's statement).
+pub type StatementId = [u8; 32];
 
 pub struct ServerConn {
     pub stream: ServerStream,
@@ -31,17 +37,20 @@ pub struct ServerConn {
     pub pending: Vec<u8>,
     /// Set when the connection cannot be reused (protocol error, failed reset).
     pub broken: bool,
-    /// The startup parameters of the last client whose values were applied here; 0 when
-    /// unknown. Equal stamps mean no `SET` is needed.
-    pub params_stamp: u64,
+    /// The startup parameters last applied here (`None`: unknown, check them all). The same
+    /// list (usually the very same `Arc`, profiles being interned) means no `SET` is needed.
+    pub applied_for: Option<std::sync::Arc<[(String, String)]>>,
+    /// The parameters the gateway `SET` here for its last client: the next client that does
+    /// not set them gets them `RESET` to the server's defaults first.
+    pub applied: Vec<String>,
     /// What the server reported at login (ParameterStatus, sorted, without
     /// `application_name`): shown to clients at their login, before any `SET`.
     pub reported: Vec<(String, String)>,
     /// How the server reads string literals (its `standard_conforming_strings`), for the SQL
     /// analysis and for masking literals in the audit log.
     pub dialect: sumun_wire::sql::Dialect,
-    /// Server-side names of prepared statements that exist on this connection.
-    pub prepared: std::collections::HashSet<u64>,
+    /// The prepared statements that exist on this connection, by identity.
+    pub prepared: std::collections::HashSet<StatementId>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -81,12 +90,24 @@ pub enum ServerError {
     NoPassword,
     #[error("TLS to the server: {0}")]
     Tls(String),
+    /// The server did not prove what it must before getting a session.
+    #[error("the server is not trusted: {0}")]
+    Untrusted(String),
+    /// The server asked for a way of logging in that the target group does not allow.
+    #[error("{0}")]
+    AuthPolicy(String),
 }
 
 impl ServerError {
     /// True when the failure says the password was wrong (try the previous version).
     pub fn is_bad_password(&self) -> bool {
         matches!(self, ServerError::Refused { code, .. } if code == "28P01")
+    }
+
+    /// True when the server did not prove itself or asked for a way of logging in the target
+    /// group does not allow: a security event, never retried on the same terms.
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, ServerError::Untrusted(_) | ServerError::AuthPolicy(_))
     }
 
     /// True when the target itself failed (not the login), so another target may do better.
@@ -127,41 +148,167 @@ impl TlsTo {
         })
     }
 
+    /// The rustls client configuration for this mode and CA, from the cache; see
+    /// [`client_configs`].
     fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, ServerError> {
-        use std::sync::Arc;
-        let provider = Arc::new(crate::tls::provider_for(
-            sumun_config::TlsPolicy::Tls12Compat,
-        ));
-        let tls_err = |e: rustls::Error| ServerError::Tls(e.to_string());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?;
-        let config = match self.mode {
-            BackendTls::VerifyFull => {
-                use rustls_pki_types::pem::PemObject;
-                let mut roots = rustls::RootCertStore::empty();
-                let path = self
-                    .ca
-                    .as_ref()
-                    .ok_or_else(|| ServerError::Tls("verify-full needs tls_ca".into()))?;
-                let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| {
+        client_configs().get(self.mode, self.ca.as_deref())
+    }
+}
+
+/// How the gateway connects and logs in to one target: TLS and the login methods allowed.
+#[derive(Debug, Clone)]
+pub struct ServerPolicy {
+    pub tls: Option<TlsTo>,
+    pub auth: AuthPolicy,
+}
+
+impl ServerPolicy {
+    pub fn for_target(group: &sumun_config::TargetGroup, address: &str) -> ServerPolicy {
+        ServerPolicy {
+            tls: TlsTo::for_target(group, address),
+            auth: AuthPolicy::for_group(group),
+        }
+    }
+}
+
+/// TLS client configurations for connections to servers, built once per CA file and rebuilt
+/// only when the file changes, by the control plane: a data-plane worker never reads a CA
+/// file (only the very first connection before the first refresh does, once).
+pub struct ClientConfigs {
+    map: std::sync::Mutex<HashMap<Option<std::path::PathBuf>, CachedConfig>>,
+}
+
+struct CachedConfig {
+    config: std::sync::Arc<rustls::ClientConfig>,
+    /// The CA file's modification time and length when it was read.
+    stamp: Option<(std::time::SystemTime, u64)>,
+}
+
+pub fn client_configs() -> &'static ClientConfigs {
+    static CONFIGS: std::sync::OnceLock<ClientConfigs> = std::sync::OnceLock::new();
+    CONFIGS.get_or_init(|| ClientConfigs {
+        map: std::sync::Mutex::new(HashMap::new()),
+    })
+}
+
+fn file_stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl ClientConfigs {
+    fn get(
+        &self,
+        mode: BackendTls,
+        ca: Option<&std::path::Path>,
+    ) -> Result<std::sync::Arc<rustls::ClientConfig>, ServerError> {
+        let key = match mode {
+            BackendTls::VerifyFull => Some(
+                ca.ok_or_else(|| ServerError::Tls("verify-full needs tls_ca".into()))?
+                    .to_path_buf(),
+            ),
+            _ => None,
+        };
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(hit.config.clone());
+        }
+        let built = build_client_config(key.as_deref())?;
+        self.lock().insert(key, built.clone_shallow());
+        Ok(built.config)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Option<std::path::PathBuf>, CachedConfig>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Build the configurations `groups` need that are missing, and rebuild those whose CA
+    /// file changed (a rotated CA verifies the next connection); forget unused ones. Run by the
+    /// control plane at every apply and every second.
+    pub fn refresh<'a>(&self, groups: impl Iterator<Item = &'a sumun_config::TargetGroup>) {
+        let wanted: std::collections::HashSet<Option<std::path::PathBuf>> = groups
+            .filter(|g| g.backend_tls != BackendTls::Off)
+            .map(|g| match g.backend_tls {
+                BackendTls::VerifyFull => g.backend_ca.clone(),
+                _ => None,
+            })
+            .collect();
+        let stale: Vec<Option<std::path::PathBuf>> = {
+            let mut map = self.lock();
+            map.retain(|k, _| wanted.contains(k));
+            wanted
+                .iter()
+                .filter(|k| match (map.get(*k), k) {
+                    (None, _) => true,
+                    (Some(c), Some(path)) => file_stamp(path) != c.stamp,
+                    (Some(_), None) => false,
+                })
+                .cloned()
+                .collect()
+        };
+        for key in stale {
+            match build_client_config(key.as_deref()) {
+                Ok(built) => {
+                    if let Some(path) = &key {
+                        tracing::debug!(ca = %path.display(), "backend TLS CA loaded");
+                    }
+                    self.lock().insert(key, built);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot load a backend TLS CA; keeping the previous one");
+                }
+            }
+        }
+    }
+}
+
+impl CachedConfig {
+    fn clone_shallow(&self) -> CachedConfig {
+        CachedConfig {
+            config: self.config.clone(),
+            stamp: self.stamp,
+        }
+    }
+}
+
+fn build_client_config(ca: Option<&std::path::Path>) -> Result<CachedConfig, ServerError> {
+    use std::sync::Arc;
+    let provider = Arc::new(crate::tls::provider_for(
+        sumun_config::TlsPolicy::Tls12Compat,
+    ));
+    let tls_err = |e: rustls::Error| ServerError::Tls(e.to_string());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?;
+    let (config, stamp) = match ca {
+        Some(path) => {
+            use rustls_pki_types::pem::PemObject;
+            let stamp = file_stamp(path);
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
                     ServerError::Tls(format!("cannot read {}: {e}", path.display()))
                 })?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| {
-                        ServerError::Tls(format!("cannot read {}: {e}", path.display()))
-                    })?;
-                    roots.add(cert).map_err(tls_err)?;
-                }
-                builder.with_root_certificates(roots).with_no_client_auth()
+                roots.add(cert).map_err(tls_err)?;
             }
-            _ => builder
+            (
+                builder.with_root_certificates(roots).with_no_client_auth(),
+                stamp,
+            )
+        }
+        None => (
+            builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
                 .with_no_client_auth(),
-        };
-        Ok(Arc::new(config))
-    }
+            None,
+        ),
+    };
+    Ok(CachedConfig {
+        config: Arc::new(config),
+        stamp,
+    })
 }
 
 /// `tls = "require"`: encrypt without checking who the server is (libpq `sslmode=require`).
@@ -241,6 +388,59 @@ pub struct Login<'a> {
     pub user: &'a str,
     pub database: &'a str,
     pub password: Option<&'a SecretBytes>,
+    /// What the server may ask for (`backend_auth`).
+    pub policy: AuthPolicy,
+}
+
+/// The ways of proving the password a target group allows (`backend_auth`). Cleartext also
+/// needs a server verified by TLS, whatever the list says.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthPolicy {
+    pub scram: bool,
+    pub md5: bool,
+    pub password: bool,
+    pub none: bool,
+}
+
+impl AuthPolicy {
+    pub fn for_group(group: &sumun_config::TargetGroup) -> AuthPolicy {
+        let has = |m| group.backend_auth.contains(&m);
+        AuthPolicy {
+            scram: has(BackendAuth::ScramSha256),
+            md5: has(BackendAuth::Md5),
+            password: has(BackendAuth::Password) && group.backend_tls == BackendTls::VerifyFull,
+            none: has(BackendAuth::None),
+        }
+    }
+}
+
+/// Where a login is in its exchange with the server.
+#[derive(Debug)]
+enum AuthState {
+    /// Nothing asked yet.
+    Start,
+    /// In SCRAM: the server has not yet proven itself.
+    Scram(Box<ScramStep>),
+    /// The exchange allowed by the policy completed (SCRAM: the server's signature is right).
+    Proven,
+    /// AuthenticationOk received: the session's messages follow.
+    Done,
+}
+
+enum ScramStep {
+    /// client-first sent.
+    Sent(sumun_vault::scram::ScramClient),
+    /// client-final sent; the server's signature is expected.
+    Answered(sumun_vault::scram::ScramClient),
+}
+
+impl std::fmt::Debug for ScramStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScramStep::Sent(_) => "Sent",
+            ScramStep::Answered(_) => "Answered",
+        })
+    }
 }
 
 impl ServerConn {
@@ -282,7 +482,8 @@ impl ServerConn {
             last_used: now,
             pending: Vec::with_capacity(1024),
             broken: false,
-            params_stamp: 0,
+            applied_for: None,
+            applied: Vec::new(),
             reported: Vec::new(),
             dialect: sumun_wire::sql::Dialect::STANDARD,
             prepared: Default::default(),
@@ -293,6 +494,10 @@ impl ServerConn {
         }
     }
 
+    /// Log in, trusting the server only as far as it proves itself: with a password to
+    /// protect, AuthenticationOk counts only after an exchange `backend_auth` allows has
+    /// completed — for SCRAM, after the server's signature checked out — and nothing else
+    /// (ParameterStatus, BackendKeyData, ReadyForQuery) is accepted before it.
     async fn login(&mut self, login: &Login<'_>) -> Result<(), ServerError> {
         let mut w = Writer::new();
         w.startup(&[
@@ -301,89 +506,30 @@ impl ServerConn {
             ("application_name", "sumun"),
         ]);
         self.stream.write_all(&w.buf).await?;
-        let mut scram: Option<sumun_vault::scram::ScramClient> = None;
+        let mut state = AuthState::Start;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
-                b'R' => {
+                b'R' if !matches!(state, AuthState::Done) => {
                     if body.len() < 4 {
                         return Err(ServerError::Protocol("short authentication request".into()));
                     }
                     let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                    let data = &body[4..];
-                    let mut w = Writer::new();
-                    match code {
-                        auth::OK => continue,
-                        auth::CLEARTEXT => {
-                            let pw = login.password.ok_or(ServerError::NoPassword)?;
-                            w.password(pw.expose());
-                        }
-                        auth::MD5 => {
-                            let pw = login.password.ok_or(ServerError::NoPassword)?;
-                            if data.len() < 4 {
-                                return Err(ServerError::Protocol(
-                                    "md5 request without salt".into(),
-                                ));
-                            }
-                            w.password(
-                                md5_password(login.user, pw.expose(), &data[..4]).as_bytes(),
-                            );
-                        }
-                        auth::SASL => {
-                            let pw = login.password.ok_or(ServerError::NoPassword)?;
-                            let _ = pw;
-                            let offers_scram =
-                                data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
-                            if !offers_scram {
-                                return Err(ServerError::UnsupportedAuth(code));
-                            }
-                            let client = sumun_vault::scram::ScramClient::new()
-                                .map_err(|e| ServerError::Protocol(e.to_string()))?;
-                            w.sasl_initial_response(
-                                "SCRAM-SHA-256",
-                                client.client_first().as_bytes(),
-                            );
-                            scram = Some(client);
-                        }
-                        auth::SASL_CONTINUE => {
-                            let (Some(client), Some(pw)) = (scram.as_mut(), login.password) else {
-                                return Err(ServerError::Protocol(
-                                    "unexpected SASL continue".into(),
-                                ));
-                            };
-                            let server_first = std::str::from_utf8(data).map_err(|_| {
-                                ServerError::Protocol("SASL data is not UTF-8".into())
-                            })?;
-                            let fin = client
-                                .client_final(server_first, pw.expose())
-                                .map_err(|e| ServerError::Protocol(format!("SCRAM: {e}")))?;
-                            w.sasl_response(fin.as_bytes());
-                        }
-                        auth::SASL_FINAL => {
-                            let Some(client) = scram.as_ref() else {
-                                return Err(ServerError::Protocol("unexpected SASL final".into()));
-                            };
-                            let server_final = std::str::from_utf8(data).map_err(|_| {
-                                ServerError::Protocol("SASL data is not UTF-8".into())
-                            })?;
-                            client.verify_server_final(server_final).map_err(|_| {
-                                ServerError::Protocol(
-                                    "the server's SCRAM signature is wrong: it does not know the password (a server in the middle?)".into(),
-                                )
-                            })?;
-                            continue;
-                        }
-                        other => return Err(ServerError::UnsupportedAuth(other)),
-                    }
-                    self.stream.write_all(&w.buf).await?;
+                    state = self.auth_step(login, state, code, &body[4..]).await?;
+                }
+                b'E' => return Err(refused(&body)),
+                b'N' => {}
+                _ if !matches!(state, AuthState::Done) => {
+                    return Err(ServerError::Untrusted(format!(
+                        "the server sent '{}' before the login completed",
+                        pg::Tag(tag)
+                    )))
                 }
                 b'S' => self.note_parameter(&body),
                 b'K' if body.len() == 8 => {
                     self.process_id = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     self.secret_key = u32::from_be_bytes([body[4], body[5], body[6], body[7]]);
                 }
-                b'E' => return Err(refused(&body)),
-                b'N' => {}
                 b'Z' => {
                     let mut reported: Vec<(String, String)> = self
                         .params
@@ -403,6 +549,117 @@ impl ServerConn {
                 }
             }
         }
+    }
+
+    /// One authentication request from the server, answered as `backend_auth` allows.
+    async fn auth_step(
+        &mut self,
+        login: &Login<'_>,
+        state: AuthState,
+        code: u32,
+        data: &[u8],
+    ) -> Result<AuthState, ServerError> {
+        let policy = &login.policy;
+        let mut w = Writer::new();
+        let next = match (code, state) {
+            (auth::OK, AuthState::Proven) => return Ok(AuthState::Done),
+            (auth::OK, AuthState::Start) if login.password.is_none() || policy.none => {
+                return Ok(AuthState::Done)
+            }
+            (auth::OK, AuthState::Start) => {
+                return Err(ServerError::Untrusted(
+                    "the server let the gateway in without asking for the password, so it proved nothing (trust authentication, or not the real server); list \"none\" in the target group's backend_auth to allow it".into(),
+                ))
+            }
+            (auth::OK, AuthState::Scram(_)) => {
+                return Err(ServerError::Untrusted(
+                    "the server ended SCRAM without its signature: it did not prove it knows the password".into(),
+                ))
+            }
+            (auth::CLEARTEXT, AuthState::Start) => {
+                if !policy.password {
+                    return Err(ServerError::AuthPolicy(
+                        "the server asks for the password in cleartext, which the gateway sends only to a server verified by TLS (tls = \"verify-full\") whose target group's backend_auth allows \"password\"".into(),
+                    ));
+                }
+                let pw = login.password.ok_or(ServerError::NoPassword)?;
+                w.password(pw.expose());
+                AuthState::Proven
+            }
+            (auth::MD5, AuthState::Start) => {
+                if !policy.md5 {
+                    return Err(ServerError::AuthPolicy(
+                        "the server asks for md5 password authentication, which the target group's backend_auth does not allow (add \"md5\" to it for a legacy server, or store the role's password as SCRAM)".into(),
+                    ));
+                }
+                let pw = login.password.ok_or(ServerError::NoPassword)?;
+                if data.len() < 4 {
+                    return Err(ServerError::Protocol("md5 request without salt".into()));
+                }
+                let answer = md5_password(login.user, pw.expose(), &data[..4]);
+                w.password(&answer[..]);
+                AuthState::Proven
+            }
+            (auth::SASL, AuthState::Start) => {
+                if !policy.scram {
+                    return Err(ServerError::AuthPolicy(
+                        "the server asks for SCRAM-SHA-256, which the target group's backend_auth does not allow".into(),
+                    ));
+                }
+                login.password.ok_or(ServerError::NoPassword)?;
+                let offers_scram = data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256");
+                if !offers_scram {
+                    return Err(ServerError::UnsupportedAuth(code));
+                }
+                let client = sumun_vault::scram::ScramClient::new()
+                    .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                w.sasl_initial_response("SCRAM-SHA-256", client.client_first().as_bytes());
+                AuthState::Scram(Box::new(ScramStep::Sent(client)))
+            }
+            (auth::SASL_CONTINUE, AuthState::Scram(step)) => {
+                let ScramStep::Sent(mut client) = *step else {
+                    return Err(ServerError::Untrusted("a second SASL continue".into()));
+                };
+                let pw = login.password.ok_or(ServerError::NoPassword)?;
+                let server_first = std::str::from_utf8(data)
+                    .map_err(|_| ServerError::Protocol("SASL data is not UTF-8".into()))?;
+                let first = client
+                    .server_first(server_first)
+                    .map_err(|e| ServerError::Protocol(format!("SCRAM: {e}")))?;
+                let salted = crate::kdf::salted_password(pw, &first.salt, first.iterations)
+                    .await
+                    .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                let fin = client.client_final_salted(&first, &salted);
+                w.sasl_response(fin.as_bytes());
+                AuthState::Scram(Box::new(ScramStep::Answered(client)))
+            }
+            (auth::SASL_FINAL, AuthState::Scram(step)) => {
+                let ScramStep::Answered(client) = *step else {
+                    return Err(ServerError::Untrusted("SASL final before the exchange".into()));
+                };
+                let server_final = std::str::from_utf8(data)
+                    .map_err(|_| ServerError::Protocol("SASL data is not UTF-8".into()))?;
+                client.verify_server_final(server_final).map_err(|_| {
+                    ServerError::Untrusted(
+                        "the server's SCRAM signature is wrong: it does not know the password (a server in the middle?)".into(),
+                    )
+                })?;
+                return Ok(AuthState::Proven);
+            }
+            (
+                auth::CLEARTEXT | auth::MD5 | auth::SASL | auth::SASL_CONTINUE | auth::SASL_FINAL,
+                _,
+            ) => {
+                return Err(ServerError::Untrusted(format!(
+                    "the server sent authentication request {code} out of order"
+                )))
+            }
+            (other, _) => return Err(ServerError::UnsupportedAuth(other)),
+        };
+        self.stream.write_all(&w.buf).await?;
+        // The password went out in `w` (cleartext or md5): wipe it.
+        zeroize::Zeroize::zeroize(&mut w.buf);
+        Ok(next)
     }
 
     pub fn note_parameter(&mut self, body: &[u8]) {
@@ -515,101 +772,41 @@ fn refused(body: &[u8]) -> ServerError {
 }
 
 /// `md5` + hex(md5(hex(md5(password + user)) + salt)), PostgreSQL's md5 password response.
-fn md5_password(user: &str, password: &[u8], salt: &[u8]) -> String {
-    let mut inner = Vec::with_capacity(password.len() + user.len());
-    inner.extend_from_slice(password);
-    inner.extend_from_slice(user.as_bytes());
-    let first = hex(&md5::compute(&inner));
-    zeroize_vec(&mut inner);
-    let mut outer = first.into_bytes();
+/// Every intermediate is password-equivalent for md5 servers, so each one is wiped.
+fn md5_password(user: &str, password: &[u8], salt: &[u8]) -> Zeroizing<Vec<u8>> {
+    use md5::{Digest, Md5};
+    let mut inner = Md5::new();
+    inner.update(password);
+    inner.update(user.as_bytes());
+    let mut digest = inner.finalize();
+    let mut outer = Zeroizing::new(Vec::with_capacity(32 + salt.len()));
+    hex_into(&digest, &mut outer);
+    digest.as_mut_slice().zeroize();
     outer.extend_from_slice(salt);
-    format!("md5{}", hex(&md5::compute(&outer)))
+    let mut answer = Zeroizing::new(Vec::with_capacity(35));
+    answer.extend_from_slice(b"md5");
+    hex_into(&Md5::digest(&outer[..]), &mut answer);
+    answer
 }
 
-fn zeroize_vec(v: &mut [u8]) {
-    for b in v.iter_mut() {
-        *b = 0;
-    }
-}
-
-fn hex(d: &[u8]) -> String {
+fn hex_into(d: &[u8], out: &mut Vec<u8>) {
     const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(d.len() * 2);
     for b in d {
-        s.push(H[(b >> 4) as usize] as char);
-        s.push(H[(b & 15) as usize] as char);
+        out.push(H[(b >> 4) as usize]);
+        out.push(H[(b & 15) as usize]);
     }
-    s
 }
 
-/// MD5 (RFC 1321), only for PostgreSQL's legacy `md5` password exchange with servers that still
-/// use it. Not used for anything else.
-mod md5 {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
-        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
-        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-
-    pub fn compute(data: &[u8]) -> [u8; 16] {
-        let k: Vec<u32> = (0..64)
-            .map(|i: u32| ((f64::from(i) + 1.0).sin().abs() * 4_294_967_296.0) as u32)
-            .collect();
-        let mut h: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
-        let mut msg = data.to_vec();
-        let bit_len = (data.len() as u64).wrapping_mul(8);
-        msg.push(0x80);
-        while msg.len() % 64 != 56 {
-            msg.push(0);
-        }
-        msg.extend_from_slice(&bit_len.to_le_bytes());
-        for chunk in msg.chunks_exact(64) {
-            let m: Vec<u32> = chunk
-                .chunks_exact(4)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                .collect();
-            let (mut a, mut b, mut c, mut d) = (h[0], h[1], h[2], h[3]);
-            for i in 0..64 {
-                let (f, g) = match i / 16 {
-                    0 => ((b & c) | (!b & d), i),
-                    1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                    2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                    _ => (c ^ (b | !d), (7 * i) % 16),
-                };
-                let f = f.wrapping_add(a).wrapping_add(k[i]).wrapping_add(m[g]);
-                a = d;
-                d = c;
-                c = b;
-                b = b.wrapping_add(f.rotate_left(S[i]));
-            }
-            h[0] = h[0].wrapping_add(a);
-            h[1] = h[1].wrapping_add(b);
-            h[2] = h[2].wrapping_add(c);
-            h[3] = h[3].wrapping_add(d);
-        }
-        let mut out = [0u8; 16];
-        for (i, v) in h.iter().enumerate() {
-            out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn rfc1321_vectors() {
-            let hex = |d: [u8; 16]| super::super::hex(&d);
-            assert_eq!(hex(super::compute(b"")), "d41d8cd98f00b204e9800998ecf8427e");
-            assert_eq!(
-                hex(super::compute(b"abc")),
-                "900150983cd24fb0d6963f7d28e17f72"
-            );
-            assert_eq!(
-                hex(super::compute(
-                    b"12345678901234567890123456789012345678901234567890123456789012345678901234567890"
-                )),
-                "57edf4a22be3c955ac49da2e2107b67a"
-            );
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn md5_answer_is_what_postgresql_expects() {
+        // PostgreSQL: 'md5' || md5(md5('secret' || 'app') || salt), computed with psql's
+        // md5() for password "secret", user "app", salt 01 02 03 04.
+        let answer = super::md5_password("app", b"secret", &[1, 2, 3, 4]);
+        assert_eq!(
+            std::str::from_utf8(&answer).unwrap(),
+            "md5911f527656472583a006e7727877b33e"
+        );
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use super::auth::Identity;
 use super::cancel::CancelKey;
 use super::pool::{CheckoutError, Pool, PoolKey, Pooled, Slot};
-use super::server::{Login, ServerConn, ServerError};
+use super::server::{Login, ServerConn, ServerError, StatementId};
 use super::stream::ClientStream;
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
@@ -48,6 +48,8 @@ use crate::Shared;
 const GATHER_LIMIT: usize = 256 * 1024;
 /// Bytes read per system call.
 const READ_LIMIT: usize = 64 * 1024;
+/// The most either buffer of a session ever holds: one message being gathered and one read.
+const BUFFER_LIMIT: usize = GATHER_LIMIT + READ_LIMIT;
 /// The largest message length accepted (PostgreSQL's own limit is about 1 GiB).
 const MAX_MESSAGE: usize = (1 << 30) + 4;
 /// The longest a client that has sent nothing since its login waits before it parks.
@@ -64,6 +66,9 @@ struct Attached {
     replay: Vec<u8>,
     /// False once the server answered or the request outgrew the replay buffer.
     replayable: bool,
+    /// Counts the session in the target's active flows while attached (a guard, so a panic
+    /// cannot leave the count behind).
+    _active: crate::conn::TargetActive,
 }
 
 /// Replay buffers up to this size stay with the session between transactions (the usual
@@ -73,6 +78,8 @@ const REPLAY_KEEP: usize = 512;
 impl Attached {
     fn new(pool: Arc<Pool>, server: Box<Pooled>, target: Arc<TargetRt>) -> Attached {
         Attached {
+            // Before `target` moves in.
+            _active: crate::conn::TargetActive::new(&target),
             pool,
             server,
             target,
@@ -114,8 +121,8 @@ pub(crate) struct Profile {
     pub identity: Identity,
     /// Who the gateway logs in to servers as (the vault secret's username, or the client's).
     pub backend_user: String,
-    /// Identifies the startup parameters (see `ServerConn::params_stamp`).
-    pub params_stamp: u64,
+    /// The startup parameters as applied to servers (see `ServerConn::applied_for`).
+    pub params: Arc<[(String, String)]>,
     pub mode: PoolMode,
     pub audit: Option<QueryAudit>,
     pub listener: Arc<str>,
@@ -195,9 +202,9 @@ impl Profiles {
     }
 }
 
-/// A client's named prepared statements: its name → (hash of the statement, the Parse message
-/// that creates it under the server-side name).
-type Statements = std::collections::HashMap<Vec<u8>, (u64, Arc<Vec<u8>>)>;
+/// A client's named prepared statements: its name → (the statement's identity, the Parse
+/// message that creates it under the server-side name).
+type Statements = std::collections::HashMap<Vec<u8>, (StatementId, Arc<Vec<u8>>)>;
 
 /// What a session keeps between requests, and all a parked client keeps (`park`): no buffers,
 /// no server, nothing in flight.
@@ -253,7 +260,7 @@ pub(crate) fn run(
     };
     let flow = shared
         .records
-        .open(listener.name.clone(), admitted.client, admitted.local);
+        .open(&listener, admitted.client, admitted.local);
     // The username of the backend credential names the pools; the password is read from the
     // vault only when a new server connection is opened.
     let backend_user = identity
@@ -262,23 +269,14 @@ pub(crate) fn run(
         .as_deref()
         .and_then(|name| shared.vault.load_full()?.backend_username(name))
         .unwrap_or_else(|| startup.user.clone());
-    let params_stamp = {
-        let mut text = Vec::new();
-        for (k, v) in &startup.params {
-            text.extend_from_slice(k.as_bytes());
-            text.push(0);
-            text.extend_from_slice(v.as_bytes());
-            text.push(0);
-        }
-        statement_hash(&text, b"params").max(1)
-    };
+    let params: Arc<[(String, String)]> = startup.params.clone().into();
     // Channel binding data served the login; sessions of all clients share the rest.
     startup.tls_endpoint = None;
     let profile = shared.pg.profiles.intern(Profile {
         startup,
         identity,
         backend_user,
-        params_stamp,
+        params,
         mode,
         audit,
         listener: listener.name.clone(),
@@ -354,6 +352,10 @@ struct Asleep {
 }
 
 impl crate::park::Dormant for Asleep {
+    fn listener(&self) -> &Arc<ListenerRt> {
+        &self.core.listener
+    }
+
     fn wake(
         self: Box<Self>,
         client: tokio::net::TcpStream,
@@ -421,7 +423,7 @@ enum Sent {
     /// A Parse, and the statement it creates on the server, if any. An `injected` one was
     /// sent by the gateway: its ParseComplete is not the client's business.
     Parse {
-        created: Option<u64>,
+        created: Option<StatementId>,
         injected: bool,
     },
     /// A Close; an `injected` one's CloseComplete is swallowed too.
@@ -461,7 +463,6 @@ impl Session {
     fn metrics_open(&self) {
         let m = &self.core.listener.metrics;
         m.new_flows.fetch_add(1, Ordering::Relaxed);
-        m.active_flows.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count bytes read from the client (`inbound`) or from the server, for flow records.
@@ -598,7 +599,17 @@ impl Session {
                     events += 1;
                     self.core.fresh = false;
                     self.count(true, n);
-                    self.on_client().await
+                    if self.cbuf.len() > BUFFER_LIMIT {
+                        // Never reached while messages are framed as they arrive; a bug or a
+                        // state missed must not turn into unbounded memory.
+                        let what = format!(
+                            "more than {} KiB buffered from the client",
+                            BUFFER_LIMIT / 1024
+                        );
+                        Some(self.protocol_violation(&what).await)
+                    } else {
+                        self.on_client().await
+                    }
                 }
                 Event::Server(r) => {
                     events += 1;
@@ -608,6 +619,14 @@ impl Session {
                                 Err(e) => e.to_string(),
                                 _ => "server closed the connection".to_string(),
                             };
+                            Box::pin(self.server_lost(why)).await
+                        }
+                        Ok(n) if self.sbuf.len() > BUFFER_LIMIT => {
+                            self.count(false, n);
+                            let why = format!(
+                                "more than {} KiB buffered from the server",
+                                BUFFER_LIMIT / 1024
+                            );
                             Box::pin(self.server_lost(why)).await
                         }
                         Ok(n) => {
@@ -809,7 +828,6 @@ impl Session {
             attached.server.conn.process_id,
             attached.server.conn.secret_key,
         )));
-        target.active.fetch_add(1, Ordering::Relaxed);
         self.attached = Some(attached);
         self.core.last_route = want;
     }
@@ -896,7 +914,7 @@ impl Session {
                     };
                     let backend_user = self.core.profile.backend_user.clone();
                     let header = self.proxy_header(target);
-                    let tls = super::server::TlsTo::for_target(
+                    let server = super::server::ServerPolicy::for_target(
                         &self.core.snap.group.settings(),
                         &target.address,
                     );
@@ -911,13 +929,14 @@ impl Session {
                             user: &backend_user,
                             database: &self.core.profile.startup.database,
                             password: passwords.get(i),
+                            policy: server.auth,
                         };
                         result = Box::pin(ServerConn::connect(
                             target.addr,
                             &login,
                             connect_timeout,
                             header.as_deref(),
-                            tls.as_ref(),
+                            server.tls.as_ref(),
                         ))
                         .await;
                         match &result {
@@ -936,12 +955,44 @@ impl Session {
                         Err(err) => {
                             pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
                             drop(permit);
+                            if err.is_untrusted() {
+                                self.backend_untrusted(target, &err);
+                            }
                             Err(classify(err, &self.core.profile.startup.database))
                         }
                     };
                 }
             }
         }
+    }
+
+    /// A server that did not prove itself (or asked for what the policy forbids): logged,
+    /// counted and audited; the client is told by the caller.
+    fn backend_untrusted(&self, target: &TargetRt, err: &ServerError) {
+        let core = &self.core;
+        tracing::error!(listener = %core.listener.name, target = %target.address, error = %err, "refusing a server that did not prove it knows the password");
+        core.shared
+            .pg
+            .stats
+            .backend_logins_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let why = err.to_string();
+        core.shared.records.audit(
+            "backend.untrusted",
+            &core.listener.name,
+            core.flow.client,
+            || {
+                let mut extra = Map::new();
+                extra.insert("user".into(), Value::from(core.profile.startup.user.as_str()));
+                extra.insert(
+                    "database".into(),
+                    Value::from(core.profile.startup.database.as_str()),
+                );
+                extra.insert("target".into(), Value::from(target.address.as_str()));
+                extra.insert("reason".into(), Value::from(why));
+                extra
+            },
+        );
     }
 
     /// The pool for `target` (cached per session: the map is consulted once per target).
@@ -1002,12 +1053,20 @@ impl Session {
 
     /// The usual case is false: the server last served a client with the same parameters.
     fn params_differ(&self) -> bool {
-        self.attached
+        let Some(a) = self.attached.as_ref() else {
+            return false;
+        };
+        let mine = &self.core.profile.params;
+        !a.server
+            .conn
+            .applied_for
             .as_ref()
-            .is_some_and(|a| a.server.conn.params_stamp != self.core.profile.params_stamp)
+            .is_some_and(|p| Arc::ptr_eq(p, mine) || **p == **mine)
     }
 
-    /// Make the server's session parameters match the client's with `SET`, when they differ.
+    /// Make the server's session parameters the client's own: `RESET` what the server's last
+    /// client set and this one does not (so nothing of one client reaches another), `SET`
+    /// what differs. Nothing is sent when the server last served the same parameters.
     async fn apply_params(&mut self) -> Result<(), End> {
         if !self.params_differ() {
             return Ok(());
@@ -1015,22 +1074,34 @@ impl Session {
         let Some(a) = self.attached.as_mut() else {
             return Ok(());
         };
+        let mine = self.core.profile.params.clone();
+        let conn = &mut a.server.conn;
         let mut sql = String::new();
-        for (k, v) in &self.core.profile.startup.params {
-            if a.server.conn.params.get(k).is_some_and(|cur| cur == v) {
+        for k in &conn.applied {
+            if !mine.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                sql.push_str(&format!("RESET {};", quote_ident(k)));
+                // Reported parameters come back with the server's ParameterStatus.
+                conn.params.remove(k);
+            }
+        }
+        for (k, v) in mine.iter() {
+            if conn.params.get(k).is_some_and(|cur| cur == v) {
                 continue;
             }
             sql.push_str(&format!("SET {} TO {};", quote_ident(k), quote_literal(v)));
         }
-        if sql.is_empty() {
-            return Ok(());
-        }
-        match Box::pin(a.server.conn.simple(&sql)).await {
+        let result = if sql.is_empty() {
+            Ok(Vec::new())
+        } else {
+            Box::pin(conn.simple(&sql)).await
+        };
+        match result {
             Ok(_) => {
-                for (k, v) in &self.core.profile.startup.params {
-                    a.server.conn.params.insert(k.clone(), v.clone());
+                for (k, v) in mine.iter() {
+                    conn.params.insert(k.clone(), v.clone());
                 }
-                a.server.conn.params_stamp = self.core.profile.params_stamp;
+                conn.applied = mine.iter().map(|(k, _)| k.clone()).collect();
+                conn.applied_for = Some(mine);
                 Ok(())
             }
             Err(ServerError::Refused { code, message, .. }) => {
@@ -1065,7 +1136,6 @@ impl Session {
         };
         self.parses.clear();
         self.core.cancel.info.set_server(None);
-        a.target.active.fetch_sub(1, Ordering::Relaxed);
         if !self.sbuf.is_empty() || self.pending != 0 || self.tx_status != b'I' {
             a.server.conn.broken = true;
             self.sbuf.clear();
@@ -1086,7 +1156,6 @@ impl Session {
         self.parses.clear();
         self.core.cancel.info.set_server(None);
         if let Some(mut a) = self.attached.take() {
-            a.target.active.fetch_sub(1, Ordering::Relaxed);
             a.server.conn.broken = true;
             a.pool.release(a.server, self.settings());
         }
@@ -1095,6 +1164,10 @@ impl Session {
 
     /// Client bytes arrived in `cbuf`: take a server if needed, scan, forward.
     async fn on_client(&mut self) -> Option<End> {
+        if !self.drop_orphaned_stream() {
+            shrink(&mut self.cbuf);
+            return None;
+        }
         if self.core.failed_tx {
             match self.answer_failed_tx().await {
                 Err(end) => return Some(end),
@@ -1283,7 +1356,7 @@ impl Session {
                     });
                     return None;
                 }
-                let hash = statement_hash(query, rest);
+                let hash = statement_id(query, rest);
                 let mut w = Writer::new();
                 if server.prepared.contains(&hash) {
                     // Already there, but the client must still get its ParseComplete in order
@@ -1305,14 +1378,14 @@ impl Session {
                     });
                     w.raw(
                         b'P',
-                        &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
+                        &[server_name(&hash).as_bytes(), &[0], query, &[0], rest].concat(),
                     );
                 }
                 let parse = {
                     let mut p = Writer::new();
                     p.raw(
                         b'P',
-                        &[server_name(hash).as_bytes(), &[0], query, &[0], rest].concat(),
+                        &[server_name(&hash).as_bytes(), &[0], query, &[0], rest].concat(),
                     );
                     p.buf
                 };
@@ -1336,7 +1409,7 @@ impl Session {
                 }
                 w.raw(
                     b'B',
-                    &[portal, &[0], server_name(hash).as_bytes(), &[0], rest].concat(),
+                    &[portal, &[0], server_name(&hash).as_bytes(), &[0], rest].concat(),
                 );
                 Some(w.buf)
             }
@@ -1376,7 +1449,7 @@ impl Session {
                 }
                 w.raw(
                     b'D',
-                    &[&b"S"[..], server_name(hash).as_bytes(), &[0]].concat(),
+                    &[&b"S"[..], server_name(&hash).as_bytes(), &[0]].concat(),
                 );
                 Some(w.buf)
             }
@@ -1603,7 +1676,8 @@ impl Session {
                     if let Some(a) = self.attached.as_mut() {
                         let body = self.sbuf[body_range].to_vec();
                         a.server.conn.note_parameter(&body);
-                        a.server.conn.params_stamp = 0;
+                        // Something changed a parameter: check them all at the next attach.
+                        a.server.conn.applied_for = None;
                         self.core.dialect = a.server.conn.dialect;
                     }
                 }
@@ -1743,7 +1817,6 @@ impl Session {
         self.parses.clear();
         tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, target = %a.target.address, error = %why, "backend connection lost");
         self.core.cancel.info.set_server(None);
-        a.target.active.fetch_sub(1, Ordering::Relaxed);
         a.server.conn.broken = true;
         let replay = a.replayable.then(|| std::mem::take(&mut a.replay));
         a.pool.release(a.server, self.settings());
@@ -1796,11 +1869,25 @@ impl Session {
     }
 
     /// The client's transaction died with its server while the client was idle: answer its
-    /// next request (up to its Query or Sync) with the error, then carry on normally.
+    /// next request (up to its Query or Sync) with the error, then carry on normally. What it
+    /// sends until then is read message by message and dropped; anything that is not a valid
+    /// frontend message ends the session.
     async fn answer_failed_tx(&mut self) -> Result<bool, End> {
         let mut pos = 0;
         let mut answered = false;
-        while let Ok(Some(h)) = pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+        loop {
+            let h = match pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
+                Ok(None) => break,
+                Err(e) => return Err(self.protocol_violation(&e.to_string()).await),
+                Ok(Some(h)) if !is_frontend(h.tag) => {
+                    let what = format!("invalid frontend message type {}", h.tag);
+                    return Err(self.protocol_violation(&what).await);
+                }
+                Ok(Some(h)) => h,
+            };
+            if h.tag == b'X' {
+                return Err(End::ClientClosed);
+            }
             if h.total > GATHER_LIMIT {
                 // Not worth holding (or streaming anywhere): end the session with the news.
                 let mut w = Writer::new();
@@ -1816,13 +1903,9 @@ impl Session {
                 break;
             }
             pos += h.total;
-            match h.tag {
-                b'X' => return Err(End::ClientClosed),
-                b'Q' | b'S' => {
-                    answered = true;
-                    break;
-                }
-                _ => {}
+            if matches!(h.tag, b'Q' | b'S') {
+                answered = true;
+                break;
             }
         }
         self.cbuf.drain(..pos);
@@ -1835,6 +1918,19 @@ impl Session {
             .await
             .map_err(End::ClientError)?;
         Ok(true)
+    }
+
+    /// The rest of a client message that was streaming to a server that is gone: no server
+    /// gets it (the client was told, or will be at its next Query or Sync), so it is dropped
+    /// as it arrives. False when there is nothing else in the buffer to look at.
+    fn drop_orphaned_stream(&mut self) -> bool {
+        if self.attached.is_some() || self.c_stream.remaining == 0 {
+            return true;
+        }
+        let take = self.c_stream.remaining.min(self.cbuf.len());
+        self.c_stream.remaining -= take;
+        self.cbuf.drain(..take);
+        !self.cbuf.is_empty()
     }
 
     /// End the session: hand the server back clean (or close it), tell the client why when
@@ -1866,6 +1962,8 @@ impl Session {
                     .conn
                     .params
                     .retain(|k, _| !self.core.profile.startup.params.iter().any(|(n, _)| n == k));
+                a.server.conn.applied.clear();
+                a.server.conn.applied_for = None;
                 if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
                     a.server.conn.prepared.clear();
                 }
@@ -1897,7 +1995,6 @@ impl Core {
     /// client leaves the admin API's list.
     fn end_records(&self, end: &End, pinned: Option<&'static str>) {
         let m = &self.listener.metrics;
-        m.active_flows.fetch_sub(1, Ordering::Relaxed);
         let bytes_in = self.flow.counters.bytes_in.load(Ordering::Relaxed);
         let bytes_out = self.flow.counters.bytes_out.load(Ordering::Relaxed);
         m.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
@@ -1989,6 +2086,11 @@ fn classify(err: ServerError, database: &str) -> AttachError {
                 "backend_refused",
             ),
         },
+        ServerError::Untrusted(_) | ServerError::AuthPolicy(_) => AttachError::Fatal(
+            "08004",
+            format!("the gateway refused to log in to the backend: {err}"),
+            "backend_untrusted",
+        ),
         ServerError::UnsupportedAuth(_) | ServerError::NoPassword => {
             tracing::error!(error = %err, "cannot log in to the backend");
             AttachError::Fatal(
@@ -2023,22 +2125,31 @@ fn lost_tx_answer() -> Vec<u8> {
     w.buf
 }
 
-/// A stable hash of a statement's text and parameter types (FNV-1a, 64 bit).
-fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in query.iter().chain(&[0u8]).chain(param_types) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+/// A statement's identity: SHA-256 of its text, a NUL and its parameter types.
+fn statement_id(query: &[u8], param_types: &[u8]) -> StatementId {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(query);
+    ctx.update(&[0]);
+    ctx.update(param_types);
+    let mut id = [0u8; 32];
+    id.copy_from_slice(ctx.finish().as_ref());
+    id
 }
 
 /// The statement name the gateway parses into and closes again when a client's statement
 /// already exists on the server; never left prepared.
 const SCRATCH_STATEMENT: &[u8] = b"sumun_scratch";
 
-fn server_name(hash: u64) -> String {
-    format!("sumun_{hash:016x}")
+/// `sumun_` and 28 bytes of the identity in hex: 62 characters, within PostgreSQL's 63-byte
+/// names, and 224 bits that nobody can make collide.
+fn server_name(id: &StatementId) -> String {
+    use std::fmt::Write;
+    let mut name = String::with_capacity(62);
+    name.push_str("sumun_");
+    for b in &id[..28] {
+        let _ = write!(name, "{b:02x}");
+    }
+    name
 }
 
 /// The message types a client may send once logged in (PostgreSQL refuses any other with
@@ -2060,6 +2171,9 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A string literal that means the same whatever the server's `standard_conforming_strings`:
+/// an escape string (`E'...'`), where a backslash always escapes, with backslashes and quotes
+/// doubled.
 fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }

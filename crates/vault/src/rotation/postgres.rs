@@ -1,5 +1,6 @@
-//! A minimal PostgreSQL client for rotation: protocol 3.0 startup, cleartext or SCRAM-SHA-256
-//! authentication, and simple queries. It sets passwords with `ALTER ROLE ... PASSWORD
+//! A minimal PostgreSQL client for rotation: protocol 3.0 startup, SCRAM-SHA-256 authentication
+//! in which the server must prove it knows the password (its signature is checked before
+//! anything else is sent; cleartext, md5 and trust are refused), and simple queries. It sets passwords with `ALTER ROLE ... PASSWORD
 //! 'SCRAM-SHA-256$...'`, a verifier computed here, so the cleartext never reaches the server or
 //! its statement log. No TLS and no MD5 (PostgreSQL 14+ stores SCRAM verifiers by default).
 
@@ -105,6 +106,11 @@ impl Conn {
         startup.push(0);
         c.send(None, &startup)?;
         let mut scram: Option<ScramClient> = None;
+        // The server must prove it knows the password (SCRAM's server signature) before the
+        // rotation trusts it with a new one: no cleartext (this client has no TLS), no md5, and
+        // no AuthenticationOk or ReadyForQuery before the proof.
+        let mut proven = false;
+        let mut authenticated = false;
         loop {
             let (tag, body) = c.recv()?;
             match tag {
@@ -115,14 +121,20 @@ impl Conn {
                     let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                     let data = &body[4..];
                     match code {
-                        0 => {}
-                        3 => {
-                            let mut p = login.password.expose().to_vec();
-                            p.push(0);
-                            let p = SecretBytes::new(p);
-                            c.send(Some(b'p'), p.expose())?;
+                        0 if proven && !authenticated => authenticated = true,
+                        0 => {
+                            return Err(BackendError::Unsupported {
+                                address: c.address.clone(),
+                                detail: "the server accepted the login without proving it knows the password (trust authentication, or not a real server); rotation needs scram-sha-256".into(),
+                            })
                         }
-                        10 => {
+                        3 => {
+                            return Err(BackendError::Unsupported {
+                                address: c.address.clone(),
+                                detail: "the server asks for the password in cleartext; the rotation client never sends it (use scram-sha-256)".into(),
+                            })
+                        }
+                        10 if scram.is_none() => {
                             let mechs: Vec<&[u8]> = data.split(|&b| b == 0).collect();
                             if !mechs.contains(&&b"SCRAM-SHA-256"[..]) {
                                 return Err(BackendError::Unsupported {
@@ -138,7 +150,7 @@ impl Conn {
                             c.send(Some(b'p'), &msg)?;
                             scram = Some(client);
                         }
-                        11 => {
+                        11 if !proven => {
                             let client = scram
                                 .as_mut()
                                 .ok_or_else(|| c.proto("SASL continue without start"))?;
@@ -147,13 +159,14 @@ impl Conn {
                             let fin = client.client_final(server_first, login.password.expose())?;
                             c.send(Some(b'p'), fin.as_bytes())?;
                         }
-                        12 => {
+                        12 if !proven => {
                             let client = scram
                                 .as_ref()
                                 .ok_or_else(|| c.proto("SASL final without start"))?;
                             let server_final = std::str::from_utf8(data)
                                 .map_err(|_| c.proto("non-UTF-8 SCRAM message"))?;
                             client.verify_server_final(server_final)?;
+                            proven = true;
                         }
                         5 => return Err(BackendError::Unsupported {
                             address: c.address.clone(),
@@ -161,7 +174,7 @@ impl Conn {
                                 "MD5 password authentication is not supported; use scram-sha-256"
                                     .into(),
                         }),
-                        _ => return Err(c.proto("unsupported authentication method")),
+                        _ => return Err(c.proto("unexpected authentication request")),
                     }
                 }
                 b'E' => {
@@ -172,7 +185,10 @@ impl Conn {
                     }
                     return Err(err);
                 }
-                b'Z' => return Ok(Auth::Ok(c)),
+                b'Z' if authenticated => return Ok(Auth::Ok(c)),
+                b'Z' | b'K' | b'S' if !authenticated => {
+                    return Err(c.proto("session messages before the login completed"))
+                }
                 // ParameterStatus, BackendKeyData, NoticeResponse
                 _ => {}
             }
