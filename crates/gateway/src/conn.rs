@@ -40,11 +40,25 @@ pub struct Admitted {
 pub struct Checkout {
     pub stream: TcpStream,
     pub target: Arc<TargetRt>,
+    _active: TargetActive,
 }
 
-impl Drop for Checkout {
+/// One flow counted in a target's active flows (what `least_conn` balances on, what
+/// `sumun_target_active_flows` shows, what draining waits for) for as long as it is held:
+/// released however the flow ends, a panic unwinding through it included.
+#[derive(Debug)]
+pub(crate) struct TargetActive(Arc<TargetRt>);
+
+impl TargetActive {
+    pub(crate) fn new(target: &Arc<TargetRt>) -> TargetActive {
+        target.active.fetch_add(1, Ordering::Relaxed);
+        TargetActive(target.clone())
+    }
+}
+
+impl Drop for TargetActive {
     fn drop(&mut self) {
-        self.target.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -295,10 +309,9 @@ async fn forward<C>(
     };
     let flow = shared
         .records
-        .open(listener.name.clone(), admitted.client, admitted.local);
+        .open(listener, admitted.client, admitted.local);
     *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(checkout.target.addr);
     metrics.new_flows.fetch_add(1, Ordering::Relaxed);
-    metrics.active_flows.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(listener = %listener.name, client = %admitted.client, target = %checkout.target.address, rule = %admitted.rule.cidr, "flow open");
 
     let stop = stop_signal(checkout.target.drain_watch(), shared.phase.clone());
@@ -311,7 +324,6 @@ async fn forward<C>(
         stop,
     )
     .await;
-    metrics.active_flows.fetch_sub(1, Ordering::Relaxed);
     finish(&end, &flow, listener, shared);
 }
 
@@ -371,13 +383,18 @@ pub(crate) async fn checkout(
             break;
         };
         tried.push(target.addr);
-        target.active.fetch_add(1, Ordering::Relaxed);
+        // Counted while connecting too, so concurrent picks see the target busy.
+        let active = TargetActive::new(&target);
         let connected =
             tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target.addr)).await;
         let failure = match connected {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                let mut checkout = Checkout { stream, target };
+                let mut checkout = Checkout {
+                    stream,
+                    target,
+                    _active: active,
+                };
                 if settings.proxy_protocol_v2 {
                     let mut header = Vec::with_capacity(52);
                     proxy::encode_v2(admitted.client, admitted.local, &mut header);
@@ -398,7 +415,7 @@ pub(crate) async fn checkout(
                 "connect timeouts"
             }
         };
-        target.active.fetch_sub(1, Ordering::Relaxed);
+        drop(active);
         target.connect_errors.fetch_add(1, Ordering::Relaxed);
         let hc = &settings.health_check;
         if let Some((health, reason)) = target.observe(

@@ -107,7 +107,8 @@ fn hand_over(
 ) {
     let (listener, shared) = (listener.clone(), shared.clone());
     let Some(workers) = shared.workers.get() else {
-        tokio::spawn(crate::conn::handle(stream, peer, local, listener, shared));
+        let task = crate::conn::handle(stream, peer, local, listener.clone(), shared);
+        tokio::spawn(crate::workers::contained(listener, Some(peer), task));
         return;
     };
     // The socket moves to the worker's event loop: deregistered here, registered there.
@@ -121,7 +122,10 @@ fn hand_over(
     let task_shared = shared.clone();
     workers.spawn(async move {
         match TcpStream::from_std(std_stream) {
-            Ok(stream) => crate::conn::handle(stream, peer, local, listener, task_shared).await,
+            Ok(stream) => {
+                let task = crate::conn::handle(stream, peer, local, listener.clone(), task_shared);
+                crate::workers::contained(listener, Some(peer), task).await
+            }
             Err(err) => {
                 tracing::warn!(listener = %listener.name, client = %peer, error = %err, "worker cannot take an accepted connection");
             }

@@ -86,6 +86,9 @@ pub struct ListenerMetrics {
     /// Target to client.
     pub bytes_out: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Connections whose task panicked (`sumun_panics_total`): ended there, their flow closed
+    /// and their counters released as they unwound (`workers::contained`).
+    pub panics: AtomicU64,
     /// Statement latency (`sumun_query_duration_seconds`), from a statement reaching the
     /// gateway to its completion; recorded by protocol front ends that time statements.
     pub query_duration: Histogram,
@@ -299,6 +302,16 @@ impl Metrics {
                 "sumun_auth_failures_total{{listener=\"{}\"}} {v}",
                 esc(name)
             );
+        }
+        family(
+            &mut out,
+            "sumun_panics_total",
+            "counter",
+            "Connections ended by a panic in the gateway (a bug: see the error log).",
+        );
+        for (name, m) in &listeners {
+            let v = m.panics.load(Ordering::Relaxed);
+            let _ = writeln!(out, "sumun_panics_total{{listener=\"{}\"}} {v}", esc(name));
         }
         family(
             &mut out,

@@ -44,6 +44,9 @@ pub(crate) trait Dormant: Send + 'static {
     /// The session ends without its socket: it could not go back on an event loop (out of
     /// file descriptors for epoll, say). Writes the session's last records.
     fn abandon(self: Box<Self>, why: io::Error);
+
+    /// The listener the session came in on (a panic in it is counted there).
+    fn listener(&self) -> &Arc<crate::listener::ListenerRt>;
 }
 
 /// Events taken from the lot's epoll set per turn.
@@ -249,7 +252,13 @@ fn resume(parked: Parked, readable: bool) {
         socket, session, ..
     } = parked;
     match TcpStream::from_std(socket.into()) {
-        Ok(client) => drop(tokio::spawn(session.wake(client, readable))),
+        Ok(client) => {
+            let listener = session.listener().clone();
+            let task = session.wake(client, readable);
+            drop(tokio::spawn(crate::workers::contained(
+                listener, None, task,
+            )));
+        }
         Err(err) => session.abandon(err),
     }
 }

@@ -1,7 +1,11 @@
-//! Flow and audit records. Every admitted connection is registered in the [`FlowTable`] while it
+//! Flow and audit records. Every admitted connection is registered as an [`ActiveFlow`] while it
 //! lives; a record is written at its close and, for long-lived flows, every aggregation interval
 //! (the VPC flow log habit), each covering only the bytes of its own window. Rejected
 //! connections get a `REJECT` record and a `connection.rejected` audit event.
+//!
+//! A flow is a guard: one dropped without being closed (its connection panicked, or its task
+//! was dropped) closes itself, so no flow, interim record or `sumun_active_flows` count
+//! outlives its connection.
 //!
 //! Records are formatted here and handed to a [`LogSink`]; nothing on this path waits for disk.
 //!
@@ -16,8 +20,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
@@ -25,7 +29,9 @@ use serde_json::{Map, Value};
 use sumun_flows::{Action, FlowRecord, LogStatus};
 use sumun_wire::sql;
 
+use crate::listener::ListenerRt;
 use crate::logsink::LogSink;
+use crate::metrics::ListenerMetrics;
 use crate::relay::FlowCounters;
 
 pub fn unix_now() -> u64 {
@@ -35,7 +41,8 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// One open flow.
+/// One open flow, counted in its listener's `sumun_active_flows` until closed. Closed by
+/// [`Records::close`] when its connection ends, or when dropped otherwise.
 #[derive(Debug)]
 pub struct ActiveFlow {
     pub id: u64,
@@ -47,6 +54,30 @@ pub struct ActiveFlow {
     pub counters: FlowCounters,
     /// Totals already written by earlier interim records, and when that window began.
     reported: Mutex<Window>,
+    /// Where the flow is registered and its record goes (weak: the registry holds flows
+    /// weakly too, and a gateway being dropped takes its records along).
+    records: Weak<Records>,
+    /// The gauge (`sumun_active_flows`) the flow counts in.
+    listener_metrics: Arc<ListenerMetrics>,
+    /// Set by the first close, so a flow is closed (uncounted, recorded) exactly once.
+    closed: AtomicBool,
+}
+
+impl Drop for ActiveFlow {
+    fn drop(&mut self) {
+        // Normally closed already. Otherwise its connection ended without closing it (a
+        // panic unwound through it): close it now, with its last record.
+        match self.records.upgrade() {
+            Some(records) => records.close(self),
+            None => {
+                if !self.closed.swap(true, Ordering::Relaxed) {
+                    self.listener_metrics
+                        .active_flows
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -63,7 +94,12 @@ pub struct Records {
     pub flow_log: ArcSwapOption<LogSink>,
     pub audit_log: ArcSwapOption<LogSink>,
     next_id: AtomicU64,
-    active: Mutex<HashMap<u64, Arc<ActiveFlow>>>,
+    /// Open flows. Weak: a flow's connection owns it, and it leaves this map when closed or
+    /// dropped.
+    active: Mutex<HashMap<u64, Weak<ActiveFlow>>>,
+    /// Test hook ([`Records::panic_on_query`]).
+    panic_marker: Mutex<Option<String>>,
+    panic_armed: AtomicBool,
 }
 
 impl Records {
@@ -75,10 +111,10 @@ impl Records {
             .unwrap_or_else(|| "sumun".to_string())
     }
 
-    /// Register an admitted connection.
+    /// Register an admitted connection of `listener`, counted in its `sumun_active_flows`.
     pub fn open(
-        &self,
-        listener: Arc<str>,
+        self: &Arc<Self>,
+        listener: &ListenerRt,
         client: SocketAddr,
         local: SocketAddr,
     ) -> Arc<ActiveFlow> {
@@ -86,7 +122,7 @@ impl Records {
         let start = unix_now();
         let flow = Arc::new(ActiveFlow {
             id,
-            listener,
+            listener: listener.name.clone(),
             client,
             local,
             target: Mutex::new(None),
@@ -96,19 +132,33 @@ impl Records {
                 start,
                 ..Window::default()
             }),
+            records: Arc::downgrade(self),
+            listener_metrics: listener.metrics.clone(),
+            closed: AtomicBool::new(false),
         });
-        self.lock().insert(id, flow.clone());
+        listener
+            .metrics
+            .active_flows
+            .fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, Arc::downgrade(&flow));
         flow
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ActiveFlow>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<ActiveFlow>>> {
         self.active
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The flow ended: write its last window and forget it.
+    /// The flow ended: write its last window and forget it. Only the first close counts.
     pub fn close(&self, flow: &ActiveFlow) {
+        if flow.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        flow.listener_metrics
+            .active_flows
+            .fetch_sub(1, Ordering::Relaxed);
+        // The entry is weak: removing it never drops a flow, so nothing re-enters this lock.
         self.lock().remove(&flow.id);
         self.write_window(flow, unix_now());
     }
@@ -116,15 +166,42 @@ impl Records {
     /// Interim records for flows open longer than one window (called every aggregation
     /// interval).
     pub fn write_interim(&self) {
-        let flows: Vec<Arc<ActiveFlow>> = self.lock().values().cloned().collect();
+        let flows = self.active_flows();
         let now = unix_now();
-        for flow in flows {
-            self.write_window(&flow, now);
+        for flow in &flows {
+            self.write_window(flow, now);
         }
     }
 
+    /// The open flows. A flow whose connection let go of it meanwhile may be closed by the
+    /// caller dropping what this returns (never under this registry's lock).
     pub fn active_flows(&self) -> Vec<Arc<ActiveFlow>> {
-        self.lock().values().cloned().collect()
+        let map = self.lock();
+        map.values().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Test hook, not reachable from configuration or the network: once called, a connection
+    /// whose audited statement contains `marker` panics right after the statement completes
+    /// (`audit_queries` on), so tests can prove that a panicking connection releases its flow
+    /// and counters.
+    #[doc(hidden)]
+    pub fn panic_on_query(&self, marker: &str) {
+        *self
+            .panic_marker
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(marker.to_string());
+        self.panic_armed.store(true, Ordering::Relaxed);
+    }
+
+    fn test_panic(&self, text: &str) {
+        let marker = self
+            .panic_marker
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone();
+        if marker.is_some_and(|m| text.contains(&m)) {
+            panic!("test hook: a connection panics (Records::panic_on_query)");
+        }
     }
 
     fn write_window(&self, flow: &ActiveFlow, now: u64) {
@@ -222,6 +299,9 @@ impl Records {
 
     /// Write one `query` audit event (see [`QueryEvent`]).
     pub fn audit_query(&self, event: &QueryEvent<'_>) {
+        if self.panic_armed.load(Ordering::Relaxed) {
+            self.test_panic(event.text);
+        }
         let guard = self.audit_log.load();
         let Some(sink) = guard.as_deref() else {
             return;

@@ -14,8 +14,11 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -104,6 +107,53 @@ impl Workers {
         let stops = std::mem::take(&mut *self.stops.lock().unwrap_or_else(|p| p.into_inner()));
         for s in stops {
             let _ = s.send(());
+        }
+    }
+}
+
+/// Run a connection's task (`conn::handle`, or a session woken from its parking lot) so that a
+/// panic inside it ends that connection only, and visibly: what the connection held is
+/// released as the panic unwinds through its guards (its flow closes with its last record, its
+/// target and pool counts and its listener slot go back), the panic is counted in
+/// `sumun_panics_total{listener}` and logged as an error. Without this, the runtime would
+/// swallow the panic silently.
+///
+/// The task is pinned inside this future (no allocation) and polled under `catch_unwind`; it
+/// is never polled again after a panic.
+pub(crate) async fn contained<F>(
+    listener: Arc<crate::listener::ListenerRt>,
+    peer: Option<SocketAddr>,
+    task: F,
+) where
+    F: Future<Output = ()>,
+{
+    let mut task = std::pin::pin!(task);
+    let panicked = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| task.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(None),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Some(payload)),
+        }
+    })
+    .await;
+    let Some(payload) = panicked else {
+        return;
+    };
+    listener
+        .metrics
+        .panics
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    match peer {
+        Some(peer) => {
+            tracing::error!(listener = %listener.name, client = %peer, panic = message, "connection panicked; closed it and released its flow")
+        }
+        None => {
+            tracing::error!(listener = %listener.name, panic = message, "connection panicked; closed it and released its flow")
         }
     }
 }
