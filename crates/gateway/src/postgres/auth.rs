@@ -243,10 +243,10 @@ fn against(
     };
     Ok(Against {
         verifier,
-        refuse: Some(if account.is_some() {
-            "no_password_set"
-        } else {
-            nobody
+        refuse: Some(match (account, vault) {
+            (None, _) => nobody,
+            (Some(_), None) => "no_vault",
+            (Some(_), Some(_)) => "no_password_set",
         }),
     })
 }
