@@ -623,6 +623,11 @@ async fn background(shared: std::sync::Weak<Shared>) {
                 .iter()
                 .find(|l| *l.name == *pool.key.listener)
             else {
+                // Its listener was removed: close what is idle; what is in use goes as its
+                // clients finish, and then the pool itself (below).
+                for closed in pool.drain_idle() {
+                    tokio::spawn(closed.into_conn().terminate());
+                }
                 continue;
             };
             let settings = &l.snapshot().settings.pool;
@@ -632,6 +637,8 @@ async fn background(shared: std::sync::Weak<Shared>) {
                 tokio::spawn(closed.into_conn().terminate());
             }
         }
+        shared.pg.pools.sweep();
+        shared.pg.forget_unused_params(&registry);
         postgres::refresh_backend_tls(&shared.config.load());
     }
 }

@@ -357,3 +357,65 @@ async fn a_client_whose_server_dies_mid_upload_is_answered_and_goes_on() {
     assert_eq!(first_error(&reply).map(|e| e.0).as_deref(), Some("08006"));
     assert_eq!(c.query("select 7").await, Ok(vec!["7".to_string()]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Pools and metric series made from names go away
+
+fn pool_series(gw: &TestGateway, needle: &str) -> usize {
+    gw.metrics()
+        .lines()
+        .filter(|l| l.starts_with("sumun_pool_size{") && l.contains(needle))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_for_names_that_lead_nowhere_and_for_removed_listeners_are_reaped() {
+    let pg = start_pg(&[]).await;
+    let (gw, token) = gateway(pg.addr(), "{ mode = \"transaction\", size = 2 }", "").await;
+    // Bob may name any database (no `databases` list): each made-up name made a pool.
+    for i in 0..20 {
+        let mut c = Raw::tcp(gw.addr("pg")).await;
+        let reply = c.login("bob", &format!("nope_{i}"), &token).await;
+        assert_eq!(
+            first_error(&reply).map(|e| e.0).as_deref(),
+            Some("3D000"),
+            "{reply:?}"
+        );
+    }
+    assert!(
+        common::eventually(Duration::from_secs(10), || pool_series(
+            &gw,
+            "database=\"nope_"
+        ) == 0)
+        .await,
+        "pools of databases that do not exist stay:\n{}",
+        gw.metrics()
+    );
+
+    // A real one stays while it has connections...
+    let mut c = logged_in(&gw, &token, &[]).await;
+    assert_eq!(c.query("select 1").await, Ok(vec!["1".to_string()]));
+    drop(c);
+    assert_eq!(pool_series(&gw, "database=\"appdb\""), 1);
+    // ...and goes with its listener: its idle server connections are closed, then the pool.
+    let toml = std::fs::read_to_string(&gw.config_path).expect("config");
+    let without = toml.replace("name = \"pg\"\nbind", "name = \"pg2\"\nbind");
+    gw.reload(&without).await.expect("reload");
+    assert!(
+        common::eventually(Duration::from_secs(10), || pool_series(
+            &gw,
+            "listener=\"pg\""
+        ) == 0)
+        .await,
+        "{}",
+        gw.metrics()
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            pg.psql("select count(*) from pg_stat_activity where usename = 'app'")
+                .is_ok_and(|n| n.trim() == "0")
+        })
+        .await,
+        "the removed listener's server connections stay open"
+    );
+}

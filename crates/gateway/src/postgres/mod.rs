@@ -62,6 +62,14 @@ pub struct PgShared {
     pub(crate) profiles: session::Profiles,
 }
 
+impl PgShared {
+    /// Server parameters cached for listeners that no longer exist are dropped.
+    pub(crate) fn forget_unused_params(&self, registry: &crate::Registry) {
+        let mut params = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
+        params.retain(|(listener, _, _), _| registry.listeners.iter().any(|l| l.name == *listener));
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct PgStats {

@@ -246,6 +246,24 @@ impl Pool {
         }
     }
 
+    /// Held by the pool map alone (called under its lock, so nobody can take it meanwhile),
+    /// with nothing open and nobody waiting.
+    fn is_vacant(self: &Arc<Self>) -> bool {
+        if Arc::strong_count(self) > 1 || self.open() > 0 {
+            return false;
+        }
+        let inner = self.lock();
+        inner.idle.count == 0 && inner.waiters.iter().all(VecDeque::is_empty)
+    }
+
+    /// Take out every idle connection (its listener is gone); the caller closes them.
+    pub fn drain_idle(&self) -> Vec<Box<Pooled>> {
+        let mut inner = self.lock();
+        let Idle { by_home, count } = &mut inner.idle;
+        *count = 0;
+        by_home.iter_mut().flat_map(std::mem::take).collect()
+    }
+
     pub fn idle_count(&self) -> usize {
         self.lock().idle.count
     }
@@ -445,6 +463,12 @@ impl Pool {
     }
 }
 
+/// Pools the gateway keeps at most. A pool is made per database name a client asks for (with
+/// `databases = []`, any name), so names alone must not grow memory and metric series without
+/// end: vacant pools are dropped every second (`Pools::sweep`), and beyond this many at once
+/// new ones are refused.
+pub const MAX_POOLS: usize = 10_000;
+
 /// Every pool of the gateway.
 #[derive(Debug, Default)]
 pub struct Pools {
@@ -452,11 +476,38 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn get(&self, key: PoolKey, size: u32) -> Arc<Pool> {
+    /// The pool for `key`, made if needed; `None` when `MAX_POOLS` are in use.
+    pub fn get(&self, key: PoolKey, size: u32) -> Option<Arc<Pool>> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key.clone())
-            .or_insert_with(|| Arc::new(Pool::new(key, size)))
-            .clone()
+        if let Some(p) = map.get(&key) {
+            return Some(p.clone());
+        }
+        if map.len() >= MAX_POOLS {
+            map.retain(|_, p| !p.is_vacant());
+            if map.len() >= MAX_POOLS {
+                return None;
+            }
+        }
+        let pool = Arc::new(Pool::new(key.clone(), size));
+        map.insert(key, pool.clone());
+        Some(pool)
+    }
+
+    /// Drop the pools nobody uses: no connection open, nobody waiting, no session holding
+    /// them (they are made again when needed). Returns how many went.
+    pub fn sweep(&self) -> usize {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, p| !p.is_vacant());
+        before - map.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn all(&self) -> Vec<Arc<Pool>> {

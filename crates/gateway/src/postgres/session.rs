@@ -848,7 +848,7 @@ impl Session {
 
     /// An idle pooled connection to `target` that is ready now, if there is one.
     fn idle_attach(&mut self, target: &Arc<TargetRt>) -> Option<Attached> {
-        let pool = self.pool_for(target.addr);
+        let pool = self.pool_for(target.addr)?;
         loop {
             let mut p = pool.try_idle(self.settings())?;
             // A connection used within the last second is trusted (a dead one is caught by
@@ -866,7 +866,17 @@ impl Session {
         connect_timeout: Duration,
     ) -> Result<Attached, AttachError> {
         let settings = self.settings().clone();
-        let pool = self.pool_for(target.addr);
+        let Some(pool) = self.pool_for(target.addr) else {
+            tracing::error!(listener = %self.core.listener.name, max = super::pool::MAX_POOLS, "too many backend pools; refusing a new one");
+            return Err(AttachError::Fatal(
+                "53300",
+                format!(
+                    "the gateway has {} backend pools, its limit; try again later",
+                    super::pool::MAX_POOLS
+                ),
+                "too_many_pools",
+            ));
+        };
         loop {
             let slot = match pool.slot(&settings).await {
                 Ok(s) => s,
@@ -983,7 +993,10 @@ impl Session {
             core.flow.client,
             || {
                 let mut extra = Map::new();
-                extra.insert("user".into(), Value::from(core.profile.startup.user.as_str()));
+                extra.insert(
+                    "user".into(),
+                    Value::from(core.profile.startup.user.as_str()),
+                );
                 extra.insert(
                     "database".into(),
                     Value::from(core.profile.startup.database.as_str()),
@@ -996,9 +1009,9 @@ impl Session {
     }
 
     /// The pool for `target` (cached per session: the map is consulted once per target).
-    fn pool_for(&mut self, target: SocketAddr) -> Arc<Pool> {
+    fn pool_for(&mut self, target: SocketAddr) -> Option<Arc<Pool>> {
         if let Some((_, p)) = self.pools.iter().find(|(a, _)| *a == target) {
-            return p.clone();
+            return Some(p.clone());
         }
         let key = PoolKey {
             listener: self.core.listener.name.clone(),
@@ -1006,9 +1019,9 @@ impl Session {
             database: self.core.profile.startup.database.clone(),
             user: self.core.profile.backend_user.clone(),
         };
-        let pool = self.core.shared.pg.pools.get(key, self.settings().size);
+        let pool = self.core.shared.pg.pools.get(key, self.settings().size)?;
         self.pools.push((target, pool.clone()));
-        pool
+        Some(pool)
     }
 
     /// The backend login from the vault, read only when a new server connection is opened.
