@@ -68,20 +68,7 @@ pub async fn salted_password(
             return Ok(hit.clone());
         }
     }
-    let derived = {
-        let _permit = k
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| KdfError(e.to_string()))?;
-        let password = password.clone();
-        let salt = salt.to_vec();
-        tokio::task::spawn_blocking(move || {
-            sumun_vault::scram::salted_password(password.expose(), &salt, iterations)
-        })
-        .await
-        .map_err(|e| KdfError(e.to_string()))?
-    };
+    let derived = derive(password.expose(), salt, iterations).await?;
     if let Some(id) = id {
         let mut cache = k.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
@@ -90,4 +77,25 @@ pub async fn salted_password(
         cache.insert(id, derived.clone());
     }
     Ok(derived)
+}
+
+/// `SaltedPassword` derived on a blocking thread, uncached: for a password a client offers
+/// (a guess, until it matches), which must neither stall the worker nor crowd out the cache.
+pub async fn derive(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> Result<SecretBytes, KdfError> {
+    let _permit = kdf()
+        .permits
+        .acquire()
+        .await
+        .map_err(|e| KdfError(e.to_string()))?;
+    let password = SecretBytes::from_slice(password);
+    let salt = salt.to_vec();
+    tokio::task::spawn_blocking(move || {
+        sumun_vault::scram::salted_password(password.expose(), &salt, iterations)
+    })
+    .await
+    .map_err(|e| KdfError(e.to_string()))
 }

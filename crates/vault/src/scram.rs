@@ -71,7 +71,15 @@ impl ScramVerifier {
     }
 
     pub fn derive_with(password: &[u8], salt: &[u8], iterations: u32) -> Self {
-        let sp = salted_password(password, salt, iterations);
+        Self::from_salted(
+            &salted_password(password, salt, iterations),
+            salt,
+            iterations,
+        )
+    }
+
+    /// The verifier for a `SaltedPassword` already derived (`salted_password`).
+    pub fn from_salted(sp: &SecretBytes, salt: &[u8], iterations: u32) -> Self {
         let client_key = crypto::hmac_sha256(sp.expose(), b"Client Key");
         let stored_key = crypto::sha256(&client_key);
         let server_key = crypto::hmac_sha256(sp.expose(), b"Server Key");

@@ -348,7 +348,11 @@ async fn check(
     if scram {
         let against = against(Some(vault), account, &startup.user, nobody)?;
         let v = &against.verifier;
-        let derived = ScramVerifier::derive_with(password, &v.salt, v.iterations);
+        // PBKDF2 on the blocking pool, not on this worker (and not cached: these are guesses).
+        let salted = crate::kdf::derive(password, &v.salt, v.iterations)
+            .await
+            .map_err(|_| refused("internal"))?;
+        let derived = ScramVerifier::from_salted(&salted, &v.salt, v.iterations);
         let matches = constant_time_eq(&derived.stored_key, &v.stored_key);
         if let Some(reason) = against.refuse {
             return Err(refused(reason));
@@ -390,7 +394,10 @@ async fn send_ok(client: &mut ClientStream) -> Result<(), AuthFail> {
     client.write_all(&w.buf).await.map_err(|_| AuthFail::Closed)
 }
 
-async fn read_password_message(client: &mut ClientStream) -> Result<Vec<u8>, AuthFail> {
+/// The client's PasswordMessage body: a password or a token, wiped when dropped.
+async fn read_password_message(
+    client: &mut ClientStream,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, AuthFail> {
     let mut head = [0u8; 5];
     client
         .read_exact(&mut head)
@@ -403,7 +410,7 @@ async fn read_password_message(client: &mut ClientStream) -> Result<Vec<u8>, Aut
     if !(4..=MAX_PASSWORD_MESSAGE).contains(&len) {
         return Err(refused("protocol_violation"));
     }
-    let mut body = vec![0u8; len - 4];
+    let mut body = zeroize::Zeroizing::new(vec![0u8; len - 4]);
     client
         .read_exact(&mut body)
         .await
