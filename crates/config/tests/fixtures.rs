@@ -134,6 +134,7 @@ fn minimal_config_gets_every_default() {
     assert!(g.fail_open);
     assert_eq!(g.connect_timeout, Duration::from_secs(3));
     assert_eq!(g.connect_retries, 2);
+    assert_eq!(g.backend_auth, vec![BackendAuth::ScramSha256]);
     assert_eq!(
         g.health_check,
         HealthCheck {
@@ -239,6 +240,10 @@ fn full_config_reads_every_section() {
     assert!(!g.fail_open);
     assert_eq!(g.connect_timeout, Duration::from_millis(1500));
     assert_eq!(g.connect_retries, 0);
+    assert_eq!(
+        g.backend_auth,
+        vec![BackendAuth::ScramSha256, BackendAuth::Md5]
+    );
     assert_eq!(g.health_check.interval, Duration::from_secs(10));
     assert_eq!(g.health_check.timeout, Duration::from_secs(2));
     assert_eq!(
