@@ -346,7 +346,9 @@ impl Pool {
             rx
         };
         self.stats.waits.fetch_add(1, Ordering::Relaxed);
+        // Counted down however the wait ends, also if this future is dropped mid-wait.
         self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = CountDown(&self.stats.waiting);
         let started = Instant::now();
         let result = tokio::select! {
             biased;
@@ -370,7 +372,6 @@ impl Pool {
             Ok(p) => Ok(self.settled(p)),
             Err(_) => result,
         };
-        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         self.stats
             .wait_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -468,6 +469,15 @@ impl Pool {
 /// end: vacant pools are dropped every second (`Pools::sweep`), and beyond this many at once
 /// new ones are refused.
 pub const MAX_POOLS: usize = 10_000;
+
+/// Takes one off a gauge when dropped.
+struct CountDown<'a>(&'a AtomicU64);
+
+impl Drop for CountDown<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Every pool of the gateway.
 #[derive(Debug, Default)]
