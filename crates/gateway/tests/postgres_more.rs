@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::raw::{bind_body, first_error, parse_body, tags, Raw};
-use common::{run, TestDir, TestGateway};
+use common::{audit_mark, run, wait_for_audit, TestDir, TestGateway};
 use rustls::pki_types::ServerName;
 use sumun_testkit::{PgOptions, Postgres};
 use sumun_vault::{SecretBytes, SecretKind, SecretMeta};
@@ -92,17 +92,6 @@ fn dev_pki(dir: &TestDir) -> sumun_pki::DevPki {
     let pki = sumun_pki::DevPki::generate(&[], 30).expect("generate dev pki");
     pki.write(&dir.path("certs"), true).expect("write certs");
     pki
-}
-
-fn wait_for_audit(gw: &TestGateway, needle: &str) -> String {
-    for _ in 0..100 {
-        let log = gw.audit_log();
-        if log.contains(needle) {
-            return log;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("audit log never contained {needle}:\n{}", gw.audit_log());
 }
 
 /// psql with a libpq connection string: (success, stdout, stderr). Never prompts.
@@ -222,6 +211,7 @@ databases = ["appdb"]
 
     // carl's certificate: in at once, no password asked (-w would fail if one were), and the
     // query runs on the backend as the vault's user.
+    let mark = audit_mark(&gw);
     let (ok, out, err) = psql_conninfo(
         &conninfo("carl", Some((&carl_cert, &carl_key)), "verify-full"),
         None,
@@ -230,9 +220,11 @@ databases = ["appdb"]
     .await;
     assert!(ok, "carl with his certificate: {err}");
     assert_eq!(out.trim(), "app|42");
-    wait_for_audit(&gw, "\"method\":\"cert\"");
+    let line = wait_for_audit(&gw, mark, "\"event\":\"auth.success\"").await;
+    assert!(line.contains("\"method\":\"cert\""), "{line}");
 
     // erin's certificate presented as carl: refused like PostgreSQL's cert method, 28000.
+    let mark = audit_mark(&gw);
     let (ok, _, err) = psql_conninfo(
         &conninfo("carl", Some((&erin_cert, &erin_key)), "verify-full"),
         None,
@@ -244,16 +236,17 @@ databases = ["appdb"]
         err.contains("FATAL:  certificate authentication failed for user \"carl\""),
         "{err}"
     );
-    wait_for_audit(&gw, "certificate_name_mismatch");
+    wait_for_audit(&gw, mark, "\"reason\":\"certificate_name_mismatch\"").await;
 
     // No certificate on a plain-text connection: 28000, told what is missing.
+    let mark = audit_mark(&gw);
     let (ok, _, err) = psql_conninfo(&conninfo("carl", None, "disable"), None, "select 1").await;
     assert!(!ok);
     assert!(
         err.contains("FATAL:  connection requires a valid client certificate"),
         "{err}"
     );
-    wait_for_audit(&gw, "no_client_certificate");
+    wait_for_audit(&gw, mark, "\"reason\":\"no_client_certificate\"").await;
     // The SQLSTATE, as a driver sees it.
     let mut raw = Raw::tcp(gw.addr("pg")).await;
     let mut w = Writer::new();
@@ -801,6 +794,7 @@ async fn direct_tls_with_alpn_postgresql_logs_in_and_without_alpn_is_closed() {
         .expect("handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
     let mut c = Raw::new(tls);
+    let mark = audit_mark(&gw);
     let greeting = c.login("bob", "appdb", &token).await;
     assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
     assert_eq!(
@@ -810,7 +804,8 @@ async fn direct_tls_with_alpn_postgresql_logs_in_and_without_alpn_is_closed() {
         "the client is on TLS to the gateway; the gateway to server hop is plain here"
     );
     assert_eq!(c.query("select 'again'").await, rows(&["again"]));
-    wait_for_audit(&gw, "\"tls\":true");
+    let line = wait_for_audit(&gw, mark, "\"event\":\"auth.success\"").await;
+    assert!(line.contains("\"tls\":true"), "{line}");
 
     // Without ALPN, or with another protocol's: the gateway completes no PostgreSQL exchange;
     // it closes the connection without a byte of the protocol, like PostgreSQL 17 does.
@@ -1254,6 +1249,18 @@ async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
 
     // Shrunk back to 1: nobody loses a connection; the pool gets down to one as they leave.
     gw.reload(&toml(1)).await.expect("reload");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            sumun_gateway::postgres::pool_rows(gw.gateway.shared())
+                .iter()
+                .all(|p| p.size == 1)
+        })
+        .await,
+        "the pool never shrank: {:?}",
+        sumun_gateway::postgres::pool_rows(gw.gateway.shared())
+    );
+    // A deliberate window, not a wait for an event: the pools are reaped every second, and a
+    // shrink that dropped clients would do it within two ticks.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(first.query("select 5").await, rows(&["5"]));
     assert_eq!(third.query("select 6").await, rows(&["6"]));
@@ -1521,6 +1528,8 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
     let mut pinned = logged_in(&gw, &token).await;
     assert_eq!(pinned.query("set search_path = public").await, rows(&[]));
     parked_becomes(&gw, 1.0).await;
+    // A deliberate window, not a wait for an event: five times park_after (100 ms), in which
+    // the pinned client would have parked if it could.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(gw.metric("sumun_parked_clients"), 1.0);
     assert_eq!(
@@ -1538,9 +1547,11 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
     );
 
     // A parked client that goes away is noticed, and its session is recorded as closed.
+    let mark = audit_mark(&gw);
     drop(c);
     parked_becomes(&gw, 0.0).await;
-    let log = wait_for_audit(&gw, "\"end\":\"closed\"");
+    wait_for_audit(&gw, mark, "\"end\":\"closed\"").await;
+    let log = gw.audit_log();
     let ended: Vec<serde_json::Value> = log
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -1561,6 +1572,7 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_client_times_out_and_a_stop_wakes_parked_clients_to_say_goodbye() {
     let (_pg, gw, token) = parking_gateway("idle_timeout = \"2s\"").await;
+    let mark = audit_mark(&gw);
     let mut c = logged_in(&gw, &token).await;
     assert_eq!(c.query("select 1").await, rows(&["1"]));
     parked_becomes(&gw, 1.0).await;
@@ -1569,7 +1581,7 @@ async fn a_parked_client_times_out_and_a_stop_wakes_parked_clients_to_say_goodby
     let (code, _) = first_error(&reply).unwrap_or_else(|| panic!("{reply:?}"));
     assert_eq!(code, "57P05", "{reply:?}");
     assert!(c.is_closed().await);
-    wait_for_audit(&gw, "\"end\":\"idle_timeout\"");
+    wait_for_audit(&gw, mark, "\"end\":\"idle_timeout\"").await;
 
     let mut a = logged_in(&gw, &token).await;
     let mut b = logged_in(&gw, &token).await;
@@ -1641,8 +1653,9 @@ async fn a_tls_client_parks_with_its_tls_session_and_wakes_to_answer() {
     }
     parked_becomes(&gw, 1.0).await;
     // Gone without a TLS close_notify: woken, the session sees a truncated stream and ends.
+    let mark = audit_mark(&gw);
     drop(c);
     parked_becomes(&gw, 0.0).await;
-    let log = wait_for_audit(&gw, "\"event\":\"session.end\"");
-    assert!(log.contains("\"end\":\"client_error\""), "{log}");
+    let line = wait_for_audit(&gw, mark, "\"event\":\"session.end\"").await;
+    assert!(line.contains("\"end\":\"client_error\""), "{line}");
 }

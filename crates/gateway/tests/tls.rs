@@ -144,7 +144,9 @@ async fn certificate_rotation_on_disk_keeps_open_sessions() {
 
     // Replace the served certificate with a new one from a new CA.
     let before = gw.metric("sumun_certificate_expiry_days{tls_config=\"default\"}");
-    std::thread::sleep(Duration::from_millis(20));
+    // Not a wait for the gateway: the new files must get a later modification time than the
+    // ones it loaded, which is how it notices them.
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let pki = sumun_pki::DevPki::generate(&[], 7).expect("new pki");
     pki.write(&gw.dir.path("certs"), true)
         .expect("write new certs");

@@ -243,6 +243,83 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
     }
 }
 
+/// How many whole lines the audit log holds now. Take one right before an action, and
+/// [`wait_for_audit`] looks only at what was written after it.
+pub fn audit_mark(gw: &TestGateway) -> usize {
+    gw.audit_log().matches('\n').count()
+}
+
+/// Wait (up to 5 s) for an audit line written after `mark` that contains `needle`, and return
+/// that line. Lines from before the mark never match, so a needle an earlier action already
+/// wrote cannot make a check pass.
+pub async fn wait_for_audit(gw: &TestGateway, mark: usize, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = gw.audit_log();
+        if let Some(line) = log
+            .split_inclusive('\n')
+            .skip(mark)
+            .find(|l| l.ends_with('\n') && l.contains(needle))
+        {
+            return line.trim_end().to_string();
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let since: String = log.split_inclusive('\n').skip(mark).collect();
+            panic!("no audit line after line {mark} contains {needle}; since then:\n{since}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Poll the async `check` every 50 ms until it holds or `within` passes.
+pub async fn eventually_async<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `sql` run on the PostgreSQL `pg` directly as its superuser (not through a gateway), with
+/// an async psql so polling it does not hold up a runtime thread; stdout trimmed.
+pub async fn server_sql(pg: &sumun_testkit::Postgres, sql: &str) -> String {
+    let port = pg.port().to_string();
+    let (ok, out, err) = run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+        &[
+            ("PGPASSWORD", pg.superuser_password()),
+            ("PGCONNECT_TIMEOUT", "5"),
+            ("PGSSLMODE", "disable"),
+        ],
+    )
+    .await;
+    assert!(ok, "{sql}: {err}");
+    out.trim().to_string()
+}
+
 /// Run a blocking command and return (success, stdout, stderr).
 pub async fn run(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut c = tokio::process::Command::new(cmd);
