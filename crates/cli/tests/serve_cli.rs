@@ -101,6 +101,34 @@ impl Drop for Served {
     }
 }
 
+/// Poll `check` every 50 ms until it holds or `within` passes.
+fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Wait (up to 10 s) until `pg` runs `sql` (a client's statement reached the server).
+fn server_runs(pg: &Postgres, sql: &str) {
+    let probe = format!(
+        "select count(*) from pg_stat_activity where state = 'active' and query = '{}'",
+        sql.replace('\'', "''")
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pg
+            .psql(&probe)
+            .is_ok_and(|n| n == "1")),
+        "the server never ran {sql}"
+    );
+}
+
 fn wait_port(addr: SocketAddr) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -319,7 +347,7 @@ targets = [{{ address = "127.0.0.1:{}" }}]
             .output()
             .expect("psql")
     });
-    std::thread::sleep(Duration::from_millis(800));
+    server_runs(&pg, "select pg_sleep(3), 'finished'");
     let stopped_at = Instant::now();
     served.signal("TERM");
     assert!(
@@ -328,9 +356,12 @@ targets = [{{ address = "127.0.0.1:{}" }}]
         served.log()
     );
     // New connections are refused while draining.
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        eventually(Duration::from_secs(3), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_err()),
         "listener closed while draining"
     );
 
@@ -389,7 +420,7 @@ fn second_signal_stops_at_once() {
             .output()
             .expect("psql")
     });
-    std::thread::sleep(Duration::from_millis(800));
+    server_runs(&pg, "select pg_sleep(30)");
     served.signal("TERM");
     assert!(served.wait_log("draining", Duration::from_secs(3)));
     let t = Instant::now();
@@ -424,17 +455,32 @@ fn status_prints_targets_with_state_and_reason() {
         "{}",
         served.log()
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let out = Command::new(SUMUN)
-        .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
-        .output()
-        .expect("status");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    // Polled until the health checks (every second) have judged both targets.
+    let status = || {
+        let out = Command::new(SUMUN)
+            .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut text = String::new();
+    let judged = eventually(Duration::from_secs(15), || {
+        text = status();
+        let row = |port: u16| {
+            text.lines()
+                .find(|l| l.contains(&format!(":{port}")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (live, down) = (row(redis.port()), row(dead));
+        live.contains("healthy") && !live.contains("unhealthy") && down.contains("unhealthy")
+    });
+    assert!(judged, "the targets were never judged: {text}");
     let live = text
         .lines()
         .find(|l| l.contains(&format!(":{}", redis.port())))

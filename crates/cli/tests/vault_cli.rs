@@ -418,6 +418,7 @@ fn keys_rotate_killed_at_random_moments_loses_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // What is tested: a kill at a random moment of the rotation, not a wait.
         std::thread::sleep(std::time::Duration::from_micros(fastrand::u64(0..spread)));
         let _ = child.kill();
         if child.wait().unwrap().success() {
@@ -541,7 +542,27 @@ fn require_scram(pg: &sumun_testkit::Postgres) {
     )
     .unwrap();
     pg.psql("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // In force once a login over TCP is asked for a password: a role that does not exist
+    // is told "password authentication failed" (not "does not exist", as under trust).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg.port().to_string()])
+            .args(["-U", "sumun_probe", "-d", "postgres", "-Atc", "select 1"])
+            .env("PGPASSWORD", "wrong")
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if err.contains("password authentication failed") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_hba.conf never reloaded: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]
