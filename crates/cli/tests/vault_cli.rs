@@ -149,8 +149,28 @@ fn round_trip_exit_codes_and_tamper_detection() {
         vec!["secrets", "get", "pg/app", "--vault", "/nonexistent/vault"],
         vec!["secrets", "get", "pg/app"],
         vec!["secrets", "put", "bad name", "--generate", "--vault", s(&v)],
-        vec!["token", "--user", "u", "--ttl", "5h", "--vault", s(&v)],
-        vec!["token", "--user", "u", "--ttl", "soon", "--vault", s(&v)],
+        vec![
+            "token",
+            "--user",
+            "u",
+            "--ttl",
+            "5h",
+            "--audience",
+            "sumun",
+            "--vault",
+            s(&v),
+        ],
+        vec![
+            "token",
+            "--user",
+            "u",
+            "--ttl",
+            "soon",
+            "--audience",
+            "sumun",
+            "--vault",
+            s(&v),
+        ],
         vec!["secrets", "rotate", "pg/nope", "--vault", s(&v)],
     ] {
         let o = sumun(&args);
@@ -225,6 +245,88 @@ fn config_file_supplies_dir_audience_and_max_ttl() {
         2
     );
     ok(&["token", "--user", "u", "--ttl", "20m", "--config", s(&cfg)]);
+}
+
+/// A gateway refuses a token signed for another name with the error a wrong password gets, so
+/// `sumun token` never guesses the name: without --config it asks for --audience, and it says
+/// on stderr which audience it signed for (stdout stays the token alone).
+#[test]
+fn token_names_its_audience_and_refuses_to_guess_it() {
+    let v = temp_vault();
+    let o = sumun(&["token", "--user", "app_user", "--vault", s(&v)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+    assert_eq!(
+        o.stderr.trim_end(),
+        "sumun: cannot tell which gateway this token is for: pass --config FILE (its [gateway] name) or --audience NAME"
+    );
+
+    let o = ok(&[
+        "token",
+        "--user",
+        "app_user",
+        "--audience",
+        "edge-gw",
+        "--vault",
+        s(&v),
+    ]);
+    assert_eq!(o.stdout.lines().count(), 1, "{}", o.stdout);
+    assert!(
+        o.stderr.contains("audience 'edge-gw' (from --audience)"),
+        "{}",
+        o.stderr
+    );
+    let vault = sumun_vault::Vault::open_with(&v, master_key(&v)).unwrap();
+    let verifier = vault
+        .token_verifier(sumun_vault::VerifyPolicy::default())
+        .unwrap();
+    let now = sumun_vault::store::now_unix_secs();
+    let claims = verifier.verify(o.stdout.trim(), "edge-gw", now).unwrap();
+    assert_eq!(claims.user, "app_user");
+    assert!(verifier.verify(o.stdout.trim(), "sumun", now).is_err());
+
+    // From a config: its [gateway] name, or the gateway's default name when it sets none.
+    let named = v.parent().unwrap().join("named.toml");
+    std::fs::write(
+        &named,
+        "[gateway]\nname = \"prod-db-gateway\"\n\n[vault]\ndir = \"vault\"\n",
+    )
+    .unwrap();
+    let o = ok(&["token", "--user", "app_user", "--config", s(&named)]);
+    assert!(
+        o.stderr.contains(&format!(
+            "audience 'prod-db-gateway' (the [gateway] name in {})",
+            named.display()
+        )),
+        "{}",
+        o.stderr
+    );
+    assert!(verifier
+        .verify(o.stdout.trim(), "prod-db-gateway", now)
+        .is_ok());
+    let unnamed = v.parent().unwrap().join("unnamed.toml");
+    std::fs::write(&unnamed, "[vault]\ndir = \"vault\"\n").unwrap();
+    let o = ok(&["token", "--user", "app_user", "--config", s(&unnamed)]);
+    assert!(o.stderr.contains("audience 'sumun'"), "{}", o.stderr);
+    assert!(verifier.verify(o.stdout.trim(), "sumun", now).is_ok());
+
+    // An --audience that is not the config's name is signed as asked, with a warning.
+    let o = ok(&[
+        "token",
+        "--user",
+        "app_user",
+        "--audience",
+        "other",
+        "--config",
+        s(&named),
+    ]);
+    assert!(
+        o.stderr
+            .contains("warning: --audience 'other' is not the [gateway] name 'prod-db-gateway'"),
+        "{}",
+        o.stderr
+    );
+    assert!(verifier.verify(o.stdout.trim(), "other", now).is_ok());
 }
 
 #[test]
@@ -407,7 +509,18 @@ fn keys_rotate_killed_at_random_moments_loses_nothing() {
     let mut generation = 1;
     for round in 0..40 {
         if round % 4 == 0 {
-            tokens.push(ok(&["token", "--user", "alice", "--vault", s(&v)]).stdout);
+            tokens.push(
+                ok(&[
+                    "token",
+                    "--user",
+                    "alice",
+                    "--audience",
+                    "sumun",
+                    "--vault",
+                    s(&v),
+                ])
+                .stdout,
+            );
         }
         let mut child = Command::new(SUMUN)
             .args(["keys", "rotate", "--vault", s(&v)])
@@ -450,7 +563,15 @@ fn keys_rotate_killed_at_random_moments_loses_nothing() {
     );
     // A last, uninterrupted rotation leaves no temporary file of the killed ones behind.
     ok(&["keys", "rotate", "--vault", s(&v)]);
-    ok(&["token", "--user", "alice", "--vault", s(&v)]);
+    ok(&[
+        "token",
+        "--user",
+        "alice",
+        "--audience",
+        "sumun",
+        "--vault",
+        s(&v),
+    ]);
     assert_eq!(tmp_files(&v), 0, "a temporary file was left behind");
     eprintln!("keys rotate: {killed} killed ({mid_write} while writing), {completed} completed");
 }
@@ -866,7 +987,15 @@ fn a_full_run_never_prints_a_secret_or_token_where_it_should_not() {
     quiet.push(o.stdout);
     for _ in 0..3 {
         let o = run(
-            &["token", "--user", "alice", "--vault", s(&v)],
+            &[
+                "token",
+                "--user",
+                "alice",
+                "--audience",
+                "sumun",
+                "--vault",
+                s(&v),
+            ],
             None,
             &mut quiet,
         );

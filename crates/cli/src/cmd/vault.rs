@@ -197,7 +197,9 @@ pub struct TokenArgs {
     /// Lifetime, e.g. 15m (at most `[vault] token_max_ttl`, default 1h).
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub ttl: String,
-    /// Audience: the gateway name (default `[gateway] name` of --config, else "sumun").
+    /// Audience: the name of the gateway that will accept the token ([gateway] name). Taken
+    /// from --config when not given; without --config it is required, since a gateway refuses
+    /// a token signed for another name.
     #[arg(long, value_name = "NAME")]
     pub audience: Option<String>,
     #[command(flatten)]
@@ -240,6 +242,8 @@ struct Resolved {
     dir: PathBuf,
     key_file: Option<PathBuf>,
     gateway_name: Option<String>,
+    /// The config file the settings came from, if any.
+    config: Option<PathBuf>,
     max_ttl: Duration,
 }
 
@@ -287,6 +291,7 @@ fn resolve(loc: &VaultLoc) -> anyhow::Result<Resolved> {
         dir,
         key_file: from_cfg(|v| &v.key_file),
         gateway_name: cfg.as_ref().and_then(|(_, c)| c.gateway.name.clone()),
+        config: cfg.as_ref().map(|(p, _)| p.clone()),
         max_ttl,
     })
 }
@@ -684,11 +689,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 r.max_ttl.as_secs()
             )));
         }
-        let audience = args
-            .audience
-            .clone()
-            .or(r.gateway_name.clone())
-            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_string());
+        let (audience, from) = audience(&args, &r)?;
         let v = open(&r)?;
         let signer = v.token_signer()?;
         let token = signer
@@ -700,6 +701,36 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 ttl.as_secs(),
             )
             .map_err(|e| usage(e.to_string()))?;
+        // stdout is the token alone (scripts capture it); what it is for goes to stderr.
+        eprintln!(
+            "sumun: token for user '{}' signed for audience '{audience}' ({from}), valid {}",
+            args.user, args.ttl
+        );
         stdout_line(token.expose())
     })
+}
+
+/// The gateway name a token is signed for, and where it came from. A gateway refuses a token
+/// for another name with the same error as a wrong password, so a guess is refused here.
+fn audience(args: &TokenArgs, r: &Resolved) -> anyhow::Result<(String, String)> {
+    let config = r.config.as_ref().map(|p| p.display().to_string());
+    match (&args.audience, &r.gateway_name, config) {
+        (Some(a), Some(name), Some(config)) if a != name => {
+            eprintln!(
+                "sumun: warning: --audience '{a}' is not the [gateway] name '{name}' of {config}: that gateway will refuse this token"
+            );
+            Ok((a.clone(), "from --audience".into()))
+        }
+        (Some(a), _, _) => Ok((a.clone(), "from --audience".into())),
+        (None, Some(name), Some(config)) => {
+            Ok((name.clone(), format!("the [gateway] name in {config}")))
+        }
+        (None, None, Some(config)) => Ok((
+            DEFAULT_AUDIENCE.to_string(),
+            format!("the default gateway name: {config} sets no [gateway] name"),
+        )),
+        (None, _, None) => Err(usage(
+            "cannot tell which gateway this token is for: pass --config FILE (its [gateway] name) or --audience NAME",
+        )),
+    }
 }
