@@ -3,9 +3,10 @@
 //! `unhealthy_threshold` consecutive results (NLB semantics). A target's first result settles
 //! its initial state at once.
 //!
-//! The probe is chosen by `HealthCheckProtocol`; today a TCP connect. Protocol-level probes
-//! (PostgreSQL `SELECT pg_is_in_recovery()`, MySQL ping, Redis PING/ROLE) plug in as further
-//! arms of [`probe`] and may also report the target's role.
+//! The probe is chosen by `HealthCheckProtocol`: a TCP connect, or a PostgreSQL login and
+//! `SELECT pg_is_in_recovery()`, which also reports the target's role and a replica's lag.
+//! Probes for other protocols (MySQL ping, Redis PING/ROLE) plug in as further arms of
+//! [`probe`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
