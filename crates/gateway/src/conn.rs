@@ -34,6 +34,9 @@ pub struct Admitted {
     /// The address the client connected to (from the PROXY header when there is one).
     pub local: SocketAddr,
     pub rule: sumun_policy::Allowed,
+    /// Its flow, open from admission on: whatever happens next (a refusal, a failed login, a
+    /// relay, a session), the connection ends with exactly one closing flow record.
+    pub flow: Arc<ActiveFlow>,
 }
 
 /// A connected target, counted in its active flows until dropped.
@@ -148,6 +151,7 @@ pub(crate) async fn handle(
             client,
             local,
             rule,
+            flow: shared.records.open(&listener, client, local),
         },
         Decision::Denied(denied) => {
             tracing::info!(listener = %listener.name, client = %client, reason = denied.reason.as_str(), "connection rejected by security groups");
@@ -160,7 +164,7 @@ pub(crate) async fn handle(
         }
     };
     if *shared.phase.borrow() != Phase::Running {
-        reject(client, local, RejectReason::ShuttingDown);
+        reject_admitted(&listener, &shared, &admitted, RejectReason::ShuttingDown);
         return;
     }
 
@@ -226,6 +230,8 @@ pub(crate) fn reject_admitted(
         admitted.local,
         reason.as_str(),
     );
+    // The REJECT record is the flow's closing record.
+    shared.records.discard(&admitted.flow);
 }
 
 /// A `tls` listener: the TLS handshake within the deadline, then the relay.
@@ -304,12 +310,11 @@ async fn forward<C>(
             admitted.local,
             RejectReason::NoHealthyTarget.as_str(),
         );
+        shared.records.discard(&admitted.flow);
         let _ = client.shutdown().await;
         return;
     };
-    let flow = shared
-        .records
-        .open(listener, admitted.client, admitted.local);
+    let flow = &admitted.flow;
     *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(checkout.target.addr);
     metrics.new_flows.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(listener = %listener.name, client = %admitted.client, target = %checkout.target.address, rule = %admitted.rule.cidr, "flow open");
@@ -324,7 +329,7 @@ async fn forward<C>(
         stop,
     )
     .await;
-    finish(&end, &flow, listener, shared);
+    finish(&end, flow, listener, shared);
 }
 
 fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Shared) {

@@ -163,6 +163,23 @@ impl Records {
         self.write_window(flow, unix_now());
     }
 
+    /// The flow ended and its closing record was written otherwise (a `REJECT` record): forget
+    /// it without another one.
+    pub fn discard(&self, flow: &ActiveFlow) {
+        if flow.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        flow.listener_metrics
+            .active_flows
+            .fetch_sub(1, Ordering::Relaxed);
+        self.lock().remove(&flow.id);
+    }
+
+    /// True once the flow was closed (or discarded).
+    pub fn is_closed(flow: &ActiveFlow) -> bool {
+        flow.closed.load(Ordering::Relaxed)
+    }
+
     /// Interim records for flows open longer than one window (called every aggregation
     /// interval).
     pub fn write_interim(&self) {

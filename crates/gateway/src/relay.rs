@@ -113,7 +113,13 @@ impl Half {
         SCRATCH_BUF.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let mut buf = ReadBuf::new(&mut scratch[..]);
-            ready!(reader.as_mut().poll_read(cx, &mut buf)).map_err(|e| (true, e))?;
+            match ready!(reader.as_mut().poll_read(cx, &mut buf)) {
+                Ok(()) => {}
+                // A TLS peer that closes without close_notify (most clients do) ends its
+                // stream; it is not an error.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {}
+                Err(e) => return Poll::Ready(Err((true, e))),
+            }
             let data = buf.filled();
             if data.is_empty() {
                 self.read_done = true;
@@ -206,6 +212,11 @@ where
                 ) {
                     Poll::Ready(Ok(Step::Moved)) => progressed = true,
                     Poll::Ready(Ok(Step::Done)) => {}
+                    // A client that has finished sending and hung up before the last answer
+                    // reached it closed normally.
+                    Poll::Ready(Err((false, e))) if up.read_done && is_hang_up(&e) => {
+                        return Poll::Ready(RelayEnd::Finished)
+                    }
                     Poll::Ready(Err((on_read, e))) => {
                         return Poll::Ready(if on_read {
                             RelayEnd::TargetError(e)
@@ -248,6 +259,13 @@ where
         Poll::Pending
     })
     .await
+}
+
+fn is_hang_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
 }
 
 /// Read what is available from `reader` and append it to `buf`, going through the per-thread

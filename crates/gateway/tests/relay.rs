@@ -200,19 +200,30 @@ async fn psql_pgbench_and_redis_cli_through_tcp_and_tls() {
     assert!(ok, "redis-cli --tls: {err}");
     assert_eq!(out.trim(), "v1");
 
-    // Everything above was recorded: ACCEPT flow records for each listener, TLS metrics.
+    // Everything above was recorded: ACCEPT flow records for each listener, TLS metrics. A
+    // record is written when the gateway has seen both sides close, a moment after the client
+    // exits.
+    let recorded = |flows: &str, listener: &str| {
+        flows.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.len() == 14
+                && f[0] == "2"
+                && f[1] == "test-gw"
+                && f[2] == listener
+                && f[12] == "ACCEPT"
+                && f[13] == "OK"
+        })
+    };
+    let listeners = ["pg-tcp", "pg-tls", "redis-tcp", "redis-tls"];
+    common::eventually(Duration::from_secs(5), || {
+        let flows = gw.flow_log();
+        listeners.iter().all(|l| recorded(&flows, l))
+    })
+    .await;
     let flows = gw.flow_log();
-    for listener in ["pg-tcp", "pg-tls", "redis-tcp", "redis-tls"] {
+    for listener in listeners {
         assert!(
-            flows.lines().any(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                f.len() == 14
-                    && f[0] == "2"
-                    && f[1] == "test-gw"
-                    && f[2] == listener
-                    && f[12] == "ACCEPT"
-                    && f[13] == "OK"
-            }),
+            recorded(&flows, listener),
             "no ACCEPT record for {listener} in:\n{flows}"
         );
     }

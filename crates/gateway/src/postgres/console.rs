@@ -44,14 +44,33 @@ const HELP: &[(&str, &str)] = &[
     ("SHOW HELP", "this list"),
 ];
 
+/// Serve an admin console session; its flow is closed with its record and `session.end`.
 pub(crate) async fn run(
-    mut client: ClientStream,
+    client: ClientStream,
     startup: &ClientStartup,
     identity: &Identity,
     admitted: &Admitted,
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
 ) {
+    let end = serve(client, startup, identity, admitted, listener, shared).await;
+    super::end_flow(
+        shared,
+        listener,
+        &admitted.flow,
+        &super::Unserved::of(end, &startup.user, DATABASE),
+    );
+}
+
+/// The console's conversation; how it ended.
+async fn serve(
+    mut client: ClientStream,
+    startup: &ClientStartup,
+    identity: &Identity,
+    admitted: &Admitted,
+    listener: &Arc<ListenerRt>,
+    shared: &Arc<Shared>,
+) -> &'static str {
     if !identity.user.admin {
         fatal(
             &mut client,
@@ -59,8 +78,23 @@ pub(crate) async fn run(
             "the sumun admin database is for users with admin = true",
         )
         .await;
-        return;
+        return "refused";
     }
+    let counters = &admitted.flow.counters;
+    let count = |n: usize, inbound: bool| {
+        let c = if inbound {
+            &counters.bytes_in
+        } else {
+            &counters.bytes_out
+        };
+        c.fetch_add(n as u64, Ordering::Relaxed);
+        let p = if inbound {
+            &counters.packets_in
+        } else {
+            &counters.packets_out
+        };
+        p.fetch_add(1, Ordering::Relaxed);
+    };
     let mut w = Writer::new();
     let application_name = startup
         .params
@@ -81,8 +115,9 @@ pub(crate) async fn run(
     w.backend_key_data(0, 0);
     w.ready_for_query(b'I');
     if client.write_all(&w.buf).await.is_err() {
-        return;
+        return "client_error";
     }
+    count(w.buf.len(), false);
     let mut buf = Vec::new();
     let mut failed_extended = false;
     loop {
@@ -94,18 +129,19 @@ pub(crate) async fn run(
                     break out;
                 }
                 Ok(None) => match read_append(&mut client, &mut buf, 64 * 1024).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+                    Ok(0) => return "closed",
+                    Err(_) => return "client_error",
+                    Ok(n) => count(n, true),
                 },
                 Err(e) => {
                     fatal(&mut client, "08P01", &format!("invalid message: {e}")).await;
-                    return;
+                    return "refused";
                 }
             }
         };
         let mut w = Writer::new();
         match tag {
-            b'X' => return,
+            b'X' => return "closed",
             b'Q' => {
                 let text = pg::cstr(&body).map_or(&body[..], |(t, _)| t);
                 let command = String::from_utf8_lossy(text);
@@ -144,8 +180,11 @@ pub(crate) async fn run(
                 }
             }
         }
-        if !w.buf.is_empty() && client.write_all(&w.buf).await.is_err() {
-            return;
+        if !w.buf.is_empty() {
+            if client.write_all(&w.buf).await.is_err() {
+                return "client_error";
+            }
+            count(w.buf.len(), false);
         }
     }
 }

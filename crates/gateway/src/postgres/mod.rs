@@ -109,10 +109,17 @@ pub(crate) async fn login_session(
     deadline: Instant,
     slot: crate::conn::Slot,
 ) -> Option<Session> {
-    let (client, startup, identity) = Box::pin(login(
+    let logged_in = Box::pin(login(
         stream, &admitted, &snap, &listener, &shared, deadline,
     ))
-    .await?;
+    .await;
+    let (client, startup, identity) = match logged_in {
+        Ok(done) => done,
+        Err(unserved) => {
+            end_unserved(&shared, &listener, &admitted, &unserved);
+            return None;
+        }
+    };
     if startup.database == console::DATABASE {
         return Some(Box::pin(async move {
             let _slot = slot;
@@ -120,7 +127,17 @@ pub(crate) async fn login_session(
         }));
     }
     let client_addr = admitted.client;
-    match session::run(client, startup, identity, admitted, snap, slot, shared) {
+    let flow = admitted.flow.clone();
+    let (user, database) = (startup.user.clone(), startup.database.clone());
+    match session::run(
+        client,
+        startup,
+        identity,
+        admitted,
+        snap,
+        slot,
+        shared.clone(),
+    ) {
         Ok(session) => Some(Box::pin(session)),
         Err((mut client, err)) => {
             tracing::error!(listener = %listener.name, client = %client_addr, error = %err, "login refused");
@@ -130,9 +147,84 @@ pub(crate) async fn login_session(
                 "login failed: the gateway cannot draw a cancel key",
             )
             .await;
+            end_flow(
+                &shared,
+                &listener,
+                &flow,
+                &Unserved::of("refused", &user, &database),
+            );
             None
         }
     }
+}
+
+/// How a connection that never got a session ended, for its flow record and `session.end`.
+pub(crate) struct Unserved {
+    pub end: &'static str,
+    pub user: Option<String>,
+    pub database: Option<String>,
+}
+
+impl Unserved {
+    fn bare(end: &'static str) -> Unserved {
+        Unserved {
+            end,
+            user: None,
+            database: None,
+        }
+    }
+
+    pub(crate) fn of(end: &'static str, user: &str, database: &str) -> Unserved {
+        Unserved {
+            end,
+            user: Some(user.to_string()),
+            database: Some(database.to_string()),
+        }
+    }
+}
+
+fn end_unserved(shared: &Shared, listener: &ListenerRt, admitted: &Admitted, how: &Unserved) {
+    end_flow(shared, listener, &admitted.flow, how);
+}
+
+/// Close a flow that had no session: its flow record and a `session.end` event with how it
+/// ended. Nothing when it was already closed (a refusal wrote its `REJECT` record).
+pub(crate) fn end_flow(
+    shared: &Shared,
+    listener: &ListenerRt,
+    flow: &crate::records::ActiveFlow,
+    how: &Unserved,
+) {
+    if crate::records::Records::is_closed(flow) {
+        return;
+    }
+    shared.records.close(flow);
+    shared
+        .records
+        .audit("session.end", &listener.name, flow.client, || {
+            let mut extra = Map::new();
+            if let Some(u) = &how.user {
+                extra.insert("user".into(), Value::from(u.as_str()));
+            }
+            if let Some(d) = &how.database {
+                extra.insert("database".into(), Value::from(d.as_str()));
+            }
+            extra.insert("end".into(), Value::from(how.end));
+            extra.insert(
+                "duration_ms".into(),
+                Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
+            );
+            let c = &flow.counters;
+            extra.insert(
+                "bytes_in".into(),
+                Value::from(c.bytes_in.load(Ordering::Relaxed)),
+            );
+            extra.insert(
+                "bytes_out".into(),
+                Value::from(c.bytes_out.load(Ordering::Relaxed)),
+            );
+            extra
+        });
 }
 
 /// Startup negotiation and authentication, within the handshake deadline.
@@ -143,7 +235,7 @@ async fn login(
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
     deadline: Instant,
-) -> Option<(ClientStream, ClientStartup, auth::Identity)> {
+) -> Result<(ClientStream, ClientStartup, auth::Identity), Unserved> {
     let negotiated = tokio::time::timeout_at(
         deadline,
         negotiate(stream, admitted, snap, listener, shared),
@@ -153,9 +245,9 @@ async fn login(
         Err(_) => {
             tracing::info!(listener = %listener.name, client = %admitted.client, "no startup packet before the handshake timeout");
             reject(listener, shared, admitted, RejectReason::HandshakeTimeout);
-            return None;
+            return Err(Unserved::bare("handshake_timeout"));
         }
-        Ok(Negotiated::Done) => return None,
+        Ok(Negotiated::Done(end)) => return Err(Unserved::bare(end)),
         Ok(Negotiated::Startup(client, startup)) => (client, startup),
     };
     if !client.is_tls() && snap.settings.tls == TlsMode::Required {
@@ -171,7 +263,7 @@ async fn login(
             "this gateway requires TLS: connect with sslmode=require",
         )
         .await;
-        return None;
+        return Err(Unserved::of("refused", &startup.user, &startup.database));
     }
     let authed = tokio::time::timeout_at(
         deadline,
@@ -193,17 +285,27 @@ async fn login(
                 .metrics
                 .auth_failures
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Err(Unserved::of(
+                "handshake_timeout",
+                &startup.user,
+                &startup.database,
+            ));
         }
-        Ok(None) => return None,
+        Ok(None) => {
+            return Err(Unserved::of(
+                "auth_failed",
+                &startup.user,
+                &startup.database,
+            ))
+        }
         Ok(Some(identity)) => identity,
     };
-    Some((client, startup, identity))
+    Ok((client, startup, identity))
 }
 
 enum Negotiated {
-    /// Handled (cancel request, refusal, closed).
-    Done,
+    /// Handled (cancel request, refusal, closed), and how the connection ended.
+    Done(&'static str),
     Startup(ClientStream, ClientStartup),
 }
 
@@ -223,17 +325,17 @@ async fn negotiate(
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(1) => {}
-        _ => return Negotiated::Done,
+        _ => return Negotiated::Done("closed"),
     }
     let mut client = if first[0] == 0x16 {
         let Some(ctx) = &tls else {
             tracing::info!(listener = %listener.name, client = %admitted.client, "direct TLS on a listener without TLS; closing");
             reject(listener, shared, admitted, RejectReason::TlsHandshake);
-            return Negotiated::Done;
+            return Negotiated::Done("refused");
         };
         match accept_tls(stream, ctx, admitted, listener, shared, true).await {
             Some(s) => s,
-            None => return Negotiated::Done,
+            None => return Negotiated::Done("refused"),
         }
     } else {
         ClientStream::Plain(stream)
@@ -247,36 +349,36 @@ async fn negotiate(
                     fatal(&mut client, "08P01", &e.to_string()).await;
                 }
                 reject(listener, shared, admitted, RejectReason::ProtocolError);
-                return Negotiated::Done;
+                return Negotiated::Done("refused");
             }
         };
         match packet {
             StartupPacket::SslRequest => {
                 if client.is_tls() {
                     fatal(&mut client, "08P01", "SSLRequest inside TLS").await;
-                    return Negotiated::Done;
+                    return Negotiated::Done("refused");
                 }
                 let ClientStream::Plain(mut tcp) = client else {
-                    return Negotiated::Done;
+                    return Negotiated::Done("client_error");
                 };
                 let Some(ctx) = &tls else {
                     if tcp.write_all(b"N").await.is_err() {
-                        return Negotiated::Done;
+                        return Negotiated::Done("client_error");
                     }
                     client = ClientStream::Plain(tcp);
                     continue;
                 };
                 if tcp.write_all(b"S").await.is_err() {
-                    return Negotiated::Done;
+                    return Negotiated::Done("client_error");
                 }
                 client = match accept_tls(tcp, ctx, admitted, listener, shared, false).await {
                     Some(s) => s,
-                    None => return Negotiated::Done,
+                    None => return Negotiated::Done("refused"),
                 };
             }
             StartupPacket::GssEncRequest => {
                 if client.write_all(b"N").await.is_err() {
-                    return Negotiated::Done;
+                    return Negotiated::Done("client_error");
                 }
             }
             StartupPacket::Cancel {
@@ -284,7 +386,7 @@ async fn negotiate(
                 secret_key,
             } => {
                 cancel::forward(shared, process_id, secret_key, admitted, listener).await;
-                return Negotiated::Done;
+                return Negotiated::Done("cancel_request");
             }
             StartupPacket::Startup(s) => {
                 let Some(user) = s.param("user").filter(|u| !u.is_empty()) else {
@@ -295,7 +397,7 @@ async fn negotiate(
                     )
                     .await;
                     reject(listener, shared, admitted, RejectReason::ProtocolError);
-                    return Negotiated::Done;
+                    return Negotiated::Done("refused");
                 };
                 if s.param("replication")
                     .is_some_and(|r| r != "false" && r != "0" && r != "off")
@@ -306,7 +408,7 @@ async fn negotiate(
                         "replication connections are not supported through the gateway",
                     )
                     .await;
-                    return Negotiated::Done;
+                    return Negotiated::Done("refused");
                 }
                 let user = user.to_string();
                 let database = s

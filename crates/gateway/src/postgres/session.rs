@@ -258,9 +258,7 @@ pub(crate) fn run(
         q if shared.records.audits() => Some(q),
         _ => None,
     };
-    let flow = shared
-        .records
-        .open(&listener, admitted.client, admitted.local);
+    let flow = admitted.flow.clone();
     // The username of the backend credential names the pools; the password is read from the
     // vault only when a new server connection is opened.
     let backend_user = identity
