@@ -164,7 +164,9 @@ pub struct Listener {
     pub tls_config: Option<String>,
     pub proxy_protocol: ProxyProtocolMode,
     pub trusted_proxies: Vec<IpNet>,
-    /// Close a flow after this long without a byte in either direction. Default `"350s"`.
+    /// Close a client after this long without a byte in either direction. Default `"350s"`
+    /// for `tcp`/`tls` listeners (the NLB's TCP idle timeout), `"1800s"` for protocol
+    /// listeners (RDS Proxy's `IdleClientTimeout`); zero means never (see `idle_limit`).
     pub idle_timeout: Duration,
     /// Time allowed for PROXY header + TLS handshake. Default `"10s"`.
     pub handshake_timeout: Duration,
@@ -178,6 +180,17 @@ pub struct Listener {
     pub max_replica_lag: Duration,
     /// What `query` audit events record of the statement text. Default `Masked`.
     pub audit_queries: QueryAudit,
+}
+
+impl Listener {
+    /// The idle timeout to enforce: `idle_timeout`, or [`NEVER`] when it is zero.
+    pub fn idle_limit(&self) -> Duration {
+        if self.idle_timeout.is_zero() {
+            NEVER
+        } else {
+            self.idle_timeout
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,6 +330,9 @@ pub struct TargetGroup {
 }
 
 /// A way a server may have the gateway prove its vault credential.
+/// What "never" means for an idle timeout of zero: a century, beyond any process's life.
+pub const NEVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendAuth {
     /// SCRAM-SHA-256: the server proves it knows the password too.

@@ -1077,12 +1077,19 @@ impl Checker<'_> {
                     );
                 }
             }
+            // Protocol listeners keep idle clients like RDS Proxy (IdleClientTimeout, 30 min;
+            // parked, they cost under 1 KiB); raw ones close idle flows like the NLB. Zero:
+            // never.
+            let idle_default = match protocol {
+                Protocol::Tcp | Protocol::Tls => Duration::from_secs(350),
+                _ => Duration::from_secs(1800),
+            };
             let idle_timeout = self.duration(
                 &l.idle_timeout,
                 &s,
                 "idle_timeout",
-                Duration::from_secs(350),
-                false,
+                idle_default,
+                true,
             );
             let handshake_timeout = self.duration(
                 &l.handshake_timeout,

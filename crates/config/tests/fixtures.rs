@@ -217,7 +217,8 @@ fn full_config_reads_every_section() {
     assert_eq!(pg.security_groups, ["app", "v6"]);
     assert_eq!(pg.proxy_protocol, ProxyProtocolMode::Accept);
     assert_eq!(pg.trusted_proxies, ["10.1.0.0/24".parse().expect("cidr")]);
-    assert_eq!(pg.idle_timeout, Duration::from_secs(350));
+    // Protocol listeners keep idle clients like RDS Proxy: 30 minutes by default.
+    assert_eq!(pg.idle_timeout, Duration::from_secs(1800));
     assert_eq!(pg.handshake_timeout, Duration::from_millis(500));
     assert_eq!(pg.max_connections, 2000);
     let compat = &c.listeners[1];
@@ -225,8 +226,13 @@ fn full_config_reads_every_section() {
         (compat.protocol, compat.tls),
         (Protocol::Postgres, TlsMode::Optional)
     );
+    assert_eq!(compat.idle_timeout, Duration::ZERO);
+    assert_eq!(compat.idle_limit(), NEVER);
     let tls = &c.listeners[2];
     assert_eq!((tls.protocol, tls.tls), (Protocol::Tls, TlsMode::Required));
+    // Raw listeners close idle flows like the NLB: 350 s.
+    assert_eq!(tls.idle_timeout, Duration::from_secs(350));
+    assert_eq!(tls.idle_limit(), Duration::from_secs(350));
     let plain = &c.listeners[3];
     assert_eq!(
         (plain.protocol, plain.tls, plain.tls_config.as_deref()),

@@ -325,7 +325,7 @@ async fn forward<C>(
         &mut checkout.stream,
         &flow.counters,
         metrics,
-        snap.settings.idle_timeout,
+        snap.settings.idle_limit(),
         stop,
     )
     .await;

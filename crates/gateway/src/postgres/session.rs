@@ -536,7 +536,7 @@ impl Session {
             Err(client) => return Err(Box::new(Session::new(client, core))),
         };
         let shared = core.shared.clone();
-        let deadline = (core.last_activity + core.snap.settings.idle_timeout).into_std();
+        let deadline = (core.last_activity + core.snap.settings.idle_limit()).into_std();
         crate::park::park(&shared, socket, Box::new(Asleep { core, tls }), deadline).map_err(
             |(socket, asleep)| {
                 let Asleep { core, tls } = *asleep;
@@ -547,7 +547,7 @@ impl Session {
 
     /// Relay until the session ends or should park.
     async fn relay(&mut self) -> Step {
-        let idle = self.core.snap.settings.idle_timeout;
+        let idle = self.core.snap.settings.idle_limit();
         // A forced stop, registered once and then an atomic load per event.
         let shared = self.core.shared.clone();
         let stopped = shared.stop.wait();

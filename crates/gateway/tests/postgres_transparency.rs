@@ -1,0 +1,74 @@
+//! A session through Sumun behaves like a direct connection (issue 17): idle clients are kept as
+//! long as the application keeps them (RDS Proxy's `IdleClientTimeout`, "0s" never), ...
+
+mod common;
+
+use std::time::Duration;
+
+use common::raw::Raw;
+use common::{TestDir, TestGateway};
+use sumun_testkit::{PgOptions, Postgres};
+
+const AUDIENCE: &str = "sumun-transparency";
+
+async fn start(listener: &str) -> (Postgres, TestGateway, String) {
+    let pg = Postgres::start_async(PgOptions {
+        password_auth: true,
+        users: vec![("app".into(), "backend-Secret-1".into())],
+        databases: vec!["appdb".into()],
+        ..PgOptions::default()
+    })
+    .await
+    .expect("postgres");
+    let dir = TestDir::new("pg-transparent");
+    let vault = common::backend_vault(&dir, "backend-Secret-1");
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let toml = format!(
+        r#"
+[gateway]
+name = "{AUDIENCE}"
+park_after = "100ms"
+[vault]
+dir = "{{dir}}/vault"
+key_file = "{{dir}}/master.key"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.0/8" }}]
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:0"
+protocol = "postgres"
+target_group = "pg"
+security_groups = ["local"]
+tls = "off"
+{listener}
+[[target_groups]]
+name = "pg"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{}" }}]
+[[users]]
+name = "bob"
+auth = ["token"]
+backend_credential = "pg/app"
+[audit]
+path = "{{dir}}/audit.jsonl"
+"#,
+        pg.addr()
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    (pg, gw, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_timeout_of_zero_keeps_idle_clients_for_good() {
+    let (_pg, gw, token) =
+        start("idle_timeout = \"0s\"\npool = { mode = \"transaction\", size = 2 }").await;
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    // Idle (and parked) for a while: the idling is what is tested, so it is a plain wait.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(gw.metric("sumun_parked_clients"), 1.0, "{}", gw.metrics());
+    assert_eq!(c.query("select 42").await, Ok(vec!["42".to_string()]));
+}
