@@ -1446,6 +1446,17 @@ async fn the_admin_console_answers_operators_over_the_wire_and_api_servers_match
     let (ok, _, err) = psql(port, "carol", "sumun", &carol, "disable", "show pools").await;
     assert!(!ok);
     assert!(err.contains("admin = true"), "{err}");
+    // A user who is no admin and whose `databases` does not name `sumun` is refused as for any
+    // database it may not reach: FATAL 28000, as docs/postgres.md says.
+    let bob = s.token("bob", None, 600);
+    let (_conn, reply) = token_login(port, "bob", "sumun", &bob).await;
+    let (tag, body) = reply.last().expect("a reply");
+    assert_eq!(*tag, b'E');
+    assert_eq!(field(body, b'C'), "28000");
+    assert_eq!(
+        field(body, b'M'),
+        "user \"bob\" may not connect to database \"sumun\""
+    );
 
     // /api/servers over HTTP: the same target, role and health as SHOW SERVERS.
     let admin = s.gw.gateway.admin_addr().await.expect("admin listener");
