@@ -72,3 +72,53 @@ async fn an_idle_timeout_of_zero_keeps_idle_clients_for_good() {
     assert_eq!(gw.metric("sumun_parked_clients"), 1.0, "{}", gw.metrics());
     assert_eq!(c.query("select 42").await, Ok(vec!["42".to_string()]));
 }
+
+/// The ParameterStatus values of a greeting, by name.
+fn reported(greeting: &[(u8, Vec<u8>)]) -> std::collections::HashMap<String, String> {
+    greeting
+        .iter()
+        .filter(|(t, _)| *t == b'S')
+        .filter_map(|(_, body)| {
+            let mut parts = body.split(|&b| b == 0);
+            let k = String::from_utf8_lossy(parts.next()?).into_owned();
+            let v = String::from_utf8_lossy(parts.next()?).into_owned();
+            Some((k, v))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_reported_as_the_server_spells_them() {
+    for mode in ["transaction", "session"] {
+        let (_pg, gw, token) = start(&format!("pool = {{ mode = \"{mode}\", size = 2 }}")).await;
+        // Twice: the first login learns the spelling from a server, the second is greeted
+        // from what was learned.
+        for round in 0..2 {
+            let mut c = Raw::tcp(gw.addr("pg")).await;
+            let greeting = c
+                .login_with(
+                    "bob",
+                    "appdb",
+                    &[("client_encoding", "utf8"), ("DateStyle", "iso")],
+                    &token,
+                )
+                .await;
+            assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+            let r = reported(&greeting);
+            assert_eq!(
+                r.get("client_encoding").map(String::as_str),
+                Some("UTF8"),
+                "{mode} {round}: {r:?}"
+            );
+            assert_eq!(
+                r.get("DateStyle").map(String::as_str),
+                Some("ISO, MDY"),
+                "{mode} {round}: {r:?}"
+            );
+            assert_eq!(
+                c.query("select current_setting('client_encoding')").await,
+                Ok(vec!["UTF8".to_string()])
+            );
+        }
+    }
+}

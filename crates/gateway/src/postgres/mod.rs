@@ -60,6 +60,37 @@ pub struct PgShared {
     >,
     /// Login shapes shared by the sessions that have them (user, database, parameters).
     pub(crate) profiles: session::Profiles,
+    /// How servers spell the values clients give their reported parameters.
+    pub(crate) canonical: Canonical,
+}
+
+/// What servers report for a (parameter, value a client asked for): `client_encoding = utf8`
+/// is shown as `UTF8`, `DateStyle = iso` as `ISO, MDY`. Learned from servers, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct Canonical {
+    map: std::sync::Mutex<std::collections::HashMap<(String, String), String>>,
+}
+
+/// Distinct (parameter, value) pairs remembered at most; beyond, the map starts over.
+const CANONICAL_MAX: usize = 4096;
+
+impl Canonical {
+    pub(crate) fn get(&self, name: &str, value: &str) -> Option<String> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(name.to_ascii_lowercase(), value.to_string()))
+            .cloned()
+    }
+
+    pub(crate) fn learn(&self, name: &str, value: &str, reported: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CANONICAL_MAX {
+            map.clear();
+        }
+        map.insert(
+            (name.to_ascii_lowercase(), value.to_string()),
+            reported.to_string(),
+        );
+    }
 }
 
 impl PgShared {

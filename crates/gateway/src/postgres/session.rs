@@ -697,23 +697,55 @@ impl Session {
                 params
             }
         };
+        // The client sees what the server reports for the values it set (`UTF8` for `utf8`,
+        // `ISO, MDY` for `iso`), as a direct connection shows them: a value not seen before is
+        // learned from a server, which reports it once it is applied.
+        let shared = self.core.shared.clone();
+        let canonical = &shared.pg.canonical;
+        let unknown = params.iter().any(|(k, _)| {
+            self.client_value(k)
+                .is_some_and(|v| canonical.get(k, v).is_none())
+        });
+        if unknown {
+            if self.attached.is_none() {
+                Box::pin(self.attach(Want::Writer)).await?;
+            }
+            if let Some(a) = &self.attached {
+                for (k, _) in &params {
+                    if let (Some(v), Some(reported)) =
+                        (self.client_value(k), a.server.conn.params.get(k))
+                    {
+                        canonical.learn(k, v, reported);
+                    }
+                }
+            }
+        }
         self.greet(&params).await
+    }
+
+    /// The value the client asked for parameter `name` (names are case-insensitive).
+    fn client_value(&self, name: &str) -> Option<&str> {
+        self.core
+            .profile
+            .startup
+            .params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Tell the client it is in: AuthenticationOk was sent by `auth`; now ParameterStatus,
     /// BackendKeyData (the gateway's own cancel key) and ReadyForQuery.
     async fn greet(&mut self, params: &[(String, String)]) -> Result<(), End> {
         let mut w = Writer::new();
+        let shared = self.core.shared.clone();
+        let canonical = &shared.pg.canonical;
         for (k, v) in params {
-            let client_value = self
-                .core
-                .profile
-                .startup
-                .params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.as_str());
-            w.parameter_status(k, client_value.unwrap_or(v));
+            let shown = match self.client_value(k) {
+                Some(mine) => canonical.get(k, mine).unwrap_or_else(|| mine.to_string()),
+                None => v.clone(),
+            };
+            w.parameter_status(k, &shown);
         }
         let app = self
             .core
@@ -1108,8 +1140,13 @@ impl Session {
         };
         match result {
             Ok(_) => {
+                // Parameters the server reports keep what it reported (its spelling of the
+                // value: `UTF8` for `utf8`; unchanged values are not reported again); the
+                // others are known only as the client wrote them.
                 for (k, v) in mine.iter() {
-                    conn.params.insert(k.clone(), v.clone());
+                    if !conn.reported.iter().any(|(r, _)| r.eq_ignore_ascii_case(k)) {
+                        conn.params.insert(k.clone(), v.clone());
+                    }
                 }
                 conn.applied = mine.iter().map(|(k, _)| k.clone()).collect();
                 conn.applied_for = Some(mine);
