@@ -122,3 +122,54 @@ async fn parameters_are_reported_as_the_server_spells_them() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ends_a_clients_session_is_heard_verbatim_and_the_connection_closes() {
+    // Session mode, and a transaction-mode client pinned to its server.
+    for (mode, pin) in [
+        ("session", None),
+        ("transaction", Some("set search_path = public")),
+    ] {
+        let (pg, gw, token) = start(&format!("pool = {{ mode = \"{mode}\", size = 2 }}")).await;
+        let mut c = Raw::tcp(gw.addr("pg")).await;
+        let greeting = c.login("bob", "appdb", &token).await;
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+        if let Some(sql) = pin {
+            c.query(sql).await.expect("pin");
+        }
+        let pid = c.query("select pg_backend_pid()").await.expect("pid");
+        let killed = pg
+            .psql(&format!("select pg_terminate_backend({})", pid[0]))
+            .expect("terminate");
+        assert_eq!(killed, "t");
+        // As a direct client would: the server's FATAL, with its SQLSTATE, then the close.
+        let (tag, body) = c.message().await.expect("told");
+        assert_eq!(tag, b'E');
+        let f = sumun_wire::postgres::error_fields(&body);
+        assert_eq!(
+            (f.severity.as_str(), f.code.as_str()),
+            ("FATAL", "57P01"),
+            "{mode}: {}",
+            f.message
+        );
+        assert_eq!(
+            f.message, "terminating connection due to administrator command",
+            "{mode}"
+        );
+        assert!(c.is_closed().await, "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_server_terminated_between_transactions_goes_unnoticed() {
+    let (pg, gw, token) = start("pool = { mode = \"transaction\", size = 1 }").await;
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    let pid = c.query("select pg_backend_pid()").await.expect("pid");
+    pg.psql(&format!("select pg_terminate_backend({})", pid[0]))
+        .expect("terminate");
+    // The server was the pool's, not the client's: the next statement runs on a new one.
+    let again = c.query("select pg_backend_pid()").await.expect("pid");
+    assert_ne!(again, pid);
+}

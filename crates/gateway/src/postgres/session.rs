@@ -438,6 +438,8 @@ enum End {
     ClientError(std::io::Error),
     /// The server failed; the client was told.
     ServerLost(String),
+    /// The client's server ended its session (FATAL), and the client was given its message.
+    ServerClosed(String),
     IdleTimeout,
     Stopped,
     /// The gateway refused something and told the client.
@@ -450,6 +452,7 @@ impl End {
             End::ClientClosed => "closed",
             End::ClientError(_) => "client_error",
             End::ServerLost(_) => "target_error",
+            End::ServerClosed(_) => "server_closed",
             End::IdleTimeout => "idle_timeout",
             End::Stopped => "stopped",
             End::Refused(_) => "refused",
@@ -1637,6 +1640,7 @@ impl Session {
         let mut out: Vec<u8> = Vec::new();
         let mut copied = 0usize;
         let mut server_fatal: Option<String> = None;
+        let mut session_fatal: Option<(Vec<u8>, String)> = None;
         while pos < self.sbuf.len() {
             if self.s_stream.remaining > 0 {
                 let take = self.s_stream.remaining.min(self.sbuf.len() - pos);
@@ -1693,11 +1697,20 @@ impl Session {
                 b'E' => {
                     let f = pg::error_fields(&self.sbuf[body_range]);
                     if f.severity == "FATAL" || f.severity == "PANIC" {
-                        // The server is closing this connection (shutdown, termination,
-                        // crash). That is the gateway's problem, not the client's: the client
-                        // keeps its connection and hears about a lost transaction the usual
-                        // way, and a request not yet answered is replayed elsewhere.
-                        server_fatal = Some(format!("{} (SQLSTATE {})", f.message, f.code));
+                        let why = format!("{} (SQLSTATE {})", f.message, f.code);
+                        if self.core.profile.mode == PoolMode::Session || self.pinned.is_some()
+                        {
+                            // The client's own server session ends: it hears the server's
+                            // words, as it would directly (drivers act on the SQLSTATE: 57P01
+                            // terminated, 25P03 idle in transaction...), and its connection
+                            // closes with it.
+                            session_fatal = Some((self.sbuf[pos..pos + header.total].to_vec(), why));
+                            break;
+                        }
+                        // Transaction mode: the server is the gateway's, not the client's; the
+                        // client keeps its connection and hears about a lost transaction the
+                        // usual way, and a request not yet answered is replayed elsewhere.
+                        server_fatal = Some(why);
                         break;
                     }
                     // Parses not yet answered failed or were skipped: nothing was created.
@@ -1768,6 +1781,12 @@ impl Session {
                 return Some(End::ClientError(e));
             }
             self.sbuf.drain(..forward_upto);
+        }
+        if let Some((message, why)) = session_fatal {
+            tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %why, "the server ended the client's session");
+            self.detach_broken();
+            let _ = self.client.write_all(&message).await;
+            return Some(End::ServerClosed(why));
         }
         if let Some(why) = server_fatal {
             return Box::pin(self.server_lost(why)).await;
@@ -2053,6 +2072,9 @@ impl Core {
             }
             End::ServerLost(e) => {
                 tracing::info!(listener = %self.listener.name, client = %self.flow.client, error = %e, "session ended: backend lost")
+            }
+            End::ServerClosed(e) => {
+                tracing::info!(listener = %self.listener.name, client = %self.flow.client, error = %e, "session ended by its server")
             }
             End::Refused(r) => {
                 tracing::info!(listener = %self.listener.name, client = %self.flow.client, reason = r, "session refused")
