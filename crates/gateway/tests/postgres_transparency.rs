@@ -173,3 +173,89 @@ async fn a_pooled_server_terminated_between_transactions_goes_unnoticed() {
     let again = c.query("select pg_backend_pid()").await.expect("pid");
     assert_ne!(again, pid);
 }
+
+/// The BackendKeyData of a greeting: (process id, secret key).
+fn backend_key(greeting: &[(u8, Vec<u8>)]) -> (u32, u32) {
+    let (_, body) = greeting
+        .iter()
+        .find(|(t, _)| *t == b'K')
+        .expect("BackendKeyData");
+    (
+        u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+    )
+}
+
+/// LISTEN, NOTIFY on the same connection, and the NotificationResponse's process id.
+async fn self_notification_pid(c: &mut Raw<tokio::net::TcpStream>) -> u32 {
+    c.query("listen sumun_chan").await.expect("listen");
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.query("notify sumun_chan, 'hello'");
+    c.write(&w.buf).await;
+    let reply = c.until_ready().await;
+    let (_, body) = reply
+        .iter()
+        .find(|(t, _)| *t == b'A')
+        .unwrap_or_else(|| panic!("no notification: {reply:?}"));
+    u32::from_be_bytes([body[0], body[1], body[2], body[3]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_clients_are_told_their_servers_real_pid_and_cancels_still_work() {
+    let (pg, gw, token) = start("pool = { mode = \"session\", size = 2 }").await;
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    let (pid, secret) = backend_key(&greeting);
+    assert_eq!(
+        c.query("select pg_backend_pid()").await,
+        Ok(vec![pid.to_string()])
+    );
+    assert_eq!(self_notification_pid(&mut c).await, pid);
+    // pg_stat_activity knows the client's session by the same pid.
+    let seen = pg
+        .psql(&format!(
+            "select usename from pg_stat_activity where pid = {pid}"
+        ))
+        .expect("activity");
+    assert_eq!(seen, "app");
+
+    // A cancel request with what the client was told still reaches its query, through the
+    // gateway.
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.query("select pg_sleep(30)");
+    c.write(&w.buf).await;
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            pg.psql("select count(*) from pg_stat_activity where query = 'select pg_sleep(30)'")
+                .is_ok_and(|n| n == "1")
+        })
+        .await
+    );
+    let mut cancel = tokio::net::TcpStream::connect(gw.addr("pg"))
+        .await
+        .expect("connect");
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.cancel_request(pid, secret);
+    tokio::io::AsyncWriteExt::write_all(&mut cancel, &w.buf)
+        .await
+        .expect("cancel");
+    let reply = c.until_ready().await;
+    assert_eq!(
+        common::raw::first_error(&reply).map(|e| e.0).as_deref(),
+        Some("57014"),
+        "{reply:?}"
+    );
+    assert_eq!(c.query("select 1").await, Ok(vec!["1".to_string()]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_notifications_carry_the_pid_the_client_was_told() {
+    let (_pg, gw, token) = start("pool = { mode = \"transaction\", size = 2 }").await;
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    let (pid, _) = backend_key(&greeting);
+    // LISTEN pins the client to its server; its own NOTIFY comes back with its own pid.
+    assert_eq!(self_notification_pid(&mut c).await, pid);
+}

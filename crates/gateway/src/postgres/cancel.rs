@@ -1,6 +1,7 @@
-//! Cancel keys. Each client gets the gateway's own (process id, secret key) pair in
-//! BackendKeyData — never a server's, because in transaction mode the client has no fixed
-//! server. A CancelRequest with that pair, arriving on any connection to any postgres
+//! Cancel keys. Each client gets a (process id, secret key) pair of the gateway's in
+//! BackendKeyData — never a server's secret. In transaction mode the process id is the
+//! gateway's too (the client has no fixed server); in session mode it is the client's server's
+//! real one, so `pg_backend_pid()` and notifications agree with it. A CancelRequest with that pair, arriving on any connection to any postgres
 //! listener, is forwarded to the server the client is using at that moment, with that
 //! server's own key. A request with an unknown pair is dropped silently, as PostgreSQL does.
 
@@ -68,9 +69,37 @@ impl CancelRegistry {
         )
     }
 
+    /// Register a client under its server's real process id (session mode: what
+    /// `pg_backend_pid()` says) and a fresh secret of the gateway's own: the server's secret
+    /// is never given out, and cancel requests still come through the registry.
+    pub(crate) fn register_as(
+        self: &Arc<Self>,
+        process_id: u32,
+        make: impl FnOnce(u32, u32) -> ClientInfo,
+    ) -> Result<CancelKey, CancelError> {
+        self.register_inner(
+            Some(process_id),
+            |buf| {
+                let bytes = sumun_vault::crypto::random_bytes(buf.len()).map_err(|_| ())?;
+                buf.copy_from_slice(&bytes);
+                Ok(())
+            },
+            make,
+        )
+    }
+
     /// [`CancelRegistry::register`] with the random source given (tests make it fail).
     fn register_with(
         self: &Arc<Self>,
+        fill: impl FnMut(&mut [u8; 8]) -> Result<(), ()>,
+        make: impl FnOnce(u32, u32) -> ClientInfo,
+    ) -> Result<CancelKey, CancelError> {
+        self.register_inner(None, fill, make)
+    }
+
+    fn register_inner(
+        self: &Arc<Self>,
+        process_id: Option<u32>,
         mut fill: impl FnMut(&mut [u8; 8]) -> Result<(), ()>,
         make: impl FnOnce(u32, u32) -> ClientInfo,
     ) -> Result<CancelKey, CancelError> {
@@ -78,7 +107,10 @@ impl CancelRegistry {
             // Unpredictable, so a client cannot cancel another client's queries by guessing.
             let mut bytes = [0u8; 8];
             fill(&mut bytes).map_err(|()| CancelError::Random)?;
-            let key = key_from(bytes);
+            let mut key = key_from(bytes);
+            if let Some(pid) = process_id {
+                key.0 = pid;
+            }
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             if let std::collections::hash_map::Entry::Vacant(e) = map.entry(key) {
                 let info = Arc::new(make(key.0, key.1));

@@ -700,6 +700,14 @@ impl Session {
                 params
             }
         };
+        // Session mode: the client owns its server from now on, and is told its real process
+        // id (with a secret of the gateway's), as a direct connection would tell it.
+        if self.core.profile.mode == PoolMode::Session {
+            if self.attached.is_none() {
+                Box::pin(self.attach(Want::Writer)).await?;
+            }
+            self.take_server_pid().await?;
+        }
         // The client sees what the server reports for the values it set (`UTF8` for `utf8`,
         // `ISO, MDY` for `iso`), as a direct connection shows them: a value not seen before is
         // learned from a server, which reports it once it is applied.
@@ -724,6 +732,36 @@ impl Session {
             }
         }
         self.greet(&params).await
+    }
+
+    /// Re-register the client under its server's process id (session mode).
+    async fn take_server_pid(&mut self) -> Result<(), End> {
+        let Some(a) = &self.attached else {
+            return Ok(());
+        };
+        let server = (a.target.addr, a.server.conn.process_id, a.server.conn.secret_key);
+        let (profile, flow) = (self.core.profile.clone(), self.core.flow.clone());
+        let key = self.core.shared.pg.cancels.register_as(server.1, |pid, secret| {
+            super::ClientInfo::new(profile, flow, pid, secret)
+        });
+        match key {
+            Ok(key) => {
+                key.info.set_server(Some(server));
+                // The old key leaves the registry as it is dropped here.
+                self.core.cancel = key;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %err, "login refused");
+                fatal(
+                    &mut self.client,
+                    "58000",
+                    "login failed: the gateway cannot draw a cancel key",
+                )
+                .await;
+                Err(End::Refused("no_cancel_key"))
+            }
+        }
     }
 
     /// The value the client asked for parameter `name` (names are case-insensitive).
@@ -1743,6 +1781,27 @@ impl Session {
                     }
                 }
                 b'G' | b'H' | b'W' => self.in_copy = true,
+                // NotificationResponse from the client's own server process: in transaction
+                // mode the client knows that process by the gateway's id, so say that one.
+                b'A' if self.core.profile.mode == PoolMode::Transaction
+                    && header.total >= 9 =>
+                {
+                    let at = body_range.start;
+                    let pid = u32::from_be_bytes([
+                        self.sbuf[at],
+                        self.sbuf[at + 1],
+                        self.sbuf[at + 2],
+                        self.sbuf[at + 3],
+                    ]);
+                    let own = self
+                        .attached
+                        .as_ref()
+                        .is_some_and(|a| a.server.conn.process_id == pid);
+                    if own {
+                        let mine = self.core.cancel.info.process_id.to_be_bytes();
+                        self.sbuf[at..at + 4].copy_from_slice(&mine);
+                    }
+                }
                 b'1' | b'3' => {
                     let injected = match self.parses.front() {
                         Some(Sent::Parse { injected, .. }) if header.tag == b'1' => Some(*injected),
