@@ -3,7 +3,9 @@
 //! admin API token, and a commented config into the quickstart directory (reusing whatever is
 //! already there, so edits survive), then serves it and prints a ready-to-paste client command
 //! per backend — for PostgreSQL with a fresh token as the password — saying plainly which
-//! backends are not reachable.
+//! backends are not reachable. Its ports can be chosen (`--pg-port`... or `--free-ports`); in a
+//! reused config only those `bind`/`listen` values are rewritten, and a flag the config cannot
+//! take (its listener is gone) is refused rather than ignored.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
@@ -20,24 +22,136 @@ pub struct Setup {
     pub ca_path: PathBuf,
 }
 
-/// The backends quickstart fronts: (listener name, what it is, gateway port, backend address,
-/// listener protocol).
-const BACKENDS: [(&str, &str, u16, &str, &str); 3] = [
-    ("postgres", "PostgreSQL", 6432, "127.0.0.1:5432", "postgres"),
-    ("mariadb", "MariaDB/MySQL", 13306, "127.0.0.1:3306", "tls"),
-    ("redis", "Redis", 16379, "127.0.0.1:6379", "tls"),
+/// The backends quickstart fronts: (listener name, what it is, backend address, listener
+/// protocol). Their ports are in `SLOTS`, in the same order.
+const BACKENDS: [(&str, &str, &str, &str); 3] = [
+    ("postgres", "PostgreSQL", "127.0.0.1:5432", "postgres"),
+    ("mariadb", "MariaDB/MySQL", "127.0.0.1:3306", "tls"),
+    ("redis", "Redis", "127.0.0.1:6379", "tls"),
 ];
+
+/// A port quickstart chooses: the flag that sets it, the listener that binds it (`None`: the
+/// admin API) and its default.
+struct Slot {
+    flag: &'static str,
+    listener: Option<&'static str>,
+    default: u16,
+}
+
+/// The three listeners of `BACKENDS` (same order), then the admin API.
+const SLOTS: [Slot; 4] = [
+    Slot {
+        flag: "--pg-port",
+        listener: Some("postgres"),
+        default: 6432,
+    },
+    Slot {
+        flag: "--mariadb-port",
+        listener: Some("mariadb"),
+        default: 13306,
+    },
+    Slot {
+        flag: "--redis-port",
+        listener: Some("redis"),
+        default: 16379,
+    },
+    Slot {
+        flag: "--admin-port",
+        listener: None,
+        default: 9900,
+    },
+];
+
+/// The flag that moves a quickstart listener (`None`: the admin API), if quickstart has one.
+pub fn port_flag(listener: Option<&str>) -> Option<&'static str> {
+    SLOTS
+        .iter()
+        .find(|s| s.listener == listener)
+        .map(|s| s.flag)
+}
+
+/// Ports on the command line. They apply to a config quickstart writes and are rewritten into
+/// one it reuses (only those `bind`/`listen` values: everything else in the file stays as is).
+#[derive(clap::Args, Clone, Default)]
+pub struct PortArgs {
+    /// Port of the PostgreSQL listener on 127.0.0.1 [default: 6432, or the reused config's].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub pg_port: Option<u16>,
+    /// Port of the MariaDB/MySQL listener on 127.0.0.1 [default: 13306, or the reused config's].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub mariadb_port: Option<u16>,
+    /// Port of the Redis listener on 127.0.0.1 [default: 16379, or the reused config's].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub redis_port: Option<u16>,
+    /// Port of the admin API on 127.0.0.1 [default: 9900, or the reused config's].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub admin_port: Option<u16>,
+    /// Let the system pick a free loopback port for each of these ports not set by its flag.
+    /// They are printed and written to the config, so a rerun without flags keeps them.
+    #[arg(long)]
+    pub free_ports: bool,
+}
+
+/// Where a wanted port came from: a flag must apply or quickstart refuses; a port picked by
+/// --free-ports for a listener the config no longer has is simply not needed.
+#[derive(Clone, Copy)]
+enum Want {
+    Flag(u16),
+    Free(u16),
+}
+
+impl Want {
+    fn port(self) -> u16 {
+        match self {
+            Want::Flag(p) | Want::Free(p) => p,
+        }
+    }
+}
+
+impl PortArgs {
+    /// The port each slot of `SLOTS` should have, if the command line says so.
+    fn wanted(&self) -> anyhow::Result<[Option<Want>; 4]> {
+        let flags = [
+            self.pg_port,
+            self.mariadb_port,
+            self.redis_port,
+            self.admin_port,
+        ];
+        // Every socket is held until all are picked, so the ports differ.
+        let mut held = Vec::new();
+        let mut wanted = [None; 4];
+        for (want, flag) in wanted.iter_mut().zip(flags) {
+            *want = match flag {
+                Some(port) => Some(Want::Flag(port)),
+                None if self.free_ports => {
+                    let socket = std::net::TcpListener::bind(("127.0.0.1", 0))
+                        .context("cannot find a free port on 127.0.0.1")?;
+                    let port = socket.local_addr()?.port();
+                    held.push(socket);
+                    Some(Want::Free(port))
+                }
+                None => None,
+            };
+        }
+        Ok(wanted)
+    }
+}
+
+/// A port the command line asked for that the reused config cannot take: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PortRefused(String);
 
 /// The user quickstart's PostgreSQL listener lets in (with a token or a password).
 pub const PG_USER: &str = "quickstart";
 /// The vault secret the gateway logs in to the local PostgreSQL with.
 const PG_CREDENTIAL: &str = "pg/local";
 
-const ADMIN: &str = "127.0.0.1:9900";
 /// The admin API's bearer token, next to the config.
 const ADMIN_TOKEN: &str = "admin.token";
 
-pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
+pub fn prepare(dir: &Path, ports: &PortArgs) -> anyhow::Result<Setup> {
+    let wanted = ports.wanted()?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir
         .canonicalize()
@@ -60,8 +174,11 @@ pub fn prepare(dir: &Path) -> anyhow::Result<Setup> {
         write_admin_token(&admin_token)?;
     }
     let config_path = dir.join("sumun.toml");
-    if !config_path.exists() {
-        std::fs::write(&config_path, default_config())
+    if config_path.exists() {
+        set_ports(&config_path, &wanted)?;
+    } else {
+        let ports = std::array::from_fn(|i| wanted[i].map_or(SLOTS[i].default, Want::port));
+        std::fs::write(&config_path, default_config(&ports))
             .with_context(|| format!("cannot write {}", config_path.display()))?;
     }
     Ok(Setup {
@@ -134,7 +251,128 @@ fn pg_token(config: &Config) -> anyhow::Result<String> {
     Ok(token.expose_str().unwrap_or_default().to_string())
 }
 
-fn default_config() -> String {
+/// The parts of a config whose ports quickstart may rewrite, with where their values are.
+#[derive(serde::Deserialize)]
+struct Binds {
+    #[serde(default)]
+    listeners: Vec<BindsListener>,
+    admin: Option<BindsAdmin>,
+}
+
+#[derive(serde::Deserialize)]
+struct BindsListener {
+    name: Option<String>,
+    bind: Option<toml::Spanned<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BindsAdmin {
+    listen: Option<toml::Spanned<String>>,
+}
+
+impl Binds {
+    fn of(text: &str) -> Result<Binds, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string())
+    }
+    /// The `bind` of listener `name`, or `[admin] listen` for `None`.
+    fn find(&self, listener: Option<&str>) -> Option<&toml::Spanned<String>> {
+        match listener {
+            Some(name) => self
+                .listeners
+                .iter()
+                .find(|l| l.name.as_deref() == Some(name))
+                .and_then(|l| l.bind.as_ref()),
+            None => self.admin.as_ref().and_then(|a| a.listen.as_ref()),
+        }
+    }
+}
+
+/// Moves the listeners of a reused config to the wanted ports: each `bind` (or `[admin]
+/// listen`) value keeps its address and gets the new port; nothing else in the file changes
+/// (comments and edits survive). A flag that names a listener the file no longer has, or a
+/// bind that is not `ADDRESS:PORT`, is refused rather than ignored.
+fn set_ports(path: &Path, wanted: &[Option<Want>; 4]) -> anyhow::Result<()> {
+    if wanted.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let file = path.display();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {file}"))?;
+    let binds = Binds::of(&text).map_err(|e| {
+        PortRefused(format!(
+            "cannot set ports in {file}, which is not valid TOML ({e}): fix it (sumun validate --config {file}) or remove it"
+        ))
+    })?;
+    let mut edits = Vec::new();
+    for (slot, want) in SLOTS.iter().zip(wanted) {
+        let Some(want) = *want else { continue };
+        let what = match slot.listener {
+            Some(name) => format!("the bind of listener '{name}'"),
+            None => "[admin] listen".to_string(),
+        };
+        let Some(bind) = binds.find(slot.listener) else {
+            match want {
+                Want::Free(_) => continue,
+                Want::Flag(port) => {
+                    let missing = match slot.listener {
+                        Some(name) => format!("listener named '{name}'"),
+                        None => "[admin] listen".to_string(),
+                    };
+                    return Err(PortRefused(format!(
+                        "{} {port} cannot apply: {file} (reused as is) has no {missing}; edit the file yourself",
+                        slot.flag
+                    ))
+                    .into());
+                }
+            }
+        };
+        let Ok(old) = bind.get_ref().parse::<SocketAddr>() else {
+            return Err(PortRefused(format!(
+                "{} cannot apply: {what} in {file} is \"{}\", not ADDRESS:PORT; edit the file yourself",
+                slot.flag,
+                bind.get_ref()
+            ))
+            .into());
+        };
+        if old.port() != want.port() {
+            let new = SocketAddr::new(old.ip(), want.port());
+            edits.push((bind.span(), slot, what, old, new));
+        }
+    }
+    if edits.is_empty() {
+        return Ok(());
+    }
+    let mut out = text.clone();
+    edits.sort_by_key(|(span, ..)| std::cmp::Reverse(span.start));
+    for (span, _, _, _, new) in &edits {
+        out.replace_range(span.clone(), &format!("\"{new}\""));
+    }
+    // The rewrite must have changed those values and left the file readable.
+    let check = Binds::of(&out).ok();
+    for (_, slot, _, _, new) in &edits {
+        let now = check.as_ref().and_then(|b| b.find(slot.listener));
+        if now.and_then(|b| b.get_ref().parse::<SocketAddr>().ok()) != Some(*new) {
+            return Err(PortRefused(format!(
+                "cannot set {} {} in {file}: edit the file yourself",
+                slot.flag,
+                new.port()
+            ))
+            .into());
+        }
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &out)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {file}"))?;
+    for (_, _, what, old, new) in edits.iter().rev() {
+        eprintln!(
+            "sumun quickstart: {file}: {what} is now {new} (was {old}); the rest of the file is unchanged"
+        );
+    }
+    Ok(())
+}
+
+fn default_config(ports: &[u16; 4]) -> String {
+    let admin_port = ports[3];
     let mut c = String::from(
         "# Written by `sumun quickstart`. Edit freely: the running gateway reloads this file on save.\n\
          # Every key is documented in docs/config.md.\n\n\
@@ -143,7 +381,7 @@ fn default_config() -> String {
     );
     let _ = writeln!(
         c,
-        "listen = \"{ADMIN}\"\n\
+        "listen = \"127.0.0.1:{admin_port}\"\n\
          # /api/... asks for this bearer token (/metrics and /healthz do not); `sumun status\n\
          # --config sumun.toml` sends it. Without a token file the admin API may only listen on loopback.\n\
          token_file = \"{ADMIN_TOKEN}\"\n"
@@ -163,7 +401,7 @@ fn default_config() -> String {
          # admin database (SHOW POOLS, SHOW CLIENTS...).\n\
          [[users]]\nname = \"{PG_USER}\"\nauth = [\"token\", \"scram\"]\nbackend_credential = \"{PG_CREDENTIAL}\"\nadmin = true\n"
     );
-    for (name, what, port, backend, protocol) in BACKENDS {
+    for ((name, what, backend, protocol), port) in BACKENDS.into_iter().zip(ports) {
         let pool = if protocol == "postgres" {
             "tls = \"required\"\npool = { mode = \"transaction\", size = 20 }\n"
         } else {

@@ -88,6 +88,8 @@ pub struct QuickstartArgs {
     #[arg(long)]
     pub no_serve: bool,
     #[command(flatten)]
+    pub ports: crate::cmd::quickstart::PortArgs,
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -96,11 +98,21 @@ pub fn init_logging(log: &LogArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_logs(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let _ = match log.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
+}
+
+/// Colour codes only for a person watching a terminal: a file, a pipe or a log collector gets
+/// plain text, and a non-empty `NO_COLOR` (no-color.org) turns them off everywhere.
+fn colour_logs(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn print_problems(errors: &ConfigErrors) {
@@ -137,7 +149,69 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     init_logging(&args.log);
-    run_gateway(config, args.config, None)
+    run_gateway(config, args.config, None, serve_advice)
+}
+
+/// Where a listener that cannot bind is configured, for `sumun serve`'s advice.
+pub struct BindSite<'a> {
+    /// The listener's name; `None` for the admin API.
+    pub listener: Option<&'a str>,
+    pub config: &'a Path,
+}
+
+/// How to get past a port that is taken: a sentence for the end of the error line.
+type BindAdvice = fn(&BindSite<'_>) -> String;
+
+fn serve_advice(site: &BindSite<'_>) -> String {
+    match site.listener {
+        Some(_) => format!("stop it or change this bind in {}", site.config.display()),
+        None => format!(
+            "stop it or change [admin] listen in {}",
+            site.config.display()
+        ),
+    }
+}
+
+fn quickstart_advice(site: &BindSite<'_>) -> String {
+    match crate::cmd::quickstart::port_flag(site.listener) {
+        Some(flag) => format!(
+            "rerun with {flag} PORT, or with --free-ports to let the system pick free ports"
+        ),
+        None => format!("stop it or change this bind in {}", site.config.display()),
+    }
+}
+
+/// One line saying why the gateway could not start. A port someone else holds is named with
+/// its listener and the way around it (the raw error says only "Address already in use").
+fn start_error(
+    e: &sumun_gateway::ApplyError,
+    admin: Option<std::net::SocketAddr>,
+    config: &Path,
+    advice: BindAdvice,
+) -> String {
+    let sumun_gateway::ApplyError::Bind { name, addr, source } = e else {
+        return e.to_string();
+    };
+    // The gateway names its admin listener "admin" (a listener may not share its address).
+    let listener = (!(name == "admin" && admin == Some(*addr))).then_some(name.as_str());
+    let what = listener.map_or("the admin API".to_string(), |n| format!("listener '{n}'"));
+    let site = BindSite { listener, config };
+    let port = addr.port();
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "port {port} ({what}, {addr}) is already in use by another process (`ss -ltnp 'sport = :{port}'` shows which): {}",
+            advice(&site)
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{what} may not bind {addr}: ports below 1024 need privileges (CAP_NET_BIND_SERVICE); {}",
+            advice(&site)
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{what} cannot bind {addr}: {} is not an address of this machine",
+            addr.ip()
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// Runs once the first config is live (quickstart prints its commands there).
@@ -158,15 +232,18 @@ fn run_gateway(
     config: sumun_config::Config,
     path: PathBuf,
     ready: Option<OnReady>,
+    advice: BindAdvice,
 ) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     rt.block_on(async move {
         let gateway = Gateway::new();
+        let admin = config.admin.as_ref().map(|a| a.listen);
         if let Err(errors) = gateway.apply(config).await {
             for e in &errors.0 {
-                tracing::error!(error = %e, "cannot start");
+                let why = start_error(e, admin, &path, advice);
+                tracing::error!(error = %why, "cannot start");
+                eprintln!("sumun: cannot start: {why}");
             }
-            eprintln!("sumun: cannot start: {errors}");
             return Ok(ExitCode::from(1));
         }
         tracing::info!(config = %path.display(), "serving");
@@ -416,7 +493,16 @@ fn print_table(rows: &[Vec<String>]) {
 }
 
 pub fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
-    let setup = crate::cmd::quickstart::prepare(&args.dir)?;
+    let setup = match crate::cmd::quickstart::prepare(&args.dir, &args.ports) {
+        Ok(setup) => setup,
+        Err(e) => {
+            if let Some(refused) = e.downcast_ref::<crate::cmd::quickstart::PortRefused>() {
+                eprintln!("sumun: {refused}");
+                return Ok(ExitCode::from(2));
+            }
+            return Err(e);
+        }
+    };
     let config = match sumun_config::load(&setup.config_path) {
         Ok(config) => config,
         Err(errors) => {
@@ -437,5 +523,6 @@ pub fn quickstart(args: QuickstartArgs) -> anyhow::Result<ExitCode> {
         Some(Box::new(move |gateway: &Gateway| {
             crate::cmd::quickstart::print_instructions(&setup, &printed_config, Some(gateway));
         })),
+        quickstart_advice,
     )
 }
