@@ -395,10 +395,10 @@ fn default_config(ports: &[u16; 4]) -> String {
     );
     let _ = write!(
         c,
-        "# Who may log in through the PostgreSQL listener: a token from `sumun token --user {PG_USER}`\n\
-         # as the password, or a password set with `sumun users set-password {PG_USER}`. The gateway\n\
-         # logs in to PostgreSQL with the vault secret {PG_CREDENTIAL}; `admin` opens the `sumun`\n\
-         # admin database (SHOW POOLS, SHOW CLIENTS...).\n\
+        "# Who may log in through the PostgreSQL listener: a token from `sumun token --user {PG_USER}\n\
+         # --config sumun.toml` as the password, or a password set with `sumun users set-password\n\
+         # {PG_USER} --config sumun.toml`. The gateway logs in to PostgreSQL with the vault secret\n\
+         # {PG_CREDENTIAL}; `admin` opens the `sumun` admin database (SHOW POOLS, SHOW CLIENTS...).\n\
          [[users]]\nname = \"{PG_USER}\"\nauth = [\"token\", \"scram\"]\nbackend_credential = \"{PG_CREDENTIAL}\"\nadmin = true\n"
     );
     for ((name, what, backend, protocol), port) in BACKENDS.into_iter().zip(ports) {
