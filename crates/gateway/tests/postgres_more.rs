@@ -1224,28 +1224,25 @@ async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
     };
     let gw = TestGateway::start_in(dir, &toml(1)).await.expect("gateway");
 
-    // Size 1, session mode: the first client holds the only connection from its login on; a
-    // second one's login waits for a server and times out.
+    // Size 1, session mode: the first client holds the only connection; a second one times out.
     let mut first = logged_in(&gw, &token).await;
     assert_eq!(first.query("select 1").await, rows(&["1"]));
-    let mut second = Raw::tcp(gw.addr("pg")).await;
-    let reply = second.login("bob", "appdb", &token).await;
-    let (code, message) = first_error(&reply).expect("pool full");
+    let mut second = logged_in(&gw, &token).await;
+    let (code, message) = second.query("select 2").await.expect_err("pool full");
     assert_eq!(code, "53300", "{message}");
 
     // Grown to 2 by a reload: a new client is served while the first still holds its own.
     gw.reload(&toml(2)).await.expect("reload");
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut third = loop {
-        let mut c = Raw::tcp(gw.addr("pg")).await;
-        let reply = c.login("bob", "appdb", &token).await;
-        match first_error(&reply) {
-            None => {
-                assert_eq!(c.query("select 3").await, rows(&["3"]));
+        let mut c = logged_in(&gw, &token).await;
+        match c.query("select 3").await {
+            Ok(r) => {
+                assert_eq!(Ok(r), rows(&["3"]));
                 break c;
             }
-            Some((code, _)) if code == "53300" && Instant::now() < deadline => {}
-            Some(e) => panic!("after growing the pool: {e:?}"),
+            Err((code, _)) if code == "53300" && Instant::now() < deadline => {}
+            Err(e) => panic!("after growing the pool: {e:?}"),
         }
     };
     assert_eq!(first.query("select 4").await, rows(&["4"]));
@@ -1282,9 +1279,8 @@ async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
     // And it stays at one: two clients at once, the second waits for the first.
     let mut a = logged_in(&gw, &token).await;
     assert_eq!(a.query("select 7").await, rows(&["7"]));
-    let mut b = Raw::tcp(gw.addr("pg")).await;
-    let reply = b.login("bob", "appdb", &token).await;
-    let (code, _) = first_error(&reply).expect("pool of one");
+    let mut b = logged_in(&gw, &token).await;
+    let (code, _) = b.query("select 8").await.expect_err("pool of one");
     assert_eq!(code, "53300");
     assert_eq!(servers(), 1);
 }

@@ -276,6 +276,14 @@ impl Pool {
         now.saturating_duration_since(p.conn.created) < settings.max_lifetime && !p.conn.broken
     }
 
+    /// True when a checkout would not wait now: a connection is idle or a slot is free, and
+    /// nobody is queued ahead. (A moment later it may be otherwise; the checkout then waits.)
+    pub fn has_room(&self) -> bool {
+        let inner = self.lock();
+        inner.waiters.iter().all(VecDeque::is_empty)
+            && (inner.idle.count > 0 || self.slots.available_permits() > 0)
+    }
+
     /// An idle connection, if one is ready now (nothing waits).
     pub fn try_idle(&self, settings: &PoolSettings) -> Option<Box<Pooled>> {
         let home = current_home();

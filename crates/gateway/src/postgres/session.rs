@@ -700,10 +700,12 @@ impl Session {
                 params
             }
         };
-        // Session mode: the client owns its server from now on, and is told its real process
-        // id (with a secret of the gateway's), as a direct connection would tell it.
+        // Session mode: the client owns its server from login on, and is told its real
+        // process id (with a secret of the gateway's), as a direct connection would tell it.
+        // When the pool is full the login does not wait for one: the client is greeted with a
+        // process id of the gateway's and its first statement waits (PgBouncer's way).
         if self.core.profile.mode == PoolMode::Session {
-            if self.attached.is_none() {
+            if self.attached.is_none() && self.server_free_now() {
                 Box::pin(self.attach(Want::Writer)).await?;
             }
             self.take_server_pid().await?;
@@ -734,16 +736,33 @@ impl Session {
         self.greet(&params).await
     }
 
+    /// Whether the first pick's pool could give a server without waiting.
+    fn server_free_now(&mut self) -> bool {
+        let Some(target) = self.core.snap.group.pick_for(&[], Want::Writer) else {
+            return false;
+        };
+        self.pool_for(target.addr).is_some_and(|p| p.has_room())
+    }
+
     /// Re-register the client under its server's process id (session mode).
     async fn take_server_pid(&mut self) -> Result<(), End> {
         let Some(a) = &self.attached else {
             return Ok(());
         };
-        let server = (a.target.addr, a.server.conn.process_id, a.server.conn.secret_key);
+        let server = (
+            a.target.addr,
+            a.server.conn.process_id,
+            a.server.conn.secret_key,
+        );
         let (profile, flow) = (self.core.profile.clone(), self.core.flow.clone());
-        let key = self.core.shared.pg.cancels.register_as(server.1, |pid, secret| {
-            super::ClientInfo::new(profile, flow, pid, secret)
-        });
+        let key = self
+            .core
+            .shared
+            .pg
+            .cancels
+            .register_as(server.1, |pid, secret| {
+                super::ClientInfo::new(profile, flow, pid, secret)
+            });
         match key {
             Ok(key) => {
                 key.info.set_server(Some(server));
@@ -1736,13 +1755,13 @@ impl Session {
                     let f = pg::error_fields(&self.sbuf[body_range]);
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         let why = format!("{} (SQLSTATE {})", f.message, f.code);
-                        if self.core.profile.mode == PoolMode::Session || self.pinned.is_some()
-                        {
+                        if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
                             // The client's own server session ends: it hears the server's
                             // words, as it would directly (drivers act on the SQLSTATE: 57P01
                             // terminated, 25P03 idle in transaction...), and its connection
                             // closes with it.
-                            session_fatal = Some((self.sbuf[pos..pos + header.total].to_vec(), why));
+                            session_fatal =
+                                Some((self.sbuf[pos..pos + header.total].to_vec(), why));
                             break;
                         }
                         // Transaction mode: the server is the gateway's, not the client's; the
@@ -1783,9 +1802,7 @@ impl Session {
                 b'G' | b'H' | b'W' => self.in_copy = true,
                 // NotificationResponse from the client's own server process: in transaction
                 // mode the client knows that process by the gateway's id, so say that one.
-                b'A' if self.core.profile.mode == PoolMode::Transaction
-                    && header.total >= 9 =>
-                {
+                b'A' if self.core.profile.mode == PoolMode::Transaction && header.total >= 9 => {
                     let at = body_range.start;
                     let pid = u32::from_be_bytes([
                         self.sbuf[at],
