@@ -259,3 +259,42 @@ async fn transaction_mode_notifications_carry_the_pid_the_client_was_told() {
     // LISTEN pins the client to its server; its own NOTIFY comes back with its own pid.
     assert_eq!(self_notification_pid(&mut c).await, pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_query_has_its_query_cancelled_and_its_server_reused() {
+    for mode in ["session", "transaction"] {
+        let (pg, gw, token) = start(&format!("pool = {{ mode = \"{mode}\", size = 1 }}")).await;
+        let mut c = Raw::tcp(gw.addr("pg")).await;
+        let greeting = c.login("bob", "appdb", &token).await;
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+        let pid = c.query("select pg_backend_pid()").await.expect("pid");
+        let mut w = sumun_wire::postgres::Writer::new();
+        w.query("select pg_sleep(60)");
+        c.write(&w.buf).await;
+        let running = "select count(*) from pg_stat_activity where query = 'select pg_sleep(60)' and state = 'active'";
+        assert!(
+            common::eventually(Duration::from_secs(10), || pg
+                .psql(running)
+                .is_ok_and(|n| n == "1"))
+            .await,
+            "{mode}: the query never started"
+        );
+        drop(c); // Ctrl-C'd: the client is gone.
+        assert!(
+            common::eventually(Duration::from_secs(10), || pg
+                .psql(running)
+                .is_ok_and(|n| n == "0"))
+            .await,
+            "{mode}: the server kept running the query for nobody"
+        );
+        // The same server serves the next client at once (pool of one).
+        let mut next = Raw::tcp(gw.addr("pg")).await;
+        let greeting = next.login("bob", "appdb", &token).await;
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+        assert_eq!(
+            next.query("select pg_backend_pid()").await,
+            Ok(pid.clone()),
+            "{mode}"
+        );
+    }
+}

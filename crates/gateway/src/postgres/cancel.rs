@@ -167,15 +167,7 @@ pub(crate) async fn forward(
         tracing::info!(listener = %listener.name, client = %admitted.client, "cancel request with an unknown or idle key; ignored");
         return;
     };
-    let mut w = Writer::new();
-    w.cancel_request(pid, key);
-    let sent = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(&w.buf).await?;
-        s.shutdown().await
-    })
-    .await;
-    match sent {
+    match send(addr, pid, key).await {
         Ok(Ok(())) => {
             shared
                 .pg
@@ -191,6 +183,22 @@ pub(crate) async fn forward(
             tracing::warn!(listener = %listener.name, server = %addr, "forwarding a cancel request timed out")
         }
     }
+}
+
+/// Send a CancelRequest for server process `pid` (its own key) to `addr`, within 5 s.
+pub(crate) async fn send(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    key: u32,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    let mut w = Writer::new();
+    w.cancel_request(pid, key);
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(&w.buf).await?;
+        s.shutdown().await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -2076,9 +2076,67 @@ impl Session {
         !self.cbuf.is_empty()
     }
 
+    /// The client went away with a request in flight (Ctrl-C on a long query, a killed
+    /// application): cancel it on the server, end a COPY FROM STDIN it left open, and read the
+    /// server's answers to the end (5 s at most), so the server is idle again and can be
+    /// reused. If that fails the server connection is closed by the caller; the query was
+    /// cancelled either way.
+    async fn abandon_request(&mut self) {
+        let Some(a) = self.attached.as_mut() else {
+            return;
+        };
+        let conn = &mut a.server.conn;
+        let (addr, pid, key) = (a.target.addr, conn.process_id, conn.secret_key);
+        match super::cancel::send(addr, pid, key).await {
+            Ok(Ok(())) => {
+                tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, server = %addr, "the client left mid-request; its query was cancelled")
+            }
+            _ => {
+                tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, server = %addr, "the client left mid-request and the cancel could not be sent");
+            }
+        }
+        if self.s_stream.remaining > 0 {
+            return; // mid-message: not worth resynchronising, the connection is closed
+        }
+        // CopyFail ends a COPY FROM STDIN (a server not in COPY IN ignores it); the Sync ends an
+        // extended-protocol request the client had not finished. Its ReadyForQuery is one more.
+        let mut w = Writer::new();
+        w.raw(b'f', b"the client went away\0");
+        w.raw(b'S', b"");
+        if conn.stream.write_all(&w.buf).await.is_err() {
+            return;
+        }
+        let mut unread = std::mem::take(&mut self.sbuf);
+        unread.append(&mut conn.pending);
+        conn.pending = unread;
+        let mut expected = self.pending + 1;
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut status = b'I';
+            while expected > 0 {
+                let (tag, body) = conn.read_message().await.ok()?;
+                if tag == b'Z' {
+                    expected -= 1;
+                    status = body.first().copied().unwrap_or(b'I');
+                }
+            }
+            Some(status)
+        })
+        .await;
+        if let Ok(Some(status)) = drained {
+            self.pending = 0;
+            self.tx_status = status;
+            self.in_copy = false;
+            self.inflight.clear();
+        }
+    }
+
     /// End the session: hand the server back clean (or close it), tell the client why when
     /// the gateway ended it, close the socket and write the records.
     async fn close(mut self, end: End) {
+        // A client that left with a request running: its server stops working for nobody.
+        if self.pending > 0 && matches!(end, End::ClientClosed | End::ClientError(_)) {
+            Box::pin(self.abandon_request()).await;
+        }
         // Hand the server back clean, or close it.
         if let Some(a) = self.attached.as_mut() {
             let idle = self.pending == 0
