@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::raw::Raw;
 use common::{TestDir, TestGateway};
-use sumun_testkit::{PgOptions, Postgres, Redis};
+use sumun_testkit::Redis;
 use tokio::io::AsyncWriteExt;
 
 const AUDIENCE: &str = "sumun-flows";
@@ -45,16 +45,9 @@ fn session_ends(gw: &TestGateway) -> Vec<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_postgres_connection_gets_one_flow_record_and_a_truthful_end() {
-    let pg = Postgres::start_async(PgOptions {
-        password_auth: true,
-        users: vec![("app".into(), "backend-Secret-1".into())],
-        databases: vec!["appdb".into()],
-        ..PgOptions::default()
-    })
-    .await
-    .expect("postgres");
+    let pg = common::app_postgres(None, &[]).await;
     let dir = TestDir::new("pg-flows");
-    let vault = common::backend_vault(&dir, "backend-Secret-1");
+    let vault = common::backend_vault(&dir, common::APP_PASSWORD);
     let bob = common::token(&vault, "bob", AUDIENCE);
     let root = common::token(&vault, "root", AUDIENCE);
     drop(vault);

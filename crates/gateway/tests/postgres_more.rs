@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use common::raw::{bind_body, first_error, parse_body, tags, Raw};
 use common::{audit_mark, run, wait_for_audit, TestDir, TestGateway};
 use rustls::pki_types::ServerName;
-use sumun_testkit::{PgOptions, Postgres};
+use sumun_testkit::Postgres;
 use sumun_vault::{SecretBytes, SecretKind, SecretMeta};
 use sumun_wire::postgres::{self as pg, Writer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BACKEND_PASSWORD: &str = "backend-Secret-1";
+const BACKEND_PASSWORD: &str = common::APP_PASSWORD;
 const AUDIENCE: &str = "sumun-more";
 
 // ---------------------------------------------------------------------------------------------
@@ -28,21 +28,7 @@ const AUDIENCE: &str = "sumun-more";
 
 /// A PostgreSQL with password auth, role `app` owning database `appdb`.
 async fn start_pg(host_auth: Option<&str>, settings: &[(&str, &str)]) -> Postgres {
-    let pg = Postgres::start_async(PgOptions {
-        password_auth: true,
-        host_auth: host_auth.map(str::to_string),
-        users: vec![("app".into(), BACKEND_PASSWORD.into())],
-        databases: vec!["appdb".into()],
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..PgOptions::default()
-    })
-    .await
-    .expect("start postgres");
-    pg.psql("ALTER DATABASE appdb OWNER TO app").expect("owner");
-    pg
+    common::app_postgres(host_auth, settings).await
 }
 
 /// A gateway config: one postgres listener `pg` (TLS from `[tls.default]` when `tls_section`

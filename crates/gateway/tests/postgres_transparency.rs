@@ -7,21 +7,14 @@ use std::time::Duration;
 
 use common::raw::Raw;
 use common::{TestDir, TestGateway};
-use sumun_testkit::{PgOptions, Postgres};
+use sumun_testkit::Postgres;
 
 const AUDIENCE: &str = "sumun-transparency";
 
 async fn start(listener: &str) -> (Postgres, TestGateway, String) {
-    let pg = Postgres::start_async(PgOptions {
-        password_auth: true,
-        users: vec![("app".into(), "backend-Secret-1".into())],
-        databases: vec!["appdb".into()],
-        ..PgOptions::default()
-    })
-    .await
-    .expect("postgres");
+    let pg = common::app_postgres(None, &[]).await;
     let dir = TestDir::new("pg-transparent");
-    let vault = common::backend_vault(&dir, "backend-Secret-1");
+    let vault = common::backend_vault(&dir, common::APP_PASSWORD);
     let token = common::token(&vault, "bob", AUDIENCE);
     drop(vault);
     let toml = format!(

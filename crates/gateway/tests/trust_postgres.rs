@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::raw::{bind_body, first_error, parse_body, tags, Raw};
 use common::{TestDir, TestGateway};
-use sumun_testkit::{Impostor, PgOptions, Postgres, Trick};
+use sumun_testkit::{Impostor, Postgres, Trick};
 use tokio::net::TcpStream;
 
-const BACKEND_PASSWORD: &str = "backend-Secret-1";
+const BACKEND_PASSWORD: &str = common::APP_PASSWORD;
 const AUDIENCE: &str = "sumun-trust";
 
 /// A gateway with one plain-text postgres listener `pg` in front of `target`, user `bob`
@@ -60,20 +60,7 @@ path = "{{dir}}/audit.jsonl"
 }
 
 async fn start_pg(settings: &[(&str, &str)]) -> Postgres {
-    let pg = Postgres::start_async(PgOptions {
-        password_auth: true,
-        users: vec![("app".into(), BACKEND_PASSWORD.into())],
-        databases: vec!["appdb".into()],
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        ..PgOptions::default()
-    })
-    .await
-    .expect("start postgres");
-    pg.psql("ALTER DATABASE appdb OWNER TO app").expect("owner");
-    pg
+    common::app_postgres(None, settings).await
 }
 
 async fn logged_in(gw: &TestGateway, token: &str, params: &[(&str, &str)]) -> Raw<TcpStream> {

@@ -368,6 +368,32 @@ pub async fn psql_appdb(
     run("psql", &args, &env).await
 }
 
+/// The backend password of role `app` in [`app_postgres`] and in [`backend_vault`]s made for it.
+pub const APP_PASSWORD: &str = "backend-Secret-1";
+
+/// A PostgreSQL that checks passwords (scram-sha-256 over TCP, or `host_auth`), with role `app`
+/// (password [`APP_PASSWORD`]) owning database `appdb`, and the given server settings.
+pub async fn app_postgres(
+    host_auth: Option<&str>,
+    settings: &[(&str, &str)],
+) -> sumun_testkit::Postgres {
+    let pg = sumun_testkit::Postgres::start_async(sumun_testkit::PgOptions {
+        password_auth: true,
+        host_auth: host_auth.map(str::to_string),
+        users: vec![("app".into(), APP_PASSWORD.into())],
+        databases: vec!["appdb".into()],
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..sumun_testkit::PgOptions::default()
+    })
+    .await
+    .expect("start postgres");
+    pg.psql("ALTER DATABASE appdb OWNER TO app").expect("owner");
+    pg
+}
+
 /// A vault in `dir/vault` sealed by a key file `dir/master.key` (the paths the PostgreSQL test
 /// configs name), holding backend secret `pg/app` (kind postgres, username `app`).
 pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
