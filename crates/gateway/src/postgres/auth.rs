@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 use sumun_config::{AuthMethod, User};
 use sumun_vault::ScramVerifier;
 use sumun_wire::postgres::{self as pg, auth as code, Writer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::stream::ClientStream;
 use super::{audit_auth_failure, fatal, ClientStartup};
@@ -312,10 +312,7 @@ async fn check(
     // Cleartext password: a token, or a password checked against the SCRAM verifier.
     let mut w = Writer::new();
     w.auth(code::CLEARTEXT, &[]);
-    client
-        .write_all(&w.buf)
-        .await
-        .map_err(|_| AuthFail::Closed)?;
+    client.send(&w.buf).await.map_err(|_| AuthFail::Closed)?;
     let body = read_password_message(client).await?;
     let password = pg::cstr(&body).map_or(&body[..], |(p, _)| p);
     let Some(vault) = vault else {
@@ -391,7 +388,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn send_ok(client: &mut ClientStream) -> Result<(), AuthFail> {
     let mut w = Writer::new();
     w.auth(code::OK, &[]);
-    client.write_all(&w.buf).await.map_err(|_| AuthFail::Closed)
+    client.send(&w.buf).await.map_err(|_| AuthFail::Closed)
 }
 
 /// The client's PasswordMessage body: a password or a token, wiped when dropped.
@@ -435,10 +432,7 @@ async fn scram_exchange(
     } else {
         w.auth_sasl(&["SCRAM-SHA-256"]);
     }
-    client
-        .write_all(&w.buf)
-        .await
-        .map_err(|_| AuthFail::Closed)?;
+    client.send(&w.buf).await.map_err(|_| AuthFail::Closed)?;
 
     let body = read_password_message(client).await?;
     let (mechanism, first) =
@@ -483,10 +477,7 @@ async fn scram_exchange(
     );
     let mut w = Writer::new();
     w.auth(code::SASL_CONTINUE, server_first.as_bytes());
-    client
-        .write_all(&w.buf)
-        .await
-        .map_err(|_| AuthFail::Closed)?;
+    client.send(&w.buf).await.map_err(|_| AuthFail::Closed)?;
 
     let body = read_password_message(client).await?;
     let fin = std::str::from_utf8(&body).map_err(|_| refused("protocol_violation"))?;
@@ -535,10 +526,7 @@ async fn scram_exchange(
         format!("v={}", sumun_vault::crypto::b64(&signature)).as_bytes(),
     );
     w.auth(code::OK, &[]);
-    client
-        .write_all(&w.buf)
-        .await
-        .map_err(|_| AuthFail::Closed)?;
+    client.send(&w.buf).await.map_err(|_| AuthFail::Closed)?;
     Ok(if plus { "scram-plus" } else { "scram" })
 }
 

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sumun_wire::postgres::{self as pg, Writer};
-use tokio::io::AsyncWriteExt;
 
 use super::auth::Identity;
 use super::report::{client_rows, pool_rows, server_rows, PIN_REASONS};
@@ -114,7 +113,7 @@ async fn serve(
     }
     w.backend_key_data(0, 0);
     w.ready_for_query(b'I');
-    if client.write_all(&w.buf).await.is_err() {
+    if client.send(&w.buf).await.is_err() {
         return "client_error";
     }
     count(w.buf.len(), false);
@@ -181,7 +180,7 @@ async fn serve(
             }
         }
         if !w.buf.is_empty() {
-            if client.write_all(&w.buf).await.is_err() {
+            if client.send(&w.buf).await.is_err() {
                 return "client_error";
             }
             count(w.buf.len(), false);

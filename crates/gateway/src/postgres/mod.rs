@@ -557,8 +557,7 @@ pub(crate) async fn fatal(client: &mut ClientStream, code: &str, message: &str) 
     let mut w = Writer::new();
     w.error("FATAL", code, message);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-        let _ = client.write_all(&w.buf).await;
-        let _ = client.flush().await;
+        let _ = client.send(&w.buf).await;
         let _ = client.shutdown().await;
     })
     .await;

@@ -505,7 +505,7 @@ impl ServerConn {
             ("database", login.database),
             ("application_name", "sumun"),
         ]);
-        self.stream.write_all(&w.buf).await?;
+        self.stream.send(&w.buf).await?;
         let mut state = AuthState::Start;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -656,7 +656,7 @@ impl ServerConn {
             }
             (other, _) => return Err(ServerError::UnsupportedAuth(other)),
         };
-        self.stream.write_all(&w.buf).await?;
+        self.stream.send(&w.buf).await?;
         // The password went out in `w` (cleartext or md5): wipe it.
         zeroize::Zeroize::zeroize(&mut w.buf);
         Ok(next)
@@ -704,7 +704,7 @@ impl ServerConn {
     pub async fn simple(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ServerError> {
         let mut w = Writer::new();
         w.query(sql);
-        self.stream.write_all(&w.buf).await?;
+        self.stream.send(&w.buf).await?;
         let mut error = None;
         let mut rows = Vec::new();
         loop {
@@ -731,7 +731,7 @@ impl ServerConn {
         let mut w = Writer::new();
         w.terminate();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            let _ = self.stream.write_all(&w.buf).await;
+            let _ = self.stream.send(&w.buf).await;
             let _ = self.stream.shutdown().await;
         })
         .await;

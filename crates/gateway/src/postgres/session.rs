@@ -819,10 +819,7 @@ impl Session {
         let info = &self.core.cancel.info;
         w.backend_key_data(info.process_id, info.secret_key);
         w.ready_for_query(b'I');
-        self.client
-            .write_all(&w.buf)
-            .await
-            .map_err(End::ClientError)
+        self.client.send(&w.buf).await.map_err(End::ClientError)
     }
 
     /// Take a server for the next piece of work.
@@ -1417,7 +1414,7 @@ impl Session {
         tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %what, "malformed message from client; closing");
         let mut w = Writer::new();
         w.error("FATAL", "08P01", &format!("invalid message: {what}"));
-        let _ = self.client.write_all(&w.buf).await;
+        let _ = self.client.send(&w.buf).await;
         End::Refused("protocol_violation")
     }
 
@@ -1577,7 +1574,7 @@ impl Session {
                 a.answered();
             }
         }
-        if let Err(e) = a.server.conn.stream.write_all(bytes).await {
+        if let Err(e) = a.server.conn.stream.send(bytes).await {
             return Box::pin(self.server_lost(e.to_string())).await;
         }
         None
@@ -1848,10 +1845,10 @@ impl Session {
                 a.answered();
             }
             let written = if copied == 0 {
-                self.client.write_all(&self.sbuf[..forward_upto]).await
+                self.client.send(&self.sbuf[..forward_upto]).await
             } else {
                 out.extend_from_slice(&self.sbuf[copied.min(forward_upto)..forward_upto]);
-                self.client.write_all(&out).await
+                self.client.send(&out).await
             };
             if let Err(e) = written {
                 return Some(End::ClientError(e));
@@ -1861,7 +1858,7 @@ impl Session {
         if let Some((message, why)) = session_fatal {
             tracing::info!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %why, "the server ended the client's session");
             self.detach_broken();
-            let _ = self.client.write_all(&message).await;
+            let _ = self.client.send(&message).await;
             return Some(End::ServerClosed(why));
         }
         if let Some(why) = server_fatal {
@@ -1997,7 +1994,7 @@ impl Session {
                 "08006",
                 &format!("the backend connection was lost: {why}"),
             );
-            let _ = self.client.write_all(&w.buf).await;
+            let _ = self.client.send(&w.buf).await;
             return Some(End::ServerLost(why));
         }
         if !waiting {
@@ -2005,7 +2002,7 @@ impl Session {
             self.core.failed_tx = true;
             return None;
         }
-        if let Err(e) = self.client.write_all(&lost_tx_answer()).await {
+        if let Err(e) = self.client.send(&lost_tx_answer()).await {
             return Some(End::ClientError(e));
         }
         None
@@ -2039,7 +2036,7 @@ impl Session {
                     "08006",
                     "the backend connection was lost mid-transaction; the transaction was rolled back",
                 );
-                let _ = self.client.write_all(&w.buf).await;
+                let _ = self.client.send(&w.buf).await;
                 return Err(End::Refused("lost_transaction"));
             }
             if h.total > self.cbuf.len() - pos {
@@ -2057,7 +2054,7 @@ impl Session {
         }
         self.core.failed_tx = false;
         self.client
-            .write_all(&lost_tx_answer())
+            .send(&lost_tx_answer())
             .await
             .map_err(End::ClientError)?;
         Ok(true)
@@ -2103,7 +2100,7 @@ impl Session {
         let mut w = Writer::new();
         w.raw(b'f', b"the client went away\0");
         w.raw(b'S', b"");
-        if conn.stream.write_all(&w.buf).await.is_err() {
+        if conn.stream.send(&w.buf).await.is_err() {
             return;
         }
         let mut unread = std::mem::take(&mut self.sbuf);
@@ -2183,8 +2180,7 @@ impl Session {
                 ),
             };
             w.error("FATAL", code, msg);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&w.buf)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.send(&w.buf)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.client.shutdown()).await;
         self.core.end_records(&end, self.pinned);

@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A TCP connection, or the same with TLS on top (`T` is rustls' server or client stream).
@@ -31,6 +31,22 @@ pub enum ClientIo {
 
 /// A connection to a server: TLS is started here.
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T: AsyncWrite + Unpin> MaybeTls<T> {
+    /// Write all of `bytes` out to the socket. Every write to a peer goes through here: a TLS
+    /// stream's write is done once rustls has taken the bytes, and when the socket is full
+    /// some of them stay in rustls' buffer, where nothing sends them until the next write. A
+    /// session that then waits for the peer would wait forever, and the peer for the rest of
+    /// what it was sent (the end of a COPY TO STDOUT read by a slow client, for one).
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes).await?;
+        match self {
+            // A socket's writes are in the kernel already.
+            MaybeTls::Plain(_) => Ok(()),
+            MaybeTls::Tls(_) => self.flush().await,
+        }
+    }
+}
 
 impl<T> MaybeTls<T> {
     pub fn is_tls(&self) -> bool {
