@@ -45,6 +45,9 @@ enum Command {
     Keys(cmd::vault::KeysCmd),
     /// Print a short-lived token to use as a password.
     Token(cmd::vault::TokenArgs),
+    /// Flow logs: least-privilege rules, threat hunts, explain, a generator.
+    #[command(subcommand)]
+    Flows(cmd::flows::FlowsCmd),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Users(c) => cmd::vault::users(c),
         Command::Keys(c) => cmd::vault::keys(c),
         Command::Token(a) => cmd::vault::token(a),
+        Command::Flows(c) => cmd::flows::flows(c),
     };
     match result {
         Ok(code) => code,

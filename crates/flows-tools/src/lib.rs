@@ -7,7 +7,9 @@
 //! No printing and no process exits: the `sumun` binary does that. No SQL engine either: the
 //! `flows query` engine will live in a crate of its own so the rest builds without it.
 
+pub mod explain;
 pub mod generate;
+pub mod hunt;
 pub mod input;
 pub mod orient;
 pub mod suggest;

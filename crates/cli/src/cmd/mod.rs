@@ -1,3 +1,4 @@
+pub mod flows;
 pub mod http;
 pub mod quickstart;
 pub mod serve;
