@@ -166,10 +166,11 @@ pub fn read_flows(
     };
     for path in &files {
         let name = path.display().to_string();
-        let reader = Reader::new(open(path)?);
-        for item in reader {
+        let mut reader = Reader::new(open(path)?);
+        let mut flow = Flow::default();
+        while let Some(item) = reader.read_into(&mut flow) {
             match item {
-                Ok(flow) => {
+                Ok(()) => {
                     stats.records += 1;
                     if flow.record.log_status != sumun_flows::LogStatus::Ok {
                         stats.no_data += 1;

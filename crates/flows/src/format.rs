@@ -225,17 +225,51 @@ impl Format {
     }
 
     pub(crate) fn parse_with(&self, line: &str, keep_extra: bool) -> Result<Flow, FlowParseError> {
-        let values: Vec<&str> = line.split_ascii_whitespace().collect();
-        if values.is_empty() {
+        let mut flow = Flow {
+            record: FlowRecord::blank(),
+            extra: BTreeMap::new(),
+        };
+        self.parse_into(line, keep_extra, &mut flow)?;
+        Ok(flow)
+    }
+
+    /// Parses `line` into `flow`, reusing its strings and extra-field map (the reader's hot
+    /// path: no allocation per line once the first line of a format has been read). On error
+    /// `flow` holds partial values and must not be used.
+    pub(crate) fn parse_into(
+        &self,
+        line: &str,
+        keep_extra: bool,
+        flow: &mut Flow,
+    ) -> Result<(), FlowParseError> {
+        // One pass over the tokens into a stack array (a heap one for very wide formats), then
+        // the fields are set from it: no allocation per line.
+        const STACK: usize = 32;
+        let mut stack = [""; STACK];
+        let mut heap: Vec<&str> = Vec::new();
+        let wide = self.fields.len() > STACK;
+        let mut found = 0;
+        for value in tokens(line) {
+            if found < self.fields.len() {
+                if wide {
+                    heap.push(value);
+                } else {
+                    stack[found] = value;
+                }
+            }
+            found += 1;
+        }
+        if found == 0 {
             return Err(FlowParseError::Empty);
         }
-        if values.len() != self.fields.len() {
+        if found != self.fields.len() {
             return Err(FlowParseError::FieldCount {
                 expected: self.fields.len(),
-                found: values.len(),
+                found,
             });
         }
-        let mut record = FlowRecord::blank();
+        let values: &[&str] = if wide { &heap } else { &stack[..found] };
+        flow.record.reset();
         // log-status first: `-` stands for "no value" only in records that are not OK (or in
         // formats that do not say).
         let status = match self.log_status.and_then(|i| values.get(i)) {
@@ -243,19 +277,51 @@ impl Format {
             None => None,
         };
         let allow_missing = status != Some(LogStatus::Ok);
-        let mut extra = BTreeMap::new();
-        for (field, value) in self.fields.iter().zip(&values) {
+        if !keep_extra {
+            flow.extra.clear();
+        }
+        for (field, value) in self.fields.iter().zip(values) {
             match field {
                 Field::Other(name) => {
                     if keep_extra {
-                        extra.insert(name.clone(), (*value).to_string());
+                        match flow.extra.get_mut(name) {
+                            Some(v) => {
+                                v.clear();
+                                v.push_str(value);
+                            }
+                            None => {
+                                flow.extra.insert(name.clone(), (*value).to_string());
+                            }
+                        }
                     }
                 }
-                _ => record.set(field, value, allow_missing)?,
+                _ => flow.record.set(field, value, allow_missing)?,
             }
         }
-        Ok(Flow { record, extra })
+        Ok(())
     }
+}
+
+/// The fields of a line: runs of bytes between separators, which are space and every ASCII
+/// control character (tab, CR, LF among them). One comparison per byte, as this is the hottest
+/// loop of a read.
+fn tokens(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && bytes[i] <= b' ' {
+            i += 1;
+        }
+        if i == bytes.len() {
+            return None;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i] > b' ' {
+            i += 1;
+        }
+        // Both ends are next to ASCII bytes (or the ends of the line): char boundaries.
+        line.get(start..i)
+    })
 }
 
 impl fmt::Display for Format {

@@ -18,6 +18,16 @@ pub struct Flow {
     pub extra: BTreeMap<String, String>,
 }
 
+impl Default for Flow {
+    /// A blank flow, to be filled by [`Reader::read_into`].
+    fn default() -> Self {
+        Flow {
+            record: FlowRecord::blank(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
 impl Flow {
     /// The text of a field outside the default format, `None` if the line's format lacks it.
     pub fn extra(&self, name: &str) -> Option<&str> {
@@ -61,6 +71,9 @@ pub struct Reader<R> {
     line: usize,
     buf: Vec<u8>,
     failed: bool,
+    /// A header line switched the format since the last record: extra fields kept in a reused
+    /// [`Flow`] may belong to the old one.
+    switched: bool,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -79,6 +92,7 @@ impl<R: BufRead> Reader<R> {
             line: 0,
             buf: Vec::new(),
             failed: false,
+            switched: false,
         }
     }
 
@@ -132,10 +146,12 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
-impl<R: BufRead> Iterator for Reader<R> {
-    type Item = Result<Flow, ReadError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<R: BufRead> Reader<R> {
+    /// Reads the next record into `flow`, reusing its buffers: the fast way through a large log
+    /// (the iterator allocates a new [`Flow`] per record). `None` at the end; after an error
+    /// `flow` must not be used until a later call returns `Some(Ok(()))`. Pass the same `flow`
+    /// each time.
+    pub fn read_into(&mut self, flow: &mut Flow) -> Option<Result<(), ReadError>> {
         if self.failed {
             return None;
         }
@@ -157,23 +173,40 @@ impl<R: BufRead> Iterator for Reader<R> {
             let Ok(text) = std::str::from_utf8(&self.buf) else {
                 return Some(Err(ReadError::NotUtf8 { line }));
             };
-            if text.trim().is_empty() {
+            if text.trim_ascii().is_empty() {
                 continue;
             }
-            if Format::is_header(text) {
+            // Records start with a digit or '-' (version); only then is the header check
+            // skipped, as header names start with a letter.
+            let first = text.trim_ascii_start().as_bytes().first().copied();
+            if !matches!(first, Some(b'0'..=b'9')) && Format::is_header(text) {
                 match Format::from_header(text) {
                     Ok(format) => {
                         self.format = format;
+                        self.switched = true;
                         continue;
                     }
                     Err(source) => return Some(Err(ReadError::Header { line, source })),
                 }
             }
+            if std::mem::take(&mut self.switched) {
+                flow.extra.clear();
+            }
             return Some(
                 self.format
-                    .parse_with(text, self.keep_extra)
+                    .parse_into(text, self.keep_extra, flow)
                     .map_err(|source| ReadError::Parse { line, source }),
             );
         }
+    }
+}
+
+impl<R: BufRead> Iterator for Reader<R> {
+    type Item = Result<Flow, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut flow = Flow::default();
+        let result = self.read_into(&mut flow)?;
+        Some(result.map(|()| flow))
     }
 }

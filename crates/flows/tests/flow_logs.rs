@@ -398,3 +398,33 @@ fn field_names() {
     let flow = custom.parse("- 2").expect("line");
     assert_eq!((flow.record.start, flow.extra("tcp-flags")), (0, Some("2")));
 }
+
+/// The fast path: one `Flow` reused for every record; a header switching the format drops the
+/// old format's extra fields; tabs, repeated spaces and CRLF separate fields as spaces do.
+#[test]
+fn read_into_reuses_one_flow_across_format_switches() {
+    let text = "version srcaddr dstaddr action log-status tcp-flags\n\
+                2 10.0.0.1 10.0.0.2 ACCEPT OK 2\n\
+                version srcaddr dstaddr action log-status vpc-id\n\
+                2 10.0.0.3 10.0.0.4 REJECT OK vpc-1\n\
+                2\t10.0.0.5  10.0.0.6 ACCEPT OK vpc-2\r\n";
+    let mut reader = Reader::new(text.as_bytes());
+    let mut flow = sumun_flows::Flow::default();
+    let mut seen = Vec::new();
+    while let Some(result) = reader.read_into(&mut flow) {
+        result.expect("valid line");
+        seen.push(flow.clone());
+    }
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].extra("tcp-flags"), Some("2"));
+    assert_eq!(seen[1].extra("tcp-flags"), None);
+    assert_eq!(seen[1].extra("vpc-id"), Some("vpc-1"));
+    assert_eq!(seen[1].record.action, Action::Reject);
+    assert_eq!(seen[2].record.srcaddr, ip("10.0.0.5"));
+    assert_eq!(seen[2].extra("vpc-id"), Some("vpc-2"));
+    // The iterator gives the same records.
+    let iterated: Vec<_> = Reader::new(text.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("valid lines");
+    assert_eq!(iterated, seen);
+}

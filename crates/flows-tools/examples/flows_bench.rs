@@ -1,0 +1,83 @@
+//! Times the stages of `sumun flows` on one file, for `bench/flows/run.sh`:
+//! `flows_bench generate OUT RECORDS SEED` writes a log; `flows_bench FILE` prints one line per
+//! stage (parse, suggest, hunt) with records per second.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use sumun_flows_tools::generate::{generate, GenOptions};
+use sumun_flows_tools::hunt::{Hunt, Thresholds};
+use sumun_flows_tools::input::read_flows;
+use sumun_flows_tools::suggest::{plan, Observed, DEFAULT_SG_LIMIT};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("generate") {
+        let out = args.get(1).ok_or("generate OUT RECORDS SEED")?;
+        let records = args.get(2).ok_or("RECORDS")?.parse()?;
+        let seed = args.get(3).map_or(Ok(1), |s| s.parse())?;
+        let t = Instant::now();
+        let mut file = std::fs::File::create(out)?;
+        generate(
+            &GenOptions {
+                seed,
+                records,
+                ..GenOptions::default()
+            },
+            &mut file,
+        )?;
+        println!(
+            "generate: {records} records in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    if args.first().map(String::as_str) == Some("parse") {
+        // Parse only, for `perf stat` (CPU time, not wall time, on a shared machine).
+        let files = [PathBuf::from(args.get(1).ok_or("parse FILE")?)];
+        let stats = read_flows(&files, false, |_| {})?;
+        println!("parsed {} records", stats.records);
+        return Ok(());
+    }
+    let file = PathBuf::from(args.first().ok_or("FILE")?);
+    let files = [file];
+
+    let t = Instant::now();
+    let stats = read_flows(&files, false, |_| {})?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "parse: {} records in {secs:.2} s = {:.2} M records/s (one core)",
+        stats.records,
+        stats.records as f64 / secs / 1e6
+    );
+
+    let t = Instant::now();
+    let mut observed = Observed::new(Vec::new());
+    read_flows(&files, false, |f| observed.add(f))?;
+    let read = t.elapsed().as_secs_f64();
+    let p = plan(observed, DEFAULT_SG_LIMIT);
+    let total = t.elapsed().as_secs_f64();
+    let web = p
+        .destinations
+        .iter()
+        .flat_map(|d| d.rule_sets.iter())
+        .map(|s| s.observed)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "suggest: {total:.2} s ({read:.2} s reading and orienting, {:.2} s planning); largest rule set {web} distinct sources; {} destinations",
+        total - read,
+        p.destinations.len()
+    );
+
+    let t = Instant::now();
+    let mut hunt = Hunt::new();
+    read_flows(&files, false, |f| hunt.add(f))?;
+    let findings = hunt.run(&Thresholds::default());
+    println!(
+        "hunt: {:.2} s, {} findings",
+        t.elapsed().as_secs_f64(),
+        findings.len()
+    );
+    Ok(())
+}
