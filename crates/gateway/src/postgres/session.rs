@@ -388,6 +388,14 @@ struct Session {
     s_stream: Streaming,
     /// Query/Sync messages sent that the server has not yet answered with ReadyForQuery.
     pending: u32,
+    /// The same Queries (`Q`) and Syncs (`S`) in the order sent, with the client's CopyDone or
+    /// CopyFail (`c`) among them: a server in COPY FROM STDIN ignores the Syncs it reads
+    /// until the copy ends (drivers send one right after the Execute that starts it), and
+    /// only its CopyInResponse says which ones those were (`copy_in_started`).
+    unanswered: VecDeque<u8>,
+    /// The server is in COPY FROM STDIN and the client has not ended it: its Syncs until
+    /// then go unanswered, so they are not counted.
+    copy_in_open: bool,
     /// The transaction status of the last ReadyForQuery.
     tx_status: u8,
     pinned: Option<&'static str>,
@@ -492,6 +500,8 @@ impl Session {
             c_stream: Streaming::default(),
             s_stream: Streaming::default(),
             pending: 0,
+            unanswered: VecDeque::new(),
+            copy_in_open: false,
             tx_status: b'I',
             pinned: None,
             inflight: VecDeque::new(),
@@ -1240,6 +1250,7 @@ impl Session {
             return;
         };
         self.parses.clear();
+        self.forget_unanswered();
         self.core.cancel.info.set_server(None);
         if !self.sbuf.is_empty() || self.pending != 0 || self.tx_status != b'I' {
             a.server.conn.broken = true;
@@ -1248,6 +1259,12 @@ impl Session {
         self.keep_replay_buffer(&mut a);
         a.pool.release(a.server, self.settings());
         shrink(&mut self.sbuf);
+    }
+
+    /// The server that owed the answers is gone (or owes none).
+    fn forget_unanswered(&mut self) {
+        self.unanswered.clear();
+        self.copy_in_open = false;
     }
 
     fn keep_replay_buffer(&mut self, a: &mut Attached) {
@@ -1259,6 +1276,7 @@ impl Session {
 
     fn detach_broken(&mut self) {
         self.parses.clear();
+        self.forget_unanswered();
         self.core.cancel.info.set_server(None);
         if let Some(mut a) = self.attached.take() {
             a.server.conn.broken = true;
@@ -1360,7 +1378,7 @@ impl Session {
                 terminate = true;
                 break;
             }
-            let inspect = matches!(header.tag, b'Q' | b'P' | b'E' | b'S')
+            let inspect = matches!(header.tag, b'Q' | b'P' | b'E' | b'S' | b'c' | b'f')
                 || (rewrite && matches!(header.tag, b'B' | b'D' | b'C'));
             if !inspect {
                 pos += header.total;
@@ -1585,6 +1603,7 @@ impl Session {
         match tag {
             b'Q' => {
                 self.pending += 1;
+                self.unanswered.push_back(b'Q');
                 self.note_sync();
                 self.responded = false;
                 let text = pg::cstr(body).map_or(body, |(t, _)| t);
@@ -1630,12 +1649,17 @@ impl Session {
                 }
                 self.core.queries += 1;
             }
+            // Read by a server in COPY FROM STDIN, a Sync is ignored: no answer will come.
+            b'S' if self.copy_in_open => {}
             b'S' => {
                 self.pending += 1;
+                self.unanswered.push_back(b'S');
                 self.note_sync();
                 self.responded = false;
             }
-            b'c' | b'f' => {}
+            b'c' | b'f' if self.copy_in_open => self.copy_in_open = false,
+            // The copy it ends has not started yet as far as the gateway knows.
+            b'c' | b'f' => self.unanswered.push_back(b'c'),
             _ => {}
         }
     }
@@ -1727,6 +1751,9 @@ impl Session {
                     let status = self.sbuf.get(body_range.start).copied().unwrap_or(b'I');
                     self.tx_status = status;
                     self.pending = self.pending.saturating_sub(1);
+                    // This answers the oldest Query or Sync; a copy end before it belongs to no
+                    // copy the server started and goes with it.
+                    while self.unanswered.pop_front() == Some(b'c') {}
                     // This ReadyForQuery answers the oldest Sync or Query.
                     while let Some(sent) = self.parses.pop_front() {
                         if matches!(sent, Sent::Sync) {
@@ -1796,7 +1823,11 @@ impl Session {
                         self.core.dialect = a.server.conn.dialect;
                     }
                 }
-                b'G' | b'H' | b'W' => self.in_copy = true,
+                b'G' => {
+                    self.in_copy = true;
+                    self.copy_in_started();
+                }
+                b'H' | b'W' => self.in_copy = true,
                 // NotificationResponse from the client's own server process: in transaction
                 // mode the client knows that process by the gateway's id, so say that one.
                 b'A' if self.core.profile.mode == PoolMode::Transaction && header.total >= 9 => {
@@ -1870,6 +1901,57 @@ impl Session {
             shrink(&mut self.sbuf);
         }
         None
+    }
+
+    /// The server entered COPY FROM STDIN (CopyInResponse). Every Query and Sync sent before
+    /// the message that started the copy has been answered, so the oldest unanswered one is
+    /// the copy's own Query, or a Sync that came after its Execute. Syncs from there to the
+    /// client's CopyDone or CopyFail are ignored by the server: they are taken off what it
+    /// owes (without this, a transaction-mode client that copies in with the extended
+    /// protocol, as tokio-postgres and libpq do, kept its server for good, and the answers
+    /// to its next statements were matched with the wrong messages).
+    fn copy_in_started(&mut self) {
+        let own_query = self.unanswered.front() == Some(&b'Q');
+        let mut at = usize::from(own_query);
+        let mut ignored = 0usize;
+        loop {
+            match self.unanswered.get(at) {
+                Some(b'S') => {
+                    self.unanswered.remove(at);
+                    ignored += 1;
+                }
+                Some(b'c') => {
+                    self.unanswered.remove(at);
+                    break;
+                }
+                // A Query in the middle of a copy fails it; the server answers that one.
+                Some(_) => at += 1,
+                None => {
+                    self.copy_in_open = true;
+                    break;
+                }
+            }
+        }
+        if ignored == 0 {
+            return;
+        }
+        self.pending = self.pending.saturating_sub(ignored as u32);
+        if self.core.profile.mode == PoolMode::Transaction {
+            // The same Syncs in `parses`, after the copy's own Query if it has one.
+            let skip = usize::from(own_query);
+            let syncs: Vec<usize> = self
+                .parses
+                .iter()
+                .enumerate()
+                .filter(|(_, sent)| matches!(sent, Sent::Sync))
+                .map(|(i, _)| i)
+                .skip(skip)
+                .take(ignored)
+                .collect();
+            for i in syncs.into_iter().rev() {
+                self.parses.remove(i);
+            }
+        }
     }
 
     fn command_done(&mut self, rows: u64) {
@@ -1955,6 +2037,7 @@ impl Session {
     async fn server_lost(&mut self, why: String) -> Option<End> {
         let mut a = self.attached.take()?;
         self.parses.clear();
+        self.forget_unanswered();
         tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, target = %a.target.address, error = %why, "backend connection lost");
         self.core.cancel.info.set_server(None);
         a.server.conn.broken = true;
@@ -2121,6 +2204,7 @@ impl Session {
         .await;
         if let Ok(Some(status)) = drained {
             self.pending = 0;
+            self.forget_unanswered();
             self.tx_status = status;
             self.in_copy = false;
             self.inflight.clear();
