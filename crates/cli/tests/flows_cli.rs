@@ -196,9 +196,37 @@ fn suggest_in_every_format() {
         text(&out.stderr)
     );
 
-    let out = sumun(&["flows", "suggest", "--nacl-limit", "20", log]);
+    // Network ACLs: inbound entries and the outbound entries for the replies, each within 8.
+    let out = sumun(&[
+        "flows",
+        "suggest",
+        "--nacl-limit",
+        "8",
+        "--format",
+        "aws-cli",
+        log,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let entries: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let entries = entries.as_array().expect("array");
+    let web_in = entries
+        .iter()
+        .filter(|e| e["NetworkAclId"] == "REPLACE-WITH-NETWORK-ACL-ID-OF-10.0.10.5")
+        .filter(|e| e["Egress"] == false)
+        .count();
+    assert!((1..=8).contains(&web_in), "{web_in}");
+    let reply = entries
+        .iter()
+        .find(|e| e["Egress"] == true && e["PortRange"]["To"] == 65535)
+        .expect("a reply entry");
+    assert_eq!(reply["PortRange"]["From"], 1024);
+    let out = sumun(&["flows", "suggest", "--nacl", "--format", "terraform", log]);
+    let tf = text(&out.stdout);
+    assert!(tf.contains("resource \"aws_network_acl_rule\""), "{tf}");
+    assert!(tf.contains("egress         = true"));
+    assert_eq!(tf.matches('{').count(), tf.matches('}').count());
+    let out = sumun(&["flows", "suggest", "--nacl", "--format", "sumun", log]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("network ACL rules are not generated yet"));
     let out = sumun(&["flows", "suggest", "--group", "bad name=10.0.0.0/8", log]);
     assert_eq!(out.status.code(), Some(2));
 }

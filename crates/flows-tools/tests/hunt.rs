@@ -98,6 +98,21 @@ fn benign_traffic_gives_no_finding() {
     }
 }
 
+/// Dense logs (many records in a short span) keep each steady client under the brute-force
+/// rate: the extra records go to the web server's many internet clients.
+#[test]
+fn dense_benign_traffic_gives_no_finding() {
+    let opts = GenOptions {
+        seed: 8,
+        records: 200_000,
+        span: 3600,
+        attacks: false,
+        ..GenOptions::default()
+    };
+    let (findings, _) = hunt_generated(&opts, &Thresholds::default());
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
 #[test]
 fn thresholds_are_overridable() {
     let opts = GenOptions {

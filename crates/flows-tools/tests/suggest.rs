@@ -8,7 +8,7 @@ use sumun_flows_tools::generate::{generate, GenOptions};
 use sumun_flows_tools::input::read_flows;
 use sumun_flows_tools::orient::{conn, orient, Orientation};
 use sumun_flows_tools::suggest::{
-    output, plan, split_budget, Cover, DestGroup, Family, Observed, Plan,
+    output, plan, plan_nacl, split_budget, Cover, DestGroup, Family, Observed, Plan,
 };
 
 /// All prefixes of the /`base_len` universe starting at `base` (IPv4).
@@ -367,5 +367,47 @@ fn outputs_parse_back() {
         .unwrap_or_else(|e| panic!("{e}\n{config}"));
     let count: usize = plan.destinations.iter().map(|d| d.rule_sets.len()).sum();
     assert_eq!(parsed.security_groups.len(), count);
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+#[test]
+fn network_acl_rules_admit_every_flow_and_its_reply_within_the_budget() {
+    let path = generated(14, 20_000, true);
+    let mut observed = Observed::new(vec![DestGroup::parse("data=10.0.20.0/24").expect("group")]);
+    read_flows(std::slice::from_ref(&path), true, |f| observed.add(f)).expect("read");
+    let plan = plan_nacl(observed, 20);
+    for d in &plan.destinations {
+        assert!(d.rules_v4 <= 20 && d.rules_v6 <= 20, "{}", d.name);
+        assert!(d.return_rules.len() <= 20, "{}", d.name);
+    }
+    assert_admits_all(&path, &plan);
+    let mut replies = 0;
+    read_flows(std::slice::from_ref(&path), true, |f| {
+        let r = &f.record;
+        if r.log_status != sumun_flows::LogStatus::Ok || r.action != sumun_flows::Action::Accept {
+            return;
+        }
+        let o = orient(f);
+        if o == Orientation::Unknown {
+            return;
+        }
+        let c = conn(f, o);
+        assert!(
+            plan.admits_reply(c.server, c.client, c.protocol, c.client_port),
+            "reply not admitted: {}",
+            f.record
+        );
+        replies += 1;
+    })
+    .expect("read");
+    assert!(replies > 1000);
+    let entries = output::nacl_aws_cli(&plan);
+    let n = entries.as_array().expect("array").len();
+    let expected: usize = plan
+        .destinations
+        .iter()
+        .map(|d| d.rules_v4 + d.rules_v6 + d.return_rules.len())
+        .sum();
+    assert_eq!(n, expected);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }

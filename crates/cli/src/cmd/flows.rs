@@ -54,7 +54,11 @@ pub struct SuggestArgs {
     /// Inbound rules per security group, counted for IPv4 and IPv6 separately (AWS default 60).
     #[arg(long, default_value_t = suggest::DEFAULT_SG_LIMIT, value_name = "N")]
     sg_limit: usize,
-    /// Network ACL rule quota. NACL rules are not generated yet; giving this is an error.
+    /// Network ACL rules instead of security-group rules: inbound allow rules and outbound
+    /// rules for the replies.
+    #[arg(long)]
+    nacl: bool,
+    /// Rules per network ACL and direction, per address family (AWS default 20); implies --nacl.
     #[arg(long, value_name = "N")]
     nacl_limit: Option<usize>,
     /// Output format.
@@ -224,13 +228,19 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 fn suggest_cmd(a: SuggestArgs) -> anyhow::Result<ExitCode> {
-    if a.nacl_limit.is_some() {
-        return Err(usage(
-            "--nacl-limit: network ACL rules are not generated yet; only security-group rules are",
-        ));
+    let nacl = a.nacl || a.nacl_limit.is_some();
+    let limit = if nacl {
+        a.nacl_limit.unwrap_or(suggest::DEFAULT_NACL_LIMIT)
+    } else {
+        a.sg_limit
+    };
+    if limit == 0 {
+        return Err(usage("the rule limit must be at least 1"));
     }
-    if a.sg_limit == 0 {
-        return Err(usage("--sg-limit must be at least 1"));
+    if nacl && a.format == SuggestFormat::Sumun {
+        return Err(usage(
+            "--format sumun: Sumun has security groups, not network ACLs; drop --nacl",
+        ));
     }
     let groups = a
         .group
@@ -239,13 +249,23 @@ fn suggest_cmd(a: SuggestArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut observed = Observed::new(groups);
     read(&a.inputs, |f| observed.add(f))?;
-    let plan = suggest::plan(observed, a.sg_limit);
+    let plan = if nacl {
+        suggest::plan_nacl(observed, limit)
+    } else {
+        suggest::plan(observed, limit)
+    };
     eprint!("{}", output::summary(&plan));
-    let text = match a.format {
-        SuggestFormat::Json => serde_json::to_string_pretty(&plan)? + "\n",
-        SuggestFormat::AwsCli => serde_json::to_string_pretty(&output::aws_cli(&plan))? + "\n",
-        SuggestFormat::Terraform => output::terraform(&plan),
-        SuggestFormat::Sumun => output::sumun(&plan),
+    let text = match (a.format, nacl) {
+        (SuggestFormat::Json, _) => serde_json::to_string_pretty(&plan)? + "\n",
+        (SuggestFormat::AwsCli, false) => {
+            serde_json::to_string_pretty(&output::aws_cli(&plan))? + "\n"
+        }
+        (SuggestFormat::AwsCli, true) => {
+            serde_json::to_string_pretty(&output::nacl_aws_cli(&plan))? + "\n"
+        }
+        (SuggestFormat::Terraform, false) => output::terraform(&plan),
+        (SuggestFormat::Terraform, true) => output::nacl_terraform(&plan),
+        (SuggestFormat::Sumun, _) => output::sumun(&plan),
     };
     write_stdout(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -11,6 +11,9 @@
 //!    range of its set, and the total over-permission is minimised. Both steps are exact.
 //! 5. If even one block per set does not fit, the sets are merged into one whose ports are
 //!    widened to fit (reported as `ports_widened`), which still admits every observed flow.
+//! 6. For network ACLs ([`plan_nacl`]) the same plan is made under the ACL quota, and outbound
+//!    rules for the replies (to each client block, on the ephemeral ports) are added: ACLs are
+//!    stateless.
 
 pub mod cover;
 pub mod output;
@@ -84,6 +87,8 @@ enum Dest {
 pub struct Observed {
     groups: Vec<DestGroup>,
     seen: HashMap<(Dest, u8, u16), HashSet<IpAddr>>,
+    /// The lowest client port seen per destination: network ACLs must let replies back to it.
+    lowest_client_port: HashMap<Dest, u16>,
     /// Records the record alone could not orient, decided at the end by fan-in.
     pending: Vec<Flow>,
     fan_in: FanIn,
@@ -138,6 +143,10 @@ impl Observed {
         let port = if has_ports(c.protocol) { c.port } else { 0 };
         let dest = self.dest(server);
         self.connections += 1;
+        if has_ports(c.protocol) {
+            let low = self.lowest_client_port.entry(dest).or_insert(u16::MAX);
+            *low = (*low).min(c.client_port);
+        }
         self.seen
             .entry((dest, c.protocol, port))
             .or_default()
@@ -206,6 +215,19 @@ pub struct DestPlan {
     pub rules_v6: usize,
     /// Rule sets were merged and their ports widened to fit the budget.
     pub ports_widened: bool,
+    /// Network ACLs only: outbound allow rules for the replies — to each client block, from
+    /// the server ports, on the client ports (`return_ports`).
+    pub return_rules: Vec<ReturnRule>,
+}
+
+/// An outbound network ACL rule letting replies reach clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReturnRule {
+    pub protocol: u8,
+    pub cidr: IpNet,
+    /// Client ports: 1024-65535 (the ephemeral range AWS recommends), widened down to the
+    /// lowest client port observed.
+    pub ports: Option<(u16, u16)>,
 }
 
 impl DestPlan {
@@ -217,9 +239,21 @@ impl DestPlan {
     }
 }
 
+/// What the rules are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    /// Security-group inbound rules (stateful: replies need no rule).
+    SecurityGroup,
+    /// Network ACL inbound allow rules, plus outbound rules for the replies (stateless).
+    NetworkAcl,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
-    pub sg_limit: usize,
+    pub kind: RuleKind,
+    /// The rule budget per destination and address family (per direction for network ACLs).
+    pub limit: usize,
     pub connections: u64,
     pub destinations: Vec<DestPlan>,
 }
@@ -231,6 +265,25 @@ impl Plan {
         self.destinations
             .iter()
             .find(|d| d.members.iter().any(|m| m.contains(&server)))
+    }
+
+    /// Network ACLs: whether the reply from `server` reaches `client:client_port`.
+    pub fn admits_reply(
+        &self,
+        server: IpAddr,
+        client: IpAddr,
+        protocol: u8,
+        client_port: u16,
+    ) -> bool {
+        let client = sumun_policy::canonical(client);
+        self.destination(server).is_some_and(|d| {
+            d.return_rules.iter().any(|r| {
+                r.protocol == protocol
+                    && r.cidr.contains(&client)
+                    && r.ports
+                        .is_none_or(|(a, b)| a <= client_port && client_port <= b)
+            })
+        })
     }
 
     /// Whether the plan lets `client` reach `server:port`.
@@ -344,7 +397,18 @@ pub fn split_budget(
 type ClientSet = (u8, Vec<IpAddr>);
 
 /// Reads the observed connections into a plan under `sg_limit` rules per destination and family.
-pub fn plan(mut observed: Observed, sg_limit: usize) -> Plan {
+pub fn plan(observed: Observed, sg_limit: usize) -> Plan {
+    plan_for(observed, sg_limit, RuleKind::SecurityGroup)
+}
+
+/// Network ACL rules: the same optimal cover under `nacl_limit` inbound rules per destination
+/// (a subnet: name it with a group) and family, and the outbound rules for the replies. Allow
+/// rules only; deny rules carving exceptions out of a block are not used yet.
+pub fn plan_nacl(observed: Observed, nacl_limit: usize) -> Plan {
+    plan_for(observed, nacl_limit, RuleKind::NetworkAcl)
+}
+
+fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
     observed.settle();
     let sg_limit = sg_limit.max(1);
     // Destination -> (protocol, client set) -> ports.
@@ -381,6 +445,7 @@ pub fn plan(mut observed: Observed, sg_limit: usize) -> Plan {
             rules_v4: 0,
             rules_v6: 0,
             ports_widened: false,
+            return_rules: Vec::new(),
         };
         for family in [Family::V4, Family::V6] {
             let mut items: Vec<Item> = Vec::new();
@@ -458,10 +523,33 @@ pub fn plan(mut observed: Observed, sg_limit: usize) -> Plan {
                 dp.rule_sets.push(set);
             }
         }
+        if kind == RuleKind::NetworkAcl {
+            let low = observed
+                .lowest_client_port
+                .get(&dest)
+                .copied()
+                .unwrap_or(1024)
+                .min(1024);
+            let mut rules: Vec<ReturnRule> = Vec::new();
+            for set in &dp.rule_sets {
+                for cidr in &set.cidrs {
+                    let rule = ReturnRule {
+                        protocol: set.protocol,
+                        cidr: *cidr,
+                        ports: has_ports(set.protocol).then_some((low, u16::MAX)),
+                    };
+                    if !rules.contains(&rule) {
+                        rules.push(rule);
+                    }
+                }
+            }
+            dp.return_rules = rules;
+        }
         destinations.push(dp);
     }
     Plan {
-        sg_limit,
+        kind,
+        limit: sg_limit,
         connections: observed.connections,
         destinations,
     }
