@@ -411,3 +411,90 @@ fn network_acl_rules_admit_every_flow_and_its_reply_within_the_budget() {
     assert_eq!(n, expected);
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
 }
+
+/// End to end: the Sumun groups suggested from a log, attached to listeners on the observed
+/// destinations and ports, make `explain` admit every accepted TCP connection of that log.
+#[test]
+fn replaying_the_log_through_explain_admits_every_flow() {
+    use std::fmt::Write as _;
+    let path = generated(15, 8_000, true);
+    let plan = plan_for(&path, 10, Vec::new());
+    let mut config = output::sumun(&plan);
+    config.push_str(
+        "\n[[target_groups]]\nname = \"t\"\ntargets = [{ address = \"127.0.0.1:5432\" }]\n",
+    );
+    let mut listeners = 0;
+    for d in &plan.destinations {
+        for set in d.rule_sets.iter().filter(|s| s.protocol == 6) {
+            for &(a, b) in &set.ports {
+                for port in a..=b {
+                    let host: IpAddr = d.name.parse().expect("host destination");
+                    let _ = write!(
+                        config,
+                        "\n[[listeners]]\nname = \"l{listeners}\"\nbind = \"{}\"\nprotocol = \"tcp\"\n\
+                         target_group = \"t\"\nsecurity_groups = [\"{}\"]\n",
+                        std::net::SocketAddr::new(host, port),
+                        output::sumun_group_name(d, set)
+                    );
+                    listeners += 1;
+                }
+            }
+        }
+    }
+    let config = sumun_config::parse(&config, std::path::Path::new("replay.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(listeners >= 5);
+    let mut replayed = 0;
+    read_flows(std::slice::from_ref(&path), true, |f| {
+        let r = &f.record;
+        if r.log_status != sumun_flows::LogStatus::Ok
+            || r.action != sumun_flows::Action::Accept
+            || r.protocol != 6
+        {
+            return;
+        }
+        let o = orient(f);
+        if o == Orientation::Unknown {
+            return;
+        }
+        let c = conn(f, o);
+        let ex = sumun_flows_tools::explain::explain(&config, c.client, c.server, c.port);
+        assert!(ex.admitted, "{ex:#?}");
+        replayed += 1;
+    })
+    .expect("read");
+    assert!(replayed > 1000);
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+/// IPv4 and IPv6 clients of one destination have budgets of their own, as in AWS (the IPv6
+/// clients sit in three far-apart clusters, so three blocks beat two and each budget is used up).
+#[test]
+fn ipv4_and_ipv6_are_budgeted_separately() {
+    let mut observed = Observed::new(Vec::new());
+    let mut lines = Vec::new();
+    for i in 0..40u32 {
+        lines.push(format!(
+            "2 1 eni-1 10.{}.{}.7 10.0.0.5 40000 5432 6 3 200 1704067200 1704067201 ACCEPT OK",
+            i % 7,
+            i * 5
+        ));
+        lines.push(format!(
+            "2 1 eni-1 2001:db8:{:x}::{:x} 10.0.0.5 40000 5432 6 3 200 1704067200 1704067201 ACCEPT OK",
+            [0x1, 0x8000, 0xffff][i as usize % 3],
+            i + 1
+        ));
+    }
+    for l in &lines {
+        let flow = sumun_flows::Format::default_v2().parse(l).expect("line");
+        observed.add(&flow);
+    }
+    let plan = plan(observed, 3);
+    let d = &plan.destinations[0];
+    assert_eq!((d.rules_v4, d.rules_v6), (3, 3), "{d:#?}");
+    assert!(d.rule_sets.iter().any(|s| s.family == Family::V6));
+    for l in &lines {
+        let r = sumun_flows::parse_line(l).expect("line");
+        assert!(plan.admits(r.srcaddr, r.dstaddr, 6, 5432), "{l}");
+    }
+}
