@@ -1,6 +1,6 @@
-//! Times the stages of `sumun flows` on one file, for `bench/flows/run.sh`:
-//! `flows_bench generate OUT RECORDS SEED` writes a log; `flows_bench FILE` prints one line per
-//! stage (parse, suggest, hunt) with records per second.
+//! Times the stages of `sumun flows` on one file, for `bench/flows/run.sh` (which also measures
+//! CPU time and memory with `/usr/bin/time`): `generate OUT RECORDS SEED` writes a log;
+//! `parse FILE`, `suggest FILE`, `hunt FILE` run one stage each, as the CLI does.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -33,51 +33,59 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     if args.first().map(String::as_str) == Some("parse") {
-        // Parse only, for `perf stat` (CPU time, not wall time, on a shared machine).
         let files = [PathBuf::from(args.get(1).ok_or("parse FILE")?)];
+        let t = Instant::now();
         let stats = read_flows(&files, false, |_| {})?;
-        println!("parsed {} records", stats.records);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "parse: {} records: {secs:.2} s = {:.2} M records/s",
+            stats.records,
+            stats.records as f64 / secs / 1e6
+        );
         return Ok(());
     }
-    let file = PathBuf::from(args.first().ok_or("FILE")?);
-    let files = [file];
-
-    let t = Instant::now();
-    let stats = read_flows(&files, false, |_| {})?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "parse: {} records in {secs:.2} s = {:.2} M records/s (one core)",
-        stats.records,
-        stats.records as f64 / secs / 1e6
-    );
-
-    let t = Instant::now();
-    let mut observed = Observed::new(Vec::new());
-    read_flows(&files, false, |f| observed.add(f))?;
-    let read = t.elapsed().as_secs_f64();
-    let p = plan(observed, DEFAULT_SG_LIMIT);
-    let total = t.elapsed().as_secs_f64();
-    let web = p
-        .destinations
-        .iter()
-        .flat_map(|d| d.rule_sets.iter())
-        .map(|s| s.observed)
-        .max()
-        .unwrap_or(0);
-    println!(
-        "suggest: {total:.2} s ({read:.2} s reading and orienting, {:.2} s planning); largest rule set {web} distinct sources; {} destinations",
-        total - read,
-        p.destinations.len()
-    );
-
-    let t = Instant::now();
-    let mut hunt = Hunt::new();
-    read_flows(&files, false, |f| hunt.add(f))?;
-    let findings = hunt.run(&Thresholds::default());
-    println!(
-        "hunt: {:.2} s, {} findings",
-        t.elapsed().as_secs_f64(),
-        findings.len()
-    );
+    let mode = args.first().map(String::as_str).unwrap_or("");
+    let files = [PathBuf::from(args.get(1).ok_or("MODE FILE")?)];
+    match mode {
+        "suggest" => {
+            let t = Instant::now();
+            let mut observed = Observed::new(Vec::new());
+            let stats = read_flows(&files, false, |f| observed.add(f))?;
+            let read = t.elapsed().as_secs_f64();
+            let p = plan(observed, DEFAULT_SG_LIMIT);
+            let total = t.elapsed().as_secs_f64();
+            let sets: Vec<_> = p
+                .destinations
+                .iter()
+                .flat_map(|d| d.rule_sets.iter())
+                .collect();
+            let largest = sets.iter().map(|s| s.observed).max().unwrap_or(0);
+            println!(
+                "suggest: {} records, {} destinations, {} rule sets, largest {largest} distinct sources: \
+                 {total:.2} s ({read:.2} s reading and orienting, {:.2} s planning)",
+                stats.records,
+                p.destinations.len(),
+                sets.len(),
+                total - read
+            );
+        }
+        "hunt" => {
+            let t = Instant::now();
+            let mut hunt = Hunt::new();
+            let stats = read_flows(&files, false, |f| hunt.add(f))?;
+            let findings = hunt.run(&Thresholds::default());
+            println!(
+                "hunt: {} records, {} findings: {:.2} s",
+                stats.records,
+                findings.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        _ => {
+            return Err(
+                "modes: generate OUT RECORDS SEED | parse FILE | suggest FILE | hunt FILE".into(),
+            )
+        }
+    }
     Ok(())
 }
