@@ -221,11 +221,11 @@ impl Hunt {
     pub fn run(mut self, t: &Thresholds) -> Vec<Finding> {
         let mut out = Vec::new();
         let db = |p: u16| t.db_ports.contains(&p);
-        self.rows.sort_by_key(|r| r.start);
-        let rows = std::mem::take(&mut self.rows);
+        let mut rows = std::mem::take(&mut self.rows);
+        let t0 = rows.iter().map(|r| r.start).min();
 
         // Vertical scan: one source, one host, many ports.
-        for group in groups(&rows, |r| (r.client, r.server, r.protocol)) {
+        for group in groups(&mut rows, |r| (r.client, r.server, r.protocol)) {
             if let Some((win, n)) = widest(&group, t.window, |r| u64::from(r.port)) {
                 if n >= t.scan_ports {
                     out.push(self.finding(
@@ -242,7 +242,7 @@ impl Hunt {
             }
         }
         // Address sweep: one source, one port, many hosts.
-        for group in groups(&rows, |r| (r.client, u32::from(r.port), r.protocol)) {
+        for group in groups(&mut rows, |r| (r.client, u32::from(r.port), r.protocol)) {
             if let Some((win, n)) = widest(&group, t.window, |r| u64::from(r.server)) {
                 if n >= t.sweep_hosts {
                     out.push(self.finding(
@@ -259,7 +259,7 @@ impl Hunt {
             }
         }
         // Brute force: many connections to one database port of one host.
-        for group in groups(&rows, |r| (r.client, r.server, r.port)) {
+        for group in groups(&mut rows, |r| (r.client, r.server, r.port)) {
             if !db(group[0].port) {
                 continue;
             }
@@ -279,7 +279,7 @@ impl Hunt {
             }
         }
         // Database ports reached from public addresses.
-        for group in groups(&rows, |r| (r.client, r.server, r.port)) {
+        for group in groups(&mut rows, |r| (r.client, r.server, r.port)) {
             let first = group[0];
             if !db(first.port) || !is_public(self.ips[first.client as usize]) {
                 continue;
@@ -302,12 +302,12 @@ impl Hunt {
             }
         }
         // Rejected probes of database ports.
-        let rejected: Vec<Row> = rows
+        let mut rejected: Vec<Row> = rows
             .iter()
             .copied()
             .filter(|r| r.reject && db(r.port))
             .collect();
-        for group in groups(&rejected, |r| (r.client, 0, 0)) {
+        for group in groups(&mut rejected, |r| (r.client, 0, 0)) {
             let targets: HashSet<(u32, u16)> = group.iter().map(|r| (r.server, r.port)).collect();
             if targets.len() >= t.probe_targets {
                 let public = is_public(self.ips[group[0].client as usize]);
@@ -336,7 +336,7 @@ impl Hunt {
             }
         }
         // Egress volume per client and server per UTC day.
-        for group in groups(&rows, |r| (r.client, r.server, 0)) {
+        for group in groups(&mut rows, |r| (r.client, r.server, 0)) {
             let mut by_day: HashMap<u64, (u64, Vec<Row>)> = HashMap::new();
             for r in group.iter().filter(|r| !r.reject) {
                 let e = by_day.entry(r.start / 86_400).or_default();
@@ -370,21 +370,20 @@ impl Hunt {
             }
         }
         // New (source, database port) pairs after the learning window.
-        if let Some(t0) = rows.first().map(|r| r.start) {
+        if let Some(t0) = t0 {
             let learnt_until = t0.saturating_add(t.learn);
             let known: HashSet<(u32, u16)> = rows
                 .iter()
-                .take_while(|r| r.start < learnt_until)
-                .filter(|r| db(r.port))
+                .filter(|r| r.start < learnt_until && db(r.port))
                 .map(|r| (r.client, r.port))
                 .collect();
-            let fresh: Vec<Row> = rows
+            let mut fresh: Vec<Row> = rows
                 .iter()
                 .copied()
                 .filter(|r| r.start >= learnt_until && !r.reject && db(r.port))
                 .filter(|r| !known.contains(&(r.client, r.port)))
                 .collect();
-            for group in groups(&fresh, |r| (r.client, u32::from(r.port), 0)) {
+            for group in groups(&mut fresh, |r| (r.client, u32::from(r.port), 0)) {
                 out.push(self.finding(
                     t,
                     "new_db_client",
@@ -407,16 +406,11 @@ impl Hunt {
     }
 }
 
-/// Rows grouped by `key`, each group in time order (the input is).
-fn groups<K: std::hash::Hash + Eq>(rows: &[Row], key: impl Fn(&Row) -> K) -> Vec<Vec<Row>> {
-    let mut map: HashMap<K, Vec<Row>> = HashMap::new();
-    for r in rows {
-        map.entry(key(r)).or_default().push(*r);
-    }
-    let mut out: Vec<Vec<Row>> = map.into_values().collect();
-    // Deterministic order: by first time, then by the group's first row's fields.
-    out.sort_by_key(|g| (g[0].start, g[0].client, g[0].server, g[0].port));
-    out
+/// Rows grouped by `key`, each group in time order: the rows are sorted in place by key and
+/// time (no copy: a day of flow logs is large), and the groups are slices of them.
+fn groups<K: Ord>(rows: &mut [Row], key: impl Fn(&Row) -> K) -> Vec<&[Row]> {
+    rows.sort_unstable_by(|a, b| key(a).cmp(&key(b)).then(a.start.cmp(&b.start)));
+    rows.chunk_by(|a, b| key(a) == key(b)).collect()
 }
 
 /// The window (at most `window` seconds of start times) with the most distinct `value`s, and
