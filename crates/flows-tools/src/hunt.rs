@@ -226,7 +226,7 @@ impl Hunt {
 
         // Vertical scan: one source, one host, many ports.
         for group in groups(&mut rows, |r| (r.client, r.server, r.protocol)) {
-            if let Some((win, n)) = widest(&group, t.window, |r| u64::from(r.port)) {
+            if let Some((win, n)) = widest(group, t.window, |r| u64::from(r.port)) {
                 if n >= t.scan_ports {
                     out.push(self.finding(
                         t,
@@ -243,7 +243,7 @@ impl Hunt {
         }
         // Address sweep: one source, one port, many hosts.
         for group in groups(&mut rows, |r| (r.client, u32::from(r.port), r.protocol)) {
-            if let Some((win, n)) = widest(&group, t.window, |r| u64::from(r.server)) {
+            if let Some((win, n)) = widest(group, t.window, |r| u64::from(r.server)) {
                 if n >= t.sweep_hosts {
                     out.push(self.finding(
                         t,
@@ -263,7 +263,7 @@ impl Hunt {
             if !db(group[0].port) {
                 continue;
             }
-            if let Some((win, n)) = busiest(&group, t.window) {
+            if let Some((win, n)) = busiest(group, t.window) {
                 if n >= t.brute_connections {
                     out.push(self.finding(
                         t,
@@ -320,7 +320,7 @@ impl Hunt {
                         Severity::High
                     },
                     ("T1046", "Network Service Discovery"),
-                    &group,
+                    group,
                     None,
                     None,
                     format!(
@@ -389,7 +389,7 @@ impl Hunt {
                     "new_db_client",
                     Severity::Medium,
                     ("T1021", "Remote Services"),
-                    &group,
+                    group,
                     Some(group[0].server),
                     Some(group[0].port),
                     format!("first seen after the {} h learning window", t.learn / 3600),
