@@ -157,6 +157,18 @@ fn suggest_in_every_format() {
     let summary = text(&out.stderr);
     assert!(summary.contains("10.0.10.5 tcp 443 (IPv4)"), "{summary}");
     assert!(summary.contains("exact cover"), "{summary}");
+    // The exfiltration target is an internet server: --dst keeps rules to the VPC.
+    assert!(summary.contains("203.0.113.200 tcp 443"), "{summary}");
+    let out = sumun(&["flows", "suggest", "--dst", "10.0.0.0/16", log]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stderr);
+    assert!(
+        !summary.contains("203.0.113.200") && summary.contains("10.0.10.5"),
+        "{summary}"
+    );
+    let out = sumun(&["flows", "suggest", "--dst", "10.0.0.0/99", log]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--dst: invalid CIDR '10.0.0.0/99'"));
 
     let out = sumun(&["flows", "suggest", "--format", "aws-cli", log]);
     let cli: serde_json::Value = serde_json::from_slice(&out.stdout).expect("aws-cli json");

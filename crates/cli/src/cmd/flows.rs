@@ -67,6 +67,10 @@ pub struct SuggestArgs {
     /// Give hosts one security group: NAME=CIDR[,CIDR...] (repeatable).
     #[arg(long, value_name = "NAME=CIDRS")]
     group: Vec<String>,
+    /// Only servers inside these networks get rules (comma separated or repeated), e.g. your
+    /// VPC's CIDR: the internet servers your hosts call are left out.
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    dst: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -247,7 +251,12 @@ fn suggest_cmd(a: SuggestArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|g| DestGroup::parse(g).map_err(|e| usage(format!("--group: {e}"))))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut observed = Observed::new(groups);
+    let only = a
+        .dst
+        .iter()
+        .map(|c| suggest::parse_cidr(c.trim()).map_err(|e| usage(format!("--dst: {e}"))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut observed = Observed::new(groups).only_destinations(only);
     read(&a.inputs, |f| observed.add(f))?;
     let plan = if nacl {
         suggest::plan_nacl(observed, limit)

@@ -86,6 +86,9 @@ enum Dest {
 #[derive(Debug, Default)]
 pub struct Observed {
     groups: Vec<DestGroup>,
+    /// When not empty, only servers inside these networks get rules (your own network: the
+    /// internet servers your hosts call are destinations too).
+    only: Vec<IpNet>,
     seen: HashMap<(Dest, u8, u16), HashSet<IpAddr>>,
     /// The lowest client port seen per destination: network ACLs must let replies back to it.
     lowest_client_port: HashMap<Dest, u16>,
@@ -102,6 +105,12 @@ impl Observed {
             groups,
             ..Observed::default()
         }
+    }
+
+    /// Keeps only connections to servers inside `networks` (all when empty).
+    pub fn only_destinations(mut self, networks: Vec<IpNet>) -> Observed {
+        self.only = networks;
+        self
     }
 
     pub fn add(&mut self, flow: &Flow) {
@@ -140,6 +149,9 @@ impl Observed {
     fn insert(&mut self, c: orient::Conn) {
         let client = sumun_policy::canonical(c.client);
         let server = sumun_policy::canonical(c.server);
+        if !self.only.is_empty() && !self.only.iter().any(|n| n.contains(&server)) {
+            return;
+        }
         let port = if has_ports(c.protocol) { c.port } else { 0 };
         let dest = self.dest(server);
         self.connections += 1;
