@@ -1084,13 +1084,8 @@ impl Checker<'_> {
                 Protocol::Tcp | Protocol::Tls => Duration::from_secs(350),
                 _ => Duration::from_secs(1800),
             };
-            let idle_timeout = self.duration(
-                &l.idle_timeout,
-                &s,
-                "idle_timeout",
-                idle_default,
-                true,
-            );
+            let idle_timeout =
+                self.duration(&l.idle_timeout, &s, "idle_timeout", idle_default, true);
             let handshake_timeout = self.duration(
                 &l.handshake_timeout,
                 &s,
