@@ -152,27 +152,28 @@ impl Records {
 
     /// The flow ended: write its last window and forget it. Only the first close counts.
     pub fn close(&self, flow: &ActiveFlow) {
+        if self.forget(flow) {
+            self.write_window(flow, unix_now());
+        }
+    }
+
+    /// The flow ended and its closing record was written otherwise (a `REJECT` record): forget
+    /// it without another one.
+    pub fn discard(&self, flow: &ActiveFlow) {
+        self.forget(flow);
+    }
+
+    /// Uncount and unregister the flow; false when that was done already.
+    fn forget(&self, flow: &ActiveFlow) -> bool {
         if flow.closed.swap(true, Ordering::Relaxed) {
-            return;
+            return false;
         }
         flow.listener_metrics
             .active_flows
             .fetch_sub(1, Ordering::Relaxed);
         // The entry is weak: removing it never drops a flow, so nothing re-enters this lock.
         self.lock().remove(&flow.id);
-        self.write_window(flow, unix_now());
-    }
-
-    /// The flow ended and its closing record was written otherwise (a `REJECT` record): forget
-    /// it without another one.
-    pub fn discard(&self, flow: &ActiveFlow) {
-        if flow.closed.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        flow.listener_metrics
-            .active_flows
-            .fetch_sub(1, Ordering::Relaxed);
-        self.lock().remove(&flow.id);
+        true
     }
 
     /// True once the flow was closed (or discarded).
