@@ -346,6 +346,19 @@ fn field_end(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
+impl fmt::Display for Format {
+    /// The header line for this format.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(field.name())?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,18 +388,5 @@ mod tests {
                 assert_eq!(field_end(&bytes, start), slow, "{bytes:?} from {start}");
             }
         }
-    }
-}
-
-impl fmt::Display for Format {
-    /// The header line for this format.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, field) in self.fields.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            f.write_str(field.name())?;
-        }
-        Ok(())
     }
 }
