@@ -18,7 +18,7 @@
 pub mod cover;
 pub mod output;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -89,7 +89,7 @@ pub struct Observed {
     /// When not empty, only servers inside these networks get rules (your own network: the
     /// internet servers your hosts call are destinations too).
     only: Vec<IpNet>,
-    seen: HashMap<(Dest, u8, u16), HashSet<IpAddr>>,
+    seen: HashMap<(Dest, u8, u16), Clients>,
     /// The lowest client port seen per destination: network ACLs must let replies back to it.
     lowest_client_port: HashMap<Dest, u16>,
     /// Records the record alone could not orient, decided at the end by fan-in.
@@ -162,7 +162,7 @@ impl Observed {
         self.seen
             .entry((dest, c.protocol, port))
             .or_default()
-            .insert(client);
+            .push(client);
     }
 
     /// Orients the undecided records by fan-in.
@@ -172,6 +172,36 @@ impl Observed {
             let o = self.fan_in.decide(flow);
             self.insert(orient::conn(flow, o));
         }
+    }
+}
+
+/// The clients of one (destination, protocol, port): appended as seen and made distinct by
+/// sorting now and then, which is cheaper than hashing every one of millions of records.
+#[derive(Debug, Default)]
+struct Clients {
+    addrs: Vec<IpAddr>,
+    /// Length after the last compaction: the next one runs when the list has doubled.
+    distinct: usize,
+}
+
+impl Clients {
+    fn push(&mut self, addr: IpAddr) {
+        self.addrs.push(addr);
+        if self.addrs.len() >= 2 * self.distinct.max(1024) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.addrs.sort_unstable();
+        self.addrs.dedup();
+        self.distinct = self.addrs.len();
+    }
+
+    /// The distinct clients, sorted.
+    fn into_sorted(mut self) -> Vec<IpAddr> {
+        self.compact();
+        self.addrs
     }
 }
 
@@ -426,8 +456,7 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
     // Destination -> (protocol, client set) -> ports.
     let mut by_dest: BTreeMap<Dest, HashMap<ClientSet, Vec<u16>>> = BTreeMap::new();
     for ((dest, protocol, port), clients) in observed.seen {
-        let mut clients: Vec<IpAddr> = clients.into_iter().collect();
-        clients.sort_unstable();
+        let clients = clients.into_sorted();
         by_dest
             .entry(dest)
             .or_default()
