@@ -153,8 +153,17 @@ impl Hunt {
         if flow.record.log_status != LogStatus::Ok {
             return;
         }
-        let o = orient::orient(flow);
-        if o == Orientation::Reverse {
+        let r = &flow.record;
+        let reply = match orient::orient(flow) {
+            Orientation::Reverse => true,
+            Orientation::Forward => false,
+            // Neither port is a known service. A refused record is an attempt (nothing was
+            // answered); otherwise the lower port is taken for the server's, so the replies of
+            // a service on an unlisted port (9443 -> 51544) are not counted as a scan of its
+            // client's ports.
+            Orientation::Unknown => r.action == Action::Accept && r.srcport < r.dstport,
+        };
+        if reply {
             return;
         }
         let c = orient::conn(flow, Orientation::Forward);

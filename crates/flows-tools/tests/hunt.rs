@@ -137,3 +137,49 @@ fn thresholds_are_overridable() {
             > 10
     );
 }
+
+/// Replies of a service on an unlisted port reach one client on many ephemeral ports: that is
+/// not a port scan of the client. Probes from a high port to many lower ones still are, and so
+/// are refused probes to ports above the prober's own.
+#[test]
+fn replies_from_an_unlisted_service_port_are_not_a_scan() {
+    let line = |src: &str, dst: &str, sp: u16, dp: u16, t: u64| {
+        format!(
+            "2 1 eni-1 {src} {dst} {sp} {dp} 6 3 200 {t} {} ACCEPT OK",
+            t + 1
+        )
+    };
+    let mut hunt = Hunt::new();
+    let mut scan = Hunt::new();
+    for i in 0..40u16 {
+        let t = 1_704_067_200 + u64::from(i);
+        let reply = line("10.0.30.5", "10.0.1.10", 9443, 40_000 + i * 7, t);
+        hunt.add(
+            &sumun_flows::Format::default_v2()
+                .parse(&reply)
+                .expect("line"),
+        );
+        let probe = line("10.0.1.66", "10.0.30.5", 50_000, 2_000 + i * 3, t);
+        scan.add(
+            &sumun_flows::Format::default_v2()
+                .parse(&probe)
+                .expect("line"),
+        );
+        let high =
+            line("10.0.1.66", "10.0.30.5", 50_000, 55_000 + i, t).replace("ACCEPT", "REJECT");
+        scan.add(
+            &sumun_flows::Format::default_v2()
+                .parse(&high)
+                .expect("line"),
+        );
+    }
+    assert_eq!(hunt.run(&Thresholds::default()), Vec::new());
+    let found = scan.run(&Thresholds::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].detection, "port_scan");
+    assert!(
+        found[0].detail.starts_with("80 distinct ports"),
+        "{}",
+        found[0].detail
+    );
+}
