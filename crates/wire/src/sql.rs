@@ -158,53 +158,79 @@ pub fn mask_literals_into(sql: &str, dialect: Dialect, out: &mut String) {
 /// `reset`, or as `set_config`. Comments could hide where a statement starts, and `U&`
 /// escapes could spell a word, so text with `--`, `/*` or `u&` is always analyzed.
 pub fn may_pin(sql: &[u8]) -> bool {
-    // Most bytes cannot start a pattern, nor can most pairs of bytes: the table rules them
-    // out before the exact rule (`pin_word_at`) looks.
-    for (i, &b) in sql.iter().enumerate() {
-        let follows = PIN_PAIRS[usize::from(b)];
-        if follows == 0 {
-            continue;
-        }
-        let next = sql.get(i + 1).copied().unwrap_or(0);
-        if follows >> ((next | 0x20) & 31) & 1 == 0 {
-            continue;
-        }
-        // `u&` is judged at its `&`.
-        if pin_word_at(sql, i) || (b | 0x20 == b'u' && pin_word_at(sql, i + 1)) {
+    // Every pattern covers a whole pair of bytes at an even offset that the table marks (see
+    // `PIN_PAIRS`), so the scan steps two bytes at a time and the exact rule (`pin_word_at`)
+    // looks only around marked pairs.
+    let mut i = 0;
+    while i + 1 < sql.len() {
+        if pin_pair(sql[i], sql[i + 1]) && pin_near(sql, i) {
             return true;
         }
+        i += 2;
     }
-    false
+    i < sql.len() && pin_pair(sql[i], 0) && pin_near(sql, i)
 }
 
-/// For each byte, the second bytes (case-folded, as bit `(c | 0x20) & 31`) with which it can
-/// begin one of [`may_pin`]'s patterns: `--`, `/*`, `u&`, `se`(t), `li`(sten), `lo`(ad),
-/// `te`(mp), `ho`(ld), `pr`(epare), `ad`(visory). Bits are shared by several bytes, so a set
-/// bit only means "look closer".
-static PIN_PAIRS: [u32; 256] = pin_pairs();
+/// The exact rule around the pair at `i` (kept out of the scan's loop).
+#[inline(never)]
+fn pin_near(sql: &[u8], i: usize) -> bool {
+    (i.saturating_sub(1)..=i + 1).any(|j| pin_word_at(sql, j))
+}
 
-const fn pin_pairs() -> [u32; 256] {
-    const fn bit(c: u8) -> u32 {
-        1 << ((c | 0x20) & 31)
+fn pin_pair(first: u8, second: u8) -> bool {
+    let at = usize::from(first) << 8 | usize::from(second);
+    PIN_PAIRS[at >> 6] >> (at & 63) & 1 != 0
+}
+
+/// One bit per pair of bytes: set when the pair can lie inside one of [`may_pin`]'s patterns
+/// starting at the pair or the byte before it. A pattern of three letters or more (`set`,
+/// `listen`, `load`, `temp`, `hold`, `prepare`, `advisory`) starting at an even offset has
+/// its first two letters there, and one starting at an odd offset its second and third; the
+/// two-byte ones (`--`, `/*`, `u&`) hold a byte that is marked in any pair (`-`, `/`, `*`,
+/// `&`), so whichever pair covers it is marked.
+static PIN_PAIRS: [u64; 1024] = pin_pairs();
+
+const fn pin_pairs() -> [u64; 1024] {
+    const WORDS: [&[u8]; 7] = [
+        b"set",
+        b"listen",
+        b"load",
+        b"temp",
+        b"hold",
+        b"prepare",
+        b"advisory",
+    ];
+    const fn mark(t: &mut [u64; 1024], a: u8, b: u8) {
+        let at = (a as usize) << 8 | b as usize;
+        t[at >> 6] |= 1 << (at & 63);
     }
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = match b {
-            b'-' => bit(b'-'),
-            b'/' => bit(b'*'),
-            _ => match b | 0x20 {
-                b'u' if b.is_ascii_alphabetic() => bit(b'&'),
-                b's' | b't' if b.is_ascii_alphabetic() => bit(b'e'),
-                b'l' if b.is_ascii_alphabetic() => bit(b'i') | bit(b'o'),
-                b'h' if b.is_ascii_alphabetic() => bit(b'o'),
-                b'p' if b.is_ascii_alphabetic() => bit(b'r'),
-                b'a' if b.is_ascii_alphabetic() => bit(b'd'),
-                _ => 0,
-            },
-        };
-        i += 1;
+    let mut t = [0u64; 1024];
+    let mut c = 0;
+    while c < 256 {
+        let mut k = 0;
+        while k < 4 {
+            let special = b"-/*&"[k];
+            mark(&mut t, special, c as u8);
+            mark(&mut t, c as u8, special);
+            k += 1;
+        }
+        c += 1;
+    }
+    let mut w = 0;
+    while w < WORDS.len() {
+        let word = WORDS[w];
+        let mut start = 0;
+        while start < 2 {
+            // Every spelling of the two letters: lower and upper case each.
+            let (a, b) = (word[start], word[start + 1]);
+            let (ua, ub) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+            mark(&mut t, a, b);
+            mark(&mut t, ua, b);
+            mark(&mut t, a, ub);
+            mark(&mut t, ua, ub);
+            start += 1;
+        }
+        w += 1;
     }
     t
 }
