@@ -39,11 +39,24 @@ impl<T: AsyncWrite + Unpin> MaybeTls<T> {
     /// session that then waits for the peer would wait forever, and the peer for the rest of
     /// what it was sent (the end of a COPY TO STDOUT read by a slow client, for one).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.write_all(bytes).await?;
         match self {
-            // A socket's writes are in the kernel already.
-            MaybeTls::Plain(_) => Ok(()),
-            MaybeTls::Tls(_) => self.flush().await,
+            // A socket's writes are in the kernel already. The socket usually takes all of it
+            // at once, and trying that first costs no future, budget or waker.
+            MaybeTls::Plain(s) => {
+                let taken = match s.try_write(bytes) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
+                match bytes.get(taken..) {
+                    Some(rest) if !rest.is_empty() => s.write_all(rest).await,
+                    _ => Ok(()),
+                }
+            }
+            MaybeTls::Tls(_) => {
+                self.write_all(bytes).await?;
+                self.flush().await
+            }
         }
     }
 }
