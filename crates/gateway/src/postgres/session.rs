@@ -417,6 +417,15 @@ struct Session {
     park_after: Option<Duration>,
 }
 
+/// Poll `timer` once, which puts it in the timer wheel with this task's waker.
+async fn arm(mut timer: std::pin::Pin<&mut tokio::time::Sleep>) {
+    std::future::poll_fn(|cx| {
+        let _ = std::future::Future::poll(timer.as_mut(), cx);
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
 /// What `relay` stopped for.
 enum Step {
     End(End),
@@ -578,6 +587,9 @@ impl Session {
         };
         let timer = tokio::time::sleep_until(self.core.last_activity + period(self.park_delay()));
         tokio::pin!(timer);
+        // A timer keeps this task's waker until it fires, so once armed (here and after each
+        // reset) it is polled only when it has elapsed: a poll costs about as much as a read.
+        arm(timer.as_mut()).await;
         let mut events: u64 = 0;
         let mut seen: u64 = 0;
         loop {
@@ -599,7 +611,7 @@ impl Session {
                         }
                     }, if attached => Event::Server(r),
                     r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
-                    () = &mut timer => Event::Timer,
+                    () = &mut timer, if timer.is_elapsed() => Event::Timer,
                     () = &mut stopped => Event::Phase,
                 }
             };
@@ -663,6 +675,7 @@ impl Session {
                         return Step::Park;
                     }
                     timer.as_mut().reset(idle_at.min(now + period(park_after)));
+                    arm(timer.as_mut()).await;
                     None
                 }
                 Event::Phase => Some(End::Stopped),
