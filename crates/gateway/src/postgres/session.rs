@@ -417,11 +417,24 @@ struct Session {
     park_after: Option<Duration>,
 }
 
-/// Poll `timer` once, which puts it in the timer wheel with this task's waker.
+/// Poll `timer` once, which puts it in the timer wheel with this task's waker. Outside the
+/// task's coop budget: a poll refused for the budget would not register it.
 async fn arm(mut timer: std::pin::Pin<&mut tokio::time::Sleep>) {
-    std::future::poll_fn(|cx| {
+    tokio::task::unconstrained(std::future::poll_fn(|cx| {
         let _ = std::future::Future::poll(timer.as_mut(), cx);
         std::task::Poll::Ready(())
+    }))
+    .await
+}
+
+/// `timer`, polled only once it has elapsed: `arm` registered this task's waker with it.
+async fn elapsed(mut timer: std::pin::Pin<&mut tokio::time::Sleep>) {
+    std::future::poll_fn(|cx| {
+        if timer.is_elapsed() {
+            std::future::Future::poll(timer.as_mut(), cx)
+        } else {
+            std::task::Poll::Pending
+        }
     })
     .await
 }
@@ -611,7 +624,7 @@ impl Session {
                         }
                     }, if attached => Event::Server(r),
                     r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
-                    () = &mut timer, if timer.is_elapsed() => Event::Timer,
+                    () = elapsed(timer.as_mut()) => Event::Timer,
                     () = &mut stopped => Event::Phase,
                 }
             };
