@@ -415,6 +415,9 @@ struct Session {
     /// Idle this long, the client is parked (`[gateway] park_after`; `None` after a failed
     /// attempt).
     park_after: Option<Duration>,
+    /// Check every idle server for a close before taking it, not only those idle over a
+    /// second: set while a session-mode client logs in, where no replay would hide a dead one.
+    verify_idle: bool,
 }
 
 /// Poll `timer` once, which puts it in the timer wheel with this task's waker. Outside the
@@ -533,6 +536,7 @@ impl Session {
             parses: VecDeque::new(),
             replay_spare: Vec::new(),
             park_after: Some(core.shared.config.load().gateway.park_after),
+            verify_idle: false,
             core,
         }
     }
@@ -742,7 +746,12 @@ impl Session {
         // process id of the gateway's and its first statement waits (PgBouncer's way).
         if self.core.profile.mode == PoolMode::Session {
             if self.attached.is_none() && self.server_free_now() {
-                Box::pin(self.attach(Want::Writer)).await?;
+                // A server terminated while pooled (its FATAL and close already here) must
+                // not be handed out: this client would own it, and nothing replays a login.
+                self.verify_idle = true;
+                let attached = Box::pin(self.attach(Want::Writer)).await;
+                self.verify_idle = false;
+                attached?;
             }
             self.take_server_pid().await?;
         }
@@ -976,7 +985,8 @@ impl Session {
             let mut p = pool.try_idle(self.settings())?;
             // A connection used within the last second is trusted (a dead one is caught by
             // the replay); one idle longer is checked for a close first.
-            if p.conn.last_used.elapsed() < Duration::from_secs(1) || still_open(&mut p.conn) {
+            let trusted = !self.verify_idle && p.conn.last_used.elapsed() < Duration::from_secs(1);
+            if trusted || still_open(&mut p.conn) {
                 return Some(Attached::new(pool, p, target.clone()));
             }
             // Closed while idle (server restarted, terminated): drop it, take another.
@@ -1029,7 +1039,7 @@ impl Session {
                 Slot::Idle(mut p) => {
                     // A connection used within the last second is trusted (a dead one is caught
                     // by the replay below); one idle longer is checked for a close first.
-                    if p.conn.last_used.elapsed() < Duration::from_secs(1)
+                    if (!self.verify_idle && p.conn.last_used.elapsed() < Duration::from_secs(1))
                         || still_open(&mut p.conn)
                     {
                         return Ok(Attached::new(pool.clone(), p, target.clone()));
@@ -1188,16 +1198,22 @@ impl Session {
     }
 
     /// The usual case is false: the server last served a client with the same parameters.
-    fn params_differ(&self) -> bool {
-        let Some(a) = self.attached.as_ref() else {
+    /// Equal parameters of another login profile (one that has come and gone since) are
+    /// taken as this client's, so the next look is a pointer comparison.
+    fn params_differ(&mut self) -> bool {
+        let Some(a) = self.attached.as_mut() else {
             return false;
         };
         let mine = &self.core.profile.params;
-        !a.server
-            .conn
-            .applied_for
-            .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(p, mine) || **p == **mine)
+        let applied = &mut a.server.conn.applied_for;
+        match applied {
+            Some(p) if Arc::ptr_eq(p, mine) => false,
+            Some(p) if **p == **mine => {
+                *applied = Some(mine.clone());
+                false
+            }
+            _ => true,
+        }
     }
 
     /// Make the server's session parameters the client's own: `RESET` what the server's last
