@@ -291,3 +291,46 @@ async fn a_client_that_leaves_mid_query_has_its_query_cancelled_and_its_server_r
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_logins_right_after_pooled_servers_were_terminated_get_live_ones() {
+    let (pg, gw, token) = start("pool = { mode = \"session\", size = 3 }").await;
+    // Three servers, used and back in the pool.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::tcp(gw.addr("pg")).await;
+        let greeting = c.login("bob", "appdb", &token).await;
+        assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+        assert_eq!(c.query("select 1").await, Ok(vec!["1".to_string()]));
+        clients.push(c);
+    }
+    for mut c in clients {
+        c.send(&[(b'X', b"")]).await;
+        assert!(c.is_closed().await);
+    }
+    assert!(
+        common::eventually(Duration::from_secs(5), || pg
+            .psql("select count(*) from pg_stat_activity where usename = 'app' and state = 'idle'")
+            .is_ok_and(|n| n == "3"))
+        .await
+    );
+    // Every idle server is terminated, and new clients log in at once.
+    pg.psql("select pg_terminate_backend(pid) from pg_stat_activity where usename = 'app'")
+        .expect("terminate");
+    let logins = (0..3).map(|i| {
+        let (addr, token) = (gw.addr("pg"), token.clone());
+        tokio::spawn(async move {
+            let mut c = Raw::tcp(addr).await;
+            let greeting = c.login("bob", "appdb", &token).await;
+            assert_eq!(
+                greeting.last().map(|m| m.0),
+                Some(b'Z'),
+                "{i}: {greeting:?}"
+            );
+            c.query("select 2").await
+        })
+    });
+    for login in logins {
+        assert_eq!(login.await.expect("task"), Ok(vec!["2".to_string()]));
+    }
+}

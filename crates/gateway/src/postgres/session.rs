@@ -813,6 +813,11 @@ impl Session {
                 key.info.set_server(Some(server));
                 // The old key leaves the registry as it is dropped here.
                 self.core.cancel = key;
+                // The client now knows this server by its pid: it is the client's own, and
+                // what happens to it is the client's to hear (never replayed elsewhere).
+                if let Some(a) = self.attached.as_mut() {
+                    a.answered();
+                }
                 Ok(())
             }
             Err(err) => {
@@ -1821,7 +1826,13 @@ impl Session {
                     let f = pg::error_fields(&self.sbuf[body_range]);
                     if f.severity == "FATAL" || f.severity == "PANIC" {
                         let why = format!("{} (SQLSTATE {})", f.message, f.code);
-                        if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
+                        // Only a server the client already used is its own: a FATAL that is
+                        // the first thing a freshly taken server says was sent while it sat in
+                        // the pool, and the request is replayed elsewhere instead.
+                        let owned = self.attached.as_ref().is_some_and(|a| !a.replayable);
+                        let session_bound =
+                            self.core.profile.mode == PoolMode::Session || self.pinned.is_some();
+                        if owned && session_bound {
                             // The client's own server session ends: it hears the server's
                             // words, as it would directly (drivers act on the SQLSTATE: 57P01
                             // terminated, 25P03 idle in transaction...), and its connection
