@@ -705,10 +705,11 @@ async fn malformed_startup_and_messages_get_protocol_errors() {
     c.write_all(&[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0])
         .await
         .expect("write");
+    // Not a startup packet at all: closed without a word, as PostgreSQL does.
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
-    assert_eq!(buf.first(), Some(&b'E'), "{buf:?}");
-    assert!(String::from_utf8_lossy(&buf).contains("08P01"));
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!(buf.is_empty(), "{buf:?}");
     // A truncated startup packet, then silence: closed at the handshake timeout, no crash.
     let mut c = TcpStream::connect(addr).await.expect("connect");
     c.write_all(&[0, 0, 0, 40, 0, 3, 0, 0, b'u'])

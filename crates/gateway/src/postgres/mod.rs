@@ -376,8 +376,15 @@ async fn negotiate(
             Ok(p) => p,
             Err(err) => {
                 tracing::info!(listener = %listener.name, client = %admitted.client, error = %err, "bad startup packet; closing");
-                if let StartupReadError::Protocol(e) = &err {
-                    fatal(&mut client, "08P01", &e.to_string()).await;
+                // A length out of range is closed without a word, as PostgreSQL does (it is
+                // not a startup packet at all: often a client's Terminate sent before its
+                // startup); anything else malformed gets the reason.
+                match &err {
+                    StartupReadError::Protocol(pg::PgError::BadStartupLength(_)) => {}
+                    StartupReadError::Protocol(e) => {
+                        fatal(&mut client, "08P01", &e.to_string()).await
+                    }
+                    StartupReadError::Io(_) => {}
                 }
                 reject(listener, shared, admitted, RejectReason::ProtocolError);
                 return Negotiated::Done("refused");
