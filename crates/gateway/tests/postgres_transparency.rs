@@ -334,3 +334,64 @@ async fn session_logins_right_after_pooled_servers_were_terminated_get_live_ones
         assert_eq!(login.await.expect("task"), Ok(vec!["2".to_string()]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_ascii_backend_password_is_saslprepped_like_postgresql_does() {
+    let pg = common::app_postgres(None, &[]).await;
+    // PostgreSQL keeps the verifier of SASLprep("IX-\u{2168}") = "IX-IX".
+    pg.psql("CREATE ROLE uni LOGIN PASSWORD 'IX-\u{2168}'")
+        .expect("role");
+    pg.psql("GRANT CONNECT ON DATABASE appdb TO uni")
+        .expect("grant");
+    let dir = TestDir::new("pg-saslprep");
+    let mut vault = common::backend_vault(&dir, common::APP_PASSWORD);
+    vault
+        .put(
+            "pg/uni",
+            &sumun_vault::SecretBytes::from_slice("IX-\u{2168}".as_bytes()),
+            sumun_vault::SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Postgres),
+                username: Some("uni".into()),
+                ..sumun_vault::SecretMeta::default()
+            },
+        )
+        .expect("put");
+    let token = common::token(&vault, "bob", AUDIENCE);
+    drop(vault);
+    let toml = format!(
+        r#"
+[gateway]
+name = "{AUDIENCE}"
+[vault]
+dir = "{{dir}}/vault"
+key_file = "{{dir}}/master.key"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.0/8" }}]
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:0"
+protocol = "postgres"
+target_group = "pg"
+security_groups = ["local"]
+tls = "off"
+[[target_groups]]
+name = "pg"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{}" }}]
+[[users]]
+name = "bob"
+auth = ["token"]
+backend_credential = "pg/uni"
+"#,
+        pg.addr()
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    assert_eq!(
+        c.query("select current_user").await,
+        Ok(vec!["uni".to_string()])
+    );
+}

@@ -54,12 +54,23 @@ impl std::fmt::Debug for ScramVerifier {
 /// login burn CPU for nothing: the exchange is refused instead.
 pub const MAX_SERVER_ITERATIONS: u32 = 600_000;
 
-/// `SaltedPassword` = PBKDF2-HMAC-SHA256(password, salt, iterations), the costly step of a
-/// SCRAM login (milliseconds): run it off any event loop.
+/// `SaltedPassword` = PBKDF2-HMAC-SHA256(SASLprep(password), salt, iterations), the costly
+/// step of a SCRAM login (milliseconds): run it off any event loop. The password is normalized
+/// with SASLprep (RFC 4013) as PostgreSQL, libpq and the drivers do, so `IX-Ⅸ` and `IX-IX` are
+/// one password; bytes that are not UTF-8 or that SASLprep refuses are used as they are, as
+/// PostgreSQL does.
 pub fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> SecretBytes {
+    let prepared: Option<zeroize::Zeroizing<String>> = std::str::from_utf8(password)
+        .ok()
+        .and_then(|text| stringprep::saslprep(text).ok())
+        .and_then(|p| match p {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(changed) => Some(zeroize::Zeroizing::new(changed)),
+        });
+    let input = prepared.as_deref().map_or(password, |p| p.as_bytes());
     let mut out = vec![0u8; 32];
     let iters = NonZeroU32::new(iterations.max(1)).unwrap_or(NonZeroU32::MIN);
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iters, salt, password, &mut out);
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iters, salt, input, &mut out);
     SecretBytes::new(out)
 }
 
@@ -390,6 +401,32 @@ mod tests {
         assert_eq!((a.salt.len(), a.iterations), (16, SCRAM_ITERATIONS));
         assert_ne!(a.salt, ScramVerifier::mock(b"key two", "mallory").salt);
         assert_ne!(a.salt, ScramVerifier::mock(b"key one", "mallet").salt);
+    }
+
+    #[test]
+    fn passwords_are_saslprepped_as_postgresql_does() {
+        let salt = b"0123456789abcdef";
+        // U+2168 ROMAN NUMERAL NINE is IX after NFKC; a non-ASCII space is a space.
+        assert_eq!(
+            salted_password("IX-\u{2168}".as_bytes(), salt, 16),
+            salted_password(b"IX-IX", salt, 16)
+        );
+        assert_eq!(
+            salted_password("a\u{00A0}b".as_bytes(), salt, 16),
+            salted_password(b"a b", salt, 16)
+        );
+        // ASCII is left alone; bytes that are not UTF-8, or that SASLprep refuses (a control
+        // character), are used as they are.
+        assert_ne!(
+            salted_password(b"IX-IX", salt, 16),
+            salted_password(b"ix-ix", salt, 16)
+        );
+        let raw = b"\xff\xfe";
+        let _ = salted_password(raw, salt, 16);
+        assert_ne!(
+            salted_password(b"a\x07b", salt, 16),
+            salted_password(b"ab", salt, 16)
+        );
     }
 
     #[test]
