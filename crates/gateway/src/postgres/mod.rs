@@ -500,6 +500,14 @@ fn client_params(params: &[(String, String)]) -> Vec<(String, String)> {
             _ => set(k, v),
         }
     }
+    // A client that names no application has none, as directly: not the gateway's own name
+    // (`sumun`) that its server connections log in with.
+    if !out
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+    {
+        out.push(("application_name".to_string(), String::new()));
+    }
     out
 }
 
