@@ -51,29 +51,13 @@ async fn every_postgres_connection_gets_one_flow_record_and_a_truthful_end() {
     let bob = common::token(&vault, "bob", AUDIENCE);
     let root = common::token(&vault, "root", AUDIENCE);
     drop(vault);
-    let toml = format!(
-        r#"
-[gateway]
-name = "{AUDIENCE}"
-[vault]
-dir = "{{dir}}/vault"
-key_file = "{{dir}}/master.key"
-[[security_groups]]
-name = "local"
-ingress = [{{ cidr = "127.0.0.0/8" }}]
-[[listeners]]
-name = "pg"
-bind = "127.0.0.1:0"
-protocol = "postgres"
-target_group = "pg"
-security_groups = ["local"]
-tls = "off"
-pool = {{ mode = "transaction", size = 2 }}
-[[target_groups]]
-name = "pg"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{}" }}]
-[[users]]
+    let toml = common::pg_config(
+        AUDIENCE,
+        "",
+        "pool = { mode = \"transaction\", size = 2 }",
+        pg.addr(),
+        "",
+        r#"[[users]]
 name = "bob"
 auth = ["token"]
 backend_credential = "pg/app"
@@ -82,11 +66,10 @@ name = "root"
 auth = ["token"]
 admin = true
 [flow_logs]
-path = "{{dir}}/flows.log"
+path = "{dir}/flows.log"
 [audit]
-path = "{{dir}}/audit.jsonl"
+path = "{dir}/audit.jsonl"
 "#,
-        pg.addr()
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     let addr = gw.addr("pg");

@@ -17,37 +17,19 @@ async fn start(listener: &str) -> (Postgres, TestGateway, String) {
     let vault = common::backend_vault(&dir, common::APP_PASSWORD);
     let token = common::token(&vault, "bob", AUDIENCE);
     drop(vault);
-    let toml = format!(
-        r#"
-[gateway]
-name = "{AUDIENCE}"
-park_after = "100ms"
-[vault]
-dir = "{{dir}}/vault"
-key_file = "{{dir}}/master.key"
-[[security_groups]]
-name = "local"
-ingress = [{{ cidr = "127.0.0.0/8" }}]
-[[listeners]]
-name = "pg"
-bind = "127.0.0.1:0"
-protocol = "postgres"
-target_group = "pg"
-security_groups = ["local"]
-tls = "off"
-{listener}
-[[target_groups]]
-name = "pg"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{}" }}]
-[[users]]
+    let toml = common::pg_config(
+        AUDIENCE,
+        "park_after = \"100ms\"",
+        listener,
+        pg.addr(),
+        "",
+        r#"[[users]]
 name = "bob"
 auth = ["token"]
 backend_credential = "pg/app"
 [audit]
-path = "{{dir}}/audit.jsonl"
+path = "{dir}/audit.jsonl"
 "#,
-        pg.addr()
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     (pg, gw, token)
@@ -358,33 +340,13 @@ async fn a_non_ascii_backend_password_is_saslprepped_like_postgresql_does() {
         .expect("put");
     let token = common::token(&vault, "bob", AUDIENCE);
     drop(vault);
-    let toml = format!(
-        r#"
-[gateway]
-name = "{AUDIENCE}"
-[vault]
-dir = "{{dir}}/vault"
-key_file = "{{dir}}/master.key"
-[[security_groups]]
-name = "local"
-ingress = [{{ cidr = "127.0.0.0/8" }}]
-[[listeners]]
-name = "pg"
-bind = "127.0.0.1:0"
-protocol = "postgres"
-target_group = "pg"
-security_groups = ["local"]
-tls = "off"
-[[target_groups]]
-name = "pg"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{}" }}]
-[[users]]
-name = "bob"
-auth = ["token"]
-backend_credential = "pg/uni"
-"#,
-        pg.addr()
+    let toml = common::pg_config(
+        AUDIENCE,
+        "",
+        "",
+        pg.addr(),
+        "",
+        "[[users]]\nname = \"bob\"\nauth = [\"token\"]\nbackend_credential = \"pg/uni\"\n",
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     let mut c = Raw::tcp(gw.addr("pg")).await;

@@ -24,40 +24,18 @@ async fn gateway(target: SocketAddr, pool: &str, group: &str) -> (TestGateway, S
     let vault = common::backend_vault(&dir, BACKEND_PASSWORD);
     let token = common::token(&vault, "bob", AUDIENCE);
     drop(vault);
-    let toml = format!(
-        r#"
-[gateway]
-name = "{AUDIENCE}"
-[vault]
-dir = "{{dir}}/vault"
-key_file = "{{dir}}/master.key"
-[[security_groups]]
-name = "local"
-ingress = [{{ cidr = "127.0.0.0/8" }}]
-[[listeners]]
-name = "pg"
-bind = "127.0.0.1:0"
-protocol = "postgres"
-target_group = "pg"
-security_groups = ["local"]
-tls = "off"
-pool = {pool}
-[[target_groups]]
-name = "pg"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{target}" }}]
-{group}
-[[users]]
+    let toml = common::pg_config(AUDIENCE, "", &format!("pool = {pool}"), target, group, BOB);
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    (gw, token)
+}
+
+const BOB: &str = r#"[[users]]
 name = "bob"
 auth = ["token"]
 backend_credential = "pg/app"
 [audit]
-path = "{{dir}}/audit.jsonl"
-"#
-    );
-    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
-    (gw, token)
-}
+path = "{dir}/audit.jsonl"
+"#;
 
 async fn start_pg(settings: &[(&str, &str)]) -> Postgres {
     common::app_postgres(None, settings).await

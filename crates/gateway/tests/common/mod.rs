@@ -394,6 +394,47 @@ pub async fn app_postgres(
     pg
 }
 
+/// A config for PostgreSQL tests: gateway `audience` (plus `gateway` keys), the vault of
+/// [`backend_vault`], a plain-text postgres listener `pg` on a free port (plus `listener` keys)
+/// in front of target group `pg` with one `target` and no health checks (plus `group` keys),
+/// then `rest` (`[[users]]`, logs...). `{dir}` stays for [`TestGateway::start_in`] to fill.
+pub fn pg_config(
+    audience: &str,
+    gateway: &str,
+    listener: &str,
+    target: SocketAddr,
+    group: &str,
+    rest: &str,
+) -> String {
+    format!(
+        r#"
+[gateway]
+name = "{audience}"
+{gateway}
+[vault]
+dir = "{{dir}}/vault"
+key_file = "{{dir}}/master.key"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.0/8" }}]
+[[listeners]]
+name = "pg"
+bind = "127.0.0.1:0"
+protocol = "postgres"
+target_group = "pg"
+security_groups = ["local"]
+tls = "off"
+{listener}
+[[target_groups]]
+name = "pg"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{target}" }}]
+{group}
+{rest}
+"#
+    )
+}
+
 /// A vault in `dir/vault` sealed by a key file `dir/master.key` (the paths the PostgreSQL test
 /// configs name), holding backend secret `pg/app` (kind postgres, username `app`).
 pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
