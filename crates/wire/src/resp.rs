@@ -1,0 +1,1 @@
+//! Redis RESP2/RESP3 (filled in by issue 19).
