@@ -100,10 +100,12 @@ async fn parameters_are_reported_as_the_server_spells_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_ends_a_clients_session_is_heard_verbatim_and_the_connection_closes() {
-    // Session mode, and a transaction-mode client pinned to its server.
+    // Session mode, a transaction-mode client pinned to its server, and one idle inside a
+    // transaction (its transaction is on that server: it must not carry on elsewhere).
     for (mode, pin) in [
         ("session", None),
         ("transaction", Some("set search_path = public")),
+        ("transaction", Some("begin")),
     ] {
         let (pg, gw, token) = start(&format!("pool = {{ mode = \"{mode}\", size = 2 }}")).await;
         let mut c = Raw::tcp(gw.addr("pg")).await;
@@ -133,6 +135,41 @@ async fn a_server_that_ends_a_clients_session_is_heard_verbatim_and_the_connecti
         );
         assert!(c.is_closed().await, "{mode}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_mode_statement_whose_server_is_terminated_gets_its_fatal_and_the_close() {
+    let (pg, gw, token) = start("pool = { mode = \"transaction\", size = 2 }").await;
+    let mut c = Raw::tcp(gw.addr("pg")).await;
+    let greeting = c.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    let mut w = sumun_wire::postgres::Writer::new();
+    w.query("select pg_sleep(30)");
+    c.write(&w.buf).await;
+    let running = "select pid from pg_stat_activity where query = 'select pg_sleep(30)' \
+                   and state = 'active'";
+    assert!(
+        common::eventually(Duration::from_secs(10), || pg
+            .psql(running)
+            .is_ok_and(|p| !p.trim().is_empty()))
+        .await,
+        "the statement never started"
+    );
+    let pid = pg.psql(running).expect("pid");
+    pg.psql(&format!("select pg_terminate_backend({})", pid.trim()))
+        .expect("terminate");
+    let reply = tokio::time::timeout(Duration::from_secs(20), c.until_ready())
+        .await
+        .expect("told within 20 s");
+    let (code, message) = common::raw::first_error(&reply).expect("an error");
+    assert_eq!(code, "57P01", "{message}");
+    assert_eq!(reply.last().map(|m| m.0), Some(b'E'), "{reply:?}");
+    assert!(c.is_closed().await);
+    // The pool lost one server and serves the next client with another.
+    let mut next = Raw::tcp(gw.addr("pg")).await;
+    let greeting = next.login("bob", "appdb", &token).await;
+    assert_eq!(greeting.last().map(|m| m.0), Some(b'Z'), "{greeting:?}");
+    assert_eq!(next.query("select 1").await, Ok(vec!["1".to_string()]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

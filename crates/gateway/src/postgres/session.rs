@@ -225,8 +225,6 @@ struct Core {
     /// The text of the last Parse, for audit events of the Executes that follow it.
     last_parse: Option<String>,
     flow: Arc<crate::records::ActiveFlow>,
-    /// The client's transaction was lost with its server; its next request gets the error.
-    failed_tx: bool,
     /// The client's named prepared statements (transaction mode), boxed on first use: most
     /// clients prepare nothing by name.
     statements: Option<Box<Statements>>,
@@ -301,7 +299,6 @@ pub(crate) fn run(
             last_route: Want::Writer,
             last_parse: None,
             flow,
-            failed_tx: false,
             statements: None,
             dialect: sql::Dialect::STANDARD,
             _slot: slot,
@@ -1334,18 +1331,6 @@ impl Session {
 
     /// Client bytes arrived in `cbuf`: take a server if needed, scan, forward.
     async fn on_client(&mut self) -> Option<End> {
-        if !self.drop_orphaned_stream() {
-            shrink(&mut self.cbuf);
-            return None;
-        }
-        if self.core.failed_tx {
-            match self.answer_failed_tx().await {
-                Err(end) => return Some(end),
-                Ok(false) => return None,
-                Ok(true) if self.cbuf.is_empty() => return None,
-                Ok(true) => {}
-            }
-        }
         if self.attached.is_none() && self.c_stream.remaining == 0 {
             // Route by the first message: wait until it is whole (or known to be big).
             let route = match pg::header(&self.cbuf, MAX_MESSAGE) {
@@ -1813,6 +1798,7 @@ impl Session {
                         && status == b'I'
                         && self.core.profile.mode == PoolMode::Transaction
                         && self.pinned.is_none()
+                        && self.c_stream.remaining == 0
                         && pos + header.total == self.sbuf.len()
                     {
                         release = true;
@@ -1830,20 +1816,17 @@ impl Session {
                         // the first thing a freshly taken server says was sent while it sat in
                         // the pool, and the request is replayed elsewhere instead.
                         let owned = self.attached.as_ref().is_some_and(|a| !a.replayable);
-                        let session_bound =
-                            self.core.profile.mode == PoolMode::Session || self.pinned.is_some();
-                        if owned && session_bound {
-                            // The client's own server session ends: it hears the server's
-                            // words, as it would directly (drivers act on the SQLSTATE: 57P01
-                            // terminated, 25P03 idle in transaction...), and its connection
-                            // closes with it.
+                        if owned {
+                            // The client's own server session ends (session mode, a pinned
+                            // client, or a transaction or request in flight): it hears the
+                            // server's words, as it would directly (drivers act on the
+                            // SQLSTATE: 57P01 terminated, 25P03 idle in transaction...), and
+                            // its connection closes with it.
                             session_fatal =
                                 Some((self.sbuf[pos..pos + header.total].to_vec(), why));
                             break;
                         }
-                        // Transaction mode: the server is the gateway's, not the client's; the
-                        // client keeps its connection and hears about a lost transaction the
-                        // usual way, and a request not yet answered is replayed elsewhere.
+                        // A request the server has not acted on is replayed elsewhere.
                         server_fatal = Some(why);
                         break;
                     }
@@ -2115,98 +2098,18 @@ impl Session {
             self.cbuf = again;
             return Box::pin(self.on_client()).await;
         }
-        // Mid-transaction or mid-answer: tell the client; in transaction mode it may go on
-        // with a new transaction on another server.
-        let waiting = self.pending > 0;
-        self.pending = 0;
-        self.tx_status = b'I';
-        self.in_copy = false;
-        self.inflight.clear();
-        let session_bound = self.core.profile.mode == PoolMode::Session || self.pinned.is_some();
-        if session_bound {
-            let mut w = Writer::new();
-            w.error(
-                "FATAL",
-                "08006",
-                &format!("the backend connection was lost: {why}"),
-            );
-            let _ = self.client.send(&w.buf).await;
-            return Some(End::ServerLost(why));
-        }
-        if !waiting {
-            // The client is between statements: it hears about it at its next one.
-            self.core.failed_tx = true;
-            return None;
-        }
-        if let Err(e) = self.client.send(&lost_tx_answer()).await {
-            return Some(End::ClientError(e));
-        }
-        None
-    }
-
-    /// The client's transaction died with its server while the client was idle: answer its
-    /// next request (up to its Query or Sync) with the error, then carry on normally. What it
-    /// sends until then is read message by message and dropped; anything that is not a valid
-    /// frontend message ends the session.
-    async fn answer_failed_tx(&mut self) -> Result<bool, End> {
-        let mut pos = 0;
-        let mut answered = false;
-        loop {
-            let h = match pg::header(&self.cbuf[pos..], MAX_MESSAGE) {
-                Ok(None) => break,
-                Err(e) => return Err(self.protocol_violation(&e.to_string()).await),
-                Ok(Some(h)) if !is_frontend(h.tag) => {
-                    let what = format!("invalid frontend message type {}", h.tag);
-                    return Err(self.protocol_violation(&what).await);
-                }
-                Ok(Some(h)) => h,
-            };
-            if h.tag == b'X' {
-                return Err(End::ClientClosed);
-            }
-            if h.total > GATHER_LIMIT {
-                // Not worth holding (or streaming anywhere): end the session with the news.
-                let mut w = Writer::new();
-                w.error(
-                    "FATAL",
-                    "08006",
-                    "the backend connection was lost mid-transaction; the transaction was rolled back",
-                );
-                let _ = self.client.send(&w.buf).await;
-                return Err(End::Refused("lost_transaction"));
-            }
-            if h.total > self.cbuf.len() - pos {
-                break;
-            }
-            pos += h.total;
-            if matches!(h.tag, b'Q' | b'S') {
-                answered = true;
-                break;
-            }
-        }
-        self.cbuf.drain(..pos);
-        if !answered {
-            return Ok(false);
-        }
-        self.core.failed_tx = false;
-        self.client
-            .send(&lost_tx_answer())
-            .await
-            .map_err(End::ClientError)?;
-        Ok(true)
-    }
-
-    /// The rest of a client message that was streaming to a server that is gone: no server
-    /// gets it (the client was told, or will be at its next Query or Sync), so it is dropped
-    /// as it arrives. False when there is nothing else in the buffer to look at.
-    fn drop_orphaned_stream(&mut self) -> bool {
-        if self.attached.is_some() || self.c_stream.remaining == 0 {
-            return true;
-        }
-        let take = self.c_stream.remaining.min(self.cbuf.len());
-        self.c_stream.remaining -= take;
-        self.cbuf.drain(..take);
-        !self.cbuf.is_empty()
+        // Mid-transaction, mid-answer or in a session: what the client had on that server is
+        // gone, and it is told as a direct client would be, with its connection closed (a
+        // transaction-mode client that carried on would run its next statements outside the
+        // transaction it thinks it is in).
+        let mut w = Writer::new();
+        w.error(
+            "FATAL",
+            "08006",
+            &format!("the backend connection was lost: {why}"),
+        );
+        let _ = self.client.send(&w.buf).await;
+        Some(End::ServerLost(why))
     }
 
     /// The client went away with a request in flight (Ctrl-C on a long query, a killed
@@ -2448,18 +2351,6 @@ fn still_open(conn: &mut ServerConn) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.pending.is_empty(),
         _ => false,
     }
-}
-
-/// ErrorResponse + ReadyForQuery for a transaction lost with its server.
-fn lost_tx_answer() -> Vec<u8> {
-    let mut w = Writer::new();
-    w.error(
-        "ERROR",
-        "08006",
-        "the backend connection was lost mid-transaction; the transaction was rolled back, retry it",
-    );
-    w.ready_for_query(b'I');
-    w.buf
 }
 
 /// A statement's identity: SHA-256 of its text, a NUL and its parameter types.
