@@ -10,6 +10,7 @@
 
 pub mod crypto;
 pub mod master;
+pub mod mysql;
 pub mod rotation;
 pub mod scram;
 pub mod secret;
