@@ -7,6 +7,8 @@
 //! admitted when any rule of any group attached to the listener matches. There are no deny
 //! rules (those belong to NACL-like IP sets, a later addition).
 
+pub mod redis_acl;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;

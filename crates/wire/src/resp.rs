@@ -46,6 +46,15 @@ pub use framer::{Advance, FrameKind, ReplyFramer};
 pub use limits::{Limits, DEFAULT_MAX_BULK_LEN, DEFAULT_MAX_LINE};
 pub use value::{decode, Decoder, Value};
 
+/// Split a line into words with Redis's quoting rules (`sdssplitargs`: what inline commands,
+/// `redis.conf` and ACL files use): `"..."` with C-like escapes, `'...'`, white space between.
+pub fn split_words(line: &[u8]) -> Result<Vec<Vec<u8>>, RespError> {
+    let mut bytes = Vec::new();
+    let mut ranges = Vec::new();
+    command::split_args(line, &mut bytes, &mut ranges)?;
+    Ok(ranges.into_iter().map(|r| bytes[r].to_vec()).collect())
+}
+
 /// Nesting deeper than this is refused whatever [`Limits::max_depth`] says: decoding a tree
 /// recurses once per level, and this keeps that well inside a worker thread's stack.
 pub const MAX_DEPTH_CAP: usize = 512;
