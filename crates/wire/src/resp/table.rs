@@ -41,6 +41,15 @@ impl<T: AsRef<[u8]>> Args for [T] {
     }
 }
 
+impl<T: AsRef<[u8]>, const N: usize> Args for [T; N] {
+    fn argc(&self) -> usize {
+        N
+    }
+    fn arg(&self, i: usize) -> Option<&[u8]> {
+        self.get(i).map(AsRef::as_ref)
+    }
+}
+
 impl<T: AsRef<[u8]>> Args for Vec<T> {
     fn argc(&self) -> usize {
         self.len()
@@ -592,7 +601,7 @@ fn key_spec(v: &Value) -> KeySpec {
     };
     let (fk_type, fk) = typed("find_keys");
     let find_keys = match fk_type.as_str() {
-        "range" => match (int(&fk, "lastkey"), int(&fk, "step"), int(&fk, "limit")) {
+        "range" => match (int(&fk, "lastkey"), int(&fk, "keystep"), int(&fk, "limit")) {
             (Some(lastkey), Some(keystep), Some(limit)) => FindKeys::Range {
                 lastkey,
                 keystep,
@@ -603,7 +612,7 @@ fn key_spec(v: &Value) -> KeySpec {
         "keynum" => match (
             int(&fk, "keynumidx"),
             int(&fk, "firstkey"),
-            int(&fk, "step"),
+            int(&fk, "keystep"),
         ) {
             (Some(keynumidx), Some(firstkey), Some(keystep)) => FindKeys::Keynum {
                 keynumidx,
