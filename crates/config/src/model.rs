@@ -264,6 +264,16 @@ pub enum HealthCheckProtocol {
     Postgres,
 }
 
+impl HealthCheckProtocol {
+    /// The listener protocol whose front end runs this check; `None` for a plain TCP connect.
+    pub fn protocol(self) -> Option<Protocol> {
+        match self {
+            HealthCheckProtocol::Tcp => None,
+            HealthCheckProtocol::Postgres => Some(Protocol::Postgres),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
     /// Default `true`.

@@ -276,20 +276,67 @@ pub fn render_metrics(shared: &Shared) -> String {
                 );
             }
         }
-        crate::postgres::render_metrics(shared, out);
+        for fe in shared.front_ends.iter() {
+            fe.render_metrics(shared, out);
+        }
     })
 }
 
+/// The rows every front end reports, one JSON array.
+fn front_end_rows(
+    shared: &Shared,
+    rows: impl Fn(&dyn crate::frontend::FrontEnd) -> Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    shared
+        .front_ends
+        .iter()
+        .flat_map(|fe| rows(fe.as_ref()))
+        .collect()
+}
+
 async fn pools(State(shared): State<Arc<Shared>>) -> Response {
-    Json(crate::postgres::pool_rows(&shared)).into_response()
+    Json(front_end_rows(&shared, |fe| fe.pool_rows(&shared))).into_response()
 }
 
 async fn servers(State(shared): State<Arc<Shared>>) -> Response {
-    Json(crate::postgres::server_rows(&shared)).into_response()
+    Json(server_rows(&shared)).into_response()
 }
 
 async fn clients(State(shared): State<Arc<Shared>>) -> Response {
-    Json(crate::postgres::client_rows(&shared)).into_response()
+    Json(front_end_rows(&shared, |fe| fe.client_rows(&shared))).into_response()
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerRow {
+    pub target_group: String,
+    pub address: String,
+    /// As configured, or as a protocol-level health check found it.
+    pub role: &'static str,
+    pub health: crate::targets::Health,
+    pub reason: String,
+    pub active_flows: i64,
+    pub replica_lag_ms: u64,
+}
+
+/// Every target of every group with its health and role: `/api/servers`, `SHOW SERVERS`.
+pub fn server_rows(shared: &Shared) -> Vec<ServerRow> {
+    let registry = shared.registry.load();
+    let mut rows = Vec::new();
+    for g in &registry.groups {
+        for t in g.targets().iter() {
+            let st = t.status(&g.name);
+            rows.push(ServerRow {
+                target_group: g.name.clone(),
+                address: st.address,
+                role: st.role,
+                health: st.health,
+                reason: st.reason,
+                active_flows: st.active_flows,
+                replica_lag_ms: t.replica_lag_ms.load(Ordering::Relaxed),
+            });
+        }
+    }
+    rows
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {

@@ -67,7 +67,7 @@ impl Drop for TargetActive {
 
 /// Holds one of the listener's `max_connections` slots, for as long as the client is connected
 /// (a protocol session takes it along, also while it is parked).
-pub(crate) struct Slot(Arc<ListenerRt>);
+pub struct Slot(Arc<ListenerRt>);
 
 impl Slot {
     pub(crate) fn listener(&self) -> &Arc<ListenerRt> {
@@ -168,25 +168,10 @@ pub(crate) async fn handle(
         return;
     }
 
-    // Every protocol has its own arm, so a protocol without a front end can never fall through
-    // to the raw relay: its clients would skip the TLS and login they were promised.
+    // Raw relays are the core's; every other protocol goes to its registered front end, and one
+    // without a front end is refused, never relayed: its clients would skip the TLS and login
+    // they were promised.
     match snap.settings.protocol {
-        // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
-        Protocol::Postgres => {
-            let session = Box::pin(crate::postgres::login_session(
-                stream,
-                admitted,
-                snap,
-                listener.clone(),
-                shared.clone(),
-                handshake_deadline,
-                slot,
-            ))
-            .await;
-            if let Some(session) = session {
-                session.await;
-            }
-        }
         // 3. TLS termination, then 4. checkout and 5. relay.
         Protocol::Tls => match &snap.tls {
             Some(tls) => {
@@ -209,10 +194,26 @@ pub(crate) async fn handle(
             }
         },
         Protocol::Tcp => Box::pin(forward(stream, admitted, &snap, &listener, &shared)).await,
-        protocol @ (Protocol::Mysql | Protocol::Redis | Protocol::Http) => {
-            tracing::error!(listener = %listener.name, client = %admitted.client, protocol = protocol.as_str(), "no front end for this protocol yet; refusing rather than relaying unauthenticated bytes");
-            reject_admitted(&listener, &shared, &admitted, RejectReason::NoFrontEnd);
-        }
+        // Protocol front ends negotiate TLS, authenticate and pick targets themselves.
+        protocol => match shared.front_ends.get(protocol).cloned() {
+            Some(front_end) => {
+                front_end
+                    .serve(crate::frontend::Accepted {
+                        stream,
+                        admitted,
+                        snap,
+                        listener: listener.clone(),
+                        shared: shared.clone(),
+                        handshake_deadline,
+                        slot,
+                    })
+                    .await
+            }
+            None => {
+                tracing::error!(listener = %listener.name, client = %admitted.client, protocol = protocol.as_str(), "no front end for this protocol; refusing rather than relaying unauthenticated bytes");
+                reject_admitted(&listener, &shared, &admitted, RejectReason::NoFrontEnd);
+            }
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sumun_config::{HealthCheck, HealthCheckProtocol, Role};
+use sumun_config::{HealthCheck, Role, TargetGroup};
 use tokio::net::TcpStream;
 
 use crate::targets::{Health, Observation, TargetGroupRt, TargetRt};
@@ -44,70 +44,39 @@ pub struct Learned {
     pub lag_ms: u64,
 }
 
-/// Run one probe against `addr`.
+/// Run one probe against `addr` (`target` is its configured `host:port`).
 pub async fn probe(
     hc: &HealthCheck,
+    group: &TargetGroup,
+    target: &str,
     addr: SocketAddr,
     shared: Option<&Shared>,
-    server: &crate::postgres::ServerPolicy,
 ) -> Result<Option<Learned>, ProbeFailure> {
     let timeout = hc.timeout;
-    match hc.protocol {
-        HealthCheckProtocol::Postgres => {
-            match tokio::time::timeout(timeout, postgres_probe(hc, addr, shared, server)).await {
+    match hc.protocol.protocol() {
+        // A protocol check: the front end logs in and learns the role.
+        Some(protocol) => {
+            let front_end = shared
+                .and_then(|s| s.front_ends.get(protocol))
+                .ok_or(ProbeFailure::Error)?;
+            let probe = front_end.probe(hc, group, target, addr, shared);
+            match tokio::time::timeout(timeout, probe).await {
                 Err(_) => Err(ProbeFailure::Timeout),
                 Ok(r) => r.map(Some),
             }
         }
-        HealthCheckProtocol::Tcp => {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Err(_) => Err(ProbeFailure::Timeout),
-                Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    Err(ProbeFailure::Refused)
-                }
-                Ok(Err(_)) => Err(ProbeFailure::Error),
-                Ok(Ok(stream)) => {
-                    drop(stream);
-                    Ok(None)
-                }
+        None => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(ProbeFailure::Timeout),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(ProbeFailure::Refused)
             }
-        }
-    }
-}
-
-/// Log in with the health check's credential and ask the server whether it is in recovery
-/// (a replica) and, if so, how far behind its primary it is.
-async fn postgres_probe(
-    hc: &HealthCheck,
-    addr: SocketAddr,
-    shared: Option<&Shared>,
-    server: &crate::postgres::ServerPolicy,
-) -> Result<Learned, ProbeFailure> {
-    use crate::postgres::probe_login;
-    let rows = probe_login(hc, addr, shared, server).await.map_err(|e| {
-        tracing::debug!(target_addr = %addr, error = %e, "postgres health check failed");
-        if e.contains("refused") {
-            ProbeFailure::Refused
-        } else {
-            ProbeFailure::Error
-        }
-    })?;
-    let row = rows.first().ok_or(ProbeFailure::Error)?;
-    let in_recovery = row.first().and_then(|v| v.as_deref()) == Some("t");
-    let lag_ms = row
-        .get(1)
-        .and_then(|v| v.as_deref())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        .max(0.0) as u64;
-    Ok(Learned {
-        role: if in_recovery {
-            Role::Replica
-        } else {
-            Role::Primary
+            Ok(Err(_)) => Err(ProbeFailure::Error),
+            Ok(Ok(stream)) => {
+                drop(stream);
+                Ok(None)
+            }
         },
-        lag_ms,
-    })
+    }
 }
 
 /// Start the check loop for `target`. It ends when the target is deregistered or its group is
@@ -138,10 +107,10 @@ async fn check_loop(group: Weak<TargetGroupRt>, target: Weak<TargetRt>, shared: 
         let settings = g.settings();
         let hc = settings.health_check.clone();
         let addr = t.addr;
-        let server = crate::postgres::ServerPolicy::for_target(&settings, &t.address);
+        let address = t.address.clone();
         drop((g, t));
         let shared_now = shared.upgrade();
-        let result = probe(&hc, addr, shared_now.as_deref(), &server).await;
+        let result = probe(&hc, &settings, &address, addr, shared_now.as_deref()).await;
         drop(shared_now);
         let (Some(g), Some(t)) = (group.upgrade(), target.upgrade()) else {
             return;

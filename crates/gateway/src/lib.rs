@@ -8,7 +8,9 @@
 //! This crate never prints and never exits the process; the CLI does.
 
 pub mod admin;
+pub mod backend_tls;
 mod conn;
+pub mod frontend;
 pub(crate) mod health;
 mod kdf;
 pub mod listener;
@@ -64,7 +66,8 @@ pub struct Shared {
     pub registry: ArcSwap<Registry>,
     /// Open when the config has a `[vault]`.
     pub vault: arc_swap::ArcSwapOption<vault::VaultRt>,
-    pub pg: postgres::PgShared,
+    /// The protocol front ends, by protocol (`frontend`).
+    pub front_ends: frontend::FrontEnds,
     /// The data-plane threads, started by the first apply (`[gateway] workers`).
     pub workers: std::sync::OnceLock<workers::Workers>,
     /// Idle clients parked outside their tasks, per worker (`park`).
@@ -111,6 +114,11 @@ pub enum ApplyError {
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("listener '{name}': protocol \"{protocol}\" has no front end in this build")]
+    NoFrontEnd {
+        name: String,
+        protocol: &'static str,
+    },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
 }
@@ -160,7 +168,7 @@ impl Gateway {
                 config: ArcSwap::from_pointee(Config::empty()),
                 registry: ArcSwap::from_pointee(Registry::default()),
                 vault: arc_swap::ArcSwapOption::empty(),
-                pg: postgres::PgShared::default(),
+                front_ends: frontend::FrontEnds::new(),
                 workers: std::sync::OnceLock::new(),
                 lots: park::Lots::default(),
                 stop: stop::StopSignal::default(),
@@ -205,6 +213,17 @@ impl Gateway {
                         source,
                     }),
                 },
+            }
+        }
+        // A listener needs a front end for its protocol (raw `tcp`/`tls` relay is the core's):
+        // relaying its bytes unauthenticated would break what its users were promised.
+        for l in &config.listeners {
+            let raw = matches!(l.protocol, Protocol::Tcp | Protocol::Tls);
+            if !raw && self.shared.front_ends.get(l.protocol).is_none() {
+                errors.push(ApplyError::NoFrontEnd {
+                    name: l.name.clone(),
+                    protocol: l.protocol.as_str(),
+                });
             }
         }
         let mut new_sockets: HashMap<String, TcpListener> = HashMap::new();
@@ -478,7 +497,7 @@ impl Gateway {
         state.groups = groups;
         state.tls = tls;
         self.shared.config.store(Arc::new(config));
-        postgres::refresh_backend_tls(&self.shared.config.load());
+        backend_tls::refresh(&self.shared.config.load());
         self.shared
             .metrics
             .reloads_ok
@@ -615,30 +634,10 @@ async fn background(shared: std::sync::Weak<Shared>) {
             last_interim = tokio::time::Instant::now();
             shared.records.write_interim();
         }
-        // Close pooled server connections idle longer than their pool's idle_timeout (keeping
-        // min_idle) or older than max_lifetime, politely.
-        for pool in shared.pg.pools.all() {
-            let Some(l) = registry
-                .listeners
-                .iter()
-                .find(|l| *l.name == *pool.key.listener)
-            else {
-                // Its listener was removed: close what is idle; what is in use goes as its
-                // clients finish, and then the pool itself (below).
-                for closed in pool.drain_idle() {
-                    tokio::spawn(closed.into_conn().terminate());
-                }
-                continue;
-            };
-            let settings = &l.snapshot().settings.pool;
-            // A reload's pool size reaches pools that already exist here.
-            pool.resize(settings.size);
-            for closed in pool.reap(settings) {
-                tokio::spawn(closed.into_conn().terminate());
-            }
+        // Pools: idle and expired server connections closed, sizes from the last reload.
+        for fe in shared.front_ends.iter() {
+            fe.housekeeping(&registry);
         }
-        shared.pg.pools.sweep();
-        shared.pg.forget_unused_params(&registry);
-        postgres::refresh_backend_tls(&shared.config.load());
+        backend_tls::refresh(&shared.config.load());
     }
 }

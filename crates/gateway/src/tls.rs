@@ -46,8 +46,9 @@ pub enum TlsError {
 pub struct TlsContext {
     pub settings: TlsSettings,
     config: ArcSwap<ServerConfig>,
-    /// The same with ALPN `postgresql`, for PostgreSQL listeners.
-    postgres: ArcSwap<ServerConfig>,
+    /// The same with a protocol's ALPN identifier (`postgresql`...), made on first use and
+    /// dropped when the certificate changes.
+    with_alpn: Mutex<Vec<(&'static [u8], Arc<ServerConfig>)>>,
     /// SHA-256 of the served leaf certificate, for SCRAM `tls-server-end-point` binding.
     endpoint: Mutex<EndPoint>,
     /// Modification times of the files the current config was built from.
@@ -70,7 +71,7 @@ impl TlsContext {
         Ok(TlsContext {
             settings: settings.clone(),
             endpoint: Mutex::new(endpoint),
-            postgres: ArcSwap::from_pointee(with_alpn(&config, b"postgresql")),
+            with_alpn: Mutex::new(Vec::new()),
             config: ArcSwap::from_pointee(config),
             stamps: Mutex::new(stamps),
             expiry_days: Mutex::new(expiry),
@@ -82,10 +83,17 @@ impl TlsContext {
         self.config.load_full()
     }
 
-    /// The config for PostgreSQL clients: ALPN `postgresql` (required for direct TLS, and
-    /// accepted after an SSLRequest; clients that send no ALPN are still served).
-    pub fn postgres_config(&self) -> Arc<ServerConfig> {
-        self.postgres.load_full()
+    /// The config for clients of a protocol with an ALPN identifier (PostgreSQL's
+    /// `postgresql`: required for its direct TLS, accepted after an SSLRequest; clients that
+    /// send no ALPN are still served).
+    pub fn config_with_alpn(&self, alpn: &'static [u8]) -> Arc<ServerConfig> {
+        let mut made = self.with_alpn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, config)) = made.iter().find(|(a, _)| *a == alpn) {
+            return config.clone();
+        }
+        let config = Arc::new(with_alpn(&self.config.load(), alpn));
+        made.push((alpn, config.clone()));
+        config
     }
 
     /// The channel-binding data (`tls-server-end-point`) of the certificate now served: its
@@ -118,9 +126,10 @@ impl TlsContext {
         *seen = now;
         let (config, expiry, endpoint) = build(&self.settings)?;
         *self.endpoint.lock().unwrap_or_else(|p| p.into_inner()) = endpoint;
-        self.postgres
-            .store(Arc::new(with_alpn(&config, b"postgresql")));
+        let mut made = self.with_alpn.lock().unwrap_or_else(|p| p.into_inner());
         self.config.store(Arc::new(config));
+        made.clear();
+        drop(made);
         *self
             .expiry_days
             .lock()

@@ -1038,7 +1038,7 @@ async fn the_sumun_admin_database_shows_pools_clients_servers_and_stats() {
     );
 
     // The same rows, as /api/servers serves them.
-    let json = serde_json::to_string(&sumun_gateway::postgres::server_rows(s.gw.gateway.shared()))
+    let json = serde_json::to_string(&sumun_gateway::admin::server_rows(s.gw.gateway.shared()))
         .expect("json");
     assert!(
         json.contains(&format!("\"address\":\"{}\"", s.pg.addr())),
@@ -1558,7 +1558,7 @@ async fn idle_server_connections_are_closed_down_to_min_idle() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pools = sumun_gateway::postgres::pool_rows(s.gw.gateway.shared());
+    let pools = sumun_gateway::postgres::pool_rows(common::pg_front_end(&s.gw));
     assert_eq!((pools[0].open, pools[0].idle), (1, 1), "{pools:?}");
 }
 
@@ -1630,7 +1630,7 @@ async fn session_state_pins_a_client_to_its_server_and_does_not_leak() {
         "{}",
         s.gw.metrics()
     );
-    let clients = sumun_gateway::postgres::client_rows(s.gw.gateway.shared());
+    let clients = sumun_gateway::postgres::client_rows(common::pg_front_end(&s.gw));
     assert!(
         clients.iter().any(|c| c.pinned == Some("set")),
         "{clients:?}"

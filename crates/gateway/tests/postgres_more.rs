@@ -1063,7 +1063,7 @@ backend_credential = "pg/app"
     assert_eq!(pinned.query("set search_path = public").await, rows(&[]));
     assert_eq!(pinned.query("show search_path").await, rows(&["public"]));
     assert!(
-        sumun_gateway::postgres::client_rows(gw.gateway.shared())
+        sumun_gateway::postgres::client_rows(common::pg_front_end(&gw))
             .iter()
             .any(|c| c.user == "bob" && c.pinned == Some("set")),
         "bob is pinned"
@@ -1238,13 +1238,13 @@ async fn a_reload_resizes_existing_pools_without_dropping_anyone() {
     gw.reload(&toml(1)).await.expect("reload");
     assert!(
         common::eventually(Duration::from_secs(10), || {
-            sumun_gateway::postgres::pool_rows(gw.gateway.shared())
+            sumun_gateway::postgres::pool_rows(common::pg_front_end(&gw))
                 .iter()
                 .all(|p| p.size == 1)
         })
         .await,
         "the pool never shrank: {:?}",
-        sumun_gateway::postgres::pool_rows(gw.gateway.shared())
+        sumun_gateway::postgres::pool_rows(common::pg_front_end(&gw))
     );
     // A deliberate window, not a wait for an event: the pools are reaped every second, and a
     // shrink that dropped clients would do it within two ticks.
@@ -1498,7 +1498,7 @@ async fn idle_clients_park_and_wake_with_their_session_and_pinned_ones_stay() {
     assert_eq!(tags(&c.until_ready().await), "1Z");
     parked_becomes(&gw, 1.0).await;
     // Parked, it is still a logged-in client, with no server.
-    let rows_now = sumun_gateway::postgres::client_rows(gw.gateway.shared());
+    let rows_now = sumun_gateway::postgres::client_rows(common::pg_front_end(&gw));
     assert_eq!(rows_now.len(), 1);
     assert_eq!(rows_now[0].user, "bob");
     assert_eq!(rows_now[0].server, None);
@@ -1594,7 +1594,7 @@ async fn a_named_statement_too_large_to_translate_pins_its_client_and_keeps_work
     c.send(&[(b'P', &parse_body("big", &big)), (b'S', b"")])
         .await;
     assert_eq!(tags(&c.until_ready().await), "1Z");
-    let rows_now = sumun_gateway::postgres::client_rows(gw.gateway.shared());
+    let rows_now = sumun_gateway::postgres::client_rows(common::pg_front_end(&gw));
     assert_eq!(
         rows_now[0].pinned,
         Some("large_prepare"),

@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 
 use crate::conn::Admitted;
 use crate::listener::ListenerRt;
-use crate::Shared;
 
 use super::ClientInfo;
 
@@ -152,14 +151,13 @@ fn key_from(b: [u8; 8]) -> (u32, u32) {
 }
 
 pub(crate) async fn forward(
-    shared: &Shared,
+    fe: &super::PostgresFrontEnd,
     process_id: u32,
     secret_key: u32,
     admitted: &Admitted,
     listener: &ListenerRt,
 ) {
-    let target = shared
-        .pg
+    let target = fe
         .cancels
         .lookup(process_id, secret_key)
         .and_then(|client| client.server());
@@ -169,11 +167,7 @@ pub(crate) async fn forward(
     };
     match send(addr, pid, key).await {
         Ok(Ok(())) => {
-            shared
-                .pg
-                .stats
-                .cancels_forwarded
-                .fetch_add(1, Ordering::Relaxed);
+            fe.stats.cancels_forwarded.fetch_add(1, Ordering::Relaxed);
             tracing::info!(listener = %listener.name, client = %admitted.client, server = %addr, "cancel request forwarded");
         }
         Ok(Err(err)) => {

@@ -10,8 +10,9 @@ use serde_json::{Map, Value};
 use sumun_wire::postgres::{self as pg, Writer};
 
 use super::auth::Identity;
-use super::report::{client_rows, pool_rows, server_rows, PIN_REASONS};
+use super::report::{client_rows, pool_rows, PIN_REASONS};
 use super::stream::ClientStream;
+use super::PostgresFrontEnd;
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::ListenerRt;
@@ -51,8 +52,9 @@ pub(crate) async fn run(
     admitted: &Admitted,
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
+    fe: &PostgresFrontEnd,
 ) {
-    let end = serve(client, startup, identity, admitted, listener, shared).await;
+    let end = serve(client, startup, identity, admitted, listener, shared, fe).await;
     super::end_flow(
         shared,
         listener,
@@ -69,6 +71,7 @@ async fn serve(
     admitted: &Admitted,
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
+    fe: &PostgresFrontEnd,
 ) -> &'static str {
     if !identity.user.admin {
         fatal(
@@ -144,7 +147,7 @@ async fn serve(
             b'Q' => {
                 let text = pg::cstr(&body).map_or(&body[..], |(t, _)| t);
                 let command = String::from_utf8_lossy(text);
-                answer(&command, shared, &mut w);
+                answer(&command, shared, fe, &mut w);
                 shared
                     .records
                     .audit("admin.command", &listener.name, admitted.client, || {
@@ -197,11 +200,11 @@ fn normalize(command: &str) -> String {
         .to_ascii_uppercase()
 }
 
-fn answer(command: &str, shared: &Shared, w: &mut Writer) {
+fn answer(command: &str, shared: &Shared, fe: &PostgresFrontEnd, w: &mut Writer) {
     match normalize(command).as_str() {
         "" => w.empty_query(),
         "SHOW POOLS" => {
-            let rows = pool_rows(shared);
+            let rows = pool_rows(fe);
             w.row_description(&[
                 "listener",
                 "target",
@@ -234,7 +237,7 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
             w.command_complete("SHOW");
         }
         "SHOW CLIENTS" => {
-            let rows = client_rows(shared);
+            let rows = client_rows(fe);
             w.row_description(&[
                 "listener",
                 "client",
@@ -263,7 +266,7 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
             w.command_complete("SHOW");
         }
         "SHOW SERVERS" => {
-            let rows = server_rows(shared);
+            let rows = crate::admin::server_rows(shared);
             w.row_description(&[
                 "target_group",
                 "address",
@@ -293,7 +296,7 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
         }
         "SHOW STATS" => {
             w.row_description(&["scope", "stat", "value"]);
-            for (scope, stat, value) in stats_rows(shared) {
+            for (scope, stat, value) in stats_rows(fe) {
                 data_row(w, &[scope, stat, value]);
             }
             w.command_complete("SHOW");
@@ -319,8 +322,8 @@ fn answer(command: &str, shared: &Shared, w: &mut Writer) {
 
 /// `SHOW STATS` as (scope, stat, value): per pool (`listener/target/database/user`) the
 /// checkout counters, then gateway-wide totals under the scope `total`.
-fn stats_rows(shared: &Shared) -> Vec<(String, String, String)> {
-    let pools = pool_rows(shared);
+fn stats_rows(fe: &PostgresFrontEnd) -> Vec<(String, String, String)> {
+    let pools = pool_rows(fe);
     let mut rows = Vec::with_capacity(pools.len() * 5 + 15);
     for p in &pools {
         let scope = format!("{}/{}/{}/{}", p.listener, p.target, p.database, p.user);
@@ -338,7 +341,7 @@ fn stats_rows(shared: &Shared) -> Vec<(String, String, String)> {
         ));
         rows.push((scope, "server_connects".into(), p.connects.to_string()));
     }
-    let stats = &shared.pg.stats;
+    let stats = &fe.stats;
     let total = |stat: &str, value: String| ("total".to_string(), stat.to_string(), value);
     rows.push(total(
         "checkouts",

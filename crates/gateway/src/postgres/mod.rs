@@ -29,27 +29,21 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::conn::Admitted;
+use crate::frontend::{Accepted, BoxFuture, FrontEnd};
+use crate::health::{Learned, ProbeFailure};
 use crate::listener::{ListenerRt, ListenerSnapshot};
 use crate::metrics::RejectReason;
 use crate::Shared;
 
 pub use cancel::CancelRegistry;
 pub use pool::Pools;
-pub use report::{
-    client_rows, pool_rows, render_metrics, server_rows, ClientRow, PoolRow, ServerRow,
-};
+pub use report::{client_rows, pool_rows, render_metrics, ClientRow, PoolRow};
 pub use server::{ServerPolicy, TlsTo};
 use stream::ClientStream;
 
-/// Load the TLS client configurations the target groups need for their servers (and reload
-/// changed CA files), off the data plane.
-pub(crate) fn refresh_backend_tls(config: &sumun_config::Config) {
-    server::client_configs().refresh(config.target_groups.iter());
-}
-
 /// PostgreSQL state shared by every postgres listener.
 #[derive(Debug, Default)]
-pub struct PgShared {
+pub struct PostgresFrontEnd {
     pub pools: Pools,
     pub cancels: Arc<cancel::CancelRegistry>,
     pub stats: PgStats,
@@ -93,12 +87,112 @@ impl Canonical {
     }
 }
 
-impl PgShared {
+impl PostgresFrontEnd {
     /// Server parameters cached for listeners that no longer exist are dropped.
     pub(crate) fn forget_unused_params(&self, registry: &crate::Registry) {
         let mut params = self.server_params.lock().unwrap_or_else(|p| p.into_inner());
         params.retain(|(listener, _, _), _| registry.listeners.iter().any(|l| l.name == *listener));
     }
+}
+
+impl FrontEnd for PostgresFrontEnd {
+    fn protocol(&self) -> sumun_config::Protocol {
+        sumun_config::Protocol::Postgres
+    }
+
+    fn serve(self: Arc<Self>, conn: Accepted) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            // The login phase is boxed and dropped before the session runs (idle memory).
+            let session = Box::pin(login_session(self, conn)).await;
+            if let Some(session) = session {
+                session.await;
+            }
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        hc: &'a sumun_config::HealthCheck,
+        group: &'a sumun_config::TargetGroup,
+        target: &'a str,
+        addr: SocketAddr,
+        shared: Option<&'a Shared>,
+    ) -> BoxFuture<'a, Result<Learned, ProbeFailure>> {
+        Box::pin(async move {
+            let server = ServerPolicy::for_target(group, target);
+            let rows = probe_login(self, hc, addr, shared, &server)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(target_addr = %addr, error = %e, "postgres health check failed");
+                    if e.contains("refused") {
+                        ProbeFailure::Refused
+                    } else {
+                        ProbeFailure::Error
+                    }
+                })?;
+            let row = rows.first().ok_or(ProbeFailure::Error)?;
+            let in_recovery = row.first().and_then(|v| v.as_deref()) == Some("t");
+            let lag_ms = row
+                .get(1)
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                .max(0.0) as u64;
+            Ok(Learned {
+                role: if in_recovery {
+                    sumun_config::Role::Replica
+                } else {
+                    sumun_config::Role::Primary
+                },
+                lag_ms,
+            })
+        })
+    }
+
+    fn housekeeping(&self, registry: &crate::Registry) {
+        // Close pooled server connections idle longer than their pool's idle_timeout (keeping
+        // min_idle) or older than max_lifetime, politely.
+        for pool in self.pools.all() {
+            let Some(l) = registry
+                .listeners
+                .iter()
+                .find(|l| *l.name == *pool.key.listener)
+            else {
+                // Its listener was removed: close what is idle; what is in use goes as its
+                // clients finish, and then the pool itself (below).
+                for closed in pool.drain_idle() {
+                    tokio::spawn(closed.into_conn().terminate());
+                }
+                continue;
+            };
+            let settings = &l.snapshot().settings.pool;
+            // A reload's pool size reaches pools that already exist here.
+            pool.resize(settings.size);
+            for closed in pool.reap(settings) {
+                tokio::spawn(closed.into_conn().terminate());
+            }
+        }
+        self.pools.sweep();
+        self.forget_unused_params(registry);
+    }
+
+    fn render_metrics(&self, _shared: &Shared, out: &mut String) {
+        report::render_metrics(self, out);
+    }
+
+    fn pool_rows(&self, _shared: &Shared) -> Vec<Value> {
+        rows_json(report::pool_rows(self))
+    }
+
+    fn client_rows(&self, _shared: &Shared) -> Vec<Value> {
+        rows_json(report::client_rows(self))
+    }
+}
+
+fn rows_json<T: serde::Serialize>(rows: Vec<T>) -> Vec<Value> {
+    rows.iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .collect()
 }
 
 /// Counters for `/metrics`.
@@ -131,17 +225,18 @@ pub(crate) type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()>
 /// Startup negotiation and authentication, then the client's session as a future of its own.
 /// The caller boxes this phase and awaits the session after dropping it, so an idle client
 /// holds only its session, not the handshake's TLS and authentication state (idle memory).
-pub(crate) async fn login_session(
-    stream: TcpStream,
-    admitted: Admitted,
-    snap: Arc<ListenerSnapshot>,
-    listener: Arc<ListenerRt>,
-    shared: Arc<Shared>,
-    deadline: Instant,
-    slot: crate::conn::Slot,
-) -> Option<Session> {
+async fn login_session(fe: Arc<PostgresFrontEnd>, conn: Accepted) -> Option<Session> {
+    let Accepted {
+        stream,
+        admitted,
+        snap,
+        listener,
+        shared,
+        handshake_deadline: deadline,
+        slot,
+    } = conn;
     let logged_in = Box::pin(login(
-        stream, &admitted, &snap, &listener, &shared, deadline,
+        stream, &admitted, &snap, &listener, &shared, &fe, deadline,
     ))
     .await;
     let (client, startup, identity) = match logged_in {
@@ -154,7 +249,10 @@ pub(crate) async fn login_session(
     if startup.database == console::DATABASE {
         return Some(Box::pin(async move {
             let _slot = slot;
-            console::run(client, &startup, &identity, &admitted, &listener, &shared).await;
+            console::run(
+                client, &startup, &identity, &admitted, &listener, &shared, &fe,
+            )
+            .await;
         }));
     }
     let client_addr = admitted.client;
@@ -168,6 +266,7 @@ pub(crate) async fn login_session(
         snap,
         slot,
         shared.clone(),
+        fe,
     ) {
         Ok(session) => Some(Box::pin(session)),
         Err((mut client, err)) => {
@@ -265,11 +364,12 @@ async fn login(
     snap: &Arc<ListenerSnapshot>,
     listener: &Arc<ListenerRt>,
     shared: &Arc<Shared>,
+    fe: &PostgresFrontEnd,
     deadline: Instant,
 ) -> Result<(ClientStream, ClientStartup, auth::Identity), Unserved> {
     let negotiated = tokio::time::timeout_at(
         deadline,
-        negotiate(stream, admitted, snap, listener, shared),
+        negotiate(stream, admitted, snap, listener, shared, fe),
     )
     .await;
     let (mut client, startup) = match negotiated {
@@ -347,6 +447,7 @@ async fn negotiate(
     snap: &ListenerSnapshot,
     listener: &ListenerRt,
     shared: &Shared,
+    fe: &PostgresFrontEnd,
 ) -> Negotiated {
     let tls = match (snap.settings.tls, &snap.tls) {
         (TlsMode::Off, _) | (_, None) => None,
@@ -423,7 +524,7 @@ async fn negotiate(
                 process_id,
                 secret_key,
             } => {
-                cancel::forward(shared, process_id, secret_key, admitted, listener).await;
+                cancel::forward(fe, process_id, secret_key, admitted, listener).await;
                 return Negotiated::Done("cancel_request");
             }
             StartupPacket::Startup(s) => {
@@ -519,7 +620,7 @@ async fn accept_tls(
     shared: &Shared,
     direct: bool,
 ) -> Option<ClientStream> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(ctx.postgres_config());
+    let acceptor = tokio_rustls::TlsAcceptor::from(ctx.config_with_alpn(b"postgresql"));
     match acceptor.accept(stream::ClientIo::Live(tcp)).await {
         Ok(s) => {
             let conn = s.get_ref().1;
@@ -604,7 +705,8 @@ pub(crate) fn pool_mode(snap: &ListenerSnapshot, user: Option<&sumun_config::Use
 }
 
 /// Log in to `addr` with the health check's credential and run the role query.
-pub(crate) async fn probe_login(
+async fn probe_login(
+    fe: &PostgresFrontEnd,
     hc: &sumun_config::HealthCheck,
     addr: SocketAddr,
     shared: Option<&Shared>,
@@ -647,9 +749,7 @@ pub(crate) async fn probe_login(
             Err(e) => {
                 if e.is_untrusted() {
                     tracing::warn!(target_addr = %addr, error = %e, "health check: the server is not trusted");
-                    shared
-                        .pg
-                        .stats
+                    fe.stats
                         .backend_logins_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }

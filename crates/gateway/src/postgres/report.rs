@@ -7,8 +7,8 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
+use super::PostgresFrontEnd;
 use crate::metrics::{esc, family};
-use crate::Shared;
 
 /// Pin reasons, in the order of `PgStats::pinned`.
 pub const PIN_REASONS: [&str; 9] = [
@@ -42,10 +42,8 @@ pub struct PoolRow {
     pub connect_errors: u64,
 }
 
-pub fn pool_rows(shared: &Shared) -> Vec<PoolRow> {
-    shared
-        .pg
-        .pools
+pub fn pool_rows(fe: &PostgresFrontEnd) -> Vec<PoolRow> {
+    fe.pools
         .all()
         .iter()
         .map(|p| {
@@ -85,9 +83,8 @@ pub struct ClientRow {
     pub pinned: Option<&'static str>,
 }
 
-pub fn client_rows(shared: &Shared) -> Vec<ClientRow> {
-    let mut rows: Vec<ClientRow> = shared
-        .pg
+pub fn client_rows(fe: &PostgresFrontEnd) -> Vec<ClientRow> {
+    let mut rows: Vec<ClientRow> = fe
         .cancels
         .clients()
         .iter()
@@ -107,8 +104,8 @@ pub fn client_rows(shared: &Shared) -> Vec<ClientRow> {
     rows
 }
 
-pub fn render_metrics(shared: &Shared, out: &mut String) {
-    let rows = pool_rows(shared);
+pub fn render_metrics(fe: &PostgresFrontEnd, out: &mut String) {
+    let rows = pool_rows(fe);
     let label = |r: &PoolRow| {
         format!(
             "listener=\"{}\",target=\"{}\",database=\"{}\",user=\"{}\"",
@@ -216,7 +213,7 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
             r.connects
         );
     }
-    let stats = &shared.pg.stats;
+    let stats = &fe.stats;
     family(
         out,
         "sumun_pg_pinned_sessions_total",
@@ -285,36 +282,4 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
         "sumun_pg_backend_logins_refused_total {}",
         stats.backend_logins_refused.load(Ordering::Relaxed)
     );
-}
-
-#[derive(Debug, Serialize)]
-pub struct ServerRow {
-    pub target_group: String,
-    pub address: String,
-    /// As configured, or as a protocol-level health check found it.
-    pub role: &'static str,
-    pub health: crate::targets::Health,
-    pub reason: String,
-    pub active_flows: i64,
-    pub replica_lag_ms: u64,
-}
-
-pub fn server_rows(shared: &Shared) -> Vec<ServerRow> {
-    let registry = shared.registry.load();
-    let mut rows = Vec::new();
-    for g in &registry.groups {
-        for t in g.targets().iter() {
-            let st = t.status(&g.name);
-            rows.push(ServerRow {
-                target_group: g.name.clone(),
-                address: st.address,
-                role: st.role,
-                health: st.health,
-                reason: st.reason,
-                active_flows: st.active_flows,
-                replica_lag_ms: t.replica_lag_ms.load(Ordering::Relaxed),
-            });
-        }
-    }
-    rows
 }

@@ -213,6 +213,8 @@ struct Core {
     snap: Arc<ListenerSnapshot>,
     listener: Arc<ListenerRt>,
     shared: Arc<Shared>,
+    /// The PostgreSQL front end's own state (pools, statistics, caches).
+    pg: Arc<super::PostgresFrontEnd>,
     /// The client's row in the registry (cancel key, session id, current server).
     cancel: CancelKey,
     started: Instant,
@@ -237,6 +239,7 @@ struct Core {
 
 /// The session of a logged-in client. Set up here, synchronously, so that the future holds
 /// the session alone rather than also the arguments it was built from (idle memory).
+#[allow(clippy::too_many_arguments)] // each is moved into the session; a struct would only rename them
 pub(crate) fn run(
     client: ClientStream,
     mut startup: ClientStartup,
@@ -245,6 +248,7 @@ pub(crate) fn run(
     snap: Arc<ListenerSnapshot>,
     slot: crate::conn::Slot,
     shared: Arc<Shared>,
+    fe: Arc<super::PostgresFrontEnd>,
 ) -> Result<
     impl std::future::Future<Output = ()> + Send + 'static,
     (ClientStream, super::cancel::CancelError),
@@ -268,7 +272,7 @@ pub(crate) fn run(
     let params: Arc<[(String, String)]> = startup.params.clone().into();
     // Channel binding data served the login; sessions of all clients share the rest.
     startup.tls_endpoint = None;
-    let profile = shared.pg.profiles.intern(Profile {
+    let profile = fe.profiles.intern(Profile {
         startup,
         identity,
         backend_user,
@@ -277,7 +281,7 @@ pub(crate) fn run(
         audit,
         listener: listener.name.clone(),
     });
-    let cancel = match shared.pg.cancels.register(|process_id, secret_key| {
+    let cancel = match fe.cancels.register(|process_id, secret_key| {
         super::ClientInfo::new(profile.clone(), flow.clone(), process_id, secret_key)
     }) {
         Ok(cancel) => cancel,
@@ -291,6 +295,7 @@ pub(crate) fn run(
             snap,
             listener,
             shared: shared.clone(),
+            pg: fe,
             cancel,
             started: now,
             last_activity: now,
@@ -711,7 +716,6 @@ impl Session {
         );
         let cached = self
             .core
-            .shared
             .pg
             .server_params
             .lock()
@@ -728,7 +732,6 @@ impl Session {
                     .map(|a| a.server.conn.reported.clone())
                     .unwrap_or_default();
                 self.core
-                    .shared
                     .pg
                     .server_params
                     .lock()
@@ -755,8 +758,8 @@ impl Session {
         // The client sees what the server reports for the values it set (`UTF8` for `utf8`,
         // `ISO, MDY` for `iso`), as a direct connection shows them: a value not seen before is
         // learned from a server, which reports it once it is applied.
-        let shared = self.core.shared.clone();
-        let canonical = &shared.pg.canonical;
+        let fe = self.core.pg.clone();
+        let canonical = &fe.canonical;
         let unknown = params.iter().any(|(k, _)| {
             self.client_value(k)
                 .is_some_and(|v| canonical.get(k, v).is_none())
@@ -797,14 +800,9 @@ impl Session {
             a.server.conn.secret_key,
         );
         let (profile, flow) = (self.core.profile.clone(), self.core.flow.clone());
-        let key = self
-            .core
-            .shared
-            .pg
-            .cancels
-            .register_as(server.1, |pid, secret| {
-                super::ClientInfo::new(profile, flow, pid, secret)
-            });
+        let key = self.core.pg.cancels.register_as(server.1, |pid, secret| {
+            super::ClientInfo::new(profile, flow, pid, secret)
+        });
         match key {
             Ok(key) => {
                 key.info.set_server(Some(server));
@@ -845,8 +843,8 @@ impl Session {
     /// BackendKeyData (the gateway's own cancel key) and ReadyForQuery.
     async fn greet(&mut self, params: &[(String, String)]) -> Result<(), End> {
         let mut w = Writer::new();
-        let shared = self.core.shared.clone();
-        let canonical = &shared.pg.canonical;
+        let fe = self.core.pg.clone();
+        let canonical = &fe.canonical;
         for (k, v) in params {
             let shown = match self.client_value(k) {
                 Some(mine) => canonical.get(k, mine).unwrap_or_else(|| mine.to_string()),
@@ -1116,8 +1114,7 @@ impl Session {
     fn backend_untrusted(&self, target: &TargetRt, err: &ServerError) {
         let core = &self.core;
         tracing::error!(listener = %core.listener.name, target = %target.address, error = %err, "refusing a server that did not prove it knows the password");
-        core.shared
-            .pg
+        core.pg
             .stats
             .backend_logins_refused
             .fetch_add(1, Ordering::Relaxed);
@@ -1154,7 +1151,7 @@ impl Session {
             database: self.core.profile.startup.database.clone(),
             user: self.core.profile.backend_user.clone(),
         };
-        let pool = self.core.shared.pg.pools.get(key, self.settings().size)?;
+        let pool = self.core.pg.pools.get(key, self.settings().size)?;
         self.pools.push((target, pool.clone()));
         Some(pool)
     }
@@ -1728,7 +1725,7 @@ impl Session {
                 .iter()
                 .position(|r| *r == reason)
                 .unwrap_or(reasons.len() - 1);
-            self.core.shared.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
+            self.core.pg.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
             self.core.cancel.info.set_pinned(self.pinned);
             tracing::debug!(listener = %self.core.listener.name, client = %self.core.flow.client, reason, "client pinned to its server");
         }
@@ -2036,7 +2033,7 @@ impl Session {
             return;
         };
         let micros = q.started.elapsed().as_micros() as u64;
-        let stats = &self.core.shared.pg.stats;
+        let stats = &self.core.pg.stats;
         stats.queries.fetch_add(1, Ordering::Relaxed);
         stats.query_micros.fetch_add(micros, Ordering::Relaxed);
         if q.error.is_some() {

@@ -500,3 +500,12 @@ pub fn data_rows(messages: &[(u8, Vec<u8>)], null: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// The gateway's PostgreSQL front end (its pools and clients).
+pub fn pg_front_end(gw: &TestGateway) -> &sumun_gateway::postgres::PostgresFrontEnd {
+    gw.gateway
+        .shared()
+        .front_ends
+        .of::<sumun_gateway::postgres::PostgresFrontEnd>()
+        .expect("the postgres front end is registered")
+}
