@@ -26,6 +26,12 @@ pub enum FlowsCmd {
     Explain(ExplainArgs),
     /// Write a seeded, realistic flow log with planted attacks (for tests, benchmarks, demos).
     Generate(GenerateArgs),
+    /// SQL over flow logs (Athena's column names); results as a table, CSV or JSON.
+    Query(super::flows_sql::QueryArgs),
+    /// Flow logs to Parquet, partitioned year=/month=/day= as AWS writes them to S3.
+    Convert(super::flows_sql::ConvertArgs),
+    /// CREATE EXTERNAL TABLE for convert's layout (Athena with partition projection, Trino, Spark).
+    Ddl(super::flows_sql::DdlArgs),
 }
 
 /// Flow log inputs shared by the reading commands.
@@ -185,6 +191,9 @@ pub fn flows(cmd: FlowsCmd) -> anyhow::Result<ExitCode> {
         FlowsCmd::Hunt(a) => hunt_cmd(a),
         FlowsCmd::Explain(a) => explain_cmd(a),
         FlowsCmd::Generate(a) => generate_cmd(a),
+        FlowsCmd::Query(a) => super::flows_sql::query_cmd(a),
+        FlowsCmd::Convert(a) => super::flows_sql::convert_cmd(a),
+        FlowsCmd::Ddl(a) => super::flows_sql::ddl_cmd(a),
     };
     match result {
         Ok(code) => Ok(code),

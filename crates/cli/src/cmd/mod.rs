@@ -1,4 +1,5 @@
 pub mod flows;
+pub mod flows_sql;
 pub mod http;
 pub mod quickstart;
 pub mod serve;

@@ -1,0 +1,663 @@
+//! Running a [`Plan`]: one thread per core takes units of work ([`crate::scan::Work`]) in
+//! order; each parses its lines with [`Reader::read_into`] (no allocation per line), builds
+//! only the columns WHERE needs, filters, then builds the rest for the rows that pass and feeds
+//! them to a hash aggregation (one table per thread, merged at the end) or to a row buffer
+//! per unit (kept in input order; cut to the top rows when there is ORDER BY ... LIMIT).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use sumun_flows::{Flow, LogStatus, ReadError, Reader};
+use sumun_flows_tools::input::{BadLine, ReadStats, KEEP_BAD};
+
+use crate::agg::{AggSpec, AggState};
+use crate::bind::{Plan, SortKey, Stage};
+use crate::error::{EvalError, QueryError};
+use crate::scan::{self, Inputs, Work};
+use crate::schema::{Materializer, COLUMNS};
+use crate::value::{Type, Value};
+
+/// How to run a query.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The first bad line ends the query.
+    pub strict: bool,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// What `current_date` and `current_timestamp` are, in milliseconds since the epoch.
+    pub now_ms: i64,
+    /// Bytes read so far, for a progress bar.
+    pub progress: Option<&'static AtomicU64>,
+}
+
+impl Options {
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// A query's answer.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub columns: Vec<(String, Type)>,
+    pub rows: Vec<Vec<Value>>,
+    pub stats: ReadStats,
+}
+
+/// A fast hasher for group keys (FxHash's multiply-rotate): keys are addresses and small
+/// integers, hashed by the million, and the table is not exposed to adversarial keys in a way
+/// that matters more than a slower query.
+#[derive(Default, Clone, Copy)]
+pub struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+
+/// Groups and their aggregate states.
+#[derive(Default)]
+struct AggTable {
+    index: FxMap<Vec<Value>, usize>,
+    keys: Vec<Vec<Value>>,
+    states: Vec<Vec<AggState>>,
+    keybuf: Vec<Value>,
+}
+
+impl AggTable {
+    fn update(
+        &mut self,
+        keys: &[crate::expr::BExpr],
+        aggs: &[AggSpec],
+        row: &[Value],
+    ) -> Result<(), EvalError> {
+        self.keybuf.clear();
+        for k in keys {
+            self.keybuf.push(k.eval(row)?);
+        }
+        let id = match self.index.get(self.keybuf.as_slice()) {
+            Some(&id) => id,
+            None => {
+                let id = self.states.len();
+                self.index.insert(self.keybuf.clone(), id);
+                self.keys.push(self.keybuf.clone());
+                self.states.push(aggs.iter().map(AggSpec::init).collect());
+                id
+            }
+        };
+        if let Some(states) = self.states.get_mut(id) {
+            for (a, s) in aggs.iter().zip(states.iter_mut()) {
+                a.update(s, row)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: AggTable, aggs: &[AggSpec]) {
+        for (key, states) in other.keys.into_iter().zip(other.states) {
+            match self.index.get(key.as_slice()) {
+                Some(&id) => {
+                    if let Some(mine) = self.states.get_mut(id) {
+                        for ((a, s), o) in aggs.iter().zip(mine.iter_mut()).zip(states) {
+                            a.merge(s, o);
+                        }
+                    }
+                }
+                None => {
+                    let id = self.states.len();
+                    self.index.insert(key.clone(), id);
+                    self.keys.push(key);
+                    self.states.push(states);
+                }
+            }
+        }
+    }
+}
+
+/// What one unit of work produced besides aggregated rows.
+#[derive(Default)]
+struct UnitOut {
+    rows: Vec<Vec<Value>>,
+    records: u64,
+    no_data: u64,
+    bad: u64,
+    first_bad: Vec<(u64, String)>,
+    /// Plain ranges: where the first line starts (for absolute line numbers), and whether
+    /// the unit's last format differs from the one it assumed (a header in mid-file).
+    first_line_at: u64,
+    format_changed: bool,
+}
+
+struct Shared<'a> {
+    plan: &'a Plan,
+    inputs: &'a Inputs,
+    work: &'a [Work],
+    opts: &'a Options,
+    next: AtomicUsize,
+    stop: AtomicBool,
+    /// Rows made per unit so far (for an early LIMIT), by unit.
+    made: Mutex<Vec<Option<u64>>>,
+    limit_reached: AtomicBool,
+}
+
+pub fn run(plan: &Plan, inputs: &Inputs, opts: &Options) -> Result<Output, QueryError> {
+    let (out, changed) = run_once(plan, inputs, opts, &|_| true)?;
+    if changed.is_empty() {
+        return Ok(out);
+    }
+    // A header in the middle of a plain file changed the format for the ranges after it: read
+    // those files again, whole, in one piece each (rare: concatenated logs of two formats).
+    let (out, _) = run_once(plan, inputs, opts, &|f| !changed.contains(&f))?;
+    Ok(out)
+}
+
+fn run_once(
+    plan: &Plan,
+    inputs: &Inputs,
+    opts: &Options,
+    split: &dyn Fn(usize) -> bool,
+) -> Result<(Output, HashSet<usize>), QueryError> {
+    let threads = opts.threads();
+    let work = inputs.work(threads * 4, split);
+    let shared = Shared {
+        plan,
+        inputs,
+        work: &work,
+        opts,
+        next: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        made: Mutex::new(vec![None; work.len()]),
+        limit_reached: AtomicBool::new(false),
+    };
+    let results: Vec<Result<WorkerOut, QueryError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(work.len().max(1)))
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(16 << 20)
+                    .spawn_scoped(s, || worker(&shared))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(QueryError::Usage("a query thread failed".into()))),
+                Err(e) => Err(QueryError::Io {
+                    path: "thread".into(),
+                    source: e,
+                }),
+            })
+            .collect()
+    });
+    let mut tables = Vec::new();
+    let mut units: Vec<(usize, UnitOut)> = Vec::new();
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok((t, u)) => {
+                tables.extend(t);
+                units.extend(u);
+            }
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(e);
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    units.sort_by_key(|(i, _)| *i);
+
+    // Mid-file headers: a range whose format changed affects the ranges after it.
+    let mut changed = HashSet::new();
+    for (i, u) in &units {
+        if u.format_changed {
+            if let Some(Work::Range { file, end, .. }) = work.get(*i) {
+                if *end != u64::MAX {
+                    changed.insert(*file);
+                }
+            }
+        }
+    }
+    if !changed.is_empty() {
+        return Ok((
+            Output {
+                columns: Vec::new(),
+                rows: Vec::new(),
+                stats: ReadStats::default(),
+            },
+            changed,
+        ));
+    }
+
+    // Statistics and bad lines, with absolute line numbers.
+    let mut stats = ReadStats {
+        files: inputs.files.len(),
+        ..ReadStats::default()
+    };
+    let mut bad: Vec<BadLine> = Vec::new();
+    for (i, u) in &units {
+        stats.records += u.records;
+        stats.no_data += u.no_data;
+        stats.bad_lines += u.bad;
+        if u.first_bad.is_empty() || bad.len() >= KEEP_BAD {
+            continue;
+        }
+        let Some(w) = work.get(*i) else { continue };
+        let file = &inputs.files[w.file()];
+        let offset = match w {
+            Work::Range { .. } if u.first_line_at > 0 => {
+                scan::lines_before(&file.path, u.first_line_at).map_err(|source| {
+                    QueryError::Io {
+                        path: file.name(),
+                        source,
+                    }
+                })?
+            }
+            _ => 0,
+        };
+        for (line, message) in &u.first_bad {
+            if bad.len() < KEEP_BAD {
+                bad.push(BadLine {
+                    file: file.name(),
+                    line: usize::try_from(offset + line).unwrap_or(usize::MAX),
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+    if opts.strict {
+        if let Some(first) = bad.into_iter().next() {
+            return Err(QueryError::Bad(first));
+        }
+    } else {
+        stats.first_bad = bad;
+    }
+
+    let rows = match &plan.stage {
+        Stage::Aggregate { keys, aggs } => {
+            let mut tables = tables.into_iter();
+            let mut table = tables.next().unwrap_or_default();
+            for t in tables {
+                table.merge(t, aggs);
+            }
+            if keys.is_empty() && table.states.is_empty() {
+                // An aggregate over no rows is one row (count 0, sum NULL).
+                table.keys.push(Vec::new());
+                table.states.push(aggs.iter().map(AggSpec::init).collect());
+            }
+            let mut rows = Vec::with_capacity(table.keys.len());
+            for (mut key, states) in table.keys.into_iter().zip(table.states) {
+                for (a, s) in aggs.iter().zip(states) {
+                    key.push(a.finish(s)?);
+                }
+                rows.push(key);
+            }
+            rows
+        }
+        Stage::Project { .. } => units.into_iter().flat_map(|(_, u)| u.rows).collect(),
+    };
+    let rows = finish(plan, rows)?;
+    Ok((
+        Output {
+            columns: plan.columns.clone(),
+            rows,
+            stats,
+        },
+        HashSet::new(),
+    ))
+}
+
+/// HAVING, projection, DISTINCT, ORDER BY, LIMIT over the stage's rows.
+fn finish(plan: &Plan, rows: Vec<Vec<Value>>) -> Result<Vec<Vec<Value>>, QueryError> {
+    let mut out: Vec<(Vec<Value>, Vec<Value>)> = Vec::with_capacity(rows.len());
+    let mut seen: HashSet<Vec<Value>> = HashSet::new();
+    for r in rows {
+        if let Some(h) = &plan.having {
+            if !h.test(&r)? {
+                continue;
+            }
+        }
+        let mut projected = Vec::with_capacity(plan.project.len());
+        for p in &plan.project {
+            projected.push(p.eval(&r)?);
+        }
+        if plan.distinct_output && !seen.insert(projected.clone()) {
+            continue;
+        }
+        let mut keys = Vec::with_capacity(plan.order.len());
+        for o in &plan.order {
+            keys.push(o.expr.eval(&r)?);
+        }
+        out.push((projected, keys));
+    }
+    if !plan.order.is_empty() {
+        out.sort_by(|a, b| compare_keys(&plan.order, &a.1, &b.1));
+    }
+    if let Some(l) = plan.limit {
+        out.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+    }
+    Ok(out.into_iter().map(|(p, _)| p).collect())
+}
+
+fn compare_keys(order: &[SortKey], a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    for (k, (x, y)) in order.iter().zip(a.iter().zip(b)) {
+        let o = match (x.is_null(), y.is_null()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => {
+                if k.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (false, true) => {
+                if k.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (false, false) => {
+                let o = x.cmp_sql(y);
+                if k.desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+type WorkerOut = (Option<AggTable>, Vec<(usize, UnitOut)>);
+
+fn worker(sh: &Shared<'_>) -> Result<WorkerOut, QueryError> {
+    let mut table = match sh.plan.stage {
+        Stage::Aggregate { .. } => Some(AggTable::default()),
+        Stage::Project { .. } => None,
+    };
+    let mut units = Vec::new();
+    loop {
+        if sh.stop.load(Ordering::Relaxed) || sh.limit_reached.load(Ordering::Relaxed) {
+            break;
+        }
+        let i = sh.next.fetch_add(1, Ordering::Relaxed);
+        let Some(w) = sh.work.get(i) else { break };
+        let mut unit = UnitOut::default();
+        let r = run_unit(sh, w, &mut table, &mut unit);
+        if let Err(e) = r {
+            sh.stop.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        if let Some(limit) = sh.plan.early_limit() {
+            let mut made = sh.made.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = made.get_mut(i) {
+                *slot = Some(unit.rows.len() as u64);
+            }
+            let mut total = 0;
+            for m in made.iter() {
+                match m {
+                    Some(n) => total += n,
+                    None => break,
+                }
+            }
+            if total >= limit {
+                sh.limit_reached.store(true, Ordering::Relaxed);
+            }
+        }
+        units.push((i, unit));
+    }
+    Ok((table, units))
+}
+
+/// Where rows that passed WHERE go.
+struct Sink<'a> {
+    plan: &'a Plan,
+    table: &'a mut Option<AggTable>,
+    rows: &'a mut Vec<Vec<Value>>,
+    /// Keep at most this many rows (early LIMIT), or prune to the top `limit` by ORDER BY.
+    cap: Option<usize>,
+    top: Option<usize>,
+}
+
+impl Sink<'_> {
+    /// Returns false when the unit may stop (it has all the rows LIMIT lets through).
+    fn push(&mut self, vals: &[Value]) -> Result<bool, EvalError> {
+        match &self.plan.stage {
+            Stage::Aggregate { keys, aggs } => {
+                if let Some(t) = self.table.as_mut() {
+                    t.update(keys, aggs, vals)?;
+                }
+                Ok(true)
+            }
+            Stage::Project { exprs } => {
+                let mut row = Vec::with_capacity(exprs.len());
+                for e in exprs {
+                    row.push(e.eval(vals)?);
+                }
+                self.rows.push(row);
+                if let Some(top) = self.top {
+                    if self.rows.len() >= (2 * top).max(4096) {
+                        self.prune(top);
+                    }
+                }
+                Ok(self.cap.is_none_or(|c| self.rows.len() < c))
+            }
+        }
+    }
+
+    fn prune(&mut self, top: usize) {
+        let order = &self.plan.order;
+        let mut keyed: Vec<(Vec<Value>, Vec<Value>)> = self
+            .rows
+            .drain(..)
+            .map(|r| {
+                let k = order
+                    .iter()
+                    .map(|o| o.expr.eval(&r).unwrap_or(Value::Null))
+                    .collect();
+                (k, r)
+            })
+            .collect();
+        keyed.sort_by(|a, b| compare_keys(order, &a.0, &b.0));
+        keyed.truncate(top);
+        self.rows.extend(keyed.into_iter().map(|(_, r)| r));
+    }
+}
+
+fn run_unit(
+    sh: &Shared<'_>,
+    w: &Work,
+    table: &mut Option<AggTable>,
+    unit: &mut UnitOut,
+) -> Result<(), QueryError> {
+    let plan = sh.plan;
+    let file = &sh.inputs.files[w.file()];
+    let limit = plan.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+    let mut rows = Vec::new();
+    let mut sink = Sink {
+        plan,
+        table,
+        rows: &mut rows,
+        cap: plan
+            .early_limit()
+            .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        top: if plan.order.is_empty() || !matches!(plan.stage, Stage::Project { .. }) {
+            None
+        } else {
+            limit
+        },
+    };
+    if sink.cap == Some(0) {
+        return Ok(());
+    }
+    let progress = sh.opts.progress;
+    match w {
+        Work::Range { start, end, .. } => {
+            let range =
+                scan::Range::open(&file.path, *start, *end, progress).map_err(|source| {
+                    QueryError::Io {
+                        path: file.name(),
+                        source,
+                    }
+                })?;
+            unit.first_line_at = range.first_line_at;
+            // Ranges after the first assume the format the file's header names.
+            let reader = match (&file.header, *start > 0) {
+                (Some(h), true) => Reader::with_format(range, h.clone()),
+                _ => Reader::new(range),
+            };
+            let assumed = file.header.clone();
+            let reader = read_lines(sh, reader, &mut sink, unit, &file.name())?;
+            let end_format = reader.format();
+            let expected = assumed.unwrap_or_default();
+            unit.format_changed = *end_format != expected;
+        }
+        Work::Stream { .. } => {
+            let input = scan::open_stream(file, progress)?;
+            read_lines(sh, Reader::new(input), &mut sink, unit, &file.name())?;
+        }
+        Work::RowGroup { group, .. } => {
+            crate::parquet_io::scan_row_group(file, *group, plan, &mut |vals| {
+                unit.records += 1;
+                if sh.stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                if let Some(f) = &plan.filter {
+                    if !f.test(vals)? {
+                        return Ok(true);
+                    }
+                }
+                sink.push(vals)
+            })?;
+            if let (Some(p), true) = (progress, file.row_groups > 0) {
+                p.fetch_add(file.size / file.row_groups as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    if let Some(top) = sink.top {
+        sink.prune(top);
+    }
+    unit.rows = rows;
+    Ok(())
+}
+
+fn read_lines<R: BufRead>(
+    sh: &Shared<'_>,
+    mut reader: Reader<R>,
+    sink: &mut Sink<'_>,
+    unit: &mut UnitOut,
+    name: &str,
+) -> Result<Reader<R>, QueryError> {
+    let plan = sh.plan;
+    let mut flow = Flow::default();
+    let mut mat = Materializer::default();
+    let mut vals = vec![Value::Null; COLUMNS.len()];
+    let mut n: u32 = 0;
+    while let Some(item) = reader.read_into(&mut flow) {
+        n = n.wrapping_add(1);
+        if n.is_multiple_of(4096)
+            && (sh.stop.load(Ordering::Relaxed) || sh.limit_reached.load(Ordering::Relaxed))
+        {
+            break;
+        }
+        match item {
+            Ok(()) => {
+                unit.records += 1;
+                if flow.record.log_status != LogStatus::Ok {
+                    unit.no_data += 1;
+                }
+                mat.set_format(reader.format());
+                if let Some(f) = &plan.filter {
+                    mat.fill(&flow, &plan.filter_cols, &mut vals);
+                    if !f.test(&vals)? {
+                        continue;
+                    }
+                }
+                mat.fill(&flow, &plan.rest_cols, &mut vals);
+                if !sink.push(&vals)? {
+                    break;
+                }
+            }
+            Err(ReadError::Io(source)) => {
+                return Err(QueryError::Input(
+                    sumun_flows_tools::input::InputError::Read {
+                        path: name.to_string(),
+                        source,
+                    },
+                ))
+            }
+            Err(e) => {
+                unit.bad += 1;
+                if unit.first_bad.len() < KEEP_BAD {
+                    let (line, msg) = split_read_error(&e);
+                    unit.first_bad.push((line, msg));
+                }
+                if sh.opts.strict {
+                    sh.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(reader)
+}
+
+fn split_read_error(e: &ReadError) -> (u64, String) {
+    match e {
+        ReadError::Parse { line, source } => (*line as u64, source.to_string()),
+        ReadError::Header { line, source } => (*line as u64, source.to_string()),
+        ReadError::NotUtf8 { line } => (*line as u64, "not valid UTF-8".into()),
+        ReadError::TooLong { line } => (
+            *line as u64,
+            format!("longer than {} bytes", sumun_flows::MAX_LINE),
+        ),
+        ReadError::Io(e) => (0, e.to_string()),
+    }
+}

@@ -1,0 +1,371 @@
+//! Parquet, with the `parquet` crate's own column readers and writers (no Arrow): the scan of
+//! one row group into rows of column values, and the writer `convert` uses. Column names and
+//! physical types follow AWS's Parquet flow logs (`srcport` INT32, `bytes` INT64, addresses as
+//! strings...), so files AWS writes read as well as ours.
+//!
+//! The `parquet` crate decodes untrusted files; a panic inside it is caught and reported as a
+//! bad file rather than ending the process.
+
+use std::fs::File;
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Arc;
+
+use parquet::basic::Compression;
+use parquet::column::reader::ColumnReader;
+use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, RowGroupReader};
+use parquet::file::serialized_reader::SerializedFileReader;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+use crate::bind::Plan;
+use crate::error::{EvalError, QueryError};
+use crate::scan::InputFile;
+use crate::schema::{day_parts, Source, COLUMNS, STORED};
+use crate::value::{Type, Value};
+
+fn perr(path: &Path, e: impl std::fmt::Display) -> QueryError {
+    QueryError::Parquet {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, QueryError>) -> Result<T, QueryError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(perr(path, "malformed Parquet file")),
+    }
+}
+
+/// Column names and the number of row groups of a Parquet file.
+pub fn describe(path: &Path) -> Result<(Vec<String>, usize), QueryError> {
+    guarded(path, || {
+        let f = File::open(path).map_err(|e| perr(path, e))?;
+        let r = SerializedFileReader::new(f).map_err(|e| perr(path, e))?;
+        let md = r.metadata();
+        let names = md
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        Ok((names, md.num_row_groups()))
+    })
+}
+
+/// Physical type of a stored column.
+fn physical(c: usize) -> &'static str {
+    match COLUMNS[c].name {
+        "packets" | "bytes" | "start" | "end" => "INT64",
+        _ if COLUMNS[c].ty == Type::Int => "INT32",
+        _ => "BYTE_ARRAY",
+    }
+}
+
+/// Reads the columns `plan` needs from one row group and calls `each` with every row (a slice
+/// indexed by column, as the text scan makes). `each` returns false to stop.
+pub fn scan_row_group(
+    file: &InputFile,
+    group: usize,
+    plan: &Plan,
+    each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
+) -> Result<(), QueryError> {
+    let path = &file.path;
+    let needed = plan.scan_cols();
+    // Stored columns to read: the derived ones come from `start`.
+    let mut stored: Vec<usize> = Vec::new();
+    for &c in &needed {
+        let s = if c < STORED { c } else { 10 };
+        if !stored.contains(&s) {
+            stored.push(s);
+        }
+    }
+    let columns = guarded(path, || {
+        let f = File::open(path).map_err(|e| perr(path, e))?;
+        let r = SerializedFileReader::new(f).map_err(|e| perr(path, e))?;
+        let rg = r.get_row_group(group).map_err(|e| perr(path, e))?;
+        let rows = usize::try_from(rg.metadata().num_rows()).unwrap_or(0);
+        let names: Vec<String> = rg
+            .metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .map(|c| c.name().to_ascii_lowercase())
+            .collect();
+        let mut out: Vec<(usize, Vec<Value>)> = Vec::new();
+        for &c in &stored {
+            let values = match names.iter().position(|n| n == COLUMNS[c].name) {
+                Some(i) => read_column(&*rg, i, c, rows).map_err(|e| perr(path, e))?,
+                None => vec![Value::Null; rows],
+            };
+            if values.len() != rows {
+                return Err(perr(
+                    path,
+                    format!(
+                        "column {} has {} values for {rows} rows",
+                        COLUMNS[c].name,
+                        values.len()
+                    ),
+                ));
+            }
+            out.push((c, values));
+        }
+        Ok((rows, out))
+    })?;
+    let (rows, columns) = columns;
+    let derived: Vec<usize> = needed.iter().copied().filter(|c| *c >= STORED).collect();
+    let start_col = columns.iter().find(|(c, _)| *c == 10).map(|(_, v)| v);
+    let mut vals = vec![Value::Null; COLUMNS.len()];
+    let mut day_cache: Option<(i64, [Arc<str>; 4])> = None;
+    for r in 0..rows {
+        for (c, v) in &columns {
+            vals[*c] = v[r].clone();
+        }
+        if !derived.is_empty() {
+            let start = start_col.and_then(|s| match s[r] {
+                Value::Int(n) if n >= 0 => Some(n),
+                _ => None,
+            });
+            for &c in &derived {
+                vals[c] = match start {
+                    None => Value::Null,
+                    Some(s) => {
+                        let day = s / 86_400;
+                        if day_cache.as_ref().is_none_or(|(d, _)| *d != day) {
+                            day_cache = Some((day, day_parts(day)));
+                        }
+                        let i = match COLUMNS[c].source {
+                            Source::Year => 0,
+                            Source::Month => 1,
+                            Source::Day => 2,
+                            _ => 3,
+                        };
+                        day_cache
+                            .as_ref()
+                            .map_or(Value::Null, |(_, p)| Value::Str(p[i].clone()))
+                    }
+                };
+            }
+        }
+        if !each(&vals)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_column(
+    rg: &dyn RowGroupReader,
+    i: usize,
+    c: usize,
+    rows: usize,
+) -> Result<Vec<Value>, parquet::errors::ParquetError> {
+    const BATCH: usize = 64 * 1024;
+    let mut out: Vec<Value> = Vec::with_capacity(rows);
+    let mut defs: Vec<i16> = Vec::new();
+    let ty = COLUMNS[c].ty;
+    let max_def = rg.metadata().column(i).column_descr().max_def_level();
+    // Values come densely (nulls left out); definition levels say where they go.
+    fn place<T>(
+        out: &mut Vec<Value>,
+        defs: &[i16],
+        max_def: i16,
+        n: usize,
+        values: Vec<T>,
+        f: &mut dyn FnMut(T) -> Value,
+    ) {
+        let mut it = values.into_iter();
+        if max_def == 0 {
+            out.extend(it.take(n).map(f));
+            return;
+        }
+        for d in defs.iter().take(n) {
+            if *d == max_def {
+                out.push(it.next().map_or(Value::Null, &mut *f));
+            } else {
+                out.push(Value::Null);
+            }
+        }
+    }
+    let mut last: Option<Arc<str>> = None;
+    match rg.get_column_reader(i)? {
+        ColumnReader::Int32ColumnReader(mut r) => loop {
+            let mut vals: Vec<i32> = Vec::new();
+            defs.clear();
+            let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
+            if n == 0 {
+                break;
+            }
+            place(&mut out, &defs, max_def, n, vals, &mut |v| {
+                Value::Int(i64::from(v))
+            });
+        },
+        ColumnReader::Int64ColumnReader(mut r) => loop {
+            let mut vals: Vec<i64> = Vec::new();
+            defs.clear();
+            let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
+            if n == 0 {
+                break;
+            }
+            place(&mut out, &defs, max_def, n, vals, &mut |v| Value::Int(v));
+        },
+        ColumnReader::ByteArrayColumnReader(mut r) => loop {
+            let mut vals: Vec<ByteArray> = Vec::new();
+            defs.clear();
+            let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
+            if n == 0 {
+                break;
+            }
+            place(&mut out, &defs, max_def, n, vals, &mut |v| {
+                let text = String::from_utf8_lossy(v.data());
+                match ty {
+                    Type::Ip => text
+                        .parse::<IpAddr>()
+                        .map_or_else(|_| Value::str(&text), Value::Ip),
+                    Type::Int => text.parse::<i64>().map_or(Value::Null, Value::Int),
+                    _ => {
+                        let shared = match &last {
+                            Some(l) if **l == *text => l.clone(),
+                            _ => {
+                                let a: Arc<str> = Arc::from(text.as_ref());
+                                last = Some(a.clone());
+                                a
+                            }
+                        };
+                        Value::Str(shared)
+                    }
+                }
+            });
+        },
+        _ => {
+            return Err(parquet::errors::ParquetError::General(format!(
+                "column {} has a type this reader does not take",
+                COLUMNS[c].name
+            )))
+        }
+    }
+    Ok(out)
+}
+
+/// Buffers rows of the stored columns and writes them as row groups of one Parquet file.
+pub struct Writer {
+    columns: Vec<usize>,
+    buffers: Vec<Vec<Value>>,
+    writer: SerializedFileWriter<File>,
+    path: std::path::PathBuf,
+    pub rows: u64,
+}
+
+/// Rows per row group: large enough for efficient scans by Athena, small enough to bound what
+/// `convert` holds in memory per open file.
+pub const ROW_GROUP: usize = 128 * 1024;
+
+impl Writer {
+    /// Creates `path` (which must not exist) for the given stored columns.
+    pub fn create(path: &Path, columns: &[usize]) -> Result<Writer, QueryError> {
+        let mut schema = String::from("message flows {\n");
+        for &c in columns {
+            let p = physical(c);
+            let ann = if p == "BYTE_ARRAY" { " (UTF8)" } else { "" };
+            schema.push_str(&format!("  OPTIONAL {p} {}{ann};\n", COLUMNS[c].name));
+        }
+        schema.push('}');
+        let schema = Arc::new(parse_message_type(&schema).map_err(|e| perr(path, e))?);
+        let props = Arc::new(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .build(),
+        );
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| QueryError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let writer = SerializedFileWriter::new(file, schema, props).map_err(|e| perr(path, e))?;
+        Ok(Writer {
+            columns: columns.to_vec(),
+            buffers: vec![Vec::new(); columns.len()],
+            writer,
+            path: path.to_path_buf(),
+            rows: 0,
+        })
+    }
+
+    /// Adds a row (`vals` indexed by column).
+    pub fn push(&mut self, vals: &[Value]) -> Result<(), QueryError> {
+        for (b, &c) in self.buffers.iter_mut().zip(&self.columns) {
+            b.push(vals.get(c).cloned().unwrap_or(Value::Null));
+        }
+        self.rows += 1;
+        if self.buffers.first().is_some_and(|b| b.len() >= ROW_GROUP) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), QueryError> {
+        if self.buffers.first().is_none_or(|b| b.is_empty()) {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let mut rg = self.writer.next_row_group().map_err(|e| perr(&path, e))?;
+        let mut i = 0;
+        while let Some(mut col) = rg.next_column().map_err(|e| perr(&path, e))? {
+            let Some(&c) = self.columns.get(i) else {
+                return Err(perr(&path, "more columns than the schema"));
+            };
+            let values = std::mem::take(&mut self.buffers[i]);
+            let defs: Vec<i16> = values.iter().map(|v| i16::from(!v.is_null())).collect();
+            let r = match physical(c) {
+                "INT32" => {
+                    let v: Vec<i32> = values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::Int(n) => Some(i32::try_from(*n).unwrap_or(i32::MAX)),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<Int32Type>().write_batch(&v, Some(&defs), None)
+                }
+                "INT64" => {
+                    let v: Vec<i64> = values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::Int(n) => Some(*n),
+                            _ => None,
+                        })
+                        .collect();
+                    col.typed::<Int64Type>().write_batch(&v, Some(&defs), None)
+                }
+                _ => {
+                    let v: Vec<ByteArray> = values
+                        .iter()
+                        .filter_map(|v| v.text().map(|t| ByteArray::from(t.as_bytes().to_vec())))
+                        .collect();
+                    col.typed::<ByteArrayType>()
+                        .write_batch(&v, Some(&defs), None)
+                }
+            };
+            r.map_err(|e| perr(&path, e))?;
+            col.close().map_err(|e| perr(&path, e))?;
+            i += 1;
+        }
+        rg.close().map_err(|e| perr(&path, e))?;
+        Ok(())
+    }
+
+    pub fn close(mut self) -> Result<u64, QueryError> {
+        self.flush()?;
+        let path = self.path.clone();
+        self.writer.close().map_err(|e| perr(&path, e))?;
+        Ok(self.rows)
+    }
+}
