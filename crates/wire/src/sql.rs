@@ -22,6 +22,16 @@
 //! run to the end of the text); [`analyze`] does not allocate and [`mask_literals`] allocates
 //! its output once. Plain `'..'` strings follow `standard_conforming_strings = on` (the default
 //! since PostgreSQL 9.1); use the `_with` variants and [`Dialect`] for servers that turned it off.
+//!
+//! **MySQL/MariaDB** ([`MysqlDialect`], [`Syntax::MYSQL`], passed to the same `_with`
+//! functions): backslash escapes in `'..'` and `".."` (unless `NO_BACKSLASH_ESCAPES`), `".."` a
+//! string (unless `ANSI_QUOTES`), `` `..` `` identifiers, `#` comments, `-- ` comments only with
+//! the space (`1--1` is arithmetic), `/* */` comments that do not nest, and executable comments
+//! `/*! .. */`, `/*!50700 .. */`, `/*M!100100 .. */` whose content is lexed as SQL (their markers
+//! are kept in masked text); no dollar quotes, `$` is an identifier character. Its pin reasons
+//! add user variables (`SET @x`, `@x :=`, `INTO @x`), `LOCK TABLES` / `FLUSH ... WITH READ
+//! LOCK`, `GET_LOCK()`, `USE db`, and every session `SET` (`SET LOCAL` is session-wide there);
+//! MariaDB's `SET STATEMENT .. FOR` does not pin. [`may_pin_mysql`] is its pre-filter.
 
 #[cfg(test)]
 mod tests;
@@ -44,6 +54,66 @@ impl Dialect {
 impl Default for Dialect {
     fn default() -> Self {
         Dialect::STANDARD
+    }
+}
+
+impl Dialect {
+    /// MySQL/MariaDB with the default `sql_mode` (an alias of [`MysqlDialect::DEFAULT`]; the
+    /// `_with` functions take either type).
+    pub const MYSQL: MysqlDialect = MysqlDialect::DEFAULT;
+}
+
+/// MySQL/MariaDB lexing rules that depend on the session's `sql_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MysqlDialect {
+    /// False under `NO_BACKSLASH_ESCAPES` (the server reports it in every OK's status flags).
+    pub backslash_escapes: bool,
+    /// `ANSI_QUOTES`: `".."` is an identifier, not a string.
+    pub ansi_quotes: bool,
+}
+
+impl MysqlDialect {
+    pub const DEFAULT: MysqlDialect = MysqlDialect {
+        backslash_escapes: true,
+        ansi_quotes: false,
+    };
+}
+
+impl Default for MysqlDialect {
+    fn default() -> Self {
+        MysqlDialect::DEFAULT
+    }
+}
+
+/// Which SQL the text is: PostgreSQL under its settings, or MySQL/MariaDB under its
+/// `sql_mode`. The `_with` functions take anything that converts into it ([`Dialect`],
+/// [`MysqlDialect`]), so PostgreSQL callers keep passing a [`Dialect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Postgres(Dialect),
+    Mysql(MysqlDialect),
+}
+
+impl Syntax {
+    pub const POSTGRES: Syntax = Syntax::Postgres(Dialect::STANDARD);
+    pub const MYSQL: Syntax = Syntax::Mysql(MysqlDialect::DEFAULT);
+}
+
+impl Default for Syntax {
+    fn default() -> Self {
+        Syntax::POSTGRES
+    }
+}
+
+impl From<Dialect> for Syntax {
+    fn from(d: Dialect) -> Self {
+        Syntax::Postgres(d)
+    }
+}
+
+impl From<MysqlDialect> for Syntax {
+    fn from(d: MysqlDialect) -> Self {
+        Syntax::Mysql(d)
     }
 }
 
@@ -92,6 +162,11 @@ pub enum PinReason {
     /// SQL-level `PREPARE` (protocol-level prepared statements are the front end's business).
     SqlPrepare,
     Load,
+    /// MySQL: a user variable assigned (`SET @x`, `@x :=`, `SELECT .. INTO @x`).
+    UserVariable,
+    /// MySQL: `LOCK TABLES`, `FLUSH TABLES .. WITH READ LOCK` (held until unlocked or the
+    /// session ends).
+    LockTables,
 }
 
 impl PinReason {
@@ -105,6 +180,8 @@ impl PinReason {
             PinReason::HoldCursor => "hold_cursor",
             PinReason::SqlPrepare => "sql_prepare",
             PinReason::Load => "load",
+            PinReason::UserVariable => "user_variable",
+            PinReason::LockTables => "lock_tables",
         }
     }
 }
@@ -116,17 +193,21 @@ pub fn mask_literals(sql: &str) -> String {
     mask_literals_with(sql, Dialect::STANDARD)
 }
 
-/// [`mask_literals`] under the given server settings.
-pub fn mask_literals_with(sql: &str, dialect: Dialect) -> String {
+/// [`mask_literals`] under the given server settings or for MySQL ([`Syntax`]).
+pub fn mask_literals_with(sql: &str, dialect: impl Into<Syntax>) -> String {
     // Every token is at least as long as what replaces it, so this is the only allocation.
     let mut out = String::with_capacity(sql.len());
-    mask_literals_into(sql, dialect, &mut out);
+    mask_into(sql, dialect.into(), &mut out);
     out
 }
 
 /// [`mask_literals_with`], appended to `out` (for callers that reuse a buffer; appends at most
 /// `sql.len()` bytes).
-pub fn mask_literals_into(sql: &str, dialect: Dialect, out: &mut String) {
+pub fn mask_literals_into(sql: &str, dialect: impl Into<Syntax>, out: &mut String) {
+    mask_into(sql, dialect.into(), out)
+}
+
+fn mask_into(sql: &str, dialect: Syntax, out: &mut String) {
     let start = out.len();
     let mut gap = false;
     for t in Lexer::new(sql, dialect) {
@@ -266,13 +347,34 @@ fn pin_word_at(sql: &[u8], i: usize) -> bool {
     }
 }
 
+/// [`may_pin`] for MySQL text: `false` means [`analyze_with`] under [`Syntax::MYSQL`] finds no
+/// [`PinReason`] for certain. Every MySQL pin needs `@` or `:=` (user variables), or one of the words
+/// `set`, `lock` (`LOCK TABLES`, `GET_LOCK`, `FLUSH .. LOCK`), `temp`, `prepare` or `use`, in
+/// any case and anywhere (a plain scan: comments and strings cannot hide a word from it).
+pub fn may_pin_mysql(sql: &[u8]) -> bool {
+    const WORDS: [&[u8]; 5] = [b"set", b"lock", b"temp", b"prepare", b"use"];
+    sql.iter().enumerate().any(|(i, &b)| {
+        b == b'@'
+            || (b == b':' && sql.get(i + 1) == Some(&b'='))
+            || (matches!(b | 0x20, b's' | b'l' | b't' | b'p' | b'u')
+                && WORDS.iter().any(|w| {
+                    sql.get(i..i + w.len())
+                        .is_some_and(|s| s.eq_ignore_ascii_case(w))
+                }))
+    })
+}
+
 /// What `sql` (one simple-query string, possibly several statements) does; see [`Analysis`].
 pub fn analyze(sql: &str) -> Analysis {
     analyze_with(sql, Dialect::STANDARD)
 }
 
-/// [`analyze`] under the given server settings.
-pub fn analyze_with(sql: &str, dialect: Dialect) -> Analysis {
+/// [`analyze`] under the given server settings or for MySQL ([`Syntax`]).
+pub fn analyze_with(sql: &str, dialect: impl Into<Syntax>) -> Analysis {
+    analyze_syntax(sql, dialect.into())
+}
+
+fn analyze_syntax(sql: &str, dialect: Syntax) -> Analysis {
     let mut lx = Lexer::new(sql, dialect);
     let mut out = Analysis {
         statements: 0,
@@ -316,6 +418,9 @@ enum Kind {
     /// A run of operator characters.
     Op,
     Comment,
+    /// The opener (`/*!50700`) or closer (`*/`) of a MySQL executable comment: kept in masked
+    /// text, skipped by the analysis like a comment.
+    ExecMarker,
     Space,
     /// Any other single byte (a stray `$`, a control character...).
     Other,
@@ -332,8 +437,15 @@ struct Token {
 struct Lexer<'a> {
     src: &'a [u8],
     pos: usize,
-    /// Backslash escapes in plain `'..'` strings (`standard_conforming_strings = off`).
+    /// Backslash escapes in plain `'..'` strings (`standard_conforming_strings = off`, or
+    /// MySQL without `NO_BACKSLASH_ESCAPES`).
     backslash_strings: bool,
+    /// MySQL's token rules (see the module documentation).
+    mysql: bool,
+    /// MySQL `ANSI_QUOTES`.
+    ansi_quotes: bool,
+    /// Inside a MySQL executable comment `/*! .. */`: its `*/` is a token of its own.
+    exec_comment: bool,
 }
 
 fn is_space(b: u8) -> bool {
@@ -371,12 +483,104 @@ fn is_op_char(b: u8) -> bool {
 }
 
 impl<'a> Lexer<'a> {
-    fn new(sql: &'a str, dialect: Dialect) -> Self {
+    fn new(sql: &'a str, syntax: Syntax) -> Self {
+        let (backslash_strings, mysql, ansi_quotes) = match syntax {
+            Syntax::Postgres(d) => (!d.standard_conforming_strings, false, false),
+            Syntax::Mysql(m) => (m.backslash_escapes, true, m.ansi_quotes),
+        };
         Lexer {
             src: sql.as_bytes(),
             pos: 0,
-            backslash_strings: !dialect.standard_conforming_strings,
+            backslash_strings,
+            mysql,
+            ansi_quotes,
+            exec_comment: false,
         }
+    }
+
+    /// MySQL's `-- ` comment: two dashes and a space or control character (or the end).
+    fn mysql_dash_comment(&self, i: usize) -> bool {
+        self.at(i) == b'-' && self.at(i + 1) == b'-' && self.at(i + 2) <= b' '
+    }
+
+    /// Where a MySQL operator run must stop before byte `i`: a comment or quote starts there,
+    /// or an executable comment ends.
+    fn mysql_op_stop(&self, i: usize) -> bool {
+        match self.src[i] {
+            b'#' | b'`' => true,
+            b'-' => self.mysql_dash_comment(i),
+            b'*' => self.exec_comment && self.at(i + 1) == b'/',
+            _ => false,
+        }
+    }
+
+    /// The tokens whose rules differ in MySQL, or `None` for the shared rules.
+    fn mysql_token(&mut self, start: usize) -> Option<(Kind, usize)> {
+        let src = self.src;
+        let n = src.len();
+        let b = src[start];
+        let b1 = self.at(start + 1);
+        let line_end = |mut i: usize| {
+            while i < n && src[i] != b'\n' && src[i] != b'\r' {
+                i += 1;
+            }
+            i
+        };
+        Some(match b {
+            b'#' => (Kind::Comment, line_end(start + 1)),
+            b'-' if b1 == b'-' => {
+                if self.mysql_dash_comment(start) {
+                    (Kind::Comment, line_end(start + 2))
+                } else {
+                    // `1--1`: two minus signs.
+                    (Kind::Op, start + 1)
+                }
+            }
+            b'/' if b1 == b'*' => {
+                let bang = match (self.at(start + 2), self.at(start + 3)) {
+                    (b'!', _) => Some(start + 3),
+                    (b'M', b'!') => Some(start + 4),
+                    _ => None,
+                };
+                if let Some(mut i) = bang {
+                    // Executable comment: the opener and its version are one token, the
+                    // content is SQL, and the `*/` that closes it is another token.
+                    while i < n && src[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                    self.exec_comment = true;
+                    (Kind::ExecMarker, i)
+                } else {
+                    // MySQL comments do not nest: the first `*/` ends this one.
+                    let end = src
+                        .get(start + 2..)
+                        .and_then(|r| r.windows(2).position(|w| w == b"*/"))
+                        .map_or(n, |p| start + 2 + p + 2);
+                    (Kind::Comment, end)
+                }
+            }
+            b'*' if b1 == b'/' && self.exec_comment => {
+                self.exec_comment = false;
+                (Kind::ExecMarker, start + 2)
+            }
+            b'"' if self.ansi_quotes => {
+                (Kind::QuotedIdent, self.quoted_end(start + 1, b'"', false))
+            }
+            b'"' => (
+                Kind::String,
+                self.quoted_end(start + 1, b'"', self.backslash_strings),
+            ),
+            b'`' => (Kind::QuotedIdent, self.quoted_end(start + 1, b'`', false)),
+            // `$` starts identifiers; `e'..'` and `u&'..'` are not string forms here.
+            b'$' | b'e' | b'E' | b'u' | b'U' => {
+                let mut i = start + 1;
+                while i < n && is_ident_cont(src[i]) {
+                    i += 1;
+                }
+                (Kind::Word, i)
+            }
+            _ => return None,
+        })
     }
 
     fn at(&self, i: usize) -> u8 {
@@ -455,7 +659,7 @@ impl<'a> Lexer<'a> {
     fn next_sig(&mut self) -> Option<Token> {
         loop {
             let t = self.next()?;
-            if !matches!(t.kind, Kind::Space | Kind::Comment) {
+            if !matches!(t.kind, Kind::Space | Kind::Comment | Kind::ExecMarker) {
                 return Some(t);
             }
         }
@@ -480,7 +684,14 @@ impl Iterator for Lexer<'_> {
         }
         let b = src[start];
         let b1 = self.at(start + 1);
-        let (kind, end) = if is_space(b) {
+        let mysql = if self.mysql && !is_space(b) {
+            self.mysql_token(start)
+        } else {
+            None
+        };
+        let (kind, end) = if let Some(token) = mysql {
+            token
+        } else if is_space(b) {
             let mut i = start + 1;
             while i < n && is_space(src[i]) {
                 i += 1;
@@ -569,8 +780,9 @@ impl Iterator for Lexer<'_> {
             let mut i = start + 1;
             while i < n
                 && is_op_char(src[i])
-                && !(src[i] == b'-' && self.at(i + 1) == b'-')
+                && !(src[i] == b'-' && self.at(i + 1) == b'-' && !self.mysql)
                 && !(src[i] == b'/' && self.at(i + 1) == b'*')
+                && !(self.mysql && self.mysql_op_stop(i))
             {
                 i += 1;
             }
@@ -655,6 +867,7 @@ fn skip_parens(lx: &mut Lexer) -> bool {
 /// Reads one statement through its terminating `;` (or the end). `None` at the end of input.
 fn statement(lx: &mut Lexer) -> Option<Stmt> {
     let src = lx.src;
+    let mysql = lx.mysql;
     let mut st = Stmt {
         empty: false,
         read_only: false,
@@ -698,12 +911,16 @@ fn statement(lx: &mut Lexer) -> Option<Stmt> {
     }
 
     let head_tok = Some(first);
+    let mut flush = false;
     let head = if kw_any(
         head_tok,
         src,
         &["select", "values", "table", "with", "show"],
-    ) {
+    ) || (mysql && kw_any(head_tok, src, &["describe", "desc"]))
+    {
         Head::Query
+    } else if mysql {
+        mysql_head(lx, head_tok, &mut st.pin, &mut flush)
     } else if kw(head_tok, src, "begin") {
         Head::Begin
     } else if kw(head_tok, src, "start") {
@@ -805,6 +1022,15 @@ fn statement(lx: &mut Lexer) -> Option<Stmt> {
                     if head == Head::Query && kw_any(next, src, &["temp", "temporary"]) {
                         set_pin(&mut st.pin, PinReason::TempObject);
                     }
+                    if mysql && next.is_some_and(|n| is_user_var(src, n)) {
+                        set_pin(&mut st.pin, PinReason::UserVariable);
+                    }
+                } else if mysql && kw(cur, src, "lock") {
+                    // `LOCK IN SHARE MODE` is a locking read; `FLUSH .. WITH READ LOCK` a lock.
+                    writes = true;
+                    if flush {
+                        set_pin(&mut st.pin, PinReason::LockTables);
+                    }
                 } else if kw(cur, src, "for") {
                     if kw_any(next, src, &["update", "share", "no", "key"]) {
                         writes = true;
@@ -839,11 +1065,38 @@ fn statement(lx: &mut Lexer) -> Option<Stmt> {
                     continue;
                 }
                 if is_punct(next, b'(') && is_call(lx, src, t, prev) {
-                    call(src, t, false, prev, prev2, &mut unsafe_call, &mut st.pin);
+                    call(
+                        src,
+                        t,
+                        false,
+                        mysql,
+                        prev,
+                        prev2,
+                        &mut unsafe_call,
+                        &mut st.pin,
+                    );
                 }
             }
             Kind::QuotedIdent if is_punct(lx.peek_sig(), b'(') && is_call(lx, src, t, prev) => {
-                call(src, t, true, prev, prev2, &mut unsafe_call, &mut st.pin);
+                call(
+                    src,
+                    t,
+                    true,
+                    mysql,
+                    prev,
+                    prev2,
+                    &mut unsafe_call,
+                    &mut st.pin,
+                );
+            }
+            // `@x := expr`: only user variables are assigned with `:=` in MySQL.
+            Kind::Punct(b':')
+                if mysql
+                    && lx.peek_sig().is_some_and(|n| {
+                        n.start == t.end && n.kind == Kind::Op && text(src, n).starts_with(b"=")
+                    }) =>
+            {
+                set_pin(&mut st.pin, PinReason::UserVariable);
             }
             _ => {}
         }
@@ -870,6 +1123,80 @@ fn statement(lx: &mut Lexer) -> Option<Stmt> {
         Head::Create | Head::Declare | Head::Other => {}
     }
     Some(st)
+}
+
+/// The head of a MySQL statement (other than the read-only ones), with the pins it implies.
+fn mysql_head(
+    lx: &mut Lexer,
+    head_tok: Option<Token>,
+    pin: &mut Option<PinReason>,
+    flush: &mut bool,
+) -> Head {
+    let src = lx.src;
+    if kw(head_tok, src, "begin") {
+        // MariaDB's `BEGIN NOT ATOMIC .. END` is a compound statement, not a transaction.
+        if kw(lx.peek_sig(), src, "not") {
+            Head::Other
+        } else {
+            Head::Begin
+        }
+    } else if kw(head_tok, src, "start") {
+        if kw(lx.peek_sig(), src, "transaction") {
+            Head::Begin
+        } else {
+            Head::Other
+        }
+    } else if kw(head_tok, src, "commit") {
+        Head::Commit
+    } else if kw(head_tok, src, "rollback") {
+        let mut peek = *lx;
+        if kw(peek.peek_sig(), src, "work") {
+            peek.next_sig();
+        }
+        if kw(peek.peek_sig(), src, "to") {
+            Head::Other
+        } else {
+            Head::Commit
+        }
+    } else if kw(head_tok, src, "prepare") {
+        set_pin(pin, PinReason::SqlPrepare);
+        Head::Other
+    } else if kw(head_tok, src, "set") {
+        match lx.peek_sig() {
+            // MariaDB: variables for one statement only.
+            n if kw(n, src, "statement") => {}
+            Some(n) if is_user_var(src, n) => set_pin(pin, PinReason::UserVariable),
+            // Every other SET outlives the statement (`SET LOCAL` is `SET SESSION` here, and
+            // `SET TRANSACTION` applies to the session's next transaction).
+            _ => set_pin(pin, PinReason::Set),
+        }
+        Head::Other
+    } else if kw(head_tok, src, "use") {
+        set_pin(pin, PinReason::Set);
+        Head::Other
+    } else if kw(head_tok, src, "lock") {
+        set_pin(pin, PinReason::LockTables);
+        Head::Other
+    } else if kw(head_tok, src, "flush") {
+        *flush = true;
+        Head::Other
+    } else if kw(head_tok, src, "create") {
+        while kw_any(lx.peek_sig(), src, &["or", "replace"]) {
+            lx.next_sig();
+        }
+        if kw(lx.peek_sig(), src, "temporary") {
+            set_pin(pin, PinReason::TempObject);
+        }
+        Head::Create
+    } else {
+        Head::Other
+    }
+}
+
+/// A MySQL user variable's `@` (an operator token ending in one `@`: `@x`, `=@x`, not `@@x`).
+fn is_user_var(src: &[u8], t: Token) -> bool {
+    let s = text(src, t);
+    t.kind == Kind::Op && s.ends_with(b"@") && !s.ends_with(b"@@")
 }
 
 /// Keywords that may stand before `(` without being a function call.
@@ -990,10 +1317,12 @@ fn is_cte_name(lx: &Lexer, src: &[u8]) -> bool {
 }
 
 /// Records a call to the function named by `t` (qualified by `prev2` when `prev` is a `.`).
+#[allow(clippy::too_many_arguments)]
 fn call(
     src: &[u8],
     t: Token,
     quoted: bool,
+    mysql: bool,
     prev: Option<Token>,
     prev2: Option<Token>,
     unsafe_call: &mut bool,
@@ -1020,6 +1349,20 @@ fn call(
     slot.make_ascii_lowercase();
     let lower: &[u8] = slot;
 
+    if mysql {
+        if lower == b"get_lock" {
+            set_pin(pin, PinReason::AdvisoryLock);
+        }
+        // A qualified name (`db.f`) is a stored function.
+        if is_punct(prev, b'.')
+            || MYSQL_PURE
+                .binary_search_by(|f| f.as_bytes().cmp(lower))
+                .is_err()
+        {
+            *unsafe_call = true;
+        }
+        return;
+    }
     if SESSION_LOCKS.iter().any(|f| f.as_bytes() == lower) {
         set_pin(pin, PinReason::AdvisoryLock);
     } else if lower == b"set_config" {
@@ -1270,4 +1613,225 @@ const PURE: &[&str] = &[
     "variance",
     "version",
     "width_bucket",
+];
+
+/// MySQL/MariaDB built-ins that neither write nor change session state. Sorted (a test
+/// checks), lowercase. Deliberately absent, among others: sleep, benchmark, get_lock,
+/// release_lock, release_all_locks, is_free_lock, last_insert_id (with an argument it sets
+/// session state), found_rows, row_count, load_file, nextval, setval, lastval, master_pos_wait,
+/// master_gtid_wait.
+const MYSQL_PURE: &[&str] = &[
+    "abs",
+    "acos",
+    "adddate",
+    "addtime",
+    "against",
+    "ascii",
+    "asin",
+    "atan",
+    "atan2",
+    "avg",
+    "bin",
+    "bit_and",
+    "bit_count",
+    "bit_length",
+    "bit_or",
+    "bit_xor",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "charset",
+    "coalesce",
+    "collation",
+    "concat",
+    "concat_ws",
+    "connection_id",
+    "conv",
+    "convert",
+    "convert_tz",
+    "cos",
+    "cot",
+    "count",
+    "crc32",
+    "cume_dist",
+    "curdate",
+    "current_date",
+    "current_role",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "curtime",
+    "database",
+    "date",
+    "date_add",
+    "date_format",
+    "date_sub",
+    "datediff",
+    "day",
+    "dayname",
+    "dayofmonth",
+    "dayofweek",
+    "dayofyear",
+    "degrees",
+    "dense_rank",
+    "elt",
+    "exp",
+    "extract",
+    "field",
+    "find_in_set",
+    "first_value",
+    "floor",
+    "format",
+    "from_base64",
+    "from_days",
+    "from_unixtime",
+    "greatest",
+    "group_concat",
+    "hex",
+    "hour",
+    "if",
+    "ifnull",
+    "inet6_aton",
+    "inet6_ntoa",
+    "inet_aton",
+    "inet_ntoa",
+    "instr",
+    "isnull",
+    "json_array",
+    "json_arrayagg",
+    "json_contains",
+    "json_contains_path",
+    "json_depth",
+    "json_extract",
+    "json_keys",
+    "json_length",
+    "json_merge_patch",
+    "json_object",
+    "json_objectagg",
+    "json_quote",
+    "json_search",
+    "json_table",
+    "json_type",
+    "json_unquote",
+    "json_valid",
+    "json_value",
+    "lag",
+    "last_day",
+    "last_value",
+    "lcase",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "locate",
+    "log",
+    "log10",
+    "log2",
+    "lower",
+    "lpad",
+    "ltrim",
+    "makedate",
+    "maketime",
+    "match",
+    "max",
+    "md5",
+    "microsecond",
+    "mid",
+    "min",
+    "minute",
+    "mod",
+    "month",
+    "monthname",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "nvl",
+    "oct",
+    "octet_length",
+    "ord",
+    "percent_rank",
+    "period_add",
+    "period_diff",
+    "pi",
+    "position",
+    "pow",
+    "power",
+    "quarter",
+    "quote",
+    "radians",
+    "rand",
+    "rank",
+    "regexp_instr",
+    "regexp_like",
+    "regexp_replace",
+    "regexp_substr",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "schema",
+    "sec_to_time",
+    "second",
+    "session_user",
+    "sha",
+    "sha1",
+    "sha2",
+    "sign",
+    "sin",
+    "soundex",
+    "space",
+    "sqrt",
+    "std",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "str_to_date",
+    "strcmp",
+    "subdate",
+    "substr",
+    "substring",
+    "substring_index",
+    "subtime",
+    "sum",
+    "sysdate",
+    "system_user",
+    "tan",
+    "time_format",
+    "time_to_sec",
+    "timediff",
+    "timestampadd",
+    "timestampdiff",
+    "to_base64",
+    "to_days",
+    "to_seconds",
+    "trim",
+    "truncate",
+    "ucase",
+    "unhex",
+    "unix_timestamp",
+    "upper",
+    "user",
+    "utc_date",
+    "utc_time",
+    "utc_timestamp",
+    "uuid",
+    "uuid_short",
+    "var_pop",
+    "var_samp",
+    "variance",
+    "version",
+    "week",
+    "weekday",
+    "weekofyear",
+    "year",
+    "yearweek",
 ];

@@ -754,3 +754,234 @@ fn may_pin_skips_only_positions_where_no_pattern_starts() {
         );
     }
 }
+
+// ---- MySQL/MariaDB ----
+
+fn my_mask(sql: &str) -> String {
+    mask_literals_with(sql, Dialect::MYSQL)
+}
+
+fn my(sql: &str) -> Analysis {
+    analyze_with(sql, Syntax::MYSQL)
+}
+
+#[test]
+fn mysql_masking() {
+    let cases = [
+        (
+            "SELECT * FROM t WHERE a = 'it\\'s' AND b = \"pw\\\"x\" # note 'secret'",
+            "SELECT * FROM t WHERE a = ? AND b = ?",
+        ),
+        (
+            "SELECT 'a''b', \"c\"\"d\", X'0F', N'n', 0x1F, 1.5e3",
+            "SELECT ?, ?, ?, ?, ?, ?",
+        ),
+        // `--` needs a space to start a comment: `1--1` is arithmetic.
+        ("SELECT 1--1", "SELECT ?--?"),
+        ("SELECT 1 -- 'secret'\n, 2", "SELECT ? , ?"),
+        ("SELECT 1 --\t'secret'", "SELECT ?"),
+        (
+            "SELECT `a``b`, `select` FROM `t`",
+            "SELECT `a``b`, `select` FROM `t`",
+        ),
+        ("SELECT '#x', 1", "SELECT ?, ?"),
+        // Executable comments are SQL: their markers stay, their literals are masked.
+        (
+            "SELECT /*!40001 SQL_NO_CACHE */ * FROM t WHERE x = 'v'",
+            "SELECT /*!40001 SQL_NO_CACHE */ * FROM t WHERE x = ?",
+        ),
+        ("/*M!100100 SET @x = 'pw' */", "/*M!100100 SET @x = ? */"),
+        ("/*!SET @x='pw'*/", "/*!SET @x=?*/"),
+        // Comments do not nest: the first `*/` ends this one.
+        ("SELECT 1 /* /* */ , 'x'", "SELECT ? , ?"),
+        (
+            "SELECT $a, a$b, e'x', u&'y' FROM t",
+            "SELECT $a, a$b, e?, u&? FROM t",
+        ),
+        (
+            "SELECT @x := 'pw', @`v`, @@sql_mode",
+            "SELECT @x := ?, @`v`, @@sql_mode",
+        ),
+    ];
+    for (input, want) in cases {
+        assert_eq!(my_mask(input), want, "{input:?}");
+    }
+    // The same text read as PostgreSQL is another thing: `"..."` is a name, `--` always a
+    // comment, `#` an operator.
+    assert_eq!(mask_literals("SELECT \"c\", 1--1"), "SELECT \"c\", ?");
+    // NO_BACKSLASH_ESCAPES: `\` is an ordinary character.
+    let nbe = MysqlDialect {
+        backslash_escapes: false,
+        ansi_quotes: false,
+    };
+    assert_eq!(mask_literals_with("SELECT 'a\\', 'pw'", nbe), "SELECT ?, ?");
+    assert_eq!(my_mask("SELECT 'a\\', 'pw'"), "SELECT ?pw?");
+    // ANSI_QUOTES: `"..."` is an identifier.
+    let ansi = MysqlDialect {
+        backslash_escapes: true,
+        ansi_quotes: true,
+    };
+    assert_eq!(mask_literals_with("SELECT \"c\"", ansi), "SELECT \"c\"");
+    assert_eq!(Syntax::from(Dialect::MYSQL), Syntax::MYSQL);
+    assert_eq!(Syntax::default(), Syntax::from(Dialect::STANDARD));
+}
+
+#[test]
+fn mysql_read_only_and_statements() {
+    let cases = [
+        ("SELECT NOW(), CONCAT(a, 'x'), IFNULL(b, 0) FROM t", true),
+        ("SELECT COUNT(*) FROM t WHERE MATCH(a) AGAINST('x')", true),
+        ("SHOW TABLES", true),
+        ("DESCRIBE t", true),
+        ("DESC t", true),
+        ("SELECT SLEEP(1)", false),
+        ("SELECT db.f(1)", false),
+        ("SELECT * FROM t LOCK IN SHARE MODE", false),
+        ("SELECT * FROM t FOR UPDATE", false),
+        ("SELECT * FROM t INTO OUTFILE '/tmp/x'", false),
+        ("SELECT @x := 1", false),
+        ("SELECT 1 # ; DELETE FROM t", true),
+        ("SELECT 1 -- ; DELETE FROM t", true),
+        ("SELECT 1 /* ; */", true),
+        // Non-nesting comments: the DELETE is a statement, not inside a comment.
+        ("SELECT 1 /* /* */ ; DELETE FROM t /* */", false),
+        ("/*!40101 DELETE FROM t */", false),
+        ("SELECT 1 /*!; DELETE FROM t */", false),
+        ("INSERT INTO t VALUES (1)", false),
+        ("DO 1", false),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(my(sql).read_only, want, "{sql:?}");
+    }
+    assert_eq!(my("SELECT 1 # ; DELETE FROM t").statements, 1);
+    assert_eq!(my("SELECT 1 /* /* */ ; DELETE FROM t /* */").statements, 2);
+    // As PostgreSQL (nesting comments), the same text is one read-only statement.
+    assert!(analyze("SELECT 1 /* /* */ ; DELETE FROM t /* */").read_only);
+}
+
+#[test]
+fn mysql_transaction_effects() {
+    let cases = [
+        ("BEGIN", TxEffect::Begin),
+        ("BEGIN WORK", TxEffect::Begin),
+        ("START TRANSACTION", TxEffect::Begin),
+        ("START TRANSACTION READ ONLY", TxEffect::BeginReadOnly),
+        (
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+            TxEffect::BeginReadOnly,
+        ),
+        ("BEGIN NOT ATOMIC SELECT 1; END", TxEffect::Other),
+        ("COMMIT", TxEffect::Commit),
+        ("COMMIT WORK AND NO CHAIN", TxEffect::Commit),
+        ("COMMIT AND CHAIN", TxEffect::Begin),
+        ("ROLLBACK", TxEffect::Commit),
+        ("ROLLBACK WORK TO SAVEPOINT a", TxEffect::Other),
+        ("ROLLBACK TO a", TxEffect::Other),
+        ("END", TxEffect::Other),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(my(sql).tx, want, "{sql:?}");
+    }
+}
+
+#[test]
+fn mysql_pins() {
+    use PinReason::*;
+    let cases = [
+        ("SET @x = 1", Some(UserVariable)),
+        ("set @`x` = 1", Some(UserVariable)),
+        ("SET @@session.sql_mode = ''", Some(Set)),
+        ("SET SESSION wait_timeout = 10", Some(Set)),
+        ("SET LOCAL wait_timeout = 10", Some(Set)),
+        ("SET NAMES utf8mb4", Some(Set)),
+        ("SET autocommit = 0", Some(Set)),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", Some(Set)),
+        ("SET STATEMENT max_statement_time=1 FOR SELECT 1", None),
+        ("SELECT @x := 1", Some(UserVariable)),
+        ("SELECT a INTO @x FROM t", Some(UserVariable)),
+        ("SELECT a FROM t INTO @x, @y", Some(UserVariable)),
+        ("SELECT @x, @@version", None),
+        ("SELECT * FROM t WHERE a=@x", None),
+        ("LOCK TABLES t WRITE", Some(LockTables)),
+        ("UNLOCK TABLES", None),
+        ("FLUSH TABLES WITH READ LOCK", Some(LockTables)),
+        ("FLUSH TABLES", None),
+        ("SELECT GET_LOCK('l', 0)", Some(AdvisoryLock)),
+        ("SELECT RELEASE_LOCK('l')", None),
+        ("CREATE TEMPORARY TABLE t (a int)", Some(TempObject)),
+        (
+            "CREATE OR REPLACE TEMPORARY TABLE t (a int)",
+            Some(TempObject),
+        ),
+        ("CREATE TABLE t (a int)", None),
+        ("PREPARE s FROM 'SELECT 1'", Some(SqlPrepare)),
+        ("EXECUTE s USING @a", None),
+        ("USE shop", Some(Set)),
+        ("LOAD DATA LOCAL INFILE 'x' INTO TABLE t", None),
+        ("UPDATE t SET a = 1", None),
+        ("/*!50700 SET @x = 1 */", Some(UserVariable)),
+        ("SELECT 1; SET NAMES latin1", Some(Set)),
+        ("SELECT 1 # SET NAMES latin1", None),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(my(sql).pin, want, "{sql:?}");
+        if want.is_some() {
+            assert!(may_pin_mysql(sql.as_bytes()), "{sql:?}");
+        }
+    }
+    assert_eq!(UserVariable.as_str(), "user_variable");
+    assert_eq!(LockTables.as_str(), "lock_tables");
+    for sql in [
+        "SELECT a FROM t WHERE b = 1",
+        "INSERT INTO t VALUES (1)",
+        "COMMIT",
+    ] {
+        assert!(!may_pin_mysql(sql.as_bytes()), "{sql:?}");
+    }
+}
+
+#[test]
+fn mysql_pure_list_is_sorted_lowercase() {
+    assert!(MYSQL_PURE.windows(2).all(|w| w[0] < w[1]));
+    assert!(MYSQL_PURE
+        .iter()
+        .all(|f| !f.bytes().any(|b| b.is_ascii_uppercase())));
+    for f in [
+        "sleep",
+        "get_lock",
+        "last_insert_id",
+        "benchmark",
+        "load_file",
+    ] {
+        assert!(!MYSQL_PURE.contains(&f), "{f}");
+    }
+}
+
+#[test]
+fn mysql_hostile_input_never_panics() {
+    let mut rng = fastrand::Rng::with_seed(13);
+    let alphabet = "'\"`#$;()-*/!M\\@:=eEuU&xX0123456789 .\n\t\u{e9}select";
+    let chars: Vec<char> = alphabet.chars().collect();
+    for _ in 0..20_000 {
+        let n = rng.usize(0..40);
+        let s: String = (0..n).map(|_| chars[rng.usize(0..chars.len())]).collect();
+        for syntax in [
+            Syntax::MYSQL,
+            Syntax::Mysql(MysqlDialect {
+                backslash_escapes: false,
+                ansi_quotes: true,
+            }),
+        ] {
+            let a = analyze_with(&s, syntax);
+            if a.pin.is_some() {
+                assert!(may_pin_mysql(s.as_bytes()), "{s:?}");
+            }
+            let m = mask_literals_with(&s, syntax);
+            assert!(m.len() <= s.len(), "{s:?} -> {m:?}");
+        }
+    }
+    let comments = "/* ".repeat(50_000);
+    assert_eq!(my(&comments).statements, 0);
+    let bangs = "/*!".repeat(50_000) + &"*/".repeat(50_000);
+    assert!(my_mask(&bangs).len() <= bangs.len());
+}
