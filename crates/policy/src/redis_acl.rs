@@ -162,6 +162,10 @@ impl AclRules {
     pub fn parse(text: &str) -> Result<AclRules, AclError> {
         let words = sumun_wire::resp::split_words(text.as_bytes())
             .map_err(|e| AclError::Quoting(e.to_string()))?;
+        // Refuse passwords before anything else can fail and name the word they are in.
+        if words.iter().any(|w| is_password_rule(w)) {
+            return Err(AclError::Password);
+        }
         let merged = merge_selectors(words)?;
         let mut rules = Vec::with_capacity(merged.len());
         for word in merged {
@@ -180,6 +184,15 @@ impl AclRules {
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
+}
+
+/// A rule that sets or removes a password, also as the first word of a selector.
+pub fn is_password_rule(word: &[u8]) -> bool {
+    let w = word.strip_prefix(b"(").unwrap_or(word);
+    let w = w.strip_suffix(b")").unwrap_or(w);
+    matches!(w.first(), Some(b'>' | b'<' | b'#' | b'!'))
+        || w.eq_ignore_ascii_case(b"nopass")
+        || w.eq_ignore_ascii_case(b"resetpass")
 }
 
 /// Redis's `ACLMergeSelectorArguments`: `(~a +get)` written as two words is one selector.

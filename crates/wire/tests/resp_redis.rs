@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use sumun_testkit::Redis;
+use sumun_testkit::{Redis, RedisOptions};
 use sumun_wire::resp::table::{CommandTable, KeyFlags, Lookup};
 use sumun_wire::resp::{encode_command, Decoder, FrameKind, Limits, ReplyFramer, Splitter, Value};
 
@@ -482,4 +482,46 @@ fn keys_match_getkeysandflags() {
     }
     assert!(compared > 300, "only {compared} lines compared");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Bad input gets the same error line from the splitter as from Redis (before and after
+/// authentication), so the gateway can answer it itself.
+#[test]
+fn protocol_errors_are_worded_as_redis_words_them() {
+    let locked = Redis::start_with(RedisOptions {
+        password: Some("pw".into()),
+        ..RedisOptions::default()
+    })
+    .expect("redis");
+    let open = Redis::start().expect("redis");
+    let long_inline = vec![b'a'; 70_000];
+    let long_count = [&b"*"[..], &[b'1'; 70_000]].concat();
+    let cases: &[(&Redis, Limits, &[u8])] = &[
+        (&locked, Limits::unauthenticated(), b"*11\r\n"),
+        (&locked, Limits::unauthenticated(), b"*1\r\n$16385\r\n"),
+        (&locked, Limits::unauthenticated(), b"*1\r\n$4294967296\r\n"),
+        (&locked, Limits::unauthenticated(), b"*3000000000\r\n"),
+        (&open, Limits::default(), b"*1\r\n:1\r\n"),
+        (&open, Limits::default(), b"*x\r\n"),
+        (&open, Limits::default(), b"*1\r\n$-1\r\n"),
+        (&open, Limits::default(), b"*1\r\n$536870913\r\n"),
+        (&open, Limits::default(), b"GET \"a\r\n"),
+        (&open, Limits::default(), b"GET 'a'b\r\n"),
+        (&open, Limits::default(), &long_inline),
+        (&open, Limits::default(), &long_count),
+    ];
+    for (redis, limits, bytes) in cases {
+        let ours = Splitter::new(*limits)
+            .split(bytes)
+            .expect_err("bad input")
+            .reply();
+        let mut c = Conn::connect(redis);
+        c.stream.write_all(bytes).expect("write");
+        assert_eq!(
+            c.read(),
+            Value::Error(ours.clone().into_bytes()),
+            "{:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        );
+    }
 }

@@ -176,8 +176,14 @@ impl Splitter {
                     what: "multibulk",
                     text: String::from_utf8_lossy(&text[..text.len().min(32)]).into_owned(),
                 })?;
-                if count > i64::from(i32::MAX) || (count > 0 && count as u64 > limits.max_elements)
-                {
+                if count > i64::from(i32::MAX) {
+                    // Redis checks this before its unauthenticated limit.
+                    return Err(RespError::InvalidLength {
+                        what: "multibulk",
+                        text: String::from_utf8_lossy(&text[..text.len().min(32)]).into_owned(),
+                    });
+                }
+                if count > 0 && count as u64 > limits.max_elements {
                     return Err(RespError::TooManyElements {
                         what: "multibulk",
                         count,

@@ -55,10 +55,14 @@ impl RespError {
                 "invalid bulk length".to_string()
             }
             RespError::InvalidLength { .. } => "invalid multibulk length".to_string(),
+            // Redis checks proto-max-bulk-len before its unauthenticated limit.
             RespError::BulkTooLong {
                 unauthenticated: true,
+                len,
                 ..
-            } => "unauthenticated bulk length".to_string(),
+            } if *len as u64 <= super::DEFAULT_MAX_BULK_LEN => {
+                "unauthenticated bulk length".to_string()
+            }
             RespError::BulkTooLong { .. } => "invalid bulk length".to_string(),
             RespError::TooManyElements {
                 unauthenticated: true,

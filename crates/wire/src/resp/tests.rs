@@ -402,6 +402,16 @@ fn splitter_errors_word_as_redis() {
         s.split(b"*1\r\n$16385\r\n").expect_err("too long").reply(),
         "ERR Protocol error: unauthenticated bulk length"
     );
+    assert_eq!(
+        s.split(b"*1\r\n$4294967296\r\n")
+            .expect_err("too long")
+            .reply(),
+        "ERR Protocol error: invalid bulk length"
+    );
+    assert_eq!(
+        s.split(b"*3000000000\r\n").expect_err("too many").reply(),
+        "ERR Protocol error: invalid multibulk length"
+    );
     // A claimed 512 MiB argument allocates nothing while it is incomplete.
     let mut s = Splitter::default();
     assert!(s.split(b"*1\r\n$536870912\r\nxx").expect("fine").is_none());
