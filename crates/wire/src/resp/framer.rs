@@ -151,8 +151,14 @@ impl ReplyFramer {
                         pos += 1;
                         true
                     } else {
-                        match buf[pos..].iter().position(|&b| b == b'\r') {
+                        match buf[pos..].iter().position(|&b| b == b'\r' || b == b'\n') {
                             None => return pending(buf.len()),
+                            // A simple string or error cannot hold a line feed (RESP spec).
+                            Some(i) if buf[pos + i] == b'\n' => {
+                                return Err(RespError::Malformed {
+                                    what: "simple string",
+                                })
+                            }
                             Some(i) => {
                                 pos += i + 1;
                                 self.state = State::Text { cr: true };

@@ -175,6 +175,9 @@ fn limits_are_clear_errors() {
         b"*?\r\n",
         b"@\r\n",
         b"+OK\rX",
+        // Found by fuzzing: a line feed in a simple string would not survive re-encoding.
+        b"+\n\xc2\r\n",
+        b"-E\nR\r\n",
     ] {
         assert!(
             decode(bad, &l).is_err(),

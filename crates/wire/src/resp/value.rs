@@ -235,8 +235,17 @@ impl Parser<'_> {
         self.pos += 1;
         let malformed = |what| RespError::Malformed { what };
         Ok(match ty {
-            b'+' => Value::Simple(self.line()?.to_vec()),
-            b'-' => Value::Error(self.line()?.to_vec()),
+            b'+' | b'-' => {
+                let text = self.line()?;
+                if text.contains(&b'\n') {
+                    return Err(malformed("simple string"));
+                }
+                if ty == b'+' {
+                    Value::Simple(text.to_vec())
+                } else {
+                    Value::Error(text.to_vec())
+                }
+            }
             b':' => Value::Integer(parse_i64(self.line()?).ok_or(malformed("integer"))?),
             b',' => Value::Double(parse_double(self.line()?).ok_or(malformed("double"))?),
             b'#' => match self.line()? {
