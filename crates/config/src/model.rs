@@ -99,7 +99,7 @@ pub struct IngressRule {
     pub description: Option<String>,
 }
 
-/// What a listener speaks. `Mysql`, `Redis` and `Http` are read (so a config naming them gets a
+/// What a listener speaks. `Redis` and `Http` are read (so a config naming them gets a
 /// clear message) but refused until their front ends exist: see [`Protocol::front_end_pending`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -128,8 +128,7 @@ impl Protocol {
     /// through): relaying its bytes would skip the TLS and login its users were promised.
     pub fn front_end_pending(self) -> Option<&'static str> {
         match self {
-            Protocol::Tcp | Protocol::Tls | Protocol::Postgres => None,
-            Protocol::Mysql => Some("MySQL"),
+            Protocol::Tcp | Protocol::Tls | Protocol::Postgres | Protocol::Mysql => None,
             Protocol::Redis => Some("Redis"),
             Protocol::Http => Some("HTTP"),
         }
@@ -262,6 +261,9 @@ pub enum HealthCheckProtocol {
     /// Log in with `credential` and run `SELECT pg_is_in_recovery()`: healthy when it answers,
     /// and the answer is the target's role.
     Postgres,
+    /// Log in with `credential` and run `SELECT @@read_only`: healthy when it answers; a
+    /// read-only server is a replica.
+    Mysql,
 }
 
 impl HealthCheckProtocol {
@@ -270,6 +272,7 @@ impl HealthCheckProtocol {
         match self {
             HealthCheckProtocol::Tcp => None,
             HealthCheckProtocol::Postgres => Some(Protocol::Postgres),
+            HealthCheckProtocol::Mysql => Some(Protocol::Mysql),
         }
     }
 }

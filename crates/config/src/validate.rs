@@ -828,17 +828,22 @@ impl Checker<'_> {
             &[
                 ("tcp", HealthCheckProtocol::Tcp),
                 ("postgres", HealthCheckProtocol::Postgres),
+                ("mysql", HealthCheckProtocol::Mysql),
             ],
         );
         hc.credential = raw.credential.as_ref().map(|c| c.get_ref().clone());
+        if hc.protocol == HealthCheckProtocol::Mysql {
+            // MySQL logs in without a database unless one is named.
+            hc.database = String::new();
+        }
         if let Some(db) = &raw.database {
             hc.database = db.get_ref().clone();
         }
-        if hc.protocol == HealthCheckProtocol::Postgres && hc.credential.is_none() {
+        if hc.protocol != HealthCheckProtocol::Tcp && hc.credential.is_none() {
             if let Some(p) = &raw.protocol {
                 self.report(
                     p.span(),
-                    format!("{s}: health_check protocol \"postgres\" logs in to each target; name the vault secret to log in with in health_check credential"),
+                    format!("{s}: health_check protocol \"{}\" logs in to each target; name the vault secret to log in with in health_check credential", if hc.protocol == HealthCheckProtocol::Mysql { "mysql" } else { "postgres" }),
                 );
             }
         }

@@ -333,7 +333,7 @@ async fn forward<C>(
     finish(&end, flow, listener, shared);
 }
 
-fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Shared) {
+pub(crate) fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, shared: &Shared) {
     let how = match end {
         RelayEnd::Finished => "closed",
         RelayEnd::IdleTimeout => "idle_timeout",
@@ -444,7 +444,7 @@ pub(crate) async fn checkout(
 
 /// Resolves when the flow must end: its target's drain deadline passed, or the gateway is
 /// stopping immediately.
-async fn stop_signal(
+pub(crate) async fn stop_signal(
     mut drain: watch::Receiver<Option<Instant>>,
     mut phase: watch::Receiver<Phase>,
 ) {

@@ -91,7 +91,10 @@ impl FrontEnds {
     /// Every front end this build has: one line per protocol.
     pub fn new() -> FrontEnds {
         FrontEnds {
-            all: vec![Arc::new(crate::postgres::PostgresFrontEnd::default())],
+            all: vec![
+                Arc::new(crate::postgres::PostgresFrontEnd::default()),
+                Arc::new(crate::mysql::MysqlFrontEnd::default()),
+            ],
         }
     }
 

@@ -16,6 +16,7 @@ mod kdf;
 pub mod listener;
 pub mod logsink;
 pub mod metrics;
+pub mod mysql;
 mod park;
 pub mod postgres;
 pub mod records;

@@ -359,8 +359,8 @@ pub struct QueryEvent<'a> {
     /// Write `text` with its literals masked (`audit_queries = "masked"`), so no string or
     /// number the client sent (a password in `ALTER ROLE`, a token) reaches the log.
     pub mask: bool,
-    /// How the server reads string literals, for masking them.
-    pub dialect: sql::Dialect,
+    /// Which SQL the text is and how its server reads string literals, for masking them.
+    pub dialect: sql::Syntax,
     pub duration_us: u64,
     pub rows: u64,
     /// The SQLSTATE of the error that ended the statement.
@@ -423,7 +423,7 @@ impl QueryEvent<'_> {
 }
 
 /// `text` with its literals masked, as a JSON string.
-fn push_masked(out: &mut String, text: &str, dialect: sql::Dialect) {
+fn push_masked(out: &mut String, text: &str, dialect: sql::Syntax) {
     if text.len() <= MASKED_KEEP {
         let done = MASKED.with(|masked| {
             let Ok(mut masked) = masked.try_borrow_mut() else {
@@ -552,7 +552,7 @@ mod tests {
             session_id: "0000002a1234abcd",
             text,
             mask,
-            dialect: sql::Dialect::STANDARD,
+            dialect: sql::Syntax::POSTGRES,
             duration_us: 1234,
             rows: 7,
             error,
@@ -570,15 +570,15 @@ mod tests {
         // `'\' secret '` is one literal, and none of it may reach the log.
         let text = "select '\\' secret ' as x";
         let mut e = event(text, true, None);
-        e.dialect = sql::Dialect {
+        e.dialect = sql::Syntax::Postgres(sql::Dialect {
             standard_conforming_strings: false,
-        };
+        });
         let l = line(&e, at(1_700_000_000, 0));
         assert!(!l.contains("secret"), "{l}");
         let v: serde_json::Value = serde_json::from_str(&l).expect("json");
         assert_eq!(v["query"], "select ? as x");
         // Read the standard way, the same text leaves `secret` outside any literal.
-        e.dialect = sql::Dialect::STANDARD;
+        e.dialect = sql::Syntax::POSTGRES;
         assert!(line(&e, at(1_700_000_000, 0)).contains("secret"));
     }
 

@@ -217,7 +217,10 @@ async fn a_listener_without_its_front_end_refuses_instead_of_relaying_plain_text
     ] {
         assert!(why.contains(expected), "{why}");
     }
-    assert!(gateway.listener_addr("bare-tls").is_none(), "nothing applied");
+    assert!(
+        gateway.listener_addr("bare-tls").is_none(),
+        "nothing applied"
+    );
     config.listeners.retain(|l| l.name == "bare-tls");
     gateway.apply(config).await.expect("apply");
 

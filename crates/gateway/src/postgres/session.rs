@@ -2056,7 +2056,7 @@ impl Session {
                 session_id: self.core.cancel.info.session_id(),
                 text: &q.text,
                 mask: mode != QueryAudit::Full,
-                dialect: self.core.dialect,
+                dialect: self.core.dialect.into(),
                 duration_us: micros,
                 rows: q.rows,
                 error: q.error.as_deref(),

@@ -1,0 +1,245 @@
+//! The MySQL/MariaDB front end (`protocol = "mysql"` listeners), session mode.
+//!
+//! A client connection goes: security groups (in `conn`) → the gateway's greeting (Handshake
+//! v10 with the server's version, a gateway-made connection id and a fresh scramble) → TLS when
+//! the client asks for it (`SSLRequest`), required by `tls = "required"` → the client's login:
+//! a Sumun token through `mysql_clear_password` over TLS (as RDS IAM authentication works
+//! with the stock client's `--enable-cleartext-plugin`), or its certificate (`cert`) → a
+//! connection to a target, logged in with the vault credential the client never sees
+//! (`server`), where the server must prove itself as far as MySQL lets it: no cleartext
+//! password ever goes to a server that TLS did not verify → the server's own OK to the client
+//! → the relay (`session`): bytes both ways, each `COM_QUERY` written to the audit log with
+//! its literals masked in MySQL's syntax.
+//!
+//! Not yet here (docs/mysql.md): pooling and transaction mode, a gateway-held password
+//! (`caching_sha2_password`/`mysql_native_password` against a verifier), `KILL QUERY` routed by
+//! the gateway's connection id, `COM_CHANGE_USER`.
+
+mod client;
+mod io;
+mod server;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use sumun_wire::mysql::Capabilities;
+
+use crate::frontend::{Accepted, BoxFuture, FrontEnd};
+use crate::health::{Learned, ProbeFailure};
+use crate::listener::ListenerRt;
+use crate::metrics::family;
+use crate::records::ActiveFlow;
+use crate::{Registry, Shared};
+
+/// The MySQL front end's state, shared by every `mysql` listener.
+#[derive(Debug, Default)]
+pub struct MysqlFrontEnd {
+    /// What each target group's servers said in their greeting (version, capabilities), for
+    /// the greeting the gateway sends before it has a server: learned from the first
+    /// connection, then kept up to date by every login and health check.
+    servers: Mutex<HashMap<String, ServerHello>>,
+    /// Gateway-made connection ids for greetings.
+    next_id: AtomicU32,
+    /// The logged-in clients, for `/api/clients`.
+    clients: Mutex<HashMap<u32, ClientRow>>,
+    pub stats: MysqlStats,
+}
+
+/// What a target group's server says about itself in its greeting.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerHello {
+    pub version: Vec<u8>,
+    pub capabilities: Capabilities,
+    pub charset: u8,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MysqlStats {
+    pub queries: AtomicU64,
+    pub logins: AtomicU64,
+    /// Server logins refused because the server asked for what it may not have (a cleartext
+    /// password without verified TLS).
+    pub backend_logins_refused: AtomicU64,
+}
+
+/// A logged-in client, as `/api/clients` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClientRow {
+    pub listener: String,
+    pub client: String,
+    pub user: String,
+    pub database: String,
+    pub pool_mode: &'static str,
+    pub session_id: String,
+    pub connected_at: u64,
+    pub server: Option<String>,
+    /// The server's own connection id (what `CONNECTION_ID()` returns).
+    pub server_connection_id: u32,
+    /// The id the gateway's greeting gave the client.
+    pub connection_id: u32,
+}
+
+impl MysqlFrontEnd {
+    fn connection_id(&self) -> u32 {
+        // Kept clear of the small ids servers hand out, so the two are not confused in logs.
+        0x4000_0000 | (self.next_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF)
+    }
+
+    pub(crate) fn server_hello(&self, group: &str) -> Option<ServerHello> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .cloned()
+    }
+
+    pub(crate) fn learn_server(&self, group: &str, hello: ServerHello) {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group.to_string(), hello);
+    }
+}
+
+impl FrontEnd for MysqlFrontEnd {
+    fn protocol(&self) -> sumun_config::Protocol {
+        sumun_config::Protocol::Mysql
+    }
+
+    fn serve(self: Arc<Self>, conn: Accepted) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let login = Box::pin(client::login(&self, conn)).await;
+            if let Some(session) = login {
+                session::run(&self, session).await;
+            }
+        })
+    }
+
+    fn probe<'a>(
+        &'a self,
+        hc: &'a sumun_config::HealthCheck,
+        group: &'a sumun_config::TargetGroup,
+        target: &'a str,
+        addr: SocketAddr,
+        shared: Option<&'a Shared>,
+    ) -> BoxFuture<'a, Result<Learned, ProbeFailure>> {
+        Box::pin(server::probe(self, hc, group, target, addr, shared))
+    }
+
+    fn housekeeping(&self, registry: &Registry) {
+        // Greetings learned for groups that no longer exist are forgotten.
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g, _| registry.groups.iter().any(|rt| rt.name == *g));
+    }
+
+    fn render_metrics(&self, _shared: &Shared, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = &self.stats;
+        family(
+            out,
+            "sumun_mysql_logins_total",
+            "counter",
+            "MySQL clients logged in (client and server side).",
+        );
+        let _ = writeln!(
+            out,
+            "sumun_mysql_logins_total {}",
+            s.logins.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "sumun_mysql_queries_total",
+            "counter",
+            "COM_QUERY statements relayed to MySQL servers.",
+        );
+        let _ = writeln!(
+            out,
+            "sumun_mysql_queries_total {}",
+            s.queries.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "sumun_mysql_backend_logins_refused_total",
+            "counter",
+            "MySQL server logins the gateway broke off because the server asked for a cleartext password without verified TLS.",
+        );
+        let _ = writeln!(
+            out,
+            "sumun_mysql_backend_logins_refused_total {}",
+            s.backend_logins_refused.load(Ordering::Relaxed)
+        );
+    }
+
+    fn pool_rows(&self, _shared: &Shared) -> Vec<Value> {
+        // Session mode without pooling: every client has a server connection of its own.
+        Vec::new()
+    }
+
+    fn client_rows(&self, _shared: &Shared) -> Vec<Value> {
+        let mut rows: Vec<ClientRow> = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| (r.connected_at, r.connection_id));
+        rows.iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect()
+    }
+}
+
+/// An `auth.failure` audit event.
+fn audit_auth_failure(
+    shared: &Shared,
+    listener: &ListenerRt,
+    client: SocketAddr,
+    user: &str,
+    reason: &str,
+) {
+    shared
+        .records
+        .audit("auth.failure", &listener.name, client, || {
+            let mut extra = Map::new();
+            extra.insert("user".into(), Value::from(user));
+            extra.insert("reason".into(), Value::from(reason));
+            extra
+        });
+}
+
+/// Close the flow of a connection that never got a session: its flow record and a
+/// `session.end` event saying how it ended.
+fn end_unserved(
+    shared: &Shared,
+    listener: &ListenerRt,
+    flow: &ActiveFlow,
+    end: &str,
+    user: Option<&str>,
+) {
+    if crate::records::Records::is_closed(flow) {
+        return;
+    }
+    shared.records.close(flow);
+    shared
+        .records
+        .audit("session.end", &listener.name, flow.client, || {
+            let mut extra = Map::new();
+            if let Some(u) = user {
+                extra.insert("user".into(), Value::from(u));
+            }
+            extra.insert("end".into(), Value::from(end));
+            extra.insert(
+                "duration_ms".into(),
+                Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
+            );
+            extra
+        });
+}

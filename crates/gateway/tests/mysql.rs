@@ -1,0 +1,237 @@
+//! The MySQL/MariaDB front end (issue 18) against a real MariaDB, with the real `mariadb`
+//! client: a Sumun token through `mysql_clear_password` over TLS, the server's own errors,
+//! TLS required, refused logins, audited statements, and a server that asks for a cleartext
+//! password without verified TLS.
+
+mod common;
+
+use common::{TestDir, TestGateway};
+use sumun_testkit::{Mariadb, MariadbOptions};
+
+const AUDIENCE: &str = "sumun-mysql-tests";
+const APP_PASSWORD: &str = "maria-app-pw-1";
+
+async fn mariadb() -> Mariadb {
+    tokio::task::spawn_blocking(|| {
+        Mariadb::start_with(MariadbOptions {
+            users: vec![("app".into(), APP_PASSWORD.into())],
+            databases: vec!["appdb".into()],
+        })
+        .expect("start mariadb")
+    })
+    .await
+    .expect("start task")
+}
+
+/// A vault holding `maria/app` (username `app`) with `password`, and a token for bob.
+fn vault(dir: &TestDir, password: &str) -> String {
+    let key = sumun_vault::LocalMasterKey::generate().expect("key");
+    key.write_key_file(&dir.path("master.key"))
+        .expect("write key file");
+    let mut vault =
+        sumun_vault::Vault::init(&dir.path("vault"), Box::new(key), None).expect("init vault");
+    vault
+        .put(
+            "maria/app",
+            &sumun_vault::SecretBytes::from_slice(password.as_bytes()),
+            sumun_vault::SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Mysql),
+                username: Some("app".into()),
+                ..sumun_vault::SecretMeta::default()
+            },
+        )
+        .expect("put backend secret");
+    common::token(&vault, "bob", AUDIENCE)
+}
+
+struct Setup {
+    _db: Mariadb,
+    gw: TestGateway,
+    token: String,
+    ca: std::path::PathBuf,
+}
+
+async fn setup(tls: &str, vault_password: &str, group: &str) -> Setup {
+    let db = mariadb().await;
+    let dir = TestDir::new("mysql");
+    let token = vault(&dir, vault_password);
+    let ca = common::dev_certs(&dir.path(""));
+    let toml = format!(
+        r#"
+[gateway]
+name = "{AUDIENCE}"
+[vault]
+dir = "{{dir}}/vault"
+key_file = "{{dir}}/master.key"
+[tls.dev]
+cert = "{{dir}}/certs/server.pem"
+key = "{{dir}}/certs/server-key.pem"
+[[security_groups]]
+name = "local"
+ingress = [{{ cidr = "127.0.0.0/8" }}]
+[[listeners]]
+name = "my"
+bind = "127.0.0.1:0"
+protocol = "mysql"
+target_group = "maria"
+security_groups = ["local"]
+tls = "{tls}"
+tls_config = "dev"
+[[target_groups]]
+name = "maria"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{addr}" }}]
+{group}
+[[users]]
+name = "bob"
+auth = ["token"]
+backend_credential = "maria/app"
+databases = ["appdb"]
+[audit]
+path = "{{dir}}/audit.jsonl"
+"#,
+        addr = db.addr()
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    Setup {
+        _db: db,
+        gw,
+        token,
+        ca,
+    }
+}
+
+/// The `mariadb` client through the gateway as `user` with `password`; `extra` are more
+/// options. (success, stdout, stderr)
+async fn cli(
+    s: &Setup,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+    sql: &str,
+) -> (bool, String, String) {
+    let port = s.gw.addr("my").port().to_string();
+    let ca = format!("--ssl-ca={}", s.ca.display());
+    let mut args = vec![
+        "--no-defaults",
+        "--protocol=TCP",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        &port,
+        "-u",
+        user,
+        "-N",
+        "-B",
+        "--connect-timeout=10",
+    ];
+    let ssl = !extra.contains(&"--skip-ssl");
+    if ssl {
+        args.push("--ssl");
+        args.push(&ca);
+    }
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-e", sql]);
+    common::run("mariadb", &args, &[("MYSQL_PWD", password)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mariadb_client_logs_in_with_a_token_over_tls_and_its_statements_are_audited() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let mark = common::audit_mark(&s.gw);
+    let (ok, out, err) = cli(
+        &s,
+        "bob",
+        &s.token,
+        &["-D", "appdb"],
+        "select current_user(), database(), 'a secret' as x, @@ssl_cipher is null; \
+         create table t (a int); insert into t values (1), (2); select sum(a) from t",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // The server's own answers: logged in as the vault's user, in the client's database.
+    assert_eq!(lines[0], "app@%\tappdb\ta secret\t1", "{out}");
+    assert_eq!(lines[1], "3", "{out}");
+    common::wait_for_audit(&s.gw, mark, "select sum(a) from t").await;
+    let audit = s.gw.audit_log();
+    // Statements are audited with their literals masked, in MySQL's syntax.
+    assert!(
+        audit.contains("select current_user(), database(), ? as x"),
+        "{audit}"
+    );
+    assert!(!audit.contains("a secret"), "{audit}");
+    assert!(audit.contains("\"event\":\"session.start\""), "{audit}");
+    assert!(
+        s.gw.metric("sumun_mysql_queries_total") >= 1.0,
+        "{}",
+        s.gw.metrics()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_and_unknown_users_get_mysqls_access_denied_and_are_audited() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let mark = common::audit_mark(&s.gw);
+    for (user, password) in [("bob", "not-a-token"), ("mallory", s.token.as_str())] {
+        let (ok, _, err) = cli(&s, user, password, &[], "select 1").await;
+        assert!(!ok);
+        assert!(
+            err.contains("ERROR 1045 (28000): Access denied for user")
+                && err.contains("(using password: YES)"),
+            "{user}: {err}"
+        );
+    }
+    let audit = common::wait_for_audit(&s.gw, mark, "\"user\":\"mallory\"").await;
+    assert!(audit.contains("\"event\":\"auth.failure\""), "{audit}");
+    assert!(
+        s.gw.audit_log().contains("\"reason\":\"not_a_token\""),
+        "{}",
+        s.gw.audit_log()
+    );
+    // A database the user is not granted: MySQL's 1044.
+    let (ok, _, err) = cli(&s, "bob", &s.token, &["-D", "mysql"], "select 1").await;
+    assert!(!ok);
+    assert!(err.contains("ERROR 1044 (42000)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_text_client_is_refused_before_any_password_is_asked_for() {
+    // tls = "required": refused with MySQL's own words for required secure transport.
+    let s = setup("required", APP_PASSWORD, "").await;
+    let (ok, _, err) = cli(&s, "bob", &s.token, &["--skip-ssl"], "select 1").await;
+    assert!(!ok);
+    assert!(err.contains("ERROR 3159"), "{err}");
+    // tls = "optional": a token is never asked for in plain text.
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let (ok, _, err) = cli(&s, "bob", &s.token, &["--skip-ssl"], "select 1").await;
+    assert!(!ok);
+    assert!(err.contains("ERROR 1045"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_errors_reach_the_client_in_its_own_words() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let (ok, _, err) = cli(
+        &s,
+        "bob",
+        &s.token,
+        &["-D", "appdb"],
+        "select * from no_such_table",
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("ERROR 1146 (42S02)") && err.contains("no_such_table"),
+        "{err}"
+    );
+    // A vault password the server does not accept: the server's own refusal.
+    let s = setup("optional", "not-the-password", "").await;
+    let (ok, _, err) = cli(&s, "bob", &s.token, &[], "select 1").await;
+    assert!(!ok);
+    assert!(err.contains("ERROR 1045 (28000)"), "{err}");
+    assert!(
+        err.contains("'app'"),
+        "the server's words name its user: {err}"
+    );
+}
