@@ -35,7 +35,15 @@ fn split_all(bytes: &[u8], step: usize) -> (Vec<(Vec<Vec<u8>>, usize)>, Option<S
                 out.push((cmd.args().map(<[u8]>::to_vec).collect(), cmd.len()));
                 start += cmd.len();
             }
-            Ok(None) if end < bytes.len() => end = (end + step).min(bytes.len()),
+            Ok(None) if end < bytes.len() => {
+                if let Some(p) = s.progress() {
+                    assert!(p.needed_at_least >= 1 && p.args.len() < p.argc);
+                    for r in p.args {
+                        assert!(r.start <= r.end && r.end <= end - start);
+                    }
+                }
+                end = (end + step).min(bytes.len())
+            }
             Ok(None) => return (out, None),
             Err(e) => {
                 assert!(e.reply().starts_with("ERR Protocol error: "));

@@ -37,7 +37,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, CommandKind, Splitter};
+pub use command::{Command, CommandKind, Progress, Splitter};
 pub use encode::{
     encode_array_header, encode_bulk, encode_command, encode_error, encode_integer, encode_simple,
 };

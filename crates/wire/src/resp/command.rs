@@ -84,6 +84,25 @@ struct Partial {
     expected: Option<usize>,
     /// Multibulk: where the next argument starts. Inline: how far no `\n` was found.
     pos: usize,
+    /// Multibulk: where the incomplete argument's body ends (CRLF included), once its length
+    /// was read.
+    body_end: Option<usize>,
+    /// The length of the buffer last given.
+    seen: usize,
+}
+
+/// What is known of a multibulk command that is not complete yet: enough to refuse it early
+/// (an unknown or forbidden command name, a huge claimed size) or account for its memory,
+/// before its bytes are all there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress<'a> {
+    /// The number of arguments announced, the name included.
+    pub argc: usize,
+    /// The arguments complete so far, as ranges of the buffer last given to
+    /// [`Splitter::split`] (the first is the command name once it arrived).
+    pub args: &'a [Range<usize>],
+    /// At least this many more bytes are needed before the command can be complete.
+    pub needed_at_least: usize,
 }
 
 /// Cuts a client's byte stream into whole commands the way Redis's own reader does (same
@@ -118,6 +137,21 @@ impl Splitter {
         self.limits = limits;
     }
 
+    /// After [`Splitter::split`] returned `Ok(None)` for a multibulk command whose header was
+    /// read: how far it got. `None` for an inline command or before the header.
+    pub fn progress(&self) -> Option<Progress<'_>> {
+        let argc = self.partial.expected?;
+        let needed_at_least = match self.partial.body_end {
+            Some(end) => end.saturating_sub(self.partial.seen).max(1),
+            None => 1,
+        };
+        Some(Progress {
+            argc,
+            args: &self.args,
+            needed_at_least,
+        })
+    }
+
     /// Forget a command in progress.
     pub fn reset(&mut self) {
         self.args.clear();
@@ -135,6 +169,8 @@ impl Splitter {
             // The buffer shrank under us (a caller bug): start this command over.
             self.reset();
         }
+        self.partial.seen = buf.len();
+        self.partial.body_end = None;
         let result = match buf.first() {
             None => Ok(None),
             Some(b'*') => self.multibulk(buf),
@@ -238,6 +274,7 @@ impl Splitter {
                     unauthenticated: limits.unauthenticated,
                 });
             };
+            self.partial.body_end = Some(end.saturating_add(2));
             match buf.get(end..end.saturating_add(2)) {
                 Some(b"\r\n") => {}
                 Some(_) => {
@@ -258,6 +295,7 @@ impl Splitter {
             }
             self.args.push(start..end);
             self.partial.pos = end + 2;
+            self.partial.body_end = None;
         }
         Ok(Some((CommandKind::Multibulk, self.partial.pos)))
     }

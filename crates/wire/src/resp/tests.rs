@@ -419,3 +419,26 @@ fn splitter_errors_word_as_redis() {
     let mut s = Splitter::default();
     assert!(s.split(b"*1\r\n$536870912\r\nxx").expect("fine").is_none());
 }
+
+#[test]
+fn progress_of_an_unfinished_command() {
+    let mut s = Splitter::default();
+    let buf = b"*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$1000000\r\nxyz";
+    assert!(s.split(buf).expect("valid").is_none());
+    let p = s.progress().expect("a multibulk in progress");
+    assert_eq!(p.argc, 3);
+    let args: Vec<&[u8]> = p.args.iter().map(|r| &buf[r.clone()]).collect();
+    assert_eq!(args, [&b"SET"[..], b"key"]);
+    assert_eq!(p.needed_at_least, 1_000_000 - 3 + 2);
+    // Before the length of the next argument is known, at least one more byte.
+    let mut s = Splitter::default();
+    assert!(s.split(b"*2\r\n$3\r\nGET\r\n$1").expect("valid").is_none());
+    let p = s.progress().expect("in progress");
+    assert_eq!((p.argc, p.args.len(), p.needed_at_least), (2, 1, 1));
+    // Inline commands and finished ones have none.
+    let mut s = Splitter::default();
+    assert!(s.split(b"PING").expect("valid").is_none());
+    assert!(s.progress().is_none());
+    assert!(s.split(b"PING\r\n").expect("valid").is_some());
+    assert!(s.progress().is_none());
+}
