@@ -1,17 +1,20 @@
 //! Feeds arbitrary bytes to the MySQL connection-phase and generic packet parsers (greeting,
-//! client hello, auth switch, more data, change user, OK/ERR/EOF, prepare OK) under
+//! client hello, auth switch, more data, change user, OK/ERR/EOF, prepare OK, commands,
+//! COM_STMT_EXECUTE, column definitions, text rows, session state changes) under
 //! capabilities taken from the input. Beyond "never panics": what parses re-encodes to bytes
 //! that parse to the same value where the encoding is canonical (greeting, client response).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sumun_wire::mysql::command::{session_changes, Command, StmtExecute};
 use sumun_wire::mysql::flags::Capabilities;
 use sumun_wire::mysql::generic::{EofPacket, ErrPacket, OkPacket};
 use sumun_wire::mysql::handshake::{
     AuthMoreData, AuthSwitchRequest, ChangeUser, ClientHello, HandshakeResponse, HandshakeV10,
 };
 use sumun_wire::mysql::response::PrepareOk;
+use sumun_wire::mysql::resultset::{text_row, ColumnDefinition};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 8 {
@@ -48,4 +51,13 @@ fuzz_target!(|data: &[u8]| {
     let _ = ErrPacket::parse(payload).map(|e| e.sql_state_str().map(str::len));
     let _ = EofPacket::parse(payload, caps);
     let _ = PrepareOk::parse(payload);
+    let _ = Command::parse(payload);
+    if let Ok(ex) = StmtExecute::parse(payload, caps.0 as u16) {
+        assert!(ex.null_bitmap.len() + ex.types.len() + ex.values.len() < payload.len());
+    }
+    let _ = ColumnDefinition::parse(payload);
+    let _ = text_row(payload).count();
+    for ch in session_changes(payload) {
+        let _ = ch.name_value();
+    }
 });

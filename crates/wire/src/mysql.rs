@@ -15,23 +15,29 @@
 //! - [`response`]: [`response::ResponseTracker`], which follows the server's packets for one
 //!   command and says when the answer is complete and in which status (transaction state).
 //! - [`stmt`]: reading and rewriting the statement id of the `COM_STMT_*` commands.
+//! - [`command`]: the client's commands typed ([`command::Command`]), `COM_STMT_EXECUTE`'s
+//!   parameters ([`command::StmtExecute`]), the session state changes an OK carries.
+//! - [`resultset`]: column definitions, text rows, and a writer for whole text result sets.
 //!
 //! Every decoder takes a byte slice, never panics, never reads past it and never allocates
 //! more than it was given; lengths in headers are checked against a limit before they are
 //! believed. Password scrambles live in `sumun-vault` (`mysql` module), not here.
 
 pub mod codec;
+pub mod command;
 pub mod flags;
 pub mod generic;
 pub mod handshake;
 pub mod packet;
 pub mod response;
+pub mod resultset;
 pub mod stmt;
 
 #[cfg(test)]
 mod tests;
 
 pub use codec::Reader;
+pub use command::{Command, StmtExecute};
 pub use flags::Capabilities;
 pub use generic::{EofPacket, ErrPacket, OkPacket};
 pub use handshake::{

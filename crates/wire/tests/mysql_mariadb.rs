@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sumun_testkit::{Mariadb, MariadbOptions};
 use sumun_vault::mysql as auth;
-use sumun_wire::mysql::codec::Reader;
+use sumun_wire::mysql::command::{session_changes, StmtExecute};
 use sumun_wire::mysql::flags::*;
 use sumun_wire::mysql::generic::{ErrPacket, OkPacket};
 use sumun_wire::mysql::handshake::*;
@@ -22,6 +22,7 @@ use sumun_wire::mysql::packet::{
     decode_payload, next_packet, write_packet, FrameError, DEFAULT_MAX_PAYLOAD, MAX_CHUNK,
 };
 use sumun_wire::mysql::response::{Outcome, ResponseTracker, Step};
+use sumun_wire::mysql::resultset::{text_row, ColumnDefinition};
 use sumun_wire::mysql::stmt::set_statement_id;
 
 const APP_PW: &str = "app-Pw-1";
@@ -248,19 +249,10 @@ fn plugin_response(plugin: &str, password: &str, nonce: &[u8]) -> Vec<u8> {
 }
 
 /// The text values of a text-protocol row.
-fn text_row(p: &[u8]) -> Vec<Option<String>> {
-    let mut r = Reader::new(p);
-    let mut out = Vec::new();
-    while !r.is_empty() {
-        if r.peek() == Some(0xFB) {
-            r.skip(1);
-            out.push(None);
-        } else {
-            let v = r.lenenc_bytes().unwrap();
-            out.push(Some(String::from_utf8_lossy(v).into_owned()));
-        }
-    }
-    out
+fn strings(p: &[u8]) -> Vec<Option<String>> {
+    text_row(p)
+        .map(|v| v.unwrap().map(|b| String::from_utf8_lossy(b).into_owned()))
+        .collect()
 }
 
 fn start() -> Mariadb {
@@ -331,10 +323,40 @@ fn commands(c: &mut Client, deprecate_eof: bool) {
     assert_eq!(o.error, None);
     assert_eq!(packets.len(), (5 + eofs) + (5 + eofs) + 1);
     assert_eq!(
-        text_row(&packets[3 + eofs]),
+        strings(&packets[3 + eofs]),
         [Some("1".into()), Some("x".into())]
     );
     assert_eq!(o.status.unwrap() & SERVER_MORE_RESULTS_EXISTS, 0);
+
+    // A health check's answer, read with the result set helpers.
+    let (packets, _) = c.query("SELECT @@read_only AS ro, @@version AS v, NULL AS n");
+    let col = ColumnDefinition::parse(&packets[1]).unwrap();
+    assert_eq!(col.name, b"ro");
+    let row: Vec<_> = text_row(&packets[4 + eofs]).map(Result::unwrap).collect();
+    assert_eq!(row[0], Some(&b"0"[..]));
+    assert!(String::from_utf8_lossy(row[1].unwrap()).contains("MariaDB"));
+    assert_eq!(row[2], None);
+
+    // Session state tracking: autocommit and the schema come back in OK packets.
+    let caps = c.caps;
+    let changes = move |p: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let ok = OkPacket::parse(p, caps).unwrap();
+        session_changes(ok.session_state)
+            .filter_map(|ch| ch.name_value())
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect()
+    };
+    let (packets, _) = c.query("SET autocommit = 0");
+    let seen = changes(&packets[0]);
+    assert!(
+        seen.contains(&(b"autocommit".to_vec(), b"OFF".to_vec())),
+        "{seen:?}"
+    );
+    let (packets, _) = c.query("SET autocommit = 1");
+    assert!(changes(&packets[0]).contains(&(b"autocommit".to_vec(), b"ON".to_vec())));
+    let (packets, _) = c.run(b"\x02mysql");
+    assert!(changes(&packets[0]).contains(&(b"mysql".to_vec(), Vec::new())));
+    c.run(b"\x02shop");
 
     // Transaction state from the status flags.
     let (_, o) = c.query("START TRANSACTION READ ONLY");
@@ -379,7 +401,7 @@ fn commands(c: &mut Client, deprecate_eof: bool) {
     c.ping();
     let (packets, _) = c.query("SELECT COUNT(*) FROM shop.li");
     assert_eq!(
-        text_row(&packets[2 + eofs])[0].as_deref(),
+        strings(&packets[2 + eofs])[0].as_deref(),
         Some(if deprecate_eof { "6" } else { "3" })
     );
 
@@ -413,8 +435,14 @@ fn prepared(c: &mut Client, eofs: usize) {
     // PREPARE_OK, 1 parameter [+ EOF], 2 columns [+ EOF].
     assert_eq!(packets.len(), 1 + (1 + eofs) + (2 + eofs));
 
-    // Binary rows: header 0x00, null bitmap, then the BIGINT.
-    let (packets, o) = c.run(&execute(prep.statement_id, 0, 41));
+    // Binary rows: header 0x00, null bitmap, then the BIGINT. The execute, parsed and written
+    // again with its types (as a re-prepare on another server would), is the same bytes.
+    let exec = execute(prep.statement_id, 0, 41);
+    let parsed = StmtExecute::parse(&exec, prep.params).unwrap();
+    let mut again = Vec::new();
+    parsed.write_with_types(&mut again, prep.statement_id, parsed.types);
+    assert_eq!(again, exec);
+    let (packets, o) = c.run(&again);
     assert_eq!((o.error, o.results), (None, 1));
     assert_eq!(packets.len(), 1 + 2 + eofs + 2 + 1);
     let row = &packets[3 + eofs];

@@ -548,3 +548,121 @@ fn statement_ids_read_and_rewrite() {
     assert_eq!(set_statement_id(&mut q, 5), None);
     assert_eq!(q, vec![COM_QUERY, 1, 2, 3, 4]);
 }
+
+#[test]
+fn text_result_sets_write_and_track() {
+    use super::resultset::*;
+    for caps in [
+        Capabilities(CLIENT_PROTOCOL_41),
+        Capabilities(CLIENT_PROTOCOL_41 | CLIENT_DEPRECATE_EOF | CLIENT_SESSION_TRACK),
+    ] {
+        let cols = [
+            ColumnDefinition::text("name", 64),
+            ColumnDefinition::integer("n"),
+        ];
+        let rows = vec![
+            vec![Some(&b"a"[..]), Some(&b"1"[..])],
+            vec![None, Some(&b"2"[..])],
+        ];
+        let mut out = Vec::new();
+        let next = write_text_result_set(&mut out, 1, caps, &cols, &rows, SERVER_STATUS_AUTOCOMMIT);
+        // Read it back as a client would: the tracker ends at the last packet exactly.
+        let mut t = ResponseTracker::new(COM_QUERY, caps).unwrap();
+        let mut at = 0;
+        let mut payloads = Vec::new();
+        let mut step = Step::More;
+        while let Some(p) = next_packet(&out[at..]) {
+            assert_eq!(step, Step::More);
+            step = t.feed(p.payload).unwrap();
+            payloads.push(p.payload.to_vec());
+            at += p.wire_len();
+        }
+        assert_eq!(at, out.len());
+        assert_eq!(step, done(Some(SERVER_STATUS_AUTOCOMMIT), 1));
+        assert_eq!(next, 1 + payloads.len() as u8);
+        assert_eq!(ColumnDefinition::parse(&payloads[1]).unwrap(), cols[0]);
+        assert_eq!(
+            ColumnDefinition::parse(&payloads[2]).unwrap().column_type,
+            TYPE_LONGLONG
+        );
+        let eofs = usize::from(!caps.has(CLIENT_DEPRECATE_EOF));
+        let row: Vec<_> = text_row(&payloads[4 + eofs]).map(Result::unwrap).collect();
+        assert_eq!(row, [None, Some(&b"2"[..])]);
+    }
+    assert!(text_row(&[0x05, b'a']).next().unwrap().is_err());
+    assert!(ColumnDefinition::parse(b"\x03abc").is_err());
+}
+
+#[test]
+fn commands_parse() {
+    use super::command::*;
+    assert_eq!(
+        Command::parse(b"\x03select 1").unwrap(),
+        Command::Query(b"select 1")
+    );
+    assert_eq!(
+        Command::parse(&[COM_PROCESS_KILL, 7, 0, 0, 0]).unwrap(),
+        Command::ProcessKill(7)
+    );
+    assert_eq!(
+        Command::parse(&[COM_STMT_FETCH, 1, 0, 0, 0, 10, 0, 0, 0]).unwrap(),
+        Command::StmtFetch {
+            statement_id: 1,
+            rows: 10
+        }
+    );
+    assert!(Command::parse(&[COM_STMT_CLOSE, 1]).is_err());
+    assert!(Command::parse(&[]).is_err());
+    assert_eq!(
+        Command::parse(&[COM_BINLOG_DUMP]).unwrap(),
+        Command::Other(COM_BINLOG_DUMP)
+    );
+
+    // Execute with 2 params, types bound; then the same without types, rewritten with them.
+    let mut with = vec![
+        COM_STMT_EXECUTE,
+        5,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0b10,
+        1,
+        8,
+        0,
+        253,
+        0,
+    ];
+    with.extend_from_slice(&7i64.to_le_bytes());
+    let ex = StmtExecute::parse(&with, 2).unwrap();
+    assert_eq!((ex.statement_id, ex.new_params_bound), (5, true));
+    assert_eq!(ex.types, &[8, 0, 253, 0]);
+    assert_eq!(ex.null_bitmap, &[0b10]);
+    let mut without = vec![COM_STMT_EXECUTE, 5, 0, 0, 0, 0, 1, 0, 0, 0, 0b10, 0];
+    without.extend_from_slice(&7i64.to_le_bytes());
+    let ex2 = StmtExecute::parse(&without, 2).unwrap();
+    assert!(!ex2.new_params_bound);
+    let mut out = Vec::new();
+    ex2.write_with_types(&mut out, 9, ex.types);
+    let mut want = with.clone();
+    want[1] = 9;
+    assert_eq!(out, want);
+    assert!(StmtExecute::parse(&with[..12], 2).is_err());
+    let none = StmtExecute::parse(&[COM_STMT_EXECUTE, 1, 0, 0, 0, 0, 1, 0, 0, 0], 0).unwrap();
+    assert!(none.values.is_empty());
+
+    // Session state: a system variable and a schema change.
+    let state = b"\x00\x0f\x0aautocommit\x03OFF\x01\x05\x04shop";
+    let changes: Vec<_> = session_changes(state).collect();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(
+        changes[0].name_value(),
+        Some((&b"autocommit"[..], &b"OFF"[..]))
+    );
+    assert_eq!(changes[1].kind, SESSION_TRACK_SCHEMA);
+    assert_eq!(changes[1].name_value(), Some((&b"shop"[..], &b""[..])));
+}
