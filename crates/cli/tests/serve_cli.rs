@@ -716,7 +716,11 @@ fn quickstart_writes_a_valid_setup_and_prints_client_commands() {
     assert!(text.contains("redis-cli --tls --cacert"), "{text}");
     assert!(text.contains("port=6432"), "{text}");
     assert!(text.contains("PGPASSWORD='sumun1."), "{text}");
-    for l in ["postgres (postgres", "mariadb (tls", "redis (tls"] {
+    assert!(
+        text.contains("mariadb -h localhost -P 13306 -u root --ssl"),
+        "{text}"
+    );
+    for l in ["postgres (postgres", "mariadb (mysql", "redis (tls"] {
         let line = text
             .lines()
             .find(|x| x.starts_with(l))
@@ -840,6 +844,96 @@ fn quickstart_psql_command_logs_in_with_the_printed_token() {
     // Through the gateway as the vault's backend user; the client leg is TLS (the backend
     // leg is plain loopback, so the server reports ssl = false).
     assert_eq!(String::from_utf8_lossy(&psql.stdout).trim(), "postgres|f");
+    assert!(
+        !served.log().contains(token),
+        "the token appears in the gateway log"
+    );
+}
+
+/// The quickstart's MariaDB command, pasted as printed, works: pointed at a throwaway MariaDB
+/// whose `root` has no password over loopback (as a development machine's often has), the
+/// token it printed logs in through the `mysql` listener over TLS, verified against the dev CA.
+#[test]
+fn quickstart_mariadb_command_logs_in_with_the_printed_token() {
+    let db = sumun_testkit::Mariadb::start().expect("start mariadb");
+    db.mysql(
+        "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; \
+         GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1'",
+    )
+    .expect("root over loopback");
+    let dir = Dir::new("quickstart-maria");
+    let qs = dir.path("qs");
+    let out = Command::new(SUMUN)
+        .args(["quickstart", "--no-serve", "--dir"])
+        .arg(&qs)
+        .output()
+        .expect("run quickstart");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = qs.join("sumun.toml");
+    let port = free_port();
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace("127.0.0.1:3306", &db.addr().to_string())
+        .replace("127.0.0.1:13306", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:6432", "127.0.0.1:0")
+        .replace("127.0.0.1:16379", "127.0.0.1:0");
+    std::fs::write(&config, text).expect("write config");
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("mariadb -h"))
+        .unwrap_or_else(|| panic!("no mariadb line: {printed}"));
+    let token = line
+        .split('\'')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no token in {line}"));
+    let served = Served::start(&config);
+    assert!(
+        served.wait_log("serving", Duration::from_secs(20)),
+        "{}",
+        served.log()
+    );
+    // The printed line, with the port this test serves on.
+    let args: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|a| {
+            if a == "13306" {
+                port.to_string()
+            } else if a.starts_with("--password=") {
+                format!("--password={token}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    assert!(args.iter().any(|a| a == "--ssl"), "{line}");
+    let maria = Command::new("mariadb")
+        .args(&args)
+        .args([
+            "--ssl-verify-server-cert",
+            "-N",
+            "-B",
+            "-e",
+            "select current_user()",
+        ])
+        .output()
+        .expect("mariadb");
+    assert!(
+        maria.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&maria.stderr),
+        served.log()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&maria.stdout).trim(),
+        "root@127.0.0.1"
+    );
     assert!(
         !served.log().contains(token),
         "the token appears in the gateway log"

@@ -26,7 +26,7 @@ pub struct Setup {
 /// protocol). Their ports are in `SLOTS`, in the same order.
 const BACKENDS: [(&str, &str, &str, &str); 3] = [
     ("postgres", "PostgreSQL", "127.0.0.1:5432", "postgres"),
-    ("mariadb", "MariaDB/MySQL", "127.0.0.1:3306", "tls"),
+    ("mariadb", "MariaDB/MySQL", "127.0.0.1:3306", "mysql"),
     ("redis", "Redis", "127.0.0.1:6379", "tls"),
 ];
 
@@ -146,6 +146,9 @@ pub struct PortRefused(String);
 pub const PG_USER: &str = "quickstart";
 /// The vault secret the gateway logs in to the local PostgreSQL with.
 const PG_CREDENTIAL: &str = "pg/local";
+/// The MariaDB/MySQL listener's user (a token logs it in) and its backend credential.
+pub const MYSQL_USER: &str = "root";
+const MYSQL_CREDENTIAL: &str = "maria/local";
 
 /// The admin API's bearer token, next to the config.
 const ADMIN_TOKEN: &str = "admin.token";
@@ -169,6 +172,7 @@ pub fn prepare(dir: &Path, ports: &PortArgs) -> anyhow::Result<Setup> {
     if !vault_dir.join(sumun_vault::store::STORE_FILE).exists() {
         init_vault(&vault_dir, &key_file)?;
     }
+    ensure_mysql_credential(&vault_dir, &key_file)?;
     let admin_token = dir.join(ADMIN_TOKEN);
     if !admin_token.exists() {
         write_admin_token(&admin_token)?;
@@ -237,12 +241,38 @@ fn init_vault(vault_dir: &Path, key_file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A token for the quickstart user, valid for 15 minutes.
-fn pg_token(config: &Config) -> anyhow::Result<String> {
+/// The backend credential of the MariaDB listener's user: the local server's `root`, which on
+/// a development machine usually has no password over loopback (a server that wants one
+/// refuses the login in its own words; `sumun secrets put maria/local` sets the real one).
+/// Added to a vault from an earlier quickstart that lacks it.
+fn ensure_mysql_credential(vault_dir: &Path, key_file: &Path) -> anyhow::Result<()> {
+    let mut vault = sumun_vault::Vault::open_with_key_file(vault_dir, Some(key_file))
+        .with_context(|| format!("cannot open the vault in {}", vault_dir.display()))?;
+    if vault.list().iter().any(|s| s.name == MYSQL_CREDENTIAL) {
+        return Ok(());
+    }
+    vault
+        .put(
+            MYSQL_CREDENTIAL,
+            &sumun_vault::SecretBytes::from_slice(b""),
+            sumun_vault::SecretMeta {
+                kind: Some(sumun_vault::SecretKind::Mysql),
+                address: Some("127.0.0.1:3306".into()),
+                username: Some("root".into()),
+                database: None,
+                admin_secret: None,
+            },
+        )
+        .context("cannot store the MariaDB credential")?;
+    Ok(())
+}
+
+/// A token for `user`, valid for 15 minutes.
+fn user_token(config: &Config, user: &str) -> anyhow::Result<String> {
     let v = config.vault.as_ref().context("the config has no [vault]")?;
     let vault = sumun_vault::Vault::open_with_key_file(&v.dir, v.key_file.as_deref())?;
     let token = vault.token_signer()?.issue(
-        PG_USER,
+        user,
         None,
         &config.gateway.name,
         sumun_vault::store::now_unix_secs(),
@@ -399,7 +429,11 @@ fn default_config(ports: &[u16; 4]) -> String {
          # --config sumun.toml` as the password, or a password set with `sumun users set-password\n\
          # {PG_USER} --config sumun.toml`. The gateway logs in to PostgreSQL with the vault secret\n\
          # {PG_CREDENTIAL}; `admin` opens the `sumun` admin database (SHOW POOLS, SHOW CLIENTS...).\n\
-         [[users]]\nname = \"{PG_USER}\"\nauth = [\"token\", \"scram\"]\nbackend_credential = \"{PG_CREDENTIAL}\"\nadmin = true\n"
+         [[users]]\nname = \"{PG_USER}\"\nauth = [\"token\", \"scram\"]\nbackend_credential = \"{PG_CREDENTIAL}\"\nadmin = true\n\n\
+         # Who may log in through the MariaDB/MySQL listener: a token from `sumun token --user\n\
+         # {MYSQL_USER} --config sumun.toml` as the password (over TLS). The gateway logs in to\n\
+         # MariaDB as the username of the vault secret {MYSQL_CREDENTIAL} (root, no password).\n\
+         [[users]]\nname = \"{MYSQL_USER}\"\nauth = [\"token\"]\nbackend_credential = \"{MYSQL_CREDENTIAL}\"\n"
     );
     for ((name, what, backend, protocol), port) in BACKENDS.into_iter().zip(ports) {
         let pool = if protocol == "postgres" {
@@ -492,10 +526,19 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
             l.protocol.as_str()
         );
         let hint = match (l.name.as_str(), l.protocol) {
-            (_, sumun_config::Protocol::Postgres) => match pg_token(config) {
+            (_, sumun_config::Protocol::Postgres) => match user_token(config, PG_USER) {
                 Ok(token) => format!(
                     "  PGPASSWORD='{token}' psql \"host=localhost port={port} sslmode=verify-full sslrootcert={ca} user={PG_USER} dbname=postgres\"\n  \
                      (a token valid 15 minutes; a new one: sumun token --user {PG_USER} --config {})",
+                    setup.config_path.display()
+                ),
+                Err(e) => format!("  (cannot issue a token: {e})"),
+            },
+            (_, sumun_config::Protocol::Mysql) => match user_token(config, MYSQL_USER) {
+                Ok(token) => format!(
+                    "  mariadb -h localhost -P {port} -u {MYSQL_USER} --ssl --ssl-ca={ca} --password='{token}'\n  \
+                     (MySQL's own client: mysql ... --ssl-mode=VERIFY_CA --ssl-ca={ca} --enable-cleartext-plugin;\n  \
+                     a token valid 15 minutes; a new one: sumun token --user {MYSQL_USER} --config {})",
                     setup.config_path.display()
                 ),
                 Err(e) => format!("  (cannot issue a token: {e})"),
