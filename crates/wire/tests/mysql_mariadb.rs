@@ -17,6 +17,7 @@ use sumun_vault::mysql as auth;
 use sumun_wire::mysql::command::{session_changes, StmtExecute};
 use sumun_wire::mysql::flags::*;
 use sumun_wire::mysql::generic::{ErrPacket, OkPacket};
+use sumun_wire::mysql::handshake::ChangeUser;
 use sumun_wire::mysql::handshake::*;
 use sumun_wire::mysql::packet::{
     decode_payload, next_packet, write_packet, FrameError, DEFAULT_MAX_PAYLOAD, MAX_CHUNK,
@@ -34,6 +35,8 @@ struct Client {
     buf: Vec<u8>,
     seq: u8,
     caps: Capabilities,
+    /// The greeting's scramble (COM_CHANGE_USER answers it again).
+    scramble: Vec<u8>,
 }
 
 /// A server's refusal.
@@ -74,6 +77,7 @@ impl Client {
             buf: Vec::new(),
             seq: 0,
             caps: Capabilities(0),
+            scramble: Vec::new(),
         }
     }
 
@@ -137,6 +141,7 @@ impl Client {
         assert!(!hs.capabilities.has(CLIENT_MYSQL));
         assert!(hs.capabilities.has(MARIADB_CLIENT_PROGRESS));
         c.caps = caps.intersect(hs.capabilities);
+        c.scramble = hs.scramble.clone();
         assert!(c.caps.has(MARIADB_CLIENT_PROGRESS));
         let first = plugin_response(first_plugin, password, &hs.scramble);
         let mut attrs = Vec::new();
@@ -265,7 +270,8 @@ fn start() -> Mariadb {
         "INSTALL SONAME 'auth_ed25519'; \
          CREATE USER ed@'%' IDENTIFIED VIA ed25519 USING PASSWORD('{ED_PW}'); \
          GRANT ALL ON *.* TO ed@'%'; \
-         CREATE TABLE shop.li (a INT, b VARCHAR(10))"
+         CREATE TABLE shop.li (a INT, b VARCHAR(10)); \
+         CREATE TABLE shop.bulk (a INT, b VARCHAR(10))"
     ))
     .unwrap();
     db
@@ -480,6 +486,87 @@ fn prepared(c: &mut Client, eofs: usize) {
     assert_eq!((packets.len(), o.error), (1, None));
     let (packets, o) = c.run(&[COM_RESET_CONNECTION]);
     assert_eq!((packets.len(), o.error), (1, None));
+
+    more_commands(c, eofs);
+}
+
+fn more_commands(c: &mut Client, eofs: usize) {
+    // A procedure's results: two result sets, then the OK of the CALL.
+    c.query("CREATE OR REPLACE PROCEDURE shop.p() BEGIN SELECT 1; SELECT 2, 3; END");
+    let (packets, o) = c.query("CALL shop.p()");
+    assert_eq!((o.results, o.error), (3, None));
+    assert_eq!(packets.len(), (4 + eofs) + (5 + eofs) + 1);
+
+    // MariaDB's COM_STMT_BULK_EXECUTE: three rows in one command, one OK.
+    let mut payload = vec![COM_STMT_PREPARE];
+    payload.extend_from_slice(b"INSERT INTO shop.bulk VALUES (?, ?)");
+    let (_, o) = c.run(&payload);
+    let id = o.prepared.unwrap().statement_id;
+    let mut bulk = vec![COM_STMT_BULK_EXECUTE];
+    bulk.extend_from_slice(&id.to_le_bytes());
+    bulk.extend_from_slice(&128u16.to_le_bytes()); // SEND_TYPES_TO_SERVER
+    bulk.extend_from_slice(&[0x03, 0x00, 0xFD, 0x00]); // LONG, VAR_STRING
+    for (n, s) in [(10i32, "x"), (11, "y"), (12, "z")] {
+        bulk.push(0);
+        bulk.extend_from_slice(&n.to_le_bytes());
+        bulk.push(0);
+        bulk.push(s.len() as u8);
+        bulk.extend_from_slice(s.as_bytes());
+    }
+    let (packets, o) = c.run(&bulk);
+    assert_eq!(o.error, None);
+    assert_eq!(
+        OkPacket::parse(&packets[0], c.caps).unwrap().affected_rows,
+        3
+    );
+    // COM_STMT_SEND_LONG_DATA has no answer; COM_STMT_RESET one OK.
+    let mut long = vec![COM_STMT_SEND_LONG_DATA];
+    long.extend_from_slice(&id.to_le_bytes());
+    long.extend_from_slice(&1u16.to_le_bytes());
+    long.extend_from_slice(b"long");
+    let (packets, _) = c.run(&long);
+    assert!(packets.is_empty());
+    let mut reset = vec![COM_STMT_RESET];
+    reset.extend_from_slice(&id.to_le_bytes());
+    let (packets, o) = c.run(&reset);
+    assert_eq!((packets.len(), o.error), (1, None));
+
+    // COM_FIELD_LIST: definitions, then the end; COM_STATISTICS: one string.
+    let (packets, o) = c.run(b"\x04li\x00");
+    assert_eq!((packets.len(), o.error), (2 + 1, None));
+    let (packets, _) = c.run(&[COM_STATISTICS]);
+    assert!(String::from_utf8_lossy(&packets[0]).starts_with("Uptime"));
+    // COM_SET_OPTION answers with an EOF; killing an unknown thread is error 1094.
+    let (packets, o) = c.run(&[COM_SET_OPTION, 0, 0]);
+    assert_eq!((packets.len(), o.error, packets[0][0]), (1, None, 0xFE));
+    let (_, o) = c.run(&[COM_PROCESS_KILL, 0xFF, 0xFF, 0xFF, 0x7F]);
+    assert_eq!(o.error, Some(1094));
+
+    // COM_CHANGE_USER to the ed25519 user: opened with native, switched, signed, OK.
+    let native = auth::native_password_response(ED_PW.as_bytes(), &c.scramble);
+    let mut cu = Vec::new();
+    ChangeUser {
+        user: b"ed",
+        auth_response: &native,
+        database: b"shop",
+        charset: Some(45),
+        auth_plugin: Some(MYSQL_NATIVE_PASSWORD.as_bytes()),
+        attributes: b"",
+    }
+    .write(&mut cu, c.caps);
+    let (mut t, packets, step) = c.command(&cu);
+    assert_eq!(step, Step::ClientTurn);
+    let sw = AuthSwitchRequest::parse(packets.last().unwrap()).unwrap();
+    assert_eq!(sw.plugin, CLIENT_ED25519.as_bytes());
+    c.send(&auth::ed25519_response(ED_PW.as_bytes(), sw.data));
+    let (_, step) = c.follow(&mut t);
+    let Step::Done(o) = step else {
+        panic!("{step:?}")
+    };
+    assert_eq!(o.error, None);
+    c.ping();
+    let (packets, _) = c.query("SELECT CURRENT_USER()");
+    assert_eq!(strings(&packets[2 + eofs])[0].as_deref(), Some("ed@%"));
 }
 
 #[test]
