@@ -211,6 +211,8 @@ fn command_lines(table: &CommandTable) -> Vec<Vec<String>> {
         "BLPOP w:1 0",
         "NOSUCHCMD a",
         "CONFIG NOSUCH",
+        "config|get maxmemory",
+        "CONFIG get|x",
         "GET",
         "GET a b",
     ]

@@ -430,6 +430,15 @@ fn keys_match_getkeysandflags() {
         Lookup::UnknownSubcommand(i) if i.name == "config"
     ));
     assert_eq!(table.lookup(&["nosuch"]), Lookup::UnknownCommand);
+    // Full names are for rules, not for clients: Redis does not know a command `config|get`.
+    assert_eq!(
+        table.lookup(&["config|get", "maxmemory"]),
+        Lookup::UnknownCommand
+    );
+    assert!(matches!(
+        table.lookup(&["config", "get|x"]),
+        Lookup::UnknownSubcommand(_)
+    ));
 
     // The same table from RESP3.
     c.call(&["HELLO", "3"]);

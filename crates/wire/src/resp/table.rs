@@ -454,11 +454,38 @@ impl CommandTable {
 
     /// A command by full name (`get`, `CONFIG|GET`), any case.
     pub fn get(&self, name: &str) -> Option<&CommandInfo> {
-        let id = match self.by_name.get(name) {
-            Some(id) => *id,
-            None => *self.by_name.get(&name.to_ascii_lowercase())?,
+        self.get_bytes(name.as_bytes())
+    }
+
+    /// [`CommandTable::get`] for bytes as they came from a client. Names up to 64 bytes are
+    /// lowercased on the stack: looking up `GET` allocates nothing.
+    pub fn get_bytes(&self, name: &[u8]) -> Option<&CommandInfo> {
+        let mut lower = [0u8; 64];
+        let id = if name.len() <= lower.len() {
+            let lower = &mut lower[..name.len()];
+            lower.copy_from_slice(name);
+            lower.make_ascii_lowercase();
+            *self.by_name.get(std::str::from_utf8(lower).ok()?)?
+        } else {
+            let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+            *self.by_name.get(&name)?
         };
         self.commands.get(id)
+    }
+
+    /// The subcommand `sub` of a container, without allocating for usual names.
+    fn get_sub(&self, container: &CommandInfo, sub: &[u8]) -> Option<&CommandInfo> {
+        let mut full = [0u8; 128];
+        let base = container.name.as_bytes();
+        let len = base.len() + 1 + sub.len();
+        if len <= full.len() {
+            full[..base.len()].copy_from_slice(base);
+            full[base.len()] = b'|';
+            full[base.len() + 1..len].copy_from_slice(sub);
+            self.get_bytes(&full[..len])
+        } else {
+            self.get_bytes(&[base, b"|", sub].concat())
+        }
     }
 
     pub fn by_id(&self, id: usize) -> Option<&CommandInfo> {
@@ -494,17 +521,15 @@ impl CommandTable {
         let Some(name) = args.arg(0) else {
             return Lookup::UnknownCommand;
         };
-        let Some(info) = std::str::from_utf8(name).ok().and_then(|n| self.get(n)) else {
+        // A name with '|' is not a name a client can send (`config|get` is not CONFIG GET).
+        let Some(info) = self.get_bytes(name).filter(|_| !name.contains(&b'|')) else {
             return Lookup::UnknownCommand;
         };
         if info.subcommands.is_empty() || args.argc() < 2 {
             return Lookup::Found(info);
         }
-        let sub = args
-            .arg(1)
-            .and_then(|s| std::str::from_utf8(s).ok())
-            .map(|s| format!("{}|{}", info.name, s.to_ascii_lowercase()));
-        match sub.and_then(|full| self.get(&full)) {
+        let sub = args.arg(1).filter(|s| !s.contains(&b'|'));
+        match sub.and_then(|sub| self.get_sub(info, sub)) {
             Some(sub) => Lookup::Found(sub),
             None => Lookup::UnknownSubcommand(info),
         }
