@@ -53,26 +53,28 @@ pub struct AggSpec {
 #[derive(Debug, Clone)]
 pub enum AggState {
     Count(i64),
-    SumInt(Option<i128>),
+    /// A 128-bit sum as (high, low) words, so that no sum of 64-bit values overflows and the
+    /// state stays 8-byte aligned; `None` until a value is seen.
+    SumInt(Option<(i64, u64)>),
     SumFloat(Option<f64>),
     Avg(f64, i64),
     Best(Value),
     /// max_by / min_by: the value and the key it was chosen by.
-    By(Value, Value),
-    Distinct(HashSet<Value>),
+    By(Box<(Value, Value)>),
+    Distinct(Box<HashSet<Value>>),
 }
 
 impl AggSpec {
     pub fn init(&self) -> AggState {
         if self.distinct || self.func == AggFunc::ApproxDistinct {
-            return AggState::Distinct(HashSet::new());
+            return AggState::Distinct(Box::default());
         }
         match self.func {
             AggFunc::CountStar | AggFunc::Count | AggFunc::CountIf => AggState::Count(0),
             AggFunc::Sum if self.ty == Type::Float => AggState::SumFloat(None),
             AggFunc::Sum => AggState::SumInt(None),
             AggFunc::Avg => AggState::Avg(0.0, 0),
-            AggFunc::MaxBy | AggFunc::MinBy => AggState::By(Value::Null, Value::Null),
+            AggFunc::MaxBy | AggFunc::MinBy => AggState::By(Box::new((Value::Null, Value::Null))),
             _ => AggState::Best(Value::Null),
         }
     }
@@ -109,7 +111,7 @@ impl AggSpec {
             }
             AggState::SumInt(s) => {
                 if let Value::Int(x) = v {
-                    *s = Some(s.unwrap_or(0) + i128::from(x));
+                    *s = Some(split(joined(*s) + i128::from(x)));
                 }
             }
             AggState::SumFloat(s) => {
@@ -139,7 +141,8 @@ impl AggSpec {
                     *best = v;
                 }
             }
-            AggState::By(value, key) => {
+            AggState::By(by) => {
+                let (value, key) = &mut **by;
                 let k = match self.args.get(1) {
                     Some(e) => e.eval(row)?,
                     None => Value::Null,
@@ -169,7 +172,7 @@ impl AggSpec {
         match (state, other) {
             (AggState::Count(a), AggState::Count(b)) => *a += b,
             (AggState::SumInt(a), AggState::SumInt(Some(b))) => {
-                *a = Some(a.unwrap_or(0) + b);
+                *a = Some(split(joined(*a) + joined(Some(b))));
             }
             (AggState::SumFloat(a), AggState::SumFloat(Some(b))) => {
                 *a = Some(a.unwrap_or(0.0) + b);
@@ -191,7 +194,9 @@ impl AggSpec {
                     *best = v;
                 }
             }
-            (AggState::By(value, key), AggState::By(v, k)) => {
+            (AggState::By(by), AggState::By(other)) => {
+                let (value, key) = &mut **by;
+                let (v, k) = *other;
                 if k.is_null() {
                     return;
                 }
@@ -208,9 +213,9 @@ impl AggSpec {
             (AggState::Distinct(a), AggState::Distinct(b)) => {
                 if a.len() < b.len() {
                     let small = std::mem::replace(a, b);
-                    a.extend(small);
+                    a.extend(*small);
                 } else {
-                    a.extend(b);
+                    a.extend(*b);
                 }
             }
             _ => {}
@@ -221,14 +226,15 @@ impl AggSpec {
         Ok(match state {
             AggState::Count(n) => Value::Int(n),
             AggState::SumInt(None) | AggState::SumFloat(None) => Value::Null,
-            AggState::SumInt(Some(s)) => {
-                Value::Int(i64::try_from(s).map_err(|_| EvalError("sum: bigint overflow".into()))?)
-            }
+            AggState::SumInt(Some(s)) => Value::Int(
+                i64::try_from(joined(Some(s)))
+                    .map_err(|_| EvalError("sum: bigint overflow".into()))?,
+            ),
             AggState::SumFloat(Some(s)) => Value::Float(s),
             AggState::Avg(_, 0) => Value::Null,
             AggState::Avg(s, n) => Value::Float(s / n as f64),
             AggState::Best(v) => v,
-            AggState::By(v, _) => v,
+            AggState::By(by) => by.0,
             AggState::Distinct(set) => {
                 if matches!(self.func, AggFunc::Count | AggFunc::ApproxDistinct) {
                     return Ok(Value::Int(set.len() as i64));
@@ -239,11 +245,19 @@ impl AggSpec {
                     ..self.clone()
                 };
                 let mut st = plain.init();
-                for v in set {
+                for v in *set {
                     plain.fold(&mut st, v, &[])?;
                 }
                 plain.finish(st)?
             }
         })
     }
+}
+
+fn joined(s: Option<(i64, u64)>) -> i128 {
+    s.map_or(0, |(hi, lo)| (i128::from(hi) << 64) | i128::from(lo))
+}
+
+fn split(v: i128) -> (i64, u64) {
+    ((v >> 64) as i64, v as u64)
 }

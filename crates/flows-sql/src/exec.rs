@@ -4,8 +4,10 @@
 //! them to a hash aggregation (one table per thread, merged at the end) or to a row buffer
 //! per unit (kept in input order; cut to the top rows when there is ORDER BY ... LIMIT).
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use hashbrown::HashTable;
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -57,8 +59,16 @@ pub struct Output {
 pub struct Fx(u64);
 
 impl Hasher for Fx {
+    /// A final mix (MurmurHash3's): the multiply-rotate alone leaves the low bits, which pick
+    /// the bucket, depending only on the low bytes of the last word — for IPv4 addresses the
+    /// first octet, so every address of a /8 would collide.
     fn finish(&self) -> u64 {
-        self.0
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
     }
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
@@ -90,15 +100,123 @@ impl Fx {
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+type Rows = Vec<Vec<Value>>;
 
-/// Groups and their aggregate states.
+/// Partitions of an aggregation table, chosen by the top bits of a group's hash, so that the
+/// tables of the threads can be merged partition by partition, in parallel.
+const PARTS: usize = 16;
+
+fn hash_key(key: &[Value]) -> u64 {
+    let mut h = Fx::default();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// One partition: groups numbered in order of arrival; group `i`'s key values are
+/// `keys[i * k .. (i + 1) * k]` and its aggregate states `states[i * n .. (i + 1) * n]`, so a
+/// group costs no allocation of its own. The hash table holds only (hash, group) pairs.
 #[derive(Default)]
+struct Part {
+    table: HashTable<(u64, usize)>,
+    keys: Vec<Value>,
+    states: Vec<AggState>,
+    groups: usize,
+}
+
+impl Part {
+    /// The group of `key` (with hash `h`), added with `init` states if new.
+    fn group(&mut self, h: u64, key: &[Value], init: &mut dyn FnMut(&mut Vec<AggState>)) -> usize {
+        let k = key.len();
+        let Part {
+            table,
+            keys,
+            states,
+            groups,
+        } = self;
+        if let Some(&(_, id)) = table.find(h, |&(hh, id)| {
+            hh == h && keys.get(id * k..(id + 1) * k) == Some(key)
+        }) {
+            return id;
+        }
+        let id = *groups;
+        keys.extend_from_slice(key);
+        init(states);
+        table.insert_unique(h, (h, id), |&(hh, _)| hh);
+        *groups += 1;
+        id
+    }
+
+    /// Folds `other` (the same partition of another thread's table) into this one.
+    fn merge(&mut self, mut other: Part, k: usize, aggs: &[AggSpec]) {
+        let n = aggs.len();
+        let entries: Vec<(u64, usize)> = other.table.iter().copied().collect();
+        for (h, oid) in entries {
+            let Some(key) = other.keys.get(oid * k..(oid + 1) * k) else {
+                continue;
+            };
+            let mut theirs: Vec<AggState> = other
+                .states
+                .get_mut(oid * n..(oid + 1) * n)
+                .map(|s| {
+                    s.iter_mut()
+                        .map(|x| std::mem::replace(x, AggState::Count(0)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut fresh = false;
+            let id = self.group(h, key, &mut |states| {
+                fresh = true;
+                states.append(&mut theirs);
+            });
+            if !fresh {
+                if let Some(mine) = self.states.get_mut(id * n..(id + 1) * n) {
+                    for ((a, s), o) in aggs.iter().zip(mine.iter_mut()).zip(theirs) {
+                        a.merge(s, o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The groups as rows: key values, then the aggregates' final values.
+    fn into_rows(
+        self,
+        k: usize,
+        aggs: &[AggSpec],
+        rows: &mut Vec<Vec<Value>>,
+    ) -> Result<(), EvalError> {
+        let n = aggs.len();
+        let mut states = self.states.into_iter();
+        for id in 0..self.groups {
+            let mut row: Vec<Value> = self
+                .keys
+                .get(id * k..(id + 1) * k)
+                .unwrap_or_default()
+                .to_vec();
+            for a in aggs {
+                let s = states.next().unwrap_or_else(|| a.init());
+                row.push(a.finish(s)?);
+            }
+            rows.push(row);
+        }
+        let _ = n;
+        Ok(())
+    }
+}
+
+/// A thread's groups and their aggregate states.
 struct AggTable {
-    index: FxMap<Vec<Value>, usize>,
-    keys: Vec<Vec<Value>>,
-    states: Vec<Vec<AggState>>,
+    parts: Vec<Part>,
     keybuf: Vec<Value>,
+}
+
+impl Default for AggTable {
+    fn default() -> Self {
+        AggTable {
+            parts: (0..PARTS).map(|_| Part::default()).collect(),
+            keybuf: Vec::new(),
+        }
+    }
 }
 
 impl AggTable {
@@ -112,43 +230,64 @@ impl AggTable {
         for k in keys {
             self.keybuf.push(k.eval(row)?);
         }
-        let id = match self.index.get(self.keybuf.as_slice()) {
-            Some(&id) => id,
-            None => {
-                let id = self.states.len();
-                self.index.insert(self.keybuf.clone(), id);
-                self.keys.push(self.keybuf.clone());
-                self.states.push(aggs.iter().map(AggSpec::init).collect());
-                id
-            }
+        let h = hash_key(&self.keybuf);
+        let Some(part) = self.parts.get_mut((h >> 60) as usize % PARTS) else {
+            return Ok(());
         };
-        if let Some(states) = self.states.get_mut(id) {
+        let id = part.group(h, &self.keybuf, &mut |states| {
+            states.extend(aggs.iter().map(AggSpec::init))
+        });
+        let n = aggs.len();
+        if let Some(states) = part.states.get_mut(id * n..(id + 1) * n) {
             for (a, s) in aggs.iter().zip(states.iter_mut()) {
                 a.update(s, row)?;
             }
         }
         Ok(())
     }
+}
 
-    fn merge(&mut self, other: AggTable, aggs: &[AggSpec]) {
-        for (key, states) in other.keys.into_iter().zip(other.states) {
-            match self.index.get(key.as_slice()) {
-                Some(&id) => {
-                    if let Some(mine) = self.states.get_mut(id) {
-                        for ((a, s), o) in aggs.iter().zip(mine.iter_mut()).zip(states) {
-                            a.merge(s, o);
-                        }
-                    }
-                }
-                None => {
-                    let id = self.states.len();
-                    self.index.insert(key.clone(), id);
-                    self.keys.push(key);
-                    self.states.push(states);
-                }
+/// Merges the threads' tables, one partition per thread at a time, and returns every group as
+/// a row.
+fn merge_tables(
+    tables: Vec<AggTable>,
+    k: usize,
+    aggs: &[AggSpec],
+    threads: usize,
+) -> Result<Vec<Vec<Value>>, EvalError> {
+    let mut by_part: Vec<Vec<Part>> = (0..PARTS).map(|_| Vec::new()).collect();
+    for t in tables {
+        for (i, p) in t.parts.into_iter().enumerate() {
+            if let Some(v) = by_part.get_mut(i) {
+                v.push(p);
             }
         }
     }
+    let queue = Mutex::new(by_part.into_iter().enumerate().collect::<Vec<_>>());
+    let done: Mutex<Vec<(usize, Result<Rows, EvalError>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, PARTS) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some((i, parts)) = next else { break };
+                let mut parts = parts.into_iter();
+                let mut base = parts.next().unwrap_or_default();
+                for p in parts {
+                    base.merge(p, k, aggs);
+                }
+                let mut rows = Vec::with_capacity(base.groups);
+                let r = base.into_rows(k, aggs, &mut rows).map(|()| rows);
+                done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    let mut rows = Vec::new();
+    for (_, r) in done {
+        rows.extend(r?);
+    }
+    Ok(rows)
 }
 
 /// What one unit of work produced besides aggregated rows.
@@ -316,22 +455,14 @@ fn run_once(
 
     let rows = match &plan.stage {
         Stage::Aggregate { keys, aggs } => {
-            let mut tables = tables.into_iter();
-            let mut table = tables.next().unwrap_or_default();
-            for t in tables {
-                table.merge(t, aggs);
-            }
-            if keys.is_empty() && table.states.is_empty() {
+            let mut rows = merge_tables(tables, keys.len(), aggs, opts.threads())?;
+            if keys.is_empty() && rows.is_empty() {
                 // An aggregate over no rows is one row (count 0, sum NULL).
-                table.keys.push(Vec::new());
-                table.states.push(aggs.iter().map(AggSpec::init).collect());
-            }
-            let mut rows = Vec::with_capacity(table.keys.len());
-            for (mut key, states) in table.keys.into_iter().zip(table.states) {
-                for (a, s) in aggs.iter().zip(states) {
-                    key.push(a.finish(s)?);
+                let mut row = Vec::new();
+                for a in aggs {
+                    row.push(a.finish(a.init())?);
                 }
-                rows.push(key);
+                rows.push(row);
             }
             rows
         }
@@ -371,11 +502,23 @@ fn finish(plan: &Plan, rows: Vec<Vec<Value>>) -> Result<Vec<Vec<Value>>, QueryEr
         }
         out.push((projected, keys));
     }
+    let limit = plan.limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX));
     if !plan.order.is_empty() {
-        out.sort_by(|a, b| compare_keys(&plan.order, &a.1, &b.1));
+        let cmp = |a: &(Vec<Value>, Vec<Value>), b: &(Vec<Value>, Vec<Value>)| {
+            compare_keys(&plan.order, &a.1, &b.1)
+        };
+        match limit {
+            // The top rows only: select them, then sort just those.
+            Some(l) if l < out.len() / 2 => {
+                out.select_nth_unstable_by(l, cmp);
+                out.truncate(l);
+                out.sort_by(cmp);
+            }
+            _ => out.sort_by(cmp),
+        }
     }
-    if let Some(l) = plan.limit {
-        out.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+    if let Some(l) = limit {
+        out.truncate(l);
     }
     Ok(out.into_iter().map(|(p, _)| p).collect())
 }
