@@ -45,7 +45,7 @@ fn vault(dir: &TestDir, password: &str) -> String {
 }
 
 struct Setup {
-    _db: Mariadb,
+    db: Mariadb,
     gw: TestGateway,
     token: String,
     ca: std::path::PathBuf,
@@ -93,12 +93,7 @@ path = "{{dir}}/audit.jsonl"
         addr = db.addr()
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
-    Setup {
-        _db: db,
-        gw,
-        token,
-        ca,
-    }
+    Setup { db, gw, token, ca }
 }
 
 /// The `mariadb` client through the gateway as `user` with `password`; `extra` are more
@@ -234,4 +229,79 @@ async fn the_servers_errors_reach_the_client_in_its_own_words() {
         err.contains("'app'"),
         "the server's words name its user: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_carry_each_statements_outcome_and_duration() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let mark = common::audit_mark(&s.gw);
+    let (ok, _, _) = cli(
+        &s,
+        "bob",
+        &s.token,
+        &["-D", "appdb"],
+        "select * from missing_table",
+    )
+    .await;
+    assert!(!ok);
+    let (ok, _, err) = cli(&s, "bob", &s.token, &["-D", "appdb"], "select sleep(0.2)").await;
+    assert!(ok, "{err}");
+    let failed = common::wait_for_audit(&s.gw, mark, "missing_table").await;
+    assert!(failed.contains("\"error\":\"1146\""), "{failed}");
+    let slept = common::wait_for_audit(&s.gw, mark, "sleep(?)").await;
+    let v: serde_json::Value = serde_json::from_str(&slept).expect("json");
+    assert!(
+        v["duration_us"].as_u64().unwrap_or(0) >= 200_000,
+        "the statement's duration: {slept}"
+    );
+    assert!(v.get("error").is_none(), "{slept}");
+}
+
+/// The mysql client's Ctrl-C sends `KILL QUERY <the id of its greeting>` on a new connection:
+/// that id is the gateway's, so the gateway turns it into the server's id of that client's
+/// connection (same user, same server), and the query stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_query_with_the_greetings_id_stops_that_clients_query() {
+    let s = std::sync::Arc::new(setup("optional", APP_PASSWORD, "").await);
+    let sleeper = {
+        let s = s.clone();
+        tokio::spawn(async move { cli(&s, "bob", &s.token, &[], "select sleep(30)").await })
+    };
+    let front_end =
+        s.gw.gateway
+            .shared()
+            .front_ends
+            .of::<sumun_gateway::mysql::MysqlFrontEnd>()
+            .expect("the mysql front end is registered");
+    let mut id = None;
+    for _ in 0..200 {
+        let rows = sumun_gateway::frontend::FrontEnd::client_rows(front_end, s.gw.gateway.shared());
+        if let Some(row) = rows.first() {
+            let running = s
+                .db
+                .mysql("select count(*) from information_schema.processlist where info = 'select sleep(30)'")
+                .expect("processlist");
+            if running == "1" {
+                id = row["connection_id"].as_u64();
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let id = id.expect("the sleeping client never showed up");
+    assert!(id >= 0x4000_0000, "a gateway-made id: {id}");
+    let started = std::time::Instant::now();
+    let (ok, _, err) = cli(&s, "bob", &s.token, &[], &format!("KILL QUERY {id}")).await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = sleeper.await.expect("sleeper");
+    // MariaDB answers an interrupted SLEEP() with 1 (or error 1317, by version).
+    assert!(
+        (ok && out.trim() == "1") || err.contains("1317"),
+        "{ok} {out} {err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    // Another user's id is not translated: the server answers for its own ids.
+    let (ok, _, err) = cli(&s, "bob", &s.token, &[], "KILL QUERY 1073741000").await;
+    assert!(!ok);
+    assert!(err.contains("ERROR 1094"), "{err}");
 }

@@ -55,6 +55,8 @@ pub(super) struct LoggedIn {
     pub user: String,
     pub database: String,
     pub connection_id: u32,
+    /// What the client negotiated (and the server was asked for).
+    pub caps: Capabilities,
     pub admitted: Admitted,
     pub snap: Arc<ListenerSnapshot>,
     pub listener: Arc<ListenerRt>,
@@ -111,7 +113,7 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
         Ok(r) => r,
     };
     match outcome {
-        Ok((client, user, database, server)) => {
+        Ok((client, user, database, server, caps)) => {
             fe.stats.logins.fetch_add(1, Ordering::Relaxed);
             Some(LoggedIn {
                 client,
@@ -119,6 +121,7 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
                 user,
                 database,
                 connection_id,
+                caps,
                 admitted,
                 snap,
                 listener,
@@ -134,7 +137,13 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
     }
 }
 
-type Exchanged = (Packets<ClientStream>, String, String, Connected);
+type Exchanged = (
+    Packets<ClientStream>,
+    String,
+    String,
+    Connected,
+    Capabilities,
+);
 
 async fn exchange(
     fe: &Arc<MysqlFrontEnd>,
@@ -332,7 +341,7 @@ async fn exchange(
         .map_err(|_| refused("client_error", Some(&user)))?;
     tracing::debug!(listener = %listener.name, client = %admitted.client, user = %user, target = %server.target.address, "client logged in");
     let client = std::mem::replace(client, Packets::new(Stream::Gone));
-    Ok((client, user, database, server))
+    Ok((client, user, database, server, caps))
 }
 
 /// The client proves who it is. `Ok` with the method when it did (the caller still needs
