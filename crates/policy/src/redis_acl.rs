@@ -517,6 +517,12 @@ impl Selector {
         }
     }
 
+    /// `ACLSelectorHasUnrestrictedKeyAccess` for reads: `allkeys`, or a `*` pattern that
+    /// allows reading.
+    fn reads_every_key(&self) -> bool {
+        self.all_keys || self.keys.iter().any(|k| k.read && k.source == b"*")
+    }
+
     fn bit(&self, id: usize) -> bool {
         self.allowed
             .get(id / 64)
@@ -699,6 +705,9 @@ pub enum DenialKind {
     Key,
     /// A channel the command names is not allowed.
     Channel,
+    /// `SORT ... BY pattern` or `SORT ... GET pattern` by a user without read access to every
+    /// key: Redis refuses it when the command runs (the patterns name keys no key spec sees).
+    SortPattern,
 }
 
 impl DenialKind {
@@ -711,6 +720,7 @@ impl DenialKind {
             DenialKind::Command => "noperm_command",
             DenialKind::Key => "noperm_key",
             DenialKind::Channel => "noperm_channel",
+            DenialKind::SortPattern => "sort_pattern",
         }
     }
 }
@@ -755,6 +765,10 @@ impl Denial {
             (DenialKind::Arity, _) => format!(
                 "ERR wrong number of arguments for '{}' command",
                 self.command
+            ),
+            (DenialKind::SortPattern, _) => format!(
+                "ERR {} option of SORT denied due to insufficient ACL permissions.",
+                String::from_utf8_lossy(&self.subject)
             ),
             (DenialKind::Command, Wording::Redis72) => format!(
                 "NOPERM User {user} has no permissions to run the '{}' command",
@@ -801,6 +815,10 @@ impl Denial {
             DenialKind::Arity => {
                 format!("wrong number of arguments for '{}' command", self.command)
             }
+            DenialKind::SortPattern => format!(
+                "{} option of SORT denied due to insufficient ACL permissions.",
+                String::from_utf8_lossy(&self.subject)
+            ),
         }
     }
 }
@@ -933,7 +951,10 @@ impl RedisAcl {
                 &mut local_index,
             );
             if result == 0 {
-                return Verdict::Allowed(info);
+                return match self.sort_denial(table, info, args, keys) {
+                    Some(denial) => Verdict::Denied(denial),
+                    None => Verdict::Allowed(info),
+                };
             }
             if result > relevant || (result == relevant && local_index > last_index) {
                 relevant = result;
@@ -956,6 +977,86 @@ impl RedisAcl {
             },
             detail: String::new(),
         })
+    }
+
+    /// Whether some selector allows everything: every command, key and channel. Otherwise a
+    /// script (`EVAL`, `FCALL`...) can do more than these rules allow, because Redis checks the
+    /// commands a script runs against the server-side user, not against these rules: refuse
+    /// scripts for such users, or log in to the server as a Redis user with the same rules.
+    pub fn is_unrestricted(&self) -> bool {
+        self.selectors
+            .iter()
+            .any(|s| s.all_commands && s.all_keys && s.all_channels)
+    }
+
+    /// What `sortCommand` refuses after the ACL check passed: a `BY` pattern with `*`, or a
+    /// `GET`, unless a selector that allows this line reads every key
+    /// (`ACLUserCheckCmdWithUnrestrictedKeyAccess`). The options are walked as SORT walks
+    /// them, so a line SORT rejects for its syntax first is left to the server.
+    fn sort_denial<A: Args + ?Sized>(
+        &self,
+        table: &CommandTable,
+        info: &CommandInfo,
+        args: &A,
+        keys: &mut Vec<KeyRef>,
+    ) -> Option<Denial> {
+        let readonly = match info.name.as_str() {
+            "sort" => false,
+            "sort_ro" => true,
+            _ => return None,
+        };
+        let mut full_read: Option<bool> = None;
+        let mut full = |keys: &mut Vec<KeyRef>| {
+            *full_read.get_or_insert_with(|| {
+                keys.clear();
+                let (mut found, mut index) = (false, 0);
+                self.selectors.iter().any(|s| {
+                    s.reads_every_key()
+                        && self.check_selector(s, table, info, args, keys, &mut found, &mut index)
+                            == 0
+                })
+            })
+        };
+        let argc = args.argc();
+        let arg = |i: usize| args.arg(i).unwrap_or_default();
+        let is = |i: usize, word: &str| arg(i).eq_ignore_ascii_case(word.as_bytes());
+        let deny = |option: &str, index: usize| Denial {
+            kind: DenialKind::SortPattern,
+            command: info.name.clone(),
+            index,
+            subject: option.as_bytes().to_vec(),
+            detail: String::new(),
+        };
+        let mut j = 2;
+        while j < argc {
+            let left = argc - j - 1;
+            if is(j, "asc") || is(j, "desc") || is(j, "alpha") {
+            } else if is(j, "limit") && left >= 2 {
+                let long = |i: usize| sumun_wire::resp::parse_integer(arg(i)).is_some();
+                if !long(j + 1) || !long(j + 2) {
+                    return None;
+                }
+                j += 2;
+            } else if !readonly && is(j, "store") && left >= 1 {
+                j += 1;
+            } else if is(j, "by") && left >= 1 {
+                // C reads the pattern as a string: a NUL ends it.
+                let pattern = arg(j + 1).split(|&b| b == 0).next().unwrap_or_default();
+                if pattern.contains(&b'*') && !full(keys) {
+                    return Some(deny("BY", j));
+                }
+                j += 1;
+            } else if is(j, "get") && left >= 1 {
+                if !full(keys) {
+                    return Some(deny("GET", j));
+                }
+                j += 1;
+            } else {
+                return None;
+            }
+            j += 1;
+        }
+        None
     }
 
     /// `ACLSelectorCheckCmd`: 0 when allowed, else a `DENIED_*` code with `index` set for keys

@@ -55,6 +55,12 @@ pub fn split_words(line: &[u8]) -> Result<Vec<Vec<u8>>, RespError> {
     Ok(ranges.into_iter().map(|r| bytes[r].to_vec()).collect())
 }
 
+/// A decimal integer as Redis reads numbers from arguments and length lines (`string2ll`: an
+/// optional `-`, digits without a leading zero, within `i64`).
+pub fn parse_integer(text: &[u8]) -> Option<i64> {
+    line::parse_i64(text)
+}
+
 /// Nesting deeper than this is refused whatever [`Limits::max_depth`] says: decoding a tree
 /// recurses once per level, and this keeps that well inside a worker thread's stack.
 pub const MAX_DEPTH_CAP: usize = 512;
