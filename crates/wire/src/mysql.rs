@@ -11,7 +11,7 @@
 //! - [`flags`]: capability, status and command constants.
 //! - [`handshake`]: the connection phase (Handshake v10, SSLRequest, HandshakeResponse41,
 //!   auth switch and more-data packets, caching_sha2_password's one-byte signals).
-//! - [`generic`]: OK, ERR and EOF packets.
+//! - [`generic`]: OK, ERR and EOF packets; [`errors`]: the server's errors in its own words.
 //! - [`response`]: [`response::ResponseTracker`], which follows the server's packets for one
 //!   command and says when the answer is complete and in which status (transaction state).
 //! - [`stmt`]: reading and rewriting the statement id of the `COM_STMT_*` commands.
@@ -25,6 +25,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod errors;
 pub mod flags;
 pub mod generic;
 pub mod handshake;

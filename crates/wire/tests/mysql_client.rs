@@ -16,6 +16,7 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rsa::{KeySize, OaepPrivateDecryptingKey, PrivateDecryptingKey, OAEP_SHA1_MGF1SHA1};
 use sumun_vault::mysql::{CachingSha2Verifier, Ed25519Verifier, NativeVerifier};
 use sumun_wire::mysql::command::Command as Cmd;
+use sumun_wire::mysql::errors;
 use sumun_wire::mysql::flags::*;
 use sumun_wire::mysql::generic::{err_payload, OkPacket};
 use sumun_wire::mysql::handshake::*;
@@ -213,11 +214,7 @@ fn serve(mut c: Conn, stored: Stored, greeting_plugin: &str) -> Seen {
         }
     };
     if !ok {
-        let msg = format!(
-            "Access denied for user '{}'@'localhost' (using password: YES)",
-            seen.user
-        );
-        c.send(&err_payload(1045, b"28000", &msg));
+        c.send(&errors::access_denied(&seen.user, "localhost", true).payload());
         return seen;
     }
     seen.accepted = true;

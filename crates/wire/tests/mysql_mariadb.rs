@@ -15,6 +15,7 @@ use std::time::Duration;
 use sumun_testkit::{Mariadb, MariadbOptions};
 use sumun_vault::mysql as auth;
 use sumun_wire::mysql::command::{session_changes, StmtExecute};
+use sumun_wire::mysql::errors::{self, ServerError};
 use sumun_wire::mysql::flags::*;
 use sumun_wire::mysql::generic::{ErrPacket, OkPacket};
 use sumun_wire::mysql::handshake::ChangeUser;
@@ -44,6 +45,7 @@ struct Client {
 struct Refused {
     code: u16,
     sql_state: Option<String>,
+    message: String,
 }
 
 fn base_caps() -> Capabilities {
@@ -101,6 +103,22 @@ impl Client {
                 }
                 None => self.fill(),
             }
+        }
+    }
+
+    /// The next payload whatever its sequence id, parsed as an ERR (for tests of refusals).
+    fn error(&mut self) -> ServerError {
+        loop {
+            if let Some(p) = decode_payload(&self.buf, DEFAULT_MAX_PAYLOAD, None).unwrap() {
+                let e = ErrPacket::parse(&p.data)
+                    .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&p.data)));
+                return ServerError::new(
+                    e.code,
+                    &e.sql_state.expect("a SQL state"),
+                    String::from_utf8_lossy(e.message),
+                );
+            }
+            self.fill();
         }
     }
 
@@ -174,6 +192,7 @@ impl Client {
                     return Err(Refused {
                         code: e.code,
                         sql_state: e.sql_state_str().map(str::to_string),
+                        message: String::from_utf8_lossy(e.message).into_owned(),
                     });
                 }
                 AuthPacket::Switch => {
@@ -594,4 +613,81 @@ fn decoder_errors_on_a_real_greeting() {
         })
     );
     assert!(decode_payload(&c.buf, len, Some(0)).unwrap().is_some());
+}
+
+/// The gateway's errors are the server's, word for word.
+#[test]
+fn errors_in_the_servers_words() {
+    let db = Mariadb::start_with(MariadbOptions {
+        users: vec![("app".into(), APP_PW.into())],
+        databases: vec!["shop".into()],
+    })
+    .unwrap();
+    let login = || {
+        Client::login(&db, "app", APP_PW, MYSQL_NATIVE_PASSWORD, base_caps())
+            .unwrap()
+            .0
+    };
+
+    // 1045 for a wrong password and for an unknown user: the same text shape.
+    for user in ["app", "nobody"] {
+        let e = Client::login(&db, user, "wrong", MYSQL_NATIVE_PASSWORD, base_caps()).unwrap_err();
+        let want = errors::access_denied(user, "127.0.0.1", true);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (want.code, want.message.as_str())
+        );
+        assert_eq!(e.sql_state.unwrap().as_bytes(), want.sql_state);
+    }
+
+    // 1043: a login packet that cannot be read.
+    let mut c = Client::connect(&db);
+    c.payload();
+    c.send(&[0x00, 0x02]);
+    assert_eq!(c.error(), errors::bad_handshake());
+
+    // 1047: a command byte the server does not know.
+    let mut c = login();
+    c.seq = 0;
+    c.send(&[0x40]);
+    assert_eq!(c.error(), errors::unknown_command());
+
+    // 1156: a command with the wrong sequence id.
+    let mut c = login();
+    c.seq = 3;
+    c.send(&[COM_PING]);
+    assert_eq!(c.error(), errors::packets_out_of_order());
+
+    // 1243: an unknown statement.
+    let mut c = login();
+    let (_, o) = c.run(&execute(4242, 0, 1));
+    assert_eq!(o.error, Some(errors::ER_UNKNOWN_STMT_HANDLER));
+    c.seq = 0;
+    c.send(&execute(4242, 0, 1));
+    assert_eq!(
+        c.error(),
+        errors::unknown_statement(4242, "mysqld_stmt_execute")
+    );
+
+    // 1153: a payload over max_allowed_packet (set for new connections).
+    db.mysql("SET GLOBAL max_allowed_packet = 4096").unwrap();
+    let mut c = login();
+    let mut big = vec![COM_QUERY];
+    big.extend_from_slice(b"SELECT '");
+    big.resize(100_000, b'x');
+    big.push(b'\'');
+    c.seq = 0;
+    c.send(&big);
+    assert_eq!(c.error(), errors::packet_too_large());
+
+    // MariaDB's require_secure_transport refuses a plain login (right password) with 1045.
+    db.mysql("SET GLOBAL require_secure_transport = ON")
+        .unwrap();
+    let e = Client::login(&db, "app", APP_PW, MYSQL_NATIVE_PASSWORD, base_caps()).unwrap_err();
+    let want = errors::access_denied("app", "127.0.0.1", true);
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (want.code, want.message.as_str())
+    );
+    assert_eq!(e.sql_state.unwrap().as_bytes(), want.sql_state);
 }

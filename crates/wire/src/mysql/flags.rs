@@ -171,7 +171,7 @@ impl Capabilities {
     /// capabilities only count when both sides cleared `CLIENT_MYSQL`.
     pub const fn intersect(self, other: Capabilities) -> Self {
         let both = self.0 & other.0;
-        if both & CLIENT_MYSQL != 0 || (self.0 | other.0) & CLIENT_MYSQL != 0 {
+        if (self.0 | other.0) & CLIENT_MYSQL != 0 {
             Capabilities(both & 0xFFFF_FFFF)
         } else {
             Capabilities(both)
