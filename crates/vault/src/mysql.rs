@@ -109,6 +109,16 @@ impl NativeVerifier {
         Ok(NativeVerifier { stage2 })
     }
 
+    /// MySQL's text form (`*` and 40 upper-case hex digits).
+    pub fn to_hash_text(&self) -> String {
+        let mut s = String::with_capacity(41);
+        s.push('*');
+        for b in self.stage2 {
+            s.push_str(&format!("{b:02X}"));
+        }
+        s
+    }
+
     /// Whether `response` is the client's answer to `nonce` for this password. An empty
     /// response (the empty password) never passes.
     pub fn verify(&self, nonce: &[u8], response: &[u8]) -> bool {
@@ -175,6 +185,11 @@ impl CachingSha2Verifier {
     pub fn from_hex(hex: &str) -> Result<Self, MysqlAuthError> {
         let stage2 = decode_hex::<32>(hex).ok_or(MysqlAuthError::Verifier("caching_sha2"))?;
         Ok(CachingSha2Verifier { stage2 })
+    }
+
+    /// 64 lower-case hex digits (what [`CachingSha2Verifier::from_hex`] reads).
+    pub fn to_hex(&self) -> String {
+        self.stage2.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Fast path: whether `response` answers `nonce` for this password.

@@ -424,6 +424,16 @@ fn commands(c: &mut Client, deprecate_eof: bool) {
     let ok = OkPacket::parse(packets.last().unwrap(), c.caps).unwrap();
     assert_eq!(ok.affected_rows, 3);
     c.ping();
+    // Refusing the file (what a gateway does when policy forbids it): an empty packet at once
+    // is an empty file, and the server answers OK with no rows.
+    let (mut t, _, step) = c.command(&payload);
+    assert_eq!(step, Step::LocalInfile);
+    c.send(b"");
+    let (packets, step) = c.follow(&mut t);
+    assert!(matches!(step, Step::Done(Outcome { error: None, .. })));
+    let ok = OkPacket::parse(packets.last().unwrap(), c.caps).unwrap();
+    assert_eq!(ok.affected_rows, 0);
+    c.ping();
     let (packets, _) = c.query("SELECT COUNT(*) FROM shop.li");
     assert_eq!(
         strings(&packets[2 + eofs])[0].as_deref(),

@@ -27,6 +27,10 @@ fn native_password_known_value_and_verification() {
         crate::scram::mysql_native_hash(PW),
         "*36CB988D2F656A3DC7A46D099223E8AC1B3B6145"
     );
+    assert_eq!(
+        v.to_hash_text(),
+        "*36CB988D2F656A3DC7A46D099223E8AC1B3B6145"
+    );
     assert!(v.verify(&nonce20(), &r));
     let mut bad = r.clone();
     bad[0] ^= 1;
@@ -52,6 +56,7 @@ fn caching_sha2_known_value_and_verification() {
         )
         .unwrap()
     );
+    assert_eq!(CachingSha2Verifier::from_hex(&v.to_hex()).unwrap(), v);
     assert!(v.verify(&nonce20(), &r));
     assert!(!v.verify(&nonce20(), &r[..31]));
     assert!(!v.verify(&[9; 20], &r));
