@@ -8,7 +8,13 @@
 #
 # The stages run the library code the `sumun flows` commands run (examples/flows_bench.rs), so
 # only the small crate and its dependencies are built in release mode, not the gateway.
-# `flows query` (SQL, against DuckDB) is not built yet and not measured here.
+#
+# Then the SQL of `sumun flows query` against DuckDB (PyPI `duckdb`, installed if missing) on the
+# same file in the same run: the queries in bench/flows/queries/ (seed 000's two hunting queries
+# verbatim, seed 002's count, three more), each by Sumun (examples/flows_sql_bench.rs in
+# sumun-flows-sql, the library `flows query` runs) and by DuckDB (duckdb_query.py: read_csv of
+# the space-separated log, a view with the same column names), alternating, RUNS times; both
+# must return the same number of rows. QUERIES_ONLY=1 skips parse/suggest/hunt.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +26,11 @@ work=$(mktemp -d /tmp/sumun-flows-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 cargo build --release -q -p sumun-flows-tools --example flows_bench --manifest-path "$root/Cargo.toml"
+cargo build --release -q -p sumun-flows-sql --example flows_sql_bench --manifest-path "$root/Cargo.toml"
 bin="$root/target/release/examples/flows_bench"
+sqlbin="$root/target/release/examples/flows_sql_bench"
+python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb
+duckdb_version=$(python3 -c 'import duckdb; print(duckdb.__version__)')
 log="$work/flows.log"
 
 # One stage under /usr/bin/time: prints "<stage output><TAB><cpu s><TAB><wall s><TAB><max RSS MiB>".
@@ -41,11 +51,34 @@ size=$(du -m "$log" | cut -f1)
 echo "$gen" >&2
 
 results=()
+if [ -z "${QUERIES_ONLY:-}" ]; then
+  for i in $(seq "$runs"); do
+    for s in parse suggest hunt; do
+      r=$(stage "$s" "$log")
+      echo "run $i: $r" >&2
+      results+=("$i|$r")
+    done
+  done
+fi
+
+# SQL: "<query>|<run>|<sumun wall>|<sumun cpu>|<sumun rows>|<duckdb wall>|<duckdb cpu>|<duckdb rows>"
+# Wall times are the engines' own (query start to last row); Sumun's CPU time is the process's
+# (/usr/bin/time), DuckDB's the query's (process_time around it, all threads).
+sql_results=()
 for i in $(seq "$runs"); do
-  for s in parse suggest hunt; do
-    r=$(stage "$s" "$log")
-    echo "run $i: $r" >&2
-    results+=("$i|$r")
+  for q in "$here"/queries/*.sql; do
+    name=$(basename "$q" .sql)
+    sout=$(/usr/bin/time -f 'TIME %U %S' "$sqlbin" query 2024-01-02 "$q" "$log" 2>&1 >/dev/null)
+    swall=$(sed -n 's/^query: .* in \([0-9.]*\) s$/\1/p' <<<"$sout")
+    srows=$(sed -n 's/^query: \([0-9]*\) rows.*/\1/p' <<<"$sout")
+    scpu=$(awk '/^TIME/ { printf "%.2f", $2 + $3 }' <<<"$sout")
+    IFS=$'\t' read -r _ dwall dcpu drows < <(python3 "$here/duckdb_query.py" "$log" "$q" --now 2024-01-02)
+    echo "run $i: $name sumun ${swall}s (${scpu} CPU-s, $srows rows) duckdb ${dwall}s (${dcpu} CPU-s, $drows rows)" >&2
+    if [ "$srows" != "$drows" ]; then
+      echo "row counts differ for $name: sumun $srows, duckdb $drows" >&2
+      exit 1
+    fi
+    sql_results+=("$name|$i|$swall|$scpu|$srows|$dwall|$dcpu|$drows")
   done
 done
 
@@ -74,6 +107,32 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "their own full read."
   echo
   echo "Goals (issue 20): parsing at several million records per second per core; \`suggest\` on"
-  echo "1M distinct sources under 10 s. \`flows query\` against DuckDB is not built yet."
+  echo "1M distinct sources under 10 s."
+  echo
+  echo "## \`sumun flows query\` and DuckDB $duckdb_version, same file, same run"
+  echo
+  echo "The queries are in \`bench/flows/queries/\` (q1 and q2 are seed 000's, verbatim; DuckDB gets"
+  echo "\`current_date\` replaced by the date \`--now\` gives Sumun, and macros for \`from_unixtime\` and"
+  echo "\`date_format\`). Ratio = Sumun / DuckDB (below 1: Sumun faster); goal: within 1.5x."
+  echo
+  echo "| query | run | rows | Sumun wall s | DuckDB wall s | wall ratio | Sumun CPU s | DuckDB CPU s | CPU ratio |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for r in "${sql_results[@]}"; do
+    IFS='|' read -r name run sw sc sr dw dc dr <<<"$r"
+    awk -v n="$name" -v i="$run" -v sw="$sw" -v sc="$sc" -v sr="$sr" -v dw="$dw" -v dc="$dc" \
+      'BEGIN { printf "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, i, sr, sw, dw, sw / dw, sc, dc, sc / dc }'
+  done
+  echo
+  echo "Median wall ratio per query over the runs:"
+  echo
+  for q in "$here"/queries/*.sql; do
+    name=$(basename "$q" .sql)
+    for r in "${sql_results[@]}"; do
+      IFS='|' read -r n _ sw _ _ dw _ _ <<<"$r"
+      if [ "$n" = "$name" ]; then
+        awk -v a="$sw" -v b="$dw" 'BEGIN { printf "%.3f\n", a / b }'
+      fi
+    done | sort -n | awk -v n="$name" '{ v[NR] = $1 } END { printf "- %s: %.2f\n", n, v[int((NR + 1) / 2)] }'
+  done
 } > "$here/RESULTS.md"
 echo "wrote $here/RESULTS.md" >&2
