@@ -52,6 +52,10 @@ struct Setup {
 }
 
 async fn setup(tls: &str, vault_password: &str, group: &str) -> Setup {
+    setup_with(tls, vault_password, "", group).await
+}
+
+async fn setup_with(tls: &str, vault_password: &str, listener: &str, group: &str) -> Setup {
     let db = mariadb().await;
     let dir = TestDir::new("mysql");
     let token = vault(&dir, vault_password);
@@ -77,6 +81,7 @@ target_group = "maria"
 security_groups = ["local"]
 tls = "{tls}"
 tls_config = "dev"
+{listener}
 [[target_groups]]
 name = "maria"
 health_check = {{ enabled = false }}
@@ -304,4 +309,83 @@ async fn kill_query_with_the_greetings_id_stops_that_clients_query() {
     let (ok, _, err) = cli(&s, "bob", &s.token, &[], "KILL QUERY 1073741000").await;
     assert!(!ok);
     assert!(err.contains("ERROR 1094"), "{err}");
+}
+
+/// Transaction mode: clients share a pool of one server connection, and nothing of one
+/// client's session reaches the next: a client that leaves state behind is pinned while it
+/// stays, and its server is reset before anyone else gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_shares_one_server_and_leaks_no_session_state() {
+    let s = setup_with(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 1, checkout_timeout = \"2s\" }",
+        "",
+    )
+    .await;
+    let q = |sql: &'static str| cli(&s, "bob", &s.token, &["-D", "appdb"], sql);
+    let (ok, first, err) = q("select connection_id()").await;
+    assert!(ok, "{err}");
+    let (ok, second, err) = q("select connection_id()").await;
+    assert!(ok, "{err}");
+    assert_eq!(first, second, "both clients ran on the pool's one server");
+    // Session state: pinned while the client stays, gone for the next client.
+    let (ok, out, err) = q("set @secret = 'from-a'; select @secret").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "from-a");
+    let (ok, out, err) = q("select @secret is null, connection_id()").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("1\t{}", first.trim()),
+        "the same server, reset"
+    );
+    assert!(
+        s.gw.metric("sumun_mysql_pinned_clients_total{reason=\"session_state\"}") >= 1.0,
+        "{}",
+        s.gw.metrics()
+    );
+    // A transaction keeps its server to the end, then the next client sees the commit.
+    let (ok, _, err) = q(
+        "create table t (a int); begin; insert into t values (1); insert into t values (2); commit",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = q("select count(*) from t").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2");
+    // A transaction left open by a client that leaves is rolled back, not handed on.
+    let (ok, _, err) = q("begin; insert into t values (3)").await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = q("select count(*), @@in_transaction from t").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "2\t0");
+    let pools = sumun_gateway::frontend::FrontEnd::pool_rows(
+        s.gw.gateway
+            .shared()
+            .front_ends
+            .of::<sumun_gateway::mysql::MysqlFrontEnd>()
+            .expect("mysql front end"),
+        s.gw.gateway.shared(),
+    );
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(pools[0]["open"], 1, "{pools:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_logins_check_the_database_like_the_server_does() {
+    let s = setup_with(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 2 }",
+        "",
+    )
+    .await;
+    let (ok, _, err) = cli(&s, "bob", &s.token, &["-D", "nosuchdb"], "select 1").await;
+    assert!(!ok);
+    // bob may use only appdb: refused by the gateway first.
+    assert!(err.contains("ERROR 1044"), "{err}");
+    let (ok, out, err) = cli(&s, "bob", &s.token, &["-D", "appdb"], "select database()").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "appdb");
 }

@@ -51,7 +51,11 @@ const DEFAULT_CHARSET: u8 = 45;
 /// A client that logged in, with its server.
 pub(super) struct LoggedIn {
     pub client: Packets<ClientStream>,
-    pub server: Connected,
+    /// Session mode: the client's own server. Transaction mode: none between transactions.
+    pub server: Option<Connected>,
+    /// The vault secret its servers are logged in to with.
+    pub credential: String,
+    pub charset: u8,
     pub user: String,
     pub database: String,
     pub connection_id: u32,
@@ -113,11 +117,13 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
         Ok(r) => r,
     };
     match outcome {
-        Ok((client, user, database, server, caps)) => {
+        Ok((client, user, database, server, caps, credential, charset)) => {
             fe.stats.logins.fetch_add(1, Ordering::Relaxed);
             Some(LoggedIn {
                 client,
                 server,
+                credential,
+                charset,
                 user,
                 database,
                 connection_id,
@@ -141,8 +147,10 @@ type Exchanged = (
     Packets<ClientStream>,
     String,
     String,
-    Connected,
+    Option<Connected>,
     Capabilities,
+    String,
+    u8,
 );
 
 async fn exchange(
@@ -150,9 +158,9 @@ async fn exchange(
     client: &mut Packets<ClientStream>,
     connection_id: u32,
     admitted: &Admitted,
-    snap: &ListenerSnapshot,
+    snap: &Arc<ListenerSnapshot>,
     listener: &ListenerRt,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) -> Result<Exchanged, Refused> {
     // 1. The greeting, in the words of the group's servers when one has been seen.
     let hello = fe.server_hello(&snap.group.name);
@@ -162,7 +170,9 @@ async fn exchange(
     };
     let mut offered = Capabilities(OFFERED);
     if let Some(h) = &hello {
-        offered = Capabilities(offered.0 & (h.capabilities.0 | CLIENT_SSL) & 0xFFFF_FFFF);
+        // MariaDB clears CLIENT_MYSQL to announce extensions the gateway does not offer.
+        offered =
+            Capabilities(offered.0 & (h.capabilities.0 | CLIENT_SSL | CLIENT_MYSQL) & 0xFFFF_FFFF);
     }
     if tls_ctx.is_some() {
         offered = offered.with(CLIENT_SSL);
@@ -312,36 +322,85 @@ async fn exchange(
     }
 
     // 4. The server, logged in with the vault credential.
-    let server = server::connect(
-        fe,
-        shared,
-        snap,
-        listener,
-        admitted,
-        account,
-        &database,
-        caps,
-        response.charset,
-        response.attributes,
-    )
-    .await;
-    let server = match server {
-        Ok(s) => s,
-        Err(fail) => {
-            tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %fail.message, "cannot log in to a server for the client");
-            let _ = send_err(client, fail.code, &fail.sql_state, &fail.message).await;
-            return Err(refused(fail.end, Some(&user)));
-        }
+    let Some(credential) = account.backend_credential.clone() else {
+        let message =
+            format!("user '{user}' has no backend_credential to log in to the server with");
+        let _ = send_err(client, 1105, b"HY000", &message).await;
+        return Err(refused("no_backend", Some(&user)));
     };
-
-    // 5. The server's own OK (its status and session state) tells the client it is in.
-    client
-        .write(&server.ok)
+    let mode = account.pool_mode.unwrap_or(snap.settings.pool.mode);
+    let server = if mode == sumun_config::PoolMode::Transaction {
+        // A server from the pool proves the database is there (and reachable), then goes
+        // back: the client gets one per transaction.
+        match super::txn::attach_for(
+            fe,
+            shared,
+            snap,
+            &credential,
+            caps,
+            response.charset,
+            &database,
+        )
         .await
-        .map_err(|_| refused("client_error", Some(&user)))?;
-    tracing::debug!(listener = %listener.name, client = %admitted.client, user = %user, target = %server.target.address, "client logged in");
+        {
+            Ok((pool, conn)) => pool.release(conn, &snap.settings.pool),
+            Err(why) => {
+                tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %why, "cannot log in to a server for the client");
+                let (code, state) = if why.contains("Unknown database") {
+                    (1049, b"42000")
+                } else {
+                    (1105, b"HY000")
+                };
+                let _ = send_err(client, code, state, &why).await;
+                return Err(refused("no_backend", Some(&user)));
+            }
+        }
+        let ok = super::txn::ok_payload(caps);
+        client
+            .write(&ok)
+            .await
+            .map_err(|_| refused("client_error", Some(&user)))?;
+        None
+    } else {
+        let server = server::connect(
+            fe,
+            shared,
+            snap,
+            listener,
+            admitted,
+            account,
+            &database,
+            caps,
+            response.charset,
+            response.attributes,
+        )
+        .await;
+        let server = match server {
+            Ok(s) => s,
+            Err(fail) => {
+                tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %fail.message, "cannot log in to a server for the client");
+                let _ = send_err(client, fail.code, &fail.sql_state, &fail.message).await;
+                return Err(refused(fail.end, Some(&user)));
+            }
+        };
+        // 5. The server's own OK (its status and session state) tells the client it is in.
+        client
+            .write(&server.ok)
+            .await
+            .map_err(|_| refused("client_error", Some(&user)))?;
+        Some(server)
+    };
+    tracing::debug!(listener = %listener.name, client = %admitted.client, user = %user, "client logged in");
     let client = std::mem::replace(client, Packets::new(Stream::Gone));
-    Ok((client, user, database, server, caps))
+    Ok((
+        client,
+        user,
+        database,
+        server,
+        caps,
+        credential,
+        response.charset,
+    ))
 }
 
 /// The client proves who it is. `Ok` with the method when it did (the caller still needs

@@ -17,8 +17,10 @@
 
 mod client;
 mod io;
+mod pool;
 mod server;
 mod session;
+mod txn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,6 +48,8 @@ pub struct MysqlFrontEnd {
     next_id: AtomicU32,
     /// The logged-in clients, for `/api/clients`.
     clients: Mutex<HashMap<u32, ClientRow>>,
+    /// Server connections of transaction-mode listeners.
+    pools: pool::Pools,
     pub stats: MysqlStats,
 }
 
@@ -65,6 +69,8 @@ pub struct MysqlStats {
     /// Server logins refused because the server asked for what it may not have (a cleartext
     /// password without verified TLS).
     pub backend_logins_refused: AtomicU64,
+    /// Transaction-mode clients pinned to their server, by reason (`txn::PIN_REASONS`).
+    pub pinned: [AtomicU64; 4],
 }
 
 /// A logged-in client, as `/api/clients` shows it.
@@ -88,6 +94,15 @@ impl MysqlFrontEnd {
     fn connection_id(&self) -> u32 {
         // Kept clear of the small ids servers hand out, so the two are not confused in logs.
         0x4000_0000 | (self.next_id.fetch_add(1, Ordering::Relaxed) & 0x3FFF_FFFF)
+    }
+
+    /// A transaction-mode client took a server (its address and connection id) or gave it back.
+    pub(crate) fn client_on(&self, connection_id: u32, server: Option<(String, u32)>) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(row) = clients.get_mut(&connection_id) {
+            row.server_connection_id = server.as_ref().map_or(0, |s| s.1);
+            row.server = server.map(|s| s.0);
+        }
     }
 
     pub(crate) fn server_hello(&self, group: &str) -> Option<ServerHello> {
@@ -137,6 +152,7 @@ impl FrontEnd for MysqlFrontEnd {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|g, _| registry.groups.iter().any(|rt| rt.name == *g));
+        self.pools.housekeeping(registry);
     }
 
     fn render_metrics(&self, _shared: &Shared, out: &mut String) {
@@ -175,11 +191,48 @@ impl FrontEnd for MysqlFrontEnd {
             "sumun_mysql_backend_logins_refused_total {}",
             s.backend_logins_refused.load(Ordering::Relaxed)
         );
+        family(
+            out,
+            "sumun_mysql_pinned_clients_total",
+            "counter",
+            "Transaction-mode MySQL clients pinned to their server, by reason.",
+        );
+        for (reason, n) in txn::PIN_REASONS.iter().zip(&s.pinned) {
+            let _ = writeln!(
+                out,
+                "sumun_mysql_pinned_clients_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
 
     fn pool_rows(&self, _shared: &Shared) -> Vec<Value> {
-        // Session mode without pooling: every client has a server connection of its own.
-        Vec::new()
+        // Transaction-mode pools (in session mode every client has a server of its own).
+        self.pools
+            .all()
+            .iter()
+            .map(|p| {
+                let open = p.open();
+                let idle = p.idle_count();
+                serde_json::json!({
+                    "protocol": "mysql",
+                    "listener": p.key.listener.to_string(),
+                    "target": p.key.target.to_string(),
+                    "database": "",
+                    "user": p.key.credential,
+                    "size": p.size(),
+                    "open": open,
+                    "idle": idle,
+                    "active": open.saturating_sub(idle as u32),
+                    "waiting": p.stats.waiting.load(Ordering::Relaxed),
+                    "checkouts": p.stats.checkouts.load(Ordering::Relaxed),
+                    "waits": p.stats.waits.load(Ordering::Relaxed),
+                    "timeouts": p.stats.timeouts.load(Ordering::Relaxed),
+                    "connects": p.stats.connects.load(Ordering::Relaxed),
+                    "connect_errors": p.stats.connect_errors.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 
     fn client_rows(&self, _shared: &Shared) -> Vec<Value> {

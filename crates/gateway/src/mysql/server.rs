@@ -44,6 +44,12 @@ const SETTLED_AT_LOGIN: u64 = CLIENT_MYSQL
     | CLIENT_COMPRESS
     | CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS;
 
+/// The capabilities a server connection's answers are relayed under: the client's, without
+/// what the login settles.
+pub(super) fn relayed(caps: Capabilities) -> u64 {
+    caps.0 & !SETTLED_AT_LOGIN
+}
+
 /// A logged-in server connection.
 pub(super) struct Connected {
     pub packets: Packets<ServerStream>,
@@ -499,4 +505,88 @@ async fn query_one(server: &mut Packets<ServerStream>, sql: &[u8]) -> Option<Str
             return Some(value);
         }
     }
+}
+
+/// Open a connection to `target` and log in as the account's backend user (each version of
+/// its vault password in turn while the server says it is wrong): a new pooled connection.
+#[allow(clippy::too_many_arguments)] // the connection's facts, each used once
+pub(super) async fn open_on(
+    fe: &MysqlFrontEnd,
+    shared: &Shared,
+    group: &TargetGroup,
+    target: &TargetRt,
+    credential: &str,
+    database: &str,
+    caps: Capabilities,
+    charset: u8,
+) -> Result<(Packets<ServerStream>, u32), ServerFail> {
+    let vault = shared
+        .vault
+        .load_full()
+        .ok_or_else(|| ServerFail::gateway("the gateway has no vault to log in with".into()))?;
+    let cred = vault
+        .backend_credential(credential)
+        .map_err(|e| ServerFail::gateway(format!("vault secret '{credential}': {e}")))?;
+    let user = cred.username.clone().ok_or_else(|| {
+        ServerFail::gateway(format!("vault secret '{credential}' has no username"))
+    })?;
+    let attempts = cred.passwords.len().max(1);
+    let mut last = None;
+    for i in 0..attempts {
+        let stream = match tokio::time::timeout(
+            group.connect_timeout,
+            TcpStream::connect(target.addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(ServerFail::gateway(format!(
+                    "no backend server is available: cannot connect to {}: {e}",
+                    target.address
+                )));
+            }
+            Err(_) => {
+                target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(ServerFail::gateway(format!(
+                    "no backend server is available: connecting to {} timed out",
+                    target.address
+                )));
+            }
+        };
+        let login = Login {
+            user: &user,
+            password: cred.passwords.get(i),
+            database,
+            caps,
+            charset,
+            attributes: &[],
+        };
+        let done = tokio::time::timeout(
+            group.connect_timeout.max(std::time::Duration::from_secs(5)),
+            login_on(fe, stream, group, &group.name, &target.address, &login),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ServerFail::gateway(format!(
+                "the server at {} did not finish the login in time",
+                target.address
+            )))
+        });
+        match done {
+            Ok((packets, thread_id, _ok)) => return Ok((packets, thread_id)),
+            Err(fail) if fail.code == 1045 && i + 1 < attempts => last = Some(fail),
+            Err(fail) => {
+                if fail.end == "backend_untrusted" {
+                    fe.stats
+                        .backend_logins_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(target = %target.address, error = %fail.message, "refusing a MySQL server");
+                }
+                return Err(fail);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| ServerFail::gateway("no password to log in with".into())))
 }

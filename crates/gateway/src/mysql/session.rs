@@ -35,6 +35,8 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
     let LoggedIn {
         client,
         server,
+        credential,
+        charset,
         user,
         database,
         connection_id,
@@ -48,7 +50,8 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
     let _slot = slot;
     let flow = admitted.flow.clone();
     let session_id = format!("{connection_id:08x}{:08x}", fastrand::u32(..));
-    let target = server.target.clone();
+    let target = server.as_ref().map(|s| s.target.clone());
+    let thread_id = server.as_ref().map(|s| s.thread_id);
     fe.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(
         connection_id,
         ClientRow {
@@ -56,11 +59,15 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
             client: admitted.client.to_string(),
             user: user.clone(),
             database: database.clone(),
-            pool_mode: "session",
+            pool_mode: if server.is_some() {
+                "session"
+            } else {
+                "transaction"
+            },
             session_id: session_id.clone(),
             connected_at: flow.start,
-            server: Some(target.address.clone()),
-            server_connection_id: server.thread_id,
+            server: target.as_ref().map(|t| t.address.clone()),
+            server_connection_id: thread_id.unwrap_or(0),
             connection_id,
         },
     );
@@ -73,8 +80,10 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
             extra.insert("user".into(), user.clone().into());
             extra.insert("database".into(), database.clone().into());
             extra.insert("session_id".into(), session_id.clone().into());
-            extra.insert("target".into(), target.address.clone().into());
-            extra.insert("server_connection_id".into(), server.thread_id.into());
+            if let (Some(t), Some(id)) = (&target, thread_id) {
+                extra.insert("target".into(), t.address.clone().into());
+                extra.insert("server_connection_id".into(), id.into());
+            }
             extra
         });
     let mask = match snap.settings.audit_queries {
@@ -82,20 +91,41 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         QueryAudit::Masked => Some(true),
         QueryAudit::Full => Some(false),
     };
+    let events = Events {
+        fe: fe.clone(),
+        shared: shared.clone(),
+        mask: mask.filter(|_| shared.records.audits()),
+        listener: listener.name.clone(),
+        client: admitted.client,
+        user: user.clone(),
+        database: database.clone(),
+        session_id,
+        target: target.as_ref().map_or(String::new(), |t| t.address.clone()),
+    };
+    let (Some(server), Some(target)) = (server, target) else {
+        // Transaction mode.
+        let idle = snap.settings.idle_limit();
+        let ctx = super::txn::Context {
+            fe: fe.clone(),
+            shared: shared.clone(),
+            snap: snap.clone(),
+            credential,
+            caps: s_caps,
+            charset,
+            database,
+            events,
+            flow: flow.clone(),
+            connection_id,
+        };
+        let end = super::txn::run(ctx, client, idle).await;
+        super::end_unserved(&shared, &listener, &flow, end, Some(&user));
+        return;
+    };
+    let _ = (credential, charset);
     let track = Arc::new(Mutex::new(Track {
         pending: VecDeque::new(),
         lost: false,
-        events: Events {
-            fe: fe.clone(),
-            shared: shared.clone(),
-            mask: mask.filter(|_| shared.records.audits()),
-            listener: listener.name.clone(),
-            client: admitted.client,
-            user,
-            database,
-            session_id,
-            target: target.address.clone(),
-        },
+        events,
     }));
     let mut audited = Audited {
         inner: client.stream,
@@ -177,7 +207,7 @@ struct Scan {
 
 /// Where the scan of the server's packets is.
 #[derive(Default)]
-struct ServerScan {
+pub(super) struct ServerScan {
     header: [u8; 4],
     have: usize,
     remaining: usize,
@@ -211,21 +241,22 @@ struct Track {
 }
 
 /// What an audit event needs to know about the session.
-struct Events {
-    fe: Arc<MysqlFrontEnd>,
-    shared: Arc<Shared>,
+pub(super) struct Events {
+    pub(super) fe: Arc<MysqlFrontEnd>,
+    pub(super) shared: Arc<Shared>,
     /// `Some(mask literals)` when statements are audited.
-    mask: Option<bool>,
-    listener: Arc<str>,
-    client: std::net::SocketAddr,
-    user: String,
-    database: String,
-    session_id: String,
-    target: String,
+    pub(super) mask: Option<bool>,
+    pub(super) listener: Arc<str>,
+    pub(super) client: std::net::SocketAddr,
+    pub(super) user: String,
+    pub(super) database: String,
+    pub(super) session_id: String,
+    pub(super) target: String,
 }
 
 impl Events {
-    fn statement(&self, text: &[u8], duration_us: u64, error: Option<u16>) {
+    /// An audit event for a statement sent as `text`, answered after `duration_us`.
+    pub(super) fn statement(&self, text: &[u8], duration_us: u64, error: Option<u16>) {
         let Some(mask) = self.mask else {
             return;
         };
@@ -517,9 +548,18 @@ struct Answers {
 }
 
 impl Answers {
-    fn observe(&mut self, mut bytes: &[u8]) {
+    fn observe(&mut self, bytes: &[u8]) {
         let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
-        let s = &mut self.scan;
+        self.scan.scan(bytes, |packet| track.answer(packet));
+    }
+}
+
+impl ServerScan {
+    /// Run `bytes` (the next bytes from the server) through the scan: `packet` is called with
+    /// each physical packet's payload (its first `HEAD_MAX` bytes) when its last byte has
+    /// passed; packets that continue a 16 MiB − 1 one are passed over.
+    pub(super) fn scan(&mut self, mut bytes: &[u8], mut packet: impl FnMut(&[u8])) {
+        let s = self;
         while !bytes.is_empty() {
             if s.remaining == 0 && s.have < 4 {
                 let take = (4 - s.have).min(bytes.len());
@@ -536,7 +576,7 @@ impl Answers {
                     s.continuation = was == MAX_CHUNK;
                     s.head.clear();
                     if s.remaining == 0 && !s.continuation {
-                        track.answer(&[]);
+                        packet(&[]);
                     }
                 }
                 continue;
@@ -549,12 +589,17 @@ impl Answers {
             s.remaining -= take;
             bytes = &bytes[take..];
             if s.remaining == 0 && !s.continuation {
-                track.answer(&s.head);
+                packet(&s.head);
                 if s.head.capacity() > HEAD_MAX {
                     s.head = Vec::new();
                 }
             }
         }
+    }
+
+    /// Between packets: nothing of one is pending.
+    pub(super) fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.have == 0
     }
 }
 

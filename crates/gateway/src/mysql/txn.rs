@@ -1,0 +1,660 @@
+//! Transaction mode: a client holds a server connection only while it has a command in flight,
+//! a transaction open (the server's `SERVER_STATUS_IN_TRANS`), a cursor open, or session state
+//! the next client must not see (then it is pinned to that server for the rest of its session,
+//! counted by reason). Between transactions its server goes back to the pool, so many clients
+//! share a few server connections.
+//!
+//! Commands are followed packet by packet: the client's to decide where they go (and to pin),
+//! the server's with the codec's response tracker to know when an answer is complete and in
+//! which transaction state. A client's database is carried to whichever server it lands on
+//! (`COM_INIT_DB` first when that server is elsewhere).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sumun_wire::mysql::flags::*;
+use sumun_wire::mysql::generic::{err_payload, OkPacket};
+use sumun_wire::mysql::packet::write_packet;
+use sumun_wire::mysql::{Capabilities, ResponseTracker, Step};
+use sumun_wire::sql;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::io::{ClientStream, Packets, ServerStream};
+use super::pool::{Checkout, Pool, PoolKey, ServerConn};
+use super::session::{Events, ServerScan};
+use super::MysqlFrontEnd;
+use crate::listener::ListenerSnapshot;
+use crate::Shared;
+
+/// Statement text kept for audit and analysis.
+const SQL_KEEP: usize = 16 * 1024;
+/// A command packet up to this size is read whole before it is sent (so it can be looked at);
+/// a larger one streams through after its first bytes.
+const GATHER: usize = 64 * 1024;
+
+/// Why a transaction-mode client is pinned to its server.
+pub(super) const PIN_REASONS: [&str; 4] = [
+    "session_state",
+    "prepared_statement",
+    "change_user",
+    "large_statement",
+];
+
+/// What a transaction-mode session needs besides its streams.
+pub(super) struct Context {
+    pub fe: Arc<MysqlFrontEnd>,
+    pub shared: Arc<Shared>,
+    pub snap: Arc<ListenerSnapshot>,
+    pub credential: String,
+    pub caps: Capabilities,
+    pub charset: u8,
+    pub database: String,
+    pub events: Events,
+    pub flow: Arc<crate::records::ActiveFlow>,
+    /// The id the client's greeting gave it (its row in `/api/clients`).
+    pub connection_id: u32,
+}
+
+/// A server connection the session holds, and its pool.
+struct Held {
+    pool: Arc<Pool>,
+    conn: ServerConn,
+}
+
+/// The command being answered.
+struct InFlight {
+    command: u8,
+    tracker: ResponseTracker,
+    text: Option<Vec<u8>>,
+    started: Instant,
+    /// `COM_INIT_DB`'s database, which becomes the client's when the server accepts it.
+    init_db: Option<String>,
+}
+
+enum End {
+    ClientClosed,
+    ClientError,
+    ServerLost(String),
+    Refused,
+    IdleTimeout,
+    Stopped,
+}
+
+impl End {
+    fn as_str(&self) -> &'static str {
+        match self {
+            End::ClientClosed => "closed",
+            End::ClientError => "client_error",
+            End::ServerLost(_) => "server_lost",
+            End::Refused => "refused",
+            End::IdleTimeout => "idle_timeout",
+            End::Stopped => "drained",
+        }
+    }
+}
+
+/// Check out a server for the client: an idle pooled one or a new login, in the client's
+/// database.
+pub(super) async fn attach(ctx: &Context) -> Result<(Arc<Pool>, ServerConn), String> {
+    attach_for(
+        &ctx.fe,
+        &ctx.shared,
+        &ctx.snap,
+        &ctx.credential,
+        ctx.caps,
+        ctx.charset,
+        &ctx.database,
+    )
+    .await
+}
+
+/// [`attach`] with the session's facts one by one (a login has no session yet).
+pub(super) async fn attach_for(
+    fe: &Arc<MysqlFrontEnd>,
+    shared: &Arc<Shared>,
+    snap: &Arc<ListenerSnapshot>,
+    credential: &str,
+    caps: Capabilities,
+    charset: u8,
+    database: &str,
+) -> Result<(Arc<Pool>, ServerConn), String> {
+    let ctx = Want {
+        fe,
+        shared,
+        snap,
+        credential,
+        caps,
+        charset,
+        database,
+    };
+    let group = ctx.snap.group.settings();
+    let settings = &ctx.snap.settings.pool;
+    let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
+    let mut tried = Vec::new();
+    let mut last = "no healthy backend server is available".to_string();
+    for _ in 0..=group.connect_retries {
+        let Some(target) = ctx.snap.group.pick(&tried) else {
+            break;
+        };
+        tried.push(target.addr);
+        let pool = ctx.fe.pools.get(
+            PoolKey {
+                listener: ctx.snap.settings.name.as_str().into(),
+                target: target.addr,
+                credential: ctx.credential.to_string(),
+                caps: super::server::relayed(ctx.caps),
+                charset: ctx.charset,
+            },
+            settings.size,
+        );
+        let mut conn = match pool.checkout(deadline).await {
+            None => {
+                return Err(format!(
+                    "no backend connection became free within {:?}",
+                    settings.checkout_timeout
+                ))
+            }
+            Some(Checkout::Idle(conn)) => conn,
+            Some(Checkout::Open(permit)) => {
+                match super::server::open_on(
+                    ctx.fe,
+                    ctx.shared,
+                    &group,
+                    &target,
+                    ctx.credential,
+                    ctx.database,
+                    ctx.caps,
+                    ctx.charset,
+                )
+                .await
+                {
+                    Ok((packets, thread_id)) => pool.adopt(
+                        packets,
+                        thread_id,
+                        &target,
+                        ctx.database.to_string(),
+                        permit,
+                    ),
+                    Err(fail) => {
+                        pool.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                        last = fail.message;
+                        if fail.end == "no_backend" {
+                            continue;
+                        }
+                        return Err(last);
+                    }
+                }
+            }
+        };
+        if conn.database != ctx.database && !ctx.database.is_empty() {
+            if let Err(e) = init_db(&mut conn.packets, ctx.database).await {
+                pool.release(conn, settings);
+                return Err(e);
+            }
+            conn.database = ctx.database.to_string();
+        }
+        return Ok((pool, conn));
+    }
+    Err(last)
+}
+
+/// What a checkout is for.
+struct Want<'a> {
+    fe: &'a Arc<MysqlFrontEnd>,
+    shared: &'a Arc<Shared>,
+    snap: &'a Arc<ListenerSnapshot>,
+    credential: &'a str,
+    caps: Capabilities,
+    charset: u8,
+    database: &'a str,
+}
+
+/// `COM_INIT_DB` on a server the gateway holds, its answer read here.
+async fn init_db(packets: &mut Packets<ServerStream>, database: &str) -> Result<(), String> {
+    packets.seq = 0;
+    let mut cmd = vec![COM_INIT_DB];
+    cmd.extend_from_slice(database.as_bytes());
+    packets.write(&cmd).await.map_err(|e| e.to_string())?;
+    let answer = packets.read().await.map_err(|e| e.to_string())?;
+    match answer.first() {
+        Some(0x00) => Ok(()),
+        _ => Err(match sumun_wire::mysql::ErrPacket::parse(&answer) {
+            Ok(e) => String::from_utf8_lossy(e.message).into_owned(),
+            Err(_) => format!("the server refused database '{database}'"),
+        }),
+    }
+}
+
+/// The session of a logged-in transaction-mode client.
+pub(super) async fn run(
+    mut ctx: Context,
+    client: Packets<ClientStream>,
+    idle: std::time::Duration,
+) -> &'static str {
+    let mut client_stream = client.stream;
+    let mut cbuf = client.buf;
+    let mut s = State::default();
+    let end = s.relay(&mut ctx, &mut client_stream, &mut cbuf, idle).await;
+    // Whatever the client left on its server: a command in flight or an open transaction is
+    // not handed on; a pinned server is reset first.
+    if let Some(held) = s.held.take() {
+        if s.inflight.is_none() && !matches!(end, End::ServerLost(_)) {
+            let mut conn = held.conn;
+            if s.in_tx || s.pinned.is_some() {
+                match reset(&mut conn.packets).await {
+                    Ok(()) => held.pool.release(conn, &ctx.snap.settings.pool),
+                    Err(_) => held.pool.discard(conn),
+                }
+            } else {
+                held.pool.release(conn, &ctx.snap.settings.pool);
+            }
+        } else {
+            held.pool.discard(held.conn);
+        }
+    }
+    if let End::ServerLost(why) = &end {
+        tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "backend connection lost");
+    }
+    end.as_str()
+}
+
+/// `COM_RESET_CONNECTION`: the server forgets the session (transaction, variables, temporary
+/// tables, prepared statements, locks).
+async fn reset(packets: &mut Packets<ServerStream>) -> Result<(), String> {
+    packets.seq = 0;
+    packets
+        .write(&[COM_RESET_CONNECTION])
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), packets.read())
+        .await
+        .map_err(|_| "no answer to COM_RESET_CONNECTION".to_string())?
+        .map_err(|e| e.to_string())?;
+    match answer.first() {
+        Some(0x00) => Ok(()),
+        _ => Err("COM_RESET_CONNECTION refused".into()),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    held: Option<Held>,
+    inflight: Option<InFlight>,
+    /// The server asked the client for more (a local file, `COM_CHANGE_USER`'s exchange):
+    /// its packets go through as they come.
+    client_turn: bool,
+    /// Bytes of the current client packet still to pass through to the server.
+    c_remaining: usize,
+    in_tx: bool,
+    cursor: bool,
+    pinned: Option<&'static str>,
+    sscan: ServerScan,
+}
+
+/// Client bytes held at most (a command being gathered, or sent while the previous one is
+/// answered); beyond it the client is not read until the gateway catches up.
+const CLIENT_BUFFER: usize = GATHER + 64 * 1024;
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Timer,
+    Stop,
+}
+
+impl State {
+    async fn relay(
+        &mut self,
+        ctx: &mut Context,
+        client: &mut ClientStream,
+        cbuf: &mut Vec<u8>,
+        idle: std::time::Duration,
+    ) -> End {
+        let shared = ctx.shared.clone();
+        let stop = shared.stop.wait();
+        tokio::pin!(stop);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let mut cchunk = vec![0u8; 8192];
+        let mut schunk = vec![0u8; 16384];
+        loop {
+            if let Err(end) = self.on_client(ctx, client, cbuf).await {
+                return end;
+            }
+            let read_client = cbuf.len() < CLIENT_BUFFER;
+            let event = {
+                let server = self.held.as_mut().map(|h| &mut h.conn.packets.stream);
+                tokio::select! {
+                    biased;
+                    r = async {
+                        match server {
+                            Some(s) => s.read(&mut schunk).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Event::Server(r),
+                    r = client.read(&mut cchunk), if read_client => Event::Client(r),
+                    () = &mut timer => Event::Timer,
+                    () = &mut stop => Event::Stop,
+                }
+            };
+            match event {
+                Event::Server(Ok(0)) => {
+                    return End::ServerLost("the server closed the connection".into())
+                }
+                Event::Server(Err(e)) => return End::ServerLost(e.to_string()),
+                Event::Server(Ok(n)) => {
+                    if let Err(end) = self.on_server(ctx, client, &schunk[..n]).await {
+                        return end;
+                    }
+                }
+                Event::Client(Ok(0)) => return End::ClientClosed,
+                Event::Client(Err(_)) => return End::ClientError,
+                Event::Client(Ok(n)) => {
+                    cbuf.extend_from_slice(&cchunk[..n]);
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Event::Timer => {
+                    if self.inflight.is_none() {
+                        return End::IdleTimeout;
+                    }
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Event::Stop => return End::Stopped,
+            }
+        }
+    }
+
+    /// Pass on what the client sent, command by command, while it may.
+    async fn on_client(
+        &mut self,
+        ctx: &mut Context,
+        client: &mut ClientStream,
+        cbuf: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        loop {
+            if self.c_remaining > 0 {
+                if cbuf.is_empty() {
+                    return Ok(());
+                }
+                let n = self.c_remaining.min(cbuf.len());
+                self.send_server(&cbuf[..n]).await?;
+                cbuf.drain(..n);
+                self.c_remaining -= n;
+                continue;
+            }
+            if self.inflight.is_some() && !self.client_turn {
+                return Ok(());
+            }
+            if cbuf.len() < 4 {
+                return Ok(());
+            }
+            let len = usize::from(cbuf[0]) | usize::from(cbuf[1]) << 8 | usize::from(cbuf[2]) << 16;
+            let seq = cbuf[3];
+            let total = 4 + len;
+            if self.client_turn {
+                // A local file's content, or the client's part of an authentication exchange.
+                let n = total.min(cbuf.len());
+                self.send_server(&cbuf[..n]).await?;
+                cbuf.drain(..n);
+                self.c_remaining = total - n;
+                continue;
+            }
+            // A new command.
+            if seq != 0 {
+                reply(
+                    client,
+                    1,
+                    &err_payload(1156, b"08S01", "Got packets out of order"),
+                )
+                .await;
+                return Err(End::Refused);
+            }
+            let whole = total <= cbuf.len();
+            if !whole && (total <= GATHER || cbuf.len() < 5) {
+                return Ok(());
+            }
+            if len == 0 {
+                reply(
+                    client,
+                    1,
+                    &err_payload(1835, b"HY000", "Malformed communication packet."),
+                )
+                .await;
+                return Err(End::Refused);
+            }
+            let command = cbuf[4];
+            let body = &cbuf[5..total.min(cbuf.len())];
+            let mut text = None;
+            let mut init_db = None;
+            let mut pin = None;
+            match command {
+                COM_QUIT => return Err(End::ClientClosed),
+                COM_PING | COM_RESET_CONNECTION if self.held.is_none() => {
+                    // Nothing of the client's is on any server: answered here.
+                    reply(client, 1, &ok_payload(ctx.caps)).await;
+                    cbuf.drain(..total);
+                    continue;
+                }
+                COM_CHANGE_USER => {
+                    reply(
+                        client,
+                        1,
+                        &err_payload(
+                            1235,
+                            b"42000",
+                            "This version of Sumun doesn't yet support 'COM_CHANGE_USER on a transaction-mode listener': connect again as the other user",
+                        ),
+                    )
+                    .await;
+                    cbuf.drain(..total.min(cbuf.len()));
+                    self.c_remaining = total.saturating_sub(cbuf.len().min(total));
+                    if self.c_remaining > 0 {
+                        return Err(End::Refused);
+                    }
+                    continue;
+                }
+                COM_STMT_PREPARE => pin = Some("prepared_statement"),
+                COM_QUERY => {
+                    let kept = &body[..body.len().min(SQL_KEEP)];
+                    let analysis =
+                        sql::analyze_with(&String::from_utf8_lossy(kept), sql::Syntax::MYSQL);
+                    if analysis.pin.is_some() {
+                        pin = Some("session_state");
+                    } else if !whole {
+                        // Not all of it was looked at.
+                        pin = Some("large_statement");
+                    }
+                    text = Some(kept.to_vec());
+                    ctx.fe.stats.queries.fetch_add(1, Ordering::Relaxed);
+                }
+                COM_INIT_DB => init_db = Some(String::from_utf8_lossy(body).into_owned()),
+                _ => {}
+            }
+            let tracker = match ResponseTracker::new(command, ctx.caps) {
+                Ok(t) => t,
+                Err(_) => {
+                    reply(client, 1, &err_payload(1047, b"08S01", "Unknown command")).await;
+                    if !whole {
+                        return Err(End::Refused);
+                    }
+                    cbuf.drain(..total);
+                    continue;
+                }
+            };
+            if self.held.is_none() {
+                match attach(ctx).await {
+                    Ok((pool, conn)) => {
+                        *ctx.flow.target.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(conn.target.addr);
+                        ctx.fe.client_on(
+                            ctx.connection_id,
+                            Some((conn.target.address.clone(), conn.thread_id)),
+                        );
+                        self.held = Some(Held { pool, conn });
+                    }
+                    Err(why) => {
+                        tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "no backend connection for a statement");
+                        reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
+                        if !whole {
+                            return Err(End::Refused);
+                        }
+                        cbuf.drain(..total);
+                        continue;
+                    }
+                }
+            }
+            let n = total.min(cbuf.len());
+            self.send_server(&cbuf[..n]).await?;
+            cbuf.drain(..n);
+            self.c_remaining = total - n;
+            if let Some(reason) = pin {
+                self.pin(ctx, reason);
+            }
+            if sumun_wire::mysql::response::expects_response(command) {
+                self.inflight = Some(InFlight {
+                    command,
+                    tracker,
+                    text,
+                    started: Instant::now(),
+                    init_db,
+                });
+            } else {
+                self.maybe_release(ctx);
+            }
+        }
+    }
+
+    fn pin(&mut self, ctx: &Context, reason: &'static str) {
+        if self.pinned.is_some() {
+            return;
+        }
+        self.pinned = Some(reason);
+        if let Some(slot) = PIN_REASONS.iter().position(|r| *r == reason) {
+            ctx.fe.stats.pinned[slot].fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!(listener = %ctx.snap.settings.name, client = %ctx.events.client, reason, "client pinned to its server");
+    }
+
+    /// Server bytes: followed, then passed to the client as they are.
+    async fn on_server(
+        &mut self,
+        ctx: &mut Context,
+        client: &mut ClientStream,
+        bytes: &[u8],
+    ) -> Result<(), End> {
+        let State {
+            sscan,
+            inflight,
+            client_turn,
+            ..
+        } = self;
+        let mut done = None;
+        let mut broken = None;
+        sscan.scan(bytes, |packet| {
+            let Some(f) = inflight.as_mut() else {
+                // Said without being asked: an ERR before the server closes the connection.
+                return;
+            };
+            if done.is_some() {
+                broken = Some("the server sent more than its answer".to_string());
+                return;
+            }
+            match f.tracker.feed(packet) {
+                Ok(Step::More) => *client_turn = false,
+                Ok(Step::LocalInfile | Step::ClientTurn) => *client_turn = true,
+                Ok(Step::Done(outcome)) => done = Some(outcome),
+                Err(e) => broken = Some(e.to_string()),
+            }
+        });
+        client
+            .write_all(bytes)
+            .await
+            .map_err(|_| End::ClientError)?;
+        client.flush().await.map_err(|_| End::ClientError)?;
+        if let Some(why) = broken {
+            return Err(End::ServerLost(why));
+        }
+        let Some(outcome) = done else {
+            return Ok(());
+        };
+        self.client_turn = false;
+        let Some(f) = self.inflight.take() else {
+            return Ok(());
+        };
+        if let Some(text) = &f.text {
+            let us = f.started.elapsed().as_micros() as u64;
+            ctx.events.statement(text, us, outcome.error);
+        }
+        if outcome.error.is_none() {
+            if let (Some(db), Some(h)) = (f.init_db, self.held.as_mut()) {
+                h.conn.database = db.clone();
+                ctx.database = db;
+            }
+            if f.command == COM_RESET_CONNECTION {
+                self.pinned = None;
+            }
+        }
+        if let Some(status) = outcome.status {
+            self.in_tx = status & SERVER_STATUS_IN_TRANS != 0;
+            self.cursor = status & SERVER_STATUS_CURSOR_EXISTS != 0;
+            // Session state the analysis did not see (the server says it changed): the
+            // server is the client's from now on.
+            if status & SERVER_SESSION_STATE_CHANGED != 0
+                && !matches!(f.command, COM_INIT_DB | COM_RESET_CONNECTION)
+            {
+                self.pin(ctx, "session_state");
+            }
+        }
+        self.maybe_release(ctx);
+        Ok(())
+    }
+
+    /// Between transactions, with nothing outstanding and nothing to keep: the server goes
+    /// back to its pool.
+    fn maybe_release(&mut self, ctx: &Context) {
+        if self.inflight.is_some()
+            || self.in_tx
+            || self.cursor
+            || self.pinned.is_some()
+            || self.c_remaining > 0
+            || !self.sscan.at_boundary()
+        {
+            return;
+        }
+        if let Some(held) = self.held.take() {
+            held.pool.release(held.conn, &ctx.snap.settings.pool);
+            ctx.fe.client_on(ctx.connection_id, None);
+        }
+    }
+
+    async fn send_server(&mut self, bytes: &[u8]) -> Result<(), End> {
+        let Some(h) = self.held.as_mut() else {
+            return Err(End::ServerLost("no server".into()));
+        };
+        let s = &mut h.conn.packets.stream;
+        if let Err(e) = s.write_all(bytes).await {
+            return Err(End::ServerLost(e.to_string()));
+        }
+        s.flush().await.map_err(|e| End::ServerLost(e.to_string()))
+    }
+}
+
+/// Answer the client with one packet.
+async fn reply(client: &mut ClientStream, seq: u8, payload: &[u8]) {
+    let mut out = Vec::with_capacity(payload.len() + 4);
+    write_packet(&mut out, seq, payload);
+    let _ = client.write_all(&out).await;
+    let _ = client.flush().await;
+}
+
+/// An OK as the server would send to a `COM_PING` or a reset, in autocommit.
+pub(super) fn ok_payload(caps: Capabilities) -> Vec<u8> {
+    let mut out = Vec::new();
+    OkPacket {
+        status: SERVER_STATUS_AUTOCOMMIT,
+        ..OkPacket::default()
+    }
+    .write(&mut out, caps);
+    out
+}
