@@ -95,6 +95,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo interrupted >&2; exit 130' INT TERM
 
+# Other work may rebuild target/release/sumun during the run: run a copy, and say what it was.
+SUMUN_BUILT=""; SUMUN_DIRTY=""
+if [ -x "$SUMUN" ]; then
+  SUMUN_BUILT=$(date -u -r "$SUMUN" '+%Y-%m-%d %H:%M UTC')
+  SUMUN_DIRTY=$(git -C "$ROOT" status --porcelain -- crates Cargo.lock 2>/dev/null | wc -l)
+  cp "$SUMUN" "$W/sumun-bin"; SUMUN=$W/sumun-bin
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 alive() { # PID: running (not gone, not a zombie)
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]
@@ -334,39 +342,51 @@ bench() {
     echo "  $path: failed (${SUMUN_NOTE:-$proxy not running})"
     return 0
   fi
-  log_cmd "$shown"
-  t0=$(cpu_ticks "$pid"); m0=$(cpu_ticks "$M_PID")
-  # The subshell's cutime + cstime after sysbench ends are sysbench's CPU (the client's); its
-  # pid is taken before the pipeline, whose parts are subshells of their own.
-  out=$(cd "$SB" && { rc=0; timeout -k 5 $((DURATION + 90)) sysbench "$test" "${args[@]}" --mysql-password="$pass" run 2>&1 || rc=$?
-    me=$BASHPID; sed 's/^.*) //' "/proc/$me/stat" | awk -v rc=$rc '{print "__CLIENT_TICKS=" $14 + $15; print "__RC=" rc}'; })
-  t1=$(cpu_ticks "$pid"); m1=$(cpu_ticks "$M_PID")
-  rc=$(echo "$out" | sed -n 's/^__RC=//p'); rc=${rc:-1}
-  local ct; ct=$(echo "$out" | sed -n 's/^__CLIENT_TICKS=//p')
-  qps=$(echo "$out" | awk '/^ *queries:/ {gsub(/\(/, "", $3); printf "%.0f", $3; exit}')
-  eps=$(echo "$out" | awk '/^ *transactions:/ {gsub(/\(/, "", $3); printf "%.0f", $3; exit}')
-  n=$(echo "$out" | awk '/^ *queries:/ {print $2; exit}')
-  [ "$key" = "${key#storm}" ] || { qps=$eps; n=$(echo "$out" | awk '/^ *transactions:/ {print $2; exit}'); }
-  lat=$(echo "$out" | awk '/^ *avg:/ {print $2; exit}')
-  p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
-  errs=$(echo "$out" | awk '/ignored errors:/ {print $3; exit}')
-  if [ -z "$qps" ] || [ "${n:-0}" = 0 ] || [ "$rc" != 0 ] || { [ "$proxy" != direct ] && ! alive "$pid"; }; then
-    local f="$W/failed-$(echo "$path $key" | tr -c 'A-Za-z0-9' _).log"
-    echo "$out" > "$f"
-    local why; why=$(echo "$out" | grep -i -m3 'fatal\|error\|lost\|denied' | tr '\n' ' ' | cut -c1-300)
-    [ -z "$why" ] && why=$(echo "$out" | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-300)
-    FAILURES+=("- $path, \`$label\` (rc $rc): $why")
-    rows+=("| \`$label\` | $path | failed${qps:+ ($qps before the error)} | | | | | | $(ratio_cols "$proxy" "$key" "" "" "") |")
-    echo "  $path: failed (rc $rc): $why"
-    return 0
-  fi
+  local envv=() note="" attempt
+  for attempt in 1 2; do
+    log_cmd "${envv[*]}${envv[*]:+ }$shown"
+    t0=$(cpu_ticks "$pid"); m0=$(cpu_ticks "$M_PID")
+    # The subshell's cutime + cstime after sysbench ends are sysbench's CPU (the client's); its
+    # pid is taken before the pipeline, whose parts are subshells of their own.
+    out=$(cd "$SB" && { rc=0; env "${envv[@]}" timeout -k 5 $((DURATION + 90)) sysbench "$test" "${args[@]}" --mysql-password="$pass" run 2>&1 || rc=$?
+      me=$BASHPID; sed 's/^.*) //' "/proc/$me/stat" | awk -v rc=$rc '{print "__CLIENT_TICKS=" $14 + $15; print "__RC=" rc}'; })
+    t1=$(cpu_ticks "$pid"); m1=$(cpu_ticks "$M_PID")
+    rc=$(echo "$out" | sed -n 's/^__RC=//p'); rc=${rc:-1}
+    local ct; ct=$(echo "$out" | sed -n 's/^__CLIENT_TICKS=//p')
+    qps=$(echo "$out" | awk '/^ *queries:/ {gsub(/\(/, "", $3); printf "%.0f", $3; exit}')
+    eps=$(echo "$out" | awk '/^ *transactions:/ {gsub(/\(/, "", $3); printf "%.0f", $3; exit}')
+    n=$(echo "$out" | awk '/^ *queries:/ {print $2; exit}')
+    [ "$key" = "${key#storm}" ] || { qps=$eps; n=$(echo "$out" | awk '/^ *transactions:/ {print $2; exit}'); }
+    lat=$(echo "$out" | awk '/^ *avg:/ {print $2; exit}')
+    p95=$(echo "$out" | awk '/95th percentile:/ {print $3; exit}')
+    errs=$(echo "$out" | awk '/ignored errors:/ {print $3; exit}')
+    if [ -z "$qps" ] || [ "${n:-0}" = 0 ] || [ "$rc" != 0 ] || { [ "$proxy" != direct ] && ! alive "$pid"; }; then
+      local f="$W/failed-$(echo "$path $key $attempt" | tr -c 'A-Za-z0-9' _).log"
+      echo "$out" > "$f"
+      local why; why=$(echo "$out" | grep -i -m3 'fatal\|error\|lost\|denied' | tr '\n' ' ' | cut -c1-300)
+      [ -z "$why" ] && why=$(echo "$out" | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-300)
+      FAILURES+=("- $path, \`$label\`${envv[*]:+ with ${envv[*]}} (rc $rc, $(echo "$out" | grep -c '^FATAL: error') threads refused): $why")
+      # libmariadb loads its mysql_clear_password plugin (which token logins need) on first use,
+      # and threads that connect at once can race on it ("already loaded"); preloading it at
+      # library init avoids the race. Retry such a row once that way, and say so.
+      if [ "$attempt" = 1 ] && echo "$out" | grep -q 'mysql_clear_password could not be loaded'; then
+        envv=(LIBMYSQL_PLUGINS=mysql_clear_password); note=" (retried with LIBMYSQL_PLUGINS=mysql_clear_password)"
+        echo "  $path: failed (rc $rc): $why; retrying with ${envv[*]}"
+        continue
+      fi
+      rows+=("| \`$label\` | $path | failed${qps:+ ($qps before the error)} | | | | | | $(ratio_cols "$proxy" "$key" "" "" "") |")
+      echo "  $path: failed (rc $rc): $why"
+      return 0
+    fi
+    break
+  done
   per_q() { awk -v d="$1" -v n="$n" -v t="$TCK" 'BEGIN { printf "%.1f", d * 1e6 / t / n }'; }
   [ -n "$pid" ] && cpu=$(per_q $((t1 - t0)))
   mcpu=$(per_q $((m1 - m0))); ccpu=$(per_q "${ct:-0}")
   [ -n "$errs" ] && [ "$errs" != 0 ] && qps="$qps ($errs ignored errors)"
   QPS[$proxy/$key]=${qps%% *}; CPU[$proxy/$key]=$cpu; MCPU[$proxy/$key]=$mcpu
   r=$(ratio_cols "$proxy" "$key" "${qps%% *}" "$cpu" "$mcpu")
-  rows+=("| \`$label\` | $path | $qps | $lat | $p95 | $cpu | $mcpu | $ccpu | $r |")
+  rows+=("| \`$label\` | $path$note | $qps | $lat | $p95 | $cpu | $mcpu | $ccpu | $r |")
   if [ "$proxy" = sumun ]; then
     local r1 r2 r3; IFS='|' read -r r1 r2 r3 <<<"$r"
     r="vs HAProxy: x$(echo $r1), proxy CPU x$(echo $r2), proxy+MariaDB CPU x$(echo $r3)"
@@ -430,7 +450,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 SB_VER=$(sysbench --version | awk '{print $2}')
 HAP_VER=$("$HAPROXY" -v | head -1 | awk '{print $3}')
 SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-[ -x "$SUMUN" ] && SUMUN_VER="$("$SUMUN" --version 2>/dev/null | head -1 | sed 's/^sumun //' || true) (commit $SUMUN_VER)"
+[ -x "$SUMUN" ] && SUMUN_VER="$("$SUMUN" --version 2>/dev/null | head -1 | sed 's/^sumun //' || true) (built $SUMUN_BUILT; HEAD $SUMUN_VER, $SUMUN_DIRTY uncommitted files under crates/ then)"
 HEAD_ROW="| test | path | queries/s | latency avg ms | p95 ms | proxy CPU µs/query | MariaDB CPU µs/query | sysbench CPU µs/query | Sumun/HAProxy q/s | Sumun/HAProxy proxy CPU | Sumun/HAProxy proxy + MariaDB CPU |"
 SEP_ROW="|---|---|---|---|---|---|---|---|---|---|---|"
 {
