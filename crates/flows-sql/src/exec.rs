@@ -112,35 +112,54 @@ fn hash_key(key: &[Value]) -> u64 {
     h.finish()
 }
 
-/// One partition: groups numbered in order of arrival; group `i`'s key values are
-/// `keys[i * k .. (i + 1) * k]` and its aggregate states `states[i * n .. (i + 1) * n]`, so a
-/// group costs no allocation of its own. The hash table holds only (hash, group) pairs.
+/// A group's key value or one of its aggregate states: both live in one array, a group's
+/// cells side by side, so finding a group and updating it touch the same cache lines.
+enum Cell {
+    Key(Value),
+    State(AggState),
+}
+
+/// One partition: groups numbered in order of arrival; group `i` owns
+/// `cells[i * w .. (i + 1) * w]` (`w` = keys + aggregates: key values first), so a group costs no
+/// allocation of its own. The hash table holds only (hash, group) pairs.
 #[derive(Default)]
 struct Part {
     table: HashTable<(u64, usize)>,
-    keys: Vec<Value>,
-    states: Vec<AggState>,
+    cells: Vec<Cell>,
     groups: usize,
 }
 
+fn key_eq(cells: &[Cell], key: &[Value]) -> bool {
+    cells.len() >= key.len()
+        && key
+            .iter()
+            .zip(cells)
+            .all(|(k, c)| matches!(c, Cell::Key(v) if v == k))
+}
+
 impl Part {
-    /// The group of `key` (with hash `h`), added with `init` states if new.
-    fn group(&mut self, h: u64, key: &[Value], init: &mut dyn FnMut(&mut Vec<AggState>)) -> usize {
-        let k = key.len();
+    /// The group of `key` (with hash `h`), added with the states `init` pushes if new; `w` is
+    /// the number of cells per group.
+    fn group(
+        &mut self,
+        h: u64,
+        key: &[Value],
+        w: usize,
+        init: &mut dyn FnMut(&mut Vec<Cell>),
+    ) -> usize {
         let Part {
             table,
-            keys,
-            states,
+            cells,
             groups,
         } = self;
         if let Some(&(_, id)) = table.find(h, |&(hh, id)| {
-            hh == h && keys.get(id * k..(id + 1) * k) == Some(key)
+            hh == h && cells.get(id * w..).is_some_and(|c| key_eq(c, key))
         }) {
             return id;
         }
         let id = *groups;
-        keys.extend_from_slice(key);
-        init(states);
+        cells.extend(key.iter().cloned().map(Cell::Key));
+        init(cells);
         table.insert_unique(h, (h, id), |&(hh, _)| hh);
         *groups += 1;
         id
@@ -148,30 +167,34 @@ impl Part {
 
     /// Folds `other` (the same partition of another thread's table) into this one.
     fn merge(&mut self, mut other: Part, k: usize, aggs: &[AggSpec]) {
-        let n = aggs.len();
+        let w = k + aggs.len();
         let entries: Vec<(u64, usize)> = other.table.iter().copied().collect();
         for (h, oid) in entries {
-            let Some(key) = other.keys.get(oid * k..(oid + 1) * k) else {
+            let Some(group) = other.cells.get_mut(oid * w..(oid + 1) * w) else {
                 continue;
             };
-            let mut theirs: Vec<AggState> = other
-                .states
-                .get_mut(oid * n..(oid + 1) * n)
-                .map(|s| {
-                    s.iter_mut()
-                        .map(|x| std::mem::replace(x, AggState::Count(0)))
-                        .collect()
+            let key: Vec<Value> = group[..k]
+                .iter()
+                .map(|c| match c {
+                    Cell::Key(v) => v.clone(),
+                    Cell::State(_) => Value::Null,
                 })
-                .unwrap_or_default();
+                .collect();
+            let mut theirs: Vec<Cell> = group[k..]
+                .iter_mut()
+                .map(|c| std::mem::replace(c, Cell::Key(Value::Null)))
+                .collect();
             let mut fresh = false;
-            let id = self.group(h, key, &mut |states| {
+            let id = self.group(h, &key, w, &mut |cells| {
                 fresh = true;
-                states.append(&mut theirs);
+                cells.append(&mut theirs);
             });
             if !fresh {
-                if let Some(mine) = self.states.get_mut(id * n..(id + 1) * n) {
+                if let Some(mine) = self.cells.get_mut(id * w + k..(id + 1) * w) {
                     for ((a, s), o) in aggs.iter().zip(mine.iter_mut()).zip(theirs) {
-                        a.merge(s, o);
+                        if let (Cell::State(s), Cell::State(o)) = (s, o) {
+                            a.merge(s, o);
+                        }
                     }
                 }
             }
@@ -185,21 +208,25 @@ impl Part {
         aggs: &[AggSpec],
         rows: &mut Vec<Vec<Value>>,
     ) -> Result<(), EvalError> {
-        let n = aggs.len();
-        let mut states = self.states.into_iter();
-        for id in 0..self.groups {
-            let mut row: Vec<Value> = self
-                .keys
-                .get(id * k..(id + 1) * k)
-                .unwrap_or_default()
-                .to_vec();
+        let w = k + aggs.len();
+        let mut cells = self.cells.into_iter();
+        for _ in 0..self.groups {
+            let mut row = Vec::with_capacity(w);
+            for _ in 0..k {
+                row.push(match cells.next() {
+                    Some(Cell::Key(v)) => v,
+                    _ => Value::Null,
+                });
+            }
             for a in aggs {
-                let s = states.next().unwrap_or_else(|| a.init());
+                let s = match cells.next() {
+                    Some(Cell::State(s)) => s,
+                    _ => a.init(),
+                };
                 row.push(a.finish(s)?);
             }
             rows.push(row);
         }
-        let _ = n;
         Ok(())
     }
 }
@@ -234,13 +261,16 @@ impl AggTable {
         let Some(part) = self.parts.get_mut((h >> 60) as usize % PARTS) else {
             return Ok(());
         };
-        let id = part.group(h, &self.keybuf, &mut |states| {
-            states.extend(aggs.iter().map(AggSpec::init))
+        let k = keys.len();
+        let w = k + aggs.len();
+        let id = part.group(h, &self.keybuf, w, &mut |cells| {
+            cells.extend(aggs.iter().map(|a| Cell::State(a.init())))
         });
-        let n = aggs.len();
-        if let Some(states) = part.states.get_mut(id * n..(id + 1) * n) {
+        if let Some(states) = part.cells.get_mut(id * w + k..(id + 1) * w) {
             for (a, s) in aggs.iter().zip(states.iter_mut()) {
-                a.update(s, row)?;
+                if let Cell::State(s) = s {
+                    a.update(s, row)?;
+                }
             }
         }
         Ok(())
