@@ -30,7 +30,8 @@
 //! `/*! .. */`, `/*!50700 .. */`, `/*M!100100 .. */` whose content is lexed as SQL (their markers
 //! are kept in masked text); no dollar quotes, `$` is an identifier character. Its pin reasons
 //! add user variables (`SET @x`, `@x :=`, `INTO @x`), `LOCK TABLES` / `FLUSH ... WITH READ
-//! LOCK`, `GET_LOCK()`, `USE db`, and every session `SET` (`SET LOCAL` is session-wide there);
+//! LOCK`, `GET_LOCK()`, `HANDLER .. OPEN`, `USE db`, and every session `SET` (`SET LOCAL` is
+//! session-wide there); `XA START`/`XA COMMIT` are transaction boundaries;
 //! MariaDB's `SET STATEMENT .. FOR` does not pin. [`may_pin_mysql`] is its pre-filter.
 
 #[cfg(test)]
@@ -167,6 +168,8 @@ pub enum PinReason {
     /// MySQL: `LOCK TABLES`, `FLUSH TABLES .. WITH READ LOCK` (held until unlocked or the
     /// session ends).
     LockTables,
+    /// MySQL: `HANDLER t OPEN` (a table handler the session keeps; no status flag shows it).
+    Handler,
 }
 
 impl PinReason {
@@ -182,6 +185,7 @@ impl PinReason {
             PinReason::Load => "load",
             PinReason::UserVariable => "user_variable",
             PinReason::LockTables => "lock_tables",
+            PinReason::Handler => "handler",
         }
     }
 }
@@ -349,14 +353,15 @@ fn pin_word_at(sql: &[u8], i: usize) -> bool {
 
 /// [`may_pin`] for MySQL text: `false` means [`analyze_with`] under [`Syntax::MYSQL`] finds no
 /// [`PinReason`] for certain. Every MySQL pin needs `@` or `:=` (user variables), or one of the words
-/// `set`, `lock` (`LOCK TABLES`, `GET_LOCK`, `FLUSH .. LOCK`), `temp`, `prepare` or `use`, in
+/// `set`, `lock` (`LOCK TABLES`, `GET_LOCK`, `FLUSH .. LOCK`), `temp`, `prepare`, `use` or
+/// `handler`, in
 /// any case and anywhere (a plain scan: comments and strings cannot hide a word from it).
 pub fn may_pin_mysql(sql: &[u8]) -> bool {
-    const WORDS: [&[u8]; 5] = [b"set", b"lock", b"temp", b"prepare", b"use"];
+    const WORDS: [&[u8]; 6] = [b"set", b"lock", b"temp", b"prepare", b"use", b"handler"];
     sql.iter().enumerate().any(|(i, &b)| {
         b == b'@'
             || (b == b':' && sql.get(i + 1) == Some(&b'='))
-            || (matches!(b | 0x20, b's' | b'l' | b't' | b'p' | b'u')
+            || (matches!(b | 0x20, b's' | b'l' | b't' | b'p' | b'u' | b'h')
                 && WORDS.iter().any(|w| {
                     sql.get(i..i + w.len())
                         .is_some_and(|s| s.eq_ignore_ascii_case(w))
@@ -1177,6 +1182,19 @@ fn mysql_head(
     } else if kw(head_tok, src, "lock") {
         set_pin(pin, PinReason::LockTables);
         Head::Other
+    } else if kw(head_tok, src, "handler") {
+        set_pin(pin, PinReason::Handler);
+        Head::Other
+    } else if kw(head_tok, src, "xa") {
+        // XA transactions also show in the status flags (`SERVER_STATUS_IN_TRANS`).
+        let next = lx.peek_sig();
+        if kw_any(next, src, &["start", "begin"]) {
+            Head::Begin
+        } else if kw_any(next, src, &["commit", "rollback"]) {
+            Head::Commit
+        } else {
+            Head::Other
+        }
     } else if kw(head_tok, src, "flush") {
         *flush = true;
         Head::Other

@@ -383,6 +383,26 @@ fn commands(c: &mut Client, deprecate_eof: bool) {
     assert!(changes(&packets[0]).contains(&(b"mysql".to_vec(), Vec::new())));
     c.run(b"\x02shop");
 
+    // An XA transaction shows in the status flags until its commit; an open HANDLER does not
+    // (so the SQL analysis pins it).
+    for (sql, in_trans) in [
+        ("XA START 'sumun'", true),
+        ("SELECT 1", true),
+        ("XA END 'sumun'", true),
+        ("XA PREPARE 'sumun'", true),
+        ("XA COMMIT 'sumun'", false),
+        ("HANDLER shop.li OPEN", false),
+    ] {
+        let (_, o) = c.query(sql);
+        assert_eq!(
+            o.status.unwrap() & SERVER_STATUS_IN_TRANS != 0,
+            in_trans,
+            "{sql}"
+        );
+    }
+    let (_, o) = c.query("HANDLER li CLOSE");
+    assert_eq!(o.error, None);
+
     // Transaction state from the status flags.
     let (_, o) = c.query("START TRANSACTION READ ONLY");
     let s = o.status.unwrap();

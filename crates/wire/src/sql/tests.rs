@@ -877,6 +877,10 @@ fn mysql_transaction_effects() {
         ("ROLLBACK", TxEffect::Commit),
         ("ROLLBACK WORK TO SAVEPOINT a", TxEffect::Other),
         ("ROLLBACK TO a", TxEffect::Other),
+        ("XA START 'x'", TxEffect::Begin),
+        ("XA END 'x'", TxEffect::Other),
+        ("XA COMMIT 'x'", TxEffect::Commit),
+        ("XA ROLLBACK 'x'", TxEffect::Commit),
         ("END", TxEffect::Other),
     ];
     for (sql, want) in cases {
@@ -904,6 +908,7 @@ fn mysql_pins() {
         ("SELECT * FROM t WHERE a=@x", None),
         ("LOCK TABLES t WRITE", Some(LockTables)),
         ("UNLOCK TABLES", None),
+        ("HANDLER t OPEN", Some(Handler)),
         ("FLUSH TABLES WITH READ LOCK", Some(LockTables)),
         ("FLUSH TABLES", None),
         ("SELECT GET_LOCK('l', 0)", Some(AdvisoryLock)),
@@ -931,6 +936,7 @@ fn mysql_pins() {
     }
     assert_eq!(UserVariable.as_str(), "user_variable");
     assert_eq!(LockTables.as_str(), "lock_tables");
+    assert_eq!(Handler.as_str(), "handler");
     for sql in [
         "SELECT a FROM t WHERE b = 1",
         "INSERT INTO t VALUES (1)",
