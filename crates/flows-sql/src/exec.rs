@@ -19,7 +19,7 @@ use crate::agg::{AggSpec, AggState};
 use crate::bind::{Plan, SortKey, Stage};
 use crate::error::{EvalError, QueryError};
 use crate::scan::{self, Inputs, Work};
-use crate::schema::{Materializer, COLUMNS};
+use crate::schema::{Materializer, Source, COLUMNS};
 use crate::value::{Type, Value};
 
 /// How to run a query.
@@ -769,6 +769,14 @@ fn read_lines<R: BufRead>(
     name: &str,
 ) -> Result<Reader<R>, QueryError> {
     let plan = sh.plan;
+    // Fields outside the default format are kept only if the query reads one.
+    let wants_extra = plan
+        .scan_cols()
+        .iter()
+        .any(|&c| matches!(COLUMNS.get(c).map(|c| c.source), Some(Source::Extra(_))));
+    if !wants_extra {
+        reader = reader.ignore_extra_fields();
+    }
     let mut flow = Flow::default();
     let mut mat = Materializer::default();
     let mut vals = vec![Value::Null; COLUMNS.len()];

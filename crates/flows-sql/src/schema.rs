@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use sumun_flows::{Field, Flow, Format, LogStatus};
+use sumun_flows::{Action, Field, Flow, Format, LogStatus};
 
 use crate::value::{civil_from_days, Type, Value};
 
@@ -187,6 +187,8 @@ pub struct Materializer {
     interface: Arc<str>,
     day_cache: Option<(i64, [Arc<str>; 4])>,
     extras: Vec<(usize, Arc<str>)>,
+    /// ACCEPT, REJECT, OK, NODATA, SKIPDATA: made once, shared by every row of the scan.
+    words: [Arc<str>; 5],
 }
 
 impl Default for Materializer {
@@ -198,6 +200,7 @@ impl Default for Materializer {
             interface: Arc::from(""),
             day_cache: None,
             extras: Vec::new(),
+            words: ["ACCEPT", "REJECT", "OK", "NODATA", "SKIPDATA"].map(Arc::from),
         }
     }
 }
@@ -303,10 +306,23 @@ impl Materializer {
             Source::Protocol if ok => Value::Int(i64::from(r.protocol)),
             Source::Packets if ok => int(r.packets),
             Source::Bytes if ok => int(r.bytes),
-            Source::Action if ok => Value::Str(static_str(r.action.as_str())),
+            Source::Action if ok => Value::Str(
+                self.words[match r.action {
+                    Action::Accept => 0,
+                    Action::Reject => 1,
+                }]
+                .clone(),
+            ),
             Source::Start if ok || r.start != 0 => int(r.start),
             Source::End if ok || r.end != 0 => int(r.end),
-            Source::LogStatus => Value::Str(static_str(r.log_status.as_str())),
+            Source::LogStatus => Value::Str(
+                self.words[match r.log_status {
+                    LogStatus::Ok => 2,
+                    LogStatus::NoData => 3,
+                    LogStatus::SkipData => 4,
+                }]
+                .clone(),
+            ),
             Source::Year | Source::Month | Source::Day | Source::Dt => {
                 if !ok && r.start == 0 || self.present & (1 << 10) == 0 {
                     return Value::Null;
@@ -354,24 +370,6 @@ pub fn day_parts(day: i64) -> [Arc<str>; 4] {
         Arc::from(format!("{d:02}")),
         Arc::from(format!("{y:04}/{m:02}/{d:02}")),
     ]
-}
-
-/// The few fixed words (`ACCEPT`, `OK`...) as shared strings, made once per thread so a scan
-/// only bumps a counter that no other thread touches.
-fn static_str(s: &'static str) -> Arc<str> {
-    thread_local! {
-        static WORDS: std::cell::RefCell<Vec<(&'static str, Arc<str>)>> =
-            const { std::cell::RefCell::new(Vec::new()) };
-    }
-    WORDS.with(|w| {
-        let mut w = w.borrow_mut();
-        if let Some((_, a)) = w.iter().find(|(k, _)| std::ptr::eq(*k, s) || *k == s) {
-            return a.clone();
-        }
-        let a: Arc<str> = Arc::from(s);
-        w.push((s, a.clone()));
-        a
-    })
 }
 
 fn extra_value(ty: Type, text: &str, cache: &mut Vec<(usize, Arc<str>)>, c: usize) -> Value {
