@@ -293,8 +293,10 @@ async fn watch(
 ) {
     let _close = CloseOnDrop(lot.clone());
     let mut events = Events::with_capacity(EVENTS);
-    let mut sweep = tokio::time::interval(SWEEP);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The data plane's alarm, not a tokio interval: a pending tokio timer would make every
+    // park of the worker's event loop scan the timer wheel (see `crate::workers::Alarm`).
+    let mut sweep = crate::workers::Alarm::new();
+    sweep.set(Instant::now() + SWEEP);
     loop {
         tokio::select! {
             ready = watcher.readable_mut() => {
@@ -306,7 +308,10 @@ async fn watch(
                     None => guard.clear_ready(),
                 }
             }
-            _ = sweep.tick() => lot.take_due(false).into_iter().for_each(|p| resume(p, false)),
+            () = sweep.rung() => {
+                lot.take_due(false).into_iter().for_each(|p| resume(p, false));
+                sweep.set(Instant::now() + SWEEP);
+            }
             _ = phase.wait_for(|p| *p == Phase::Stopped) => break,
         }
     }

@@ -276,16 +276,23 @@ pub(crate) async fn read_append<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     limit: usize,
 ) -> io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        SCRATCH_BUF.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let room = limit.clamp(1, scratch.len());
-            let mut rb = ReadBuf::new(&mut scratch[..room]);
-            ready!(Pin::new(&mut *reader).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            buf.extend_from_slice(rb.filled());
-            Poll::Ready(Ok(n))
-        })
+    std::future::poll_fn(|cx| poll_read_append(cx, reader, buf, limit)).await
+}
+
+/// [`read_append`] as a poll, for a hand-written loop over several sources.
+pub(crate) fn poll_read_append<R: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Poll<io::Result<usize>> {
+    SCRATCH_BUF.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let room = limit.clamp(1, scratch.len());
+        let mut rb = ReadBuf::new(&mut scratch[..room]);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut rb))?;
+        let n = rb.filled().len();
+        buf.extend_from_slice(rb.filled());
+        Poll::Ready(Ok(n))
     })
-    .await
 }

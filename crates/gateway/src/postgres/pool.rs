@@ -35,6 +35,10 @@ pub struct Pooled {
     pub conn: ServerConn,
     /// The worker whose event loop the socket is registered with (see `crate::workers`).
     home: usize,
+    /// When the connection was opened and last given back, on the data plane's coarse clock
+    /// (`crate::workers::coarse_ms`): a checkout and a release read no clock.
+    born_ms: u64,
+    used_ms: u64,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -170,6 +174,12 @@ pub enum Slot {
 }
 
 impl Pooled {
+    /// Given back within the last second (on the coarse clock, so up to a fraction of a
+    /// second more).
+    pub fn used_recently(&self) -> bool {
+        crate::workers::coarse_ms().saturating_sub(self.used_ms) < 1000
+    }
+
     /// The connection, giving up its place in the pool.
     pub fn into_conn(self) -> ServerConn {
         self.conn
@@ -272,8 +282,11 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn usable(p: &Pooled, settings: &PoolSettings, now: Instant) -> bool {
-        now.saturating_duration_since(p.conn.created) < settings.max_lifetime && !p.conn.broken
+    /// Within its lifetime (judged on the coarse clock: to within a fraction of a second)
+    /// and not broken.
+    fn usable(p: &Pooled, settings: &PoolSettings, now_ms: u64) -> bool {
+        (now_ms.saturating_sub(p.born_ms) as u128) < settings.max_lifetime.as_millis()
+            && !p.conn.broken
     }
 
     /// True when a checkout would not wait now: a connection is idle or a slot is free, and
@@ -306,7 +319,7 @@ impl Pool {
         home: usize,
         settings: &PoolSettings,
     ) -> Option<Box<Pooled>> {
-        let now = Instant::now();
+        let now = crate::workers::coarse_ms();
         while let Some(p) = inner.idle.pop(home, self.slots.available_permits() == 0) {
             if Pool::usable(&p, settings, now) {
                 return Some(p);
@@ -388,9 +401,12 @@ impl Pool {
 
     pub fn adopt(&self, conn: ServerConn, permit: OwnedSemaphorePermit) -> Box<Pooled> {
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        let born_ms = crate::workers::ms_of(conn.created);
         Box::new(Pooled {
             conn,
             home: current_home(),
+            born_ms,
+            used_ms: crate::workers::coarse_ms(),
             _permit: permit,
         })
     }
@@ -433,12 +449,12 @@ impl Pool {
             _permit.forget();
             return;
         }
-        let now = Instant::now();
+        let now = crate::workers::coarse_ms();
         if !Pool::usable(&p, settings, now) {
             drop(p);
             return;
         }
-        p.conn.last_used = now;
+        p.used_ms = now;
         let mut inner = self.lock();
         if let Some(p) = inner.hand_off(p) {
             inner.idle.push(p);
@@ -448,6 +464,8 @@ impl Pool {
     /// Take out idle connections unused for `idle_timeout` or older than `max_lifetime`,
     /// keeping `min_idle`; the caller closes them.
     pub fn reap(&self, settings: &PoolSettings) -> Vec<Box<Pooled>> {
+        let now = crate::workers::ms_of(Instant::now());
+        let idle_timeout = settings.idle_timeout.as_millis();
         let mut inner = self.lock();
         let keep = settings.min_idle as usize;
         let mut closed = Vec::new();
@@ -457,8 +475,8 @@ impl Pool {
             let mut i = 0;
             while *count > keep && i < stack.len() {
                 let p = &stack[i];
-                if p.conn.last_used.elapsed() >= settings.idle_timeout
-                    || p.conn.created.elapsed() >= settings.max_lifetime
+                if now.saturating_sub(p.used_ms) as u128 >= idle_timeout
+                    || !Pool::usable(p, settings, now)
                 {
                     closed.push(stack.remove(i));
                     *count -= 1;

@@ -40,7 +40,7 @@ use super::stream::ClientStream;
 use super::{fatal, ClientStartup};
 use crate::conn::Admitted;
 use crate::listener::{ListenerRt, ListenerSnapshot};
-use crate::relay::read_append;
+use crate::relay::poll_read_append;
 use crate::targets::{Observation, TargetRt, Want};
 use crate::Shared;
 
@@ -422,28 +422,6 @@ struct Session {
     verify_idle: bool,
 }
 
-/// Poll `timer` once, which puts it in the timer wheel with this task's waker. Outside the
-/// task's coop budget: a poll refused for the budget would not register it.
-async fn arm(mut timer: std::pin::Pin<&mut tokio::time::Sleep>) {
-    tokio::task::unconstrained(std::future::poll_fn(|cx| {
-        let _ = std::future::Future::poll(timer.as_mut(), cx);
-        std::task::Poll::Ready(())
-    }))
-    .await
-}
-
-/// `timer`, polled only once it has elapsed: `arm` registered this task's waker with it.
-async fn elapsed(mut timer: std::pin::Pin<&mut tokio::time::Sleep>) {
-    std::future::poll_fn(|cx| {
-        if timer.is_elapsed() {
-            std::future::Future::poll(timer.as_mut(), cx)
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
 /// What `relay` stopped for.
 enum Step {
     End(End),
@@ -596,7 +574,9 @@ impl Session {
         // One timer for the idle timeout and for parking. Events only count themselves; the
         // timer, when it fires, turns "something happened since" into `last_activity` (no
         // clock read per message), so a client parks after its park delay to twice that, and
-        // the idle timeout is exact to within one period.
+        // the idle timeout is exact to within one period. It is an alarm of the data plane's
+        // clock thread, not a tokio timer: a pending tokio timer makes every park of the event
+        // loop scan the timer wheel and read the clock.
         let period = |park_after: Option<Duration>| {
             // At least 10 ms: a busy client is looked at no more often than that.
             park_after
@@ -604,15 +584,11 @@ impl Session {
                 .min(idle)
                 .max(Duration::from_millis(10))
         };
-        let timer = tokio::time::sleep_until(self.core.last_activity + period(self.park_delay()));
-        tokio::pin!(timer);
-        // A timer keeps this task's waker until it fires, so once armed (here and after each
-        // reset) it is polled only when it has elapsed: a poll costs about as much as a read.
-        arm(timer.as_mut()).await;
+        let mut timer = crate::workers::Alarm::new();
+        timer.set((self.core.last_activity + period(self.park_delay())).into_std());
         let mut events: u64 = 0;
         let mut seen: u64 = 0;
         loop {
-            let attached = self.attached.is_some();
             let event = {
                 let Session {
                     client,
@@ -621,18 +597,28 @@ impl Session {
                     attached: att,
                     ..
                 } = self;
-                tokio::select! {
-                    biased;
-                    r = async {
-                        match att.as_mut() {
-                            Some(a) => read_append(&mut a.server.conn.stream, sbuf, READ_LIMIT).await,
-                            None => std::future::pending().await,
+                // By hand rather than `select!`, which builds a future per source each turn:
+                // the server first, then the client, the timer and the stop.
+                std::future::poll_fn(|cx| {
+                    use std::task::Poll;
+                    if let Some(a) = att.as_mut() {
+                        let server = &mut a.server.conn.stream;
+                        if let Poll::Ready(r) = poll_read_append(cx, server, sbuf, READ_LIMIT) {
+                            return Poll::Ready(Event::Server(r));
                         }
-                    }, if attached => Event::Server(r),
-                    r = read_append(client, cbuf, READ_LIMIT) => Event::Client(r),
-                    () = elapsed(timer.as_mut()) => Event::Timer,
-                    () = &mut stopped => Event::Phase,
-                }
+                    }
+                    if let Poll::Ready(r) = poll_read_append(cx, client, cbuf, READ_LIMIT) {
+                        return Poll::Ready(Event::Client(r));
+                    }
+                    if timer.poll_rung(cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
+                    if std::future::Future::poll(stopped.as_mut(), cx).is_ready() {
+                        return Poll::Ready(Event::Phase);
+                    }
+                    Poll::Pending
+                })
+                .await
             };
             let end = match event {
                 Event::Client(Ok(0)) => Some(End::ClientClosed),
@@ -693,8 +679,7 @@ impl Session {
                     {
                         return Step::Park;
                     }
-                    timer.as_mut().reset(idle_at.min(now + period(park_after)));
-                    arm(timer.as_mut()).await;
+                    timer.set(idle_at.min(now + period(park_after)).into_std());
                     None
                 }
                 Event::Phase => Some(End::Stopped),
@@ -985,7 +970,7 @@ impl Session {
             let mut p = pool.try_idle(self.settings())?;
             // A connection used within the last second is trusted (a dead one is caught by
             // the replay); one idle longer is checked for a close first.
-            let trusted = !self.verify_idle && p.conn.last_used.elapsed() < Duration::from_secs(1);
+            let trusted = !self.verify_idle && p.used_recently();
             if trusted || still_open(&mut p.conn) {
                 return Some(Attached::new(pool, p, target.clone()));
             }
@@ -1039,9 +1024,7 @@ impl Session {
                 Slot::Idle(mut p) => {
                     // A connection used within the last second is trusted (a dead one is caught
                     // by the replay below); one idle longer is checked for a close first.
-                    if (!self.verify_idle && p.conn.last_used.elapsed() < Duration::from_secs(1))
-                        || still_open(&mut p.conn)
-                    {
+                    if (!self.verify_idle && p.used_recently()) || still_open(&mut p.conn) {
                         return Ok(Attached::new(pool.clone(), p, target.clone()));
                     }
                     // Closed while idle (server restarted, terminated): drop it, take another.
@@ -1635,7 +1618,13 @@ impl Session {
                 self.unanswered.push_back(b'Q');
                 self.note_sync();
                 self.responded = false;
-                let text = pg::cstr(body).map_or(body, |(t, _)| t);
+                // A Query is its text and a NUL, so the last byte says where the text ends
+                // without a search. (A malformed one with a NUL inside is refused by the
+                // server; its audit text and pin analysis then include what follows the NUL.)
+                let text = match body.split_last() {
+                    Some((0, text)) => text,
+                    _ => pg::cstr(body).map_or(body, |(t, _)| t),
+                };
                 let text = &text[..text.len().min(SQL_KEEP)];
                 if self.needs_analysis(text) {
                     let analysis =
