@@ -389,3 +389,64 @@ async fn transaction_mode_logins_check_the_database_like_the_server_does() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "appdb");
 }
+
+/// Read one packet (header and payload) from a raw connection.
+async fn raw_packet(stream: &mut tokio::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 4];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_exact(&mut header),
+    )
+    .await
+    .expect("an answer or a close within 10 s");
+    read.ok()?;
+    let len = usize::from(header[0]) | usize::from(header[1]) << 8 | usize::from(header[2]) << 16;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((header[3], payload))
+}
+
+/// The error code of an ERR payload.
+fn err_code(payload: &[u8]) -> Option<u16> {
+    (payload.first() == Some(&0xFF) && payload.len() >= 3)
+        .then(|| u16::from_le_bytes([payload[1], payload[2]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_login_packets_get_mysqls_errors_without_the_gateway_reading_on() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let addr = s.gw.addr("my");
+    let cases: [(&str, Vec<u8>, u16); 3] = [
+        // The protocol's largest packet claimed as a login: refused at its header, before a
+        // byte of its 16 MiB is awaited.
+        ("oversized", vec![0xFF, 0xFF, 0xFF, 1], 1153),
+        // A login with the wrong sequence id.
+        ("out of order", vec![4, 0, 0, 5, 1, 2, 3, 4], 1156),
+        // A login too short to be one.
+        ("malformed", vec![3, 0, 0, 1, 0x85, 0xa2, 0x1f], 1043),
+    ];
+    for (what, bytes, code) in cases {
+        let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (seq, greeting) = raw_packet(&mut c).await.expect("greeting");
+        assert_eq!((seq, greeting[0]), (0, 10), "{what}: a Handshake v10");
+        c.write_all(&bytes).await.expect("write");
+        let (_, answer) = raw_packet(&mut c).await.unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(err_code(&answer), Some(code), "{what}: {answer:?}");
+        assert!(raw_packet(&mut c).await.is_none(), "{what}: not closed");
+    }
+    // A login cut short: the connection just ends, and the gateway goes on serving.
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    raw_packet(&mut c).await.expect("greeting");
+    c.write_all(&[100, 0, 0, 1, 1, 2, 3]).await.expect("write");
+    drop(c);
+    let (ok, out, err) = cli(&s, "bob", &s.token, &[], "select 1").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1");
+    assert!(
+        s.gw.metric("sumun_rejected_flows_total{listener=\"my\",reason=\"protocol_error\"}") >= 3.0,
+        "{}",
+        s.gw.metrics()
+    );
+}

@@ -201,27 +201,19 @@ async fn exchange(
         .map_err(|_| refused("client_error", None))?;
 
     // 2. TLS, when the client asks for it.
-    let mut first = client
-        .read_exact_one()
-        .await
-        .map_err(|e| bad_handshake(listener, admitted, &e.to_string()))?;
-    let hello_packet = ClientHello::parse(&first)
-        .map_err(|e| bad_handshake(listener, admitted, &e.to_string()))?;
+    let mut first = match client.read_exact_one().await {
+        Ok(p) => p,
+        Err(e) => return Err(bad_handshake(client, listener, admitted, &e).await),
+    };
+    let hello_packet = match ClientHello::parse(&first) {
+        Ok(h) => h,
+        Err(e) => return Err(bad_handshake(client, listener, admitted, &e).await),
+    };
     if let ClientHello::Ssl(_) = hello_packet {
         let Some(ctx) = &tls_ctx else {
-            return Err(bad_handshake(
-                listener,
-                admitted,
-                "SSL request on a listener without TLS",
-            ));
+            let what = "SSL request on a listener without TLS";
+            return Err(bad_handshake(client, listener, admitted, &what).await);
         };
-        if !client.buf.is_empty() {
-            return Err(bad_handshake(
-                listener,
-                admitted,
-                "bytes after the SSL request",
-            ));
-        }
         let Stream::Plain(tcp) = std::mem::replace(&mut client.stream, Stream::Gone) else {
             return Err(refused("protocol_violation", None));
         };
@@ -234,17 +226,18 @@ async fn exchange(
                 return Err(refused("tls_handshake_failed", None));
             }
         }
-        first = client
-            .read()
-            .await
-            .map_err(|e| bad_handshake(listener, admitted, &e.to_string()))?;
+        first = match client.read().await {
+            Ok(p) => p,
+            Err(e) => return Err(bad_handshake(client, listener, admitted, &e).await),
+        };
     }
     let response = match ClientHello::parse(&first) {
         Ok(ClientHello::Response(r)) => r,
         Ok(ClientHello::Ssl(_)) => {
-            return Err(bad_handshake(listener, admitted, "a second SSL request"))
+            let what = "a second SSL request";
+            return Err(bad_handshake(client, listener, admitted, &what).await);
         }
-        Err(e) => return Err(bad_handshake(listener, admitted, &e.to_string())),
+        Err(e) => return Err(bad_handshake(client, listener, admitted, &e).await),
     };
     let user = String::from_utf8_lossy(response.user).into_owned();
     let database = response
@@ -488,10 +481,29 @@ fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
     }
 }
 
-/// A malformed or unexpected login packet: `1043 Bad handshake`, as MySQL answers it.
-fn bad_handshake(listener: &ListenerRt, admitted: &Admitted, what: &str) -> Refused {
-    tracing::info!(listener = %listener.name, client = %admitted.client, error = what, "bad MySQL handshake");
+/// A malformed, oversized or out-of-order login packet: refused as MySQL refuses it (`1043
+/// Bad handshake`, `1153` for a packet over the limit, `1156` out of order), and the connection
+/// closed without reading more.
+async fn bad_handshake(
+    client: &mut Packets<ClientStream>,
+    listener: &ListenerRt,
+    admitted: &Admitted,
+    what: &(dyn std::fmt::Display + Sync),
+) -> Refused {
+    tracing::info!(listener = %listener.name, client = %admitted.client, error = %what, "bad MySQL handshake");
     listener.metrics.reject(RejectReason::ProtocolError);
+    let text = what.to_string();
+    let (code, message) = if text.contains("larger than") || text.contains("exceeds the limit") {
+        (1153, "Got a packet bigger than 'max_allowed_packet' bytes")
+    } else if text.contains("out of order") || text.contains("sequence") {
+        (1156, "Got packets out of order")
+    } else {
+        (1043, "Bad handshake")
+    };
+    if !text.contains("connection closed") {
+        client.seq = client.seq.max(1);
+        let _ = send_err(client, code, b"08S01", message).await;
+    }
     refused("protocol_violation", None)
 }
 
