@@ -381,6 +381,9 @@ pub enum BackendTls {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuthMethod {
     Token,
+    /// A password whose verifiers the gateway holds (`sumun users set-password`): `"password"`,
+    /// or `"scram"`, PostgreSQL's name for it (SCRAM-SHA-256 there; MySQL's
+    /// `mysql_native_password` exchange on MySQL listeners).
     Scram,
     Cert,
 }

@@ -1278,7 +1278,7 @@ impl Checker<'_> {
                 if list.get_ref().is_empty() {
                     self.report(
                         list.span(),
-                        format!("{s}: auth is empty; list at least one of token, scram, cert"),
+                        format!("{s}: auth is empty; list at least one of token, password (scram), cert"),
                     );
                 }
                 for method in list.get_ref() {
@@ -1289,6 +1289,7 @@ impl Checker<'_> {
                         &[
                             ("token", AuthMethod::Token),
                             ("scram", AuthMethod::Scram),
+                            ("password", AuthMethod::Scram),
                             ("cert", AuthMethod::Cert),
                         ],
                     ) else {

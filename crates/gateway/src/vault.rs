@@ -48,6 +48,8 @@ pub struct VaultState {
     revision: u64,
     tokens: Arc<TokenVerifier>,
     scram: HashMap<String, ScramVerifier>,
+    /// MySQL's `mysql_native_password` verifiers (SHA1(SHA1(password))) of the same users.
+    mysql_native: HashMap<String, sumun_vault::mysql::NativeVerifier>,
     backends: HashMap<String, Backend>,
     /// Keys the stand-in SCRAM verifiers of unknown users (see `ScramVerifier::mock`).
     mock_key: SecretBytes,
@@ -107,7 +109,15 @@ impl VaultState {
             (Err(err), None) => return Err(err),
         };
         let mut scram = HashMap::new();
+        let mut mysql_native = HashMap::new();
         for user in vault.users() {
+            if let Ok(Some(v)) = vault.user_verifiers(&user) {
+                if let Ok(native) =
+                    sumun_vault::mysql::NativeVerifier::from_hash_text(&v.mysql_native)
+                {
+                    mysql_native.insert(user.clone(), native);
+                }
+            }
             match vault.user_verifiers(&user).map(|v| v.map(|v| v.scram())) {
                 Ok(Some(Ok(v))) => {
                     scram.insert(user, v);
@@ -140,6 +150,7 @@ impl VaultState {
             revision: vault.revision(),
             tokens,
             scram,
+            mysql_native,
             backends,
             mock_key,
         })
@@ -158,6 +169,11 @@ impl VaultState {
     /// The SCRAM-SHA-256 verifier `sumun users set-password` stored for `user`.
     pub fn scram_verifier(&self, user: &str) -> Option<&ScramVerifier> {
         self.scram.get(user)
+    }
+
+    /// The `mysql_native_password` verifier `sumun users set-password` stored for `user`.
+    pub fn mysql_native_verifier(&self, user: &str) -> Option<&sumun_vault::mysql::NativeVerifier> {
+        self.mysql_native.get(user)
     }
 
     /// The stand-in verifier for a user without one: the same for a name on every gateway

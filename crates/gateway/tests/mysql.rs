@@ -41,8 +41,17 @@ fn vault(dir: &TestDir, password: &str) -> String {
             },
         )
         .expect("put backend secret");
+    vault
+        .set_user_password(
+            "carol",
+            &sumun_vault::SecretBytes::from_slice(CAROL_PASSWORD.as_bytes()),
+        )
+        .expect("carol's password");
     common::token(&vault, "bob", AUDIENCE)
 }
+
+/// The gateway-held password of user carol (`auth = ["password"]` or with a token).
+const CAROL_PASSWORD: &str = "carol's gateway password";
 
 struct Setup {
     db: Mariadb,
@@ -92,6 +101,14 @@ name = "bob"
 auth = ["token"]
 backend_credential = "maria/app"
 databases = ["appdb"]
+[[users]]
+name = "carol"
+auth = ["token", "password"]
+backend_credential = "maria/app"
+[[users]]
+name = "dave"
+auth = ["password"]
+backend_credential = "maria/app"
 [audit]
 path = "{{dir}}/audit.jsonl"
 "#,
@@ -432,7 +449,9 @@ async fn bad_login_packets_get_mysqls_errors_without_the_gateway_reading_on() {
         let (seq, greeting) = raw_packet(&mut c).await.expect("greeting");
         assert_eq!((seq, greeting[0]), (0, 10), "{what}: a Handshake v10");
         c.write_all(&bytes).await.expect("write");
-        let (_, answer) = raw_packet(&mut c).await.unwrap_or_else(|| panic!("{what}: no answer"));
+        let (_, answer) = raw_packet(&mut c)
+            .await
+            .unwrap_or_else(|| panic!("{what}: no answer"));
         assert_eq!(err_code(&answer), Some(code), "{what}: {answer:?}");
         assert!(raw_packet(&mut c).await.is_none(), "{what}: not closed");
     }
@@ -449,4 +468,40 @@ async fn bad_login_packets_get_mysqls_errors_without_the_gateway_reading_on() {
         "{}",
         s.gw.metrics()
     );
+}
+
+/// A gateway-held password (`sumun users set-password`): without TLS through
+/// mysql_native_password against the stored verifier (nothing reusable on the wire), over TLS
+/// in cleartext for a user that may also use tokens; wrong ones refused as MySQL refuses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_held_password_logs_in_with_or_without_tls() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    for (user, extra) in [
+        ("carol", &["--skip-ssl"][..]),
+        ("carol", &[][..]),
+        ("dave", &["--skip-ssl"][..]),
+        ("dave", &[][..]),
+    ] {
+        let (ok, out, err) = cli(&s, user, CAROL_PASSWORD, extra, "select current_user()").await;
+        // dave has no password of his own in the vault: refused like a wrong one.
+        if user == "dave" {
+            assert!(!ok, "{user} {extra:?}: {out}");
+            assert!(
+                err.contains("ERROR 1045 (28000)"),
+                "{user} {extra:?}: {err}"
+            );
+            continue;
+        }
+        assert!(ok, "{user} {extra:?}: {err}");
+        assert_eq!(out.trim(), "app@%", "{user} {extra:?}");
+        let (ok, _, err) = cli(&s, user, "wrong password", extra, "select 1").await;
+        assert!(!ok);
+        assert!(
+            err.contains("ERROR 1045 (28000)"),
+            "{user} {extra:?}: {err}"
+        );
+    }
+    // A token of another user is no password of carol's.
+    let (ok, _, _) = cli(&s, "carol", &s.token, &[], "select 1").await;
+    assert!(!ok, "bob's token is not carol's");
 }

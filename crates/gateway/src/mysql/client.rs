@@ -272,6 +272,7 @@ async fn exchange(
     let host = admitted.client.ip().to_string();
     let method = authenticate(
         client,
+        &scramble,
         &response.auth_plugin.map(<[u8]>::to_vec),
         response.auth_response,
         &user,
@@ -399,8 +400,10 @@ async fn exchange(
 /// The client proves who it is. `Ok` with the method when it did (the caller still needs
 /// the account), `Err` with the reason (for the audit log) when it did not. Unknown users go
 /// through the same exchange as known ones.
+#[allow(clippy::too_many_arguments)] // the login's facts, each used once
 async fn authenticate(
     client: &mut Packets<ClientStream>,
+    scramble: &[u8; 20],
     plugin: &Option<Vec<u8>>,
     first_response: &[u8],
     user: &str,
@@ -416,7 +419,50 @@ async fn authenticate(
             }
         }
     }
-    if !methods.contains(&AuthMethod::Token) {
+    let token_ok = methods.contains(&AuthMethod::Token);
+    let password_ok = methods.contains(&AuthMethod::Scram);
+    let Some(vault) = shared.vault.load_full().map(|v| v.state()) else {
+        return Err("no_vault");
+    };
+    // The gateway-held password, checked against its mysql_native_password verifier (a
+    // stand-in that matches nothing for a user without one, after the same exchange).
+    let stand_in;
+    let verifier = match vault.mysql_native_verifier(user) {
+        Some(v) if password_ok && account.is_some() => v,
+        _ => {
+            let mut random = [0u8; 32];
+            let _ = aws_lc_rs::rand::fill(&mut random);
+            stand_in = sumun_vault::mysql::NativeVerifier::from_password(&random);
+            &stand_in
+        }
+    };
+    if password_ok && !(token_ok && client.stream.is_tls()) {
+        // mysql_native_password: the client proves the password against this connection's
+        // scramble; nothing reusable crosses the wire.
+        let response = if plugin.as_deref() == Some(MYSQL_NATIVE_PASSWORD.as_bytes()) {
+            first_response.to_vec()
+        } else {
+            let mut data = scramble.to_vec();
+            data.push(0);
+            let mut switch = Vec::new();
+            AuthSwitchRequest {
+                plugin: MYSQL_NATIVE_PASSWORD.as_bytes(),
+                data: &data,
+            }
+            .write(&mut switch);
+            client.write(&switch).await.map_err(|_| "client_closed")?;
+            client.read().await.map_err(|_| "client_closed")?
+        };
+        if account.is_none() {
+            return Err("unknown_user");
+        }
+        return if verifier.verify(scramble, &response) {
+            Ok("password")
+        } else {
+            Err("wrong_password")
+        };
+    }
+    if !token_ok {
         return Err(if account.is_some() {
             "method_not_available"
         } else {
@@ -442,10 +488,19 @@ async fn authenticate(
         client.read().await.map_err(|_| "client_closed")?
     };
     let token = token.strip_suffix(&[0]).unwrap_or(&token);
-    let Some(vault) = shared.vault.load_full().map(|v| v.state()) else {
-        return Err("no_vault");
-    };
     if !sumun_vault::TokenVerifier::looks_like_token(token) {
+        if password_ok {
+            // Not a token: the user's password, in cleartext over TLS.
+            if account.is_none() {
+                return Err("unknown_user");
+            }
+            let response = sumun_vault::mysql::native_password_response(token, scramble);
+            return if verifier.verify(scramble, &response) {
+                Ok("password")
+            } else {
+                Err("wrong_password")
+            };
+        }
         return Err("not_a_token");
     }
     let text = std::str::from_utf8(token).map_err(|_| "token_malformed")?;
