@@ -65,7 +65,32 @@ async fn setup(tls: &str, vault_password: &str, group: &str) -> Setup {
 }
 
 async fn setup_with(tls: &str, vault_password: &str, listener: &str, group: &str) -> Setup {
+    setup_on(tls, vault_password, listener, group, &[]).await
+}
+
+/// [`setup_with`] in front of `targets` (the setup's own server when empty).
+async fn setup_on(
+    tls: &str,
+    vault_password: &str,
+    listener: &str,
+    group: &str,
+    targets: &[std::net::SocketAddr],
+) -> Setup {
     let db = mariadb().await;
+    let targets = if targets.is_empty() {
+        format!("{{ address = \"{}\" }}", db.addr())
+    } else {
+        targets
+            .iter()
+            .map(|t| format!("{{ address = \"{t}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let checks = if group.contains("health_check") {
+        ""
+    } else {
+        "health_check = { enabled = false }"
+    };
     let dir = TestDir::new("mysql");
     let token = vault(&dir, vault_password);
     let ca = common::dev_certs(&dir.path(""));
@@ -93,8 +118,8 @@ tls_config = "dev"
 {listener}
 [[target_groups]]
 name = "maria"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{addr}" }}]
+{checks}
+targets = [{targets}]
 {group}
 [[users]]
 name = "bob"
@@ -111,8 +136,7 @@ auth = ["password"]
 backend_credential = "maria/app"
 [audit]
 path = "{{dir}}/audit.jsonl"
-"#,
-        addr = db.addr()
+"#
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     Setup { db, gw, token, ca }
@@ -504,4 +528,130 @@ async fn a_gateway_held_password_logs_in_with_or_without_tls() {
     // A token of another user is no password of carol's.
     let (ok, _, _) = cli(&s, "carol", &s.token, &[], "select 1").await;
     assert!(!ok, "bob's token is not carol's");
+}
+
+/// A `mariadb` client kept open, fed statements one at a time (`-n`: unbuffered output).
+struct Interactive {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Interactive {
+    async fn open(s: &Setup) -> Interactive {
+        let port = s.gw.addr("my").port().to_string();
+        let ca = format!("--ssl-ca={}", s.ca.display());
+        let mut child = tokio::process::Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "--protocol=TCP",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port,
+                "-u",
+                "bob",
+                "-D",
+                "appdb",
+                "-N",
+                "-B",
+                "-n",
+                "--ssl",
+                &ca,
+            ])
+            .env("MYSQL_PWD", &s.token)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mariadb");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        use tokio::io::AsyncBufReadExt;
+        Interactive {
+            child,
+            stdin,
+            out: tokio::io::BufReader::new(stdout).lines(),
+        }
+    }
+
+    /// One statement's one-line answer, or None when the client ended (an error).
+    async fn one(&mut self, sql: &str) -> Option<String> {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{sql};\n").as_bytes())
+            .await
+            .ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.out.next_line())
+            .await
+            .expect("an answer within 30 s")
+            .ok()?
+    }
+}
+
+/// Health checks learn which server is writable (`@@read_only`); when the primary dies and
+/// another server becomes writable, a transaction-mode client that was between transactions
+/// goes on, on the same connection, on the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_clients_ride_through_a_failover_to_a_newly_writable_server() {
+    let mut a = mariadb().await;
+    let b = mariadb().await;
+    b.mysql("SET GLOBAL read_only = 1").expect("b read-only");
+    let group = "health_check = { protocol = \"mysql\", credential = \"maria/app\", interval = \"300ms\", timeout = \"250ms\", healthy_threshold = 2, unhealthy_threshold = 2 }\n";
+    // The setup's own server is not used: the group is a and b.
+    let s = setup_on(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 4, checkout_timeout = \"10s\" }",
+        group,
+        &[a.addr(), b.addr()],
+    )
+    .await;
+    let roles = |s: &Setup| {
+        sumun_gateway::admin::server_rows(s.gw.gateway.shared())
+            .iter()
+            .map(|r| (r.address.clone(), r.role, format!("{:?}", r.health)))
+            .collect::<Vec<_>>()
+    };
+    let learned = |s: &Setup, primary: std::net::SocketAddr| {
+        roles(s).iter().any(|(addr, role, health)| {
+            *addr == primary.to_string() && *role == "primary" && health == "Healthy"
+        })
+    };
+    assert!(
+        common::eventually_async(std::time::Duration::from_secs(20), || async {
+            learned(&s, a.addr())
+        })
+        .await,
+        "{:?}",
+        roles(&s)
+    );
+    let mut client = Interactive::open(&s).await;
+    assert_eq!(
+        client.one("select @@port").await,
+        Some(a.port().to_string())
+    );
+    // The primary dies; b is made writable (a promotion).
+    tokio::task::spawn_blocking(move || {
+        a.kill();
+        a
+    })
+    .await
+    .expect("kill");
+    b.mysql("SET GLOBAL read_only = 0").expect("promote b");
+    assert!(
+        common::eventually_async(std::time::Duration::from_secs(20), || async {
+            learned(&s, b.addr())
+        })
+        .await,
+        "{:?}",
+        roles(&s)
+    );
+    // Same connection, next statement: on the new primary.
+    assert_eq!(
+        client.one("select @@port").await,
+        Some(b.port().to_string())
+    );
+    let _ = client.child.kill().await;
 }

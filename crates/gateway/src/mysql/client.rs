@@ -360,7 +360,6 @@ async fn exchange(
             fe,
             shared,
             snap,
-            listener,
             admitted,
             account,
             &database,

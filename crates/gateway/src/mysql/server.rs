@@ -26,7 +26,7 @@ use super::{MysqlFrontEnd, ServerHello};
 use crate::backend_tls::TlsTo;
 use crate::conn::{Admitted, TargetActive};
 use crate::health::{Learned, ProbeFailure};
-use crate::listener::{ListenerRt, ListenerSnapshot};
+use crate::listener::ListenerSnapshot;
 use crate::targets::TargetRt;
 use crate::Shared;
 
@@ -103,14 +103,14 @@ struct Login<'a> {
     attributes: &'a [u8],
 }
 
-/// Connect to a target of the listener's group and log in with the account's vault
-/// credential (each version of the password in turn while the server says it is wrong).
+/// Connect to a writable target of the listener's group (trying `connect_retries` more when
+/// one cannot be reached) and log in with the account's vault credential: a session-mode
+/// client's own server.
 #[allow(clippy::too_many_arguments)] // the connection's facts, each used once
 pub(super) async fn connect(
     fe: &MysqlFrontEnd,
     shared: &Shared,
     snap: &ListenerSnapshot,
-    listener: &ListenerRt,
     admitted: &Admitted,
     account: &sumun_config::User,
     database: &str,
@@ -118,88 +118,46 @@ pub(super) async fn connect(
     charset: u8,
     attributes: &[u8],
 ) -> Result<Connected, ServerFail> {
-    let vault = shared
-        .vault
-        .load_full()
-        .ok_or_else(|| ServerFail::gateway("the gateway has no vault to log in with".into()))?;
     let name = account.backend_credential.as_deref().ok_or_else(|| {
         ServerFail::gateway(format!(
             "user '{}' has no backend_credential to log in to the server with",
             account.name
         ))
     })?;
-    let cred = vault
-        .backend_credential(name)
-        .map_err(|e| ServerFail::gateway(format!("vault secret '{name}': {e}")))?;
-    let user = cred
-        .username
-        .clone()
-        .unwrap_or_else(|| account.name.clone());
     let group = snap.group.settings();
-    let attempts = cred.passwords.len().max(1);
-    let mut last = None;
-    for i in 0..attempts {
-        let Some(checkout) = crate::conn::checkout(admitted, snap, listener).await else {
-            return Err(ServerFail::gateway(
-                "no backend server is available".to_string(),
-            ));
+    let mut tried = Vec::new();
+    let mut last = ServerFail::gateway("no healthy backend server is available".into());
+    for _ in 0..=group.connect_retries {
+        let Some(target) = snap.group.pick_for(&tried, crate::targets::Want::Writer) else {
+            break;
         };
-        let crate::conn::Checkout { stream, target, .. } = checkout;
-        let active = TargetActive::new(&target);
-        *admitted
-            .flow
-            .target
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(target.addr);
-        let login = Login {
-            user: &user,
-            password: cred.passwords.get(i),
-            database,
-            caps,
-            charset,
-            attributes,
-        };
-        let done = tokio::time::timeout(
-            group.connect_timeout.max(std::time::Duration::from_secs(5)),
-            login_on(
-                fe,
-                stream,
-                &group,
-                &snap.group.name,
-                &target.address,
-                &login,
-            ),
+        tried.push(target.addr);
+        let login = open_on(
+            fe, shared, &group, &target, name, database, caps, charset, attributes,
         )
-        .await
-        .unwrap_or_else(|_| {
-            Err(ServerFail::gateway(format!(
-                "the server at {} did not finish the login in time",
-                target.address
-            )))
-        });
-        match done {
+        .await;
+        match login {
             Ok((packets, thread_id, ok)) => {
+                *admitted
+                    .flow
+                    .target
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(target.addr);
+                target.flows_total.fetch_add(1, Ordering::Relaxed);
                 return Ok(Connected {
                     packets,
+                    _active: TargetActive::new(&target),
                     target,
                     thread_id,
                     ok,
-                    _active: active,
-                })
+                });
             }
-            Err(fail) if fail.code == 1045 && i + 1 < attempts => last = Some(fail),
-            Err(fail) => {
-                if fail.end == "backend_untrusted" {
-                    fe.stats
-                        .backend_logins_refused
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(target = %target.address, error = %fail.message, "refusing a MySQL server");
-                }
-                return Err(fail);
-            }
+            // The target could not be reached: another may be.
+            Err(fail) if fail.end == "no_backend" => last = fail,
+            Err(fail) => return Err(fail),
         }
     }
-    Err(last.unwrap_or_else(|| ServerFail::gateway("no password to log in with".into())))
+    Err(last)
 }
 
 /// The login on a fresh connection: greeting, TLS, response, the plugin exchange.
@@ -519,7 +477,8 @@ pub(super) async fn open_on(
     database: &str,
     caps: Capabilities,
     charset: u8,
-) -> Result<(Packets<ServerStream>, u32), ServerFail> {
+    attributes: &[u8],
+) -> Result<(Packets<ServerStream>, u32, Vec<u8>), ServerFail> {
     let vault = shared
         .vault
         .load_full()
@@ -561,7 +520,7 @@ pub(super) async fn open_on(
             database,
             caps,
             charset,
-            attributes: &[],
+            attributes,
         };
         let done = tokio::time::timeout(
             group.connect_timeout.max(std::time::Duration::from_secs(5)),
@@ -575,7 +534,7 @@ pub(super) async fn open_on(
             )))
         });
         match done {
-            Ok((packets, thread_id, _ok)) => return Ok((packets, thread_id)),
+            Ok(done) => return Ok(done),
             Err(fail) if fail.code == 1045 && i + 1 < attempts => last = Some(fail),
             Err(fail) => {
                 if fail.end == "backend_untrusted" {

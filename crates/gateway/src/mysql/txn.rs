@@ -134,7 +134,11 @@ pub(super) async fn attach_for(
     let mut tried = Vec::new();
     let mut last = "no healthy backend server is available".to_string();
     for _ in 0..=group.connect_retries {
-        let Some(target) = ctx.snap.group.pick(&tried) else {
+        let Some(target) = ctx
+            .snap
+            .group
+            .pick_for(&tried, crate::targets::Want::Writer)
+        else {
             break;
         };
         tried.push(target.addr);
@@ -166,10 +170,11 @@ pub(super) async fn attach_for(
                     ctx.database,
                     ctx.caps,
                     ctx.charset,
+                    &[],
                 )
                 .await
                 {
-                    Ok((packets, thread_id)) => pool.adopt(
+                    Ok((packets, thread_id, _)) => pool.adopt(
                         packets,
                         thread_id,
                         &target,
