@@ -99,7 +99,7 @@ pub struct IngressRule {
     pub description: Option<String>,
 }
 
-/// What a listener speaks. `Redis` and `Http` are read (so a config naming them gets a
+/// What a listener speaks. `Http` is read (so a config naming them gets a
 /// clear message) but refused until their front ends exist: see [`Protocol::front_end_pending`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -128,8 +128,11 @@ impl Protocol {
     /// through): relaying its bytes would skip the TLS and login its users were promised.
     pub fn front_end_pending(self) -> Option<&'static str> {
         match self {
-            Protocol::Tcp | Protocol::Tls | Protocol::Postgres | Protocol::Mysql => None,
-            Protocol::Redis => Some("Redis"),
+            Protocol::Tcp
+            | Protocol::Tls
+            | Protocol::Postgres
+            | Protocol::Mysql
+            | Protocol::Redis => None,
             Protocol::Http => Some("HTTP"),
         }
     }
@@ -401,6 +404,10 @@ pub struct User {
     pub pool_mode: Option<PoolMode>,
     /// May use the virtual `sumun` admin database. Default `false`.
     pub admin: bool,
+    /// What the user may run through `redis` listeners, in Redis's ACL rule syntax
+    /// (`+@all -@dangerous ~app:*`); checked when the gateway applies the config. Default
+    /// `+@all -@dangerous ~* &*`.
+    pub redis_acl: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -215,6 +215,7 @@ pub struct RawUser {
     pub databases: Option<Vec<Spanned<String>>>,
     pub pool_mode: Option<Spanned<String>>,
     pub admin: Option<Spanned<bool>>,
+    pub redis_acl: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1327,6 +1327,7 @@ impl Checker<'_> {
                 .as_ref()
                 .and_then(|m| self.one_of(m, &s, "pool_mode", POOL_MODES));
             let admin = u.admin.as_ref().is_some_and(|a| *a.get_ref());
+            let redis_acl = u.redis_acl.as_ref().map(|r| r.get_ref().clone());
             if let Some(name) = name {
                 out.push(User {
                     name,
@@ -1335,6 +1336,7 @@ impl Checker<'_> {
                     databases,
                     pool_mode,
                     admin,
+                    redis_acl,
                 });
             }
         }

@@ -94,6 +94,7 @@ impl FrontEnds {
             all: vec![
                 Arc::new(crate::postgres::PostgresFrontEnd::default()),
                 Arc::new(crate::mysql::MysqlFrontEnd::default()),
+                Arc::new(crate::redis::RedisFrontEnd::default()),
             ],
         }
     }
@@ -119,4 +120,17 @@ impl Default for FrontEnds {
     fn default() -> Self {
         FrontEnds::new()
     }
+}
+
+/// Count `n` bytes (one segment) of a flow, from the client (`inbound`) or to it: for front
+/// ends that read and write the sockets themselves rather than through `relay`.
+pub(crate) fn count(counters: &crate::relay::FlowCounters, inbound: bool, n: usize) {
+    use std::sync::atomic::Ordering;
+    let (bytes, packets) = if inbound {
+        (&counters.bytes_in, &counters.packets_in)
+    } else {
+        (&counters.bytes_out, &counters.packets_out)
+    };
+    bytes.fetch_add(n as u64, Ordering::Relaxed);
+    packets.fetch_add(1, Ordering::Relaxed);
 }

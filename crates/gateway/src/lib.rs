@@ -20,6 +20,7 @@ pub mod mysql;
 mod park;
 pub mod postgres;
 pub mod records;
+pub mod redis;
 pub mod relay;
 mod stop;
 pub mod targets;
@@ -115,6 +116,8 @@ pub enum ApplyError {
     },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    #[error("user '{user}': redis_acl: {message}")]
+    RedisAcl { user: String, message: String },
     #[error("listener '{name}': protocol \"{protocol}\" has no front end in this build")]
     NoFrontEnd {
         name: String,
@@ -225,6 +228,17 @@ impl Gateway {
                     name: l.name.clone(),
                     protocol: l.protocol.as_str(),
                 });
+            }
+        }
+        // Redis ACL rules are checked now, not at a client's login.
+        for u in &config.users {
+            if let Some(text) = &u.redis_acl {
+                if let Err(e) = sumun_policy::redis_acl::AclRules::parse(text) {
+                    errors.push(ApplyError::RedisAcl {
+                        user: u.name.clone(),
+                        message: e.to_string(),
+                    });
+                }
             }
         }
         let mut new_sockets: HashMap<String, TcpListener> = HashMap::new();

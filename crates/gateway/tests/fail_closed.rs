@@ -171,9 +171,9 @@ async fn apply_refuses_an_admin_api_beyond_loopback_without_a_token_file() {
     assert!(gateway.admin_addr().await.is_none());
 }
 
-/// A `redis` or `http` listener handed to the gateway without validation, in a build without
-/// their front ends, is refused by the apply (nothing changes); a `tls` one without TLS
-/// settings refuses its clients: nothing reaches Redis, and the refusal is counted.
+/// An `http` listener handed to the gateway without validation, in a build without its front
+/// end, is refused by the apply (nothing changes); a `tls` one without TLS settings refuses its
+/// clients: nothing reaches Redis, and the refusal is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_without_its_front_end_refuses_instead_of_relaying_plain_text() {
     let redis = Redis::start().expect("start redis");
@@ -200,7 +200,7 @@ async fn a_listener_without_its_front_end_refuses_instead_of_relaying_plain_text
     let mut config = sumun_config::load(&path).expect("valid");
     for l in &mut config.listeners {
         (l.protocol, l.tls) = match l.name.as_str() {
-            "cache" => (Protocol::Redis, TlsMode::Off),
+            "cache" => (Protocol::Http, TlsMode::Off),
             "web" => (Protocol::Http, TlsMode::Required),
             _ => (Protocol::Tls, TlsMode::Required),
         };
@@ -209,10 +209,10 @@ async fn a_listener_without_its_front_end_refuses_instead_of_relaying_plain_text
     let refused = gateway
         .apply(config.clone())
         .await
-        .expect_err("no front end for redis or http");
+        .expect_err("no front end for http");
     let why = refused.to_string();
     for expected in [
-        "listener 'cache': protocol \"redis\" has no front end in this build",
+        "listener 'cache': protocol \"http\" has no front end in this build",
         "listener 'web': protocol \"http\" has no front end in this build",
     ] {
         assert!(why.contains(expected), "{why}");

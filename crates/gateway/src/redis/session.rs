@@ -1,0 +1,808 @@
+//! A Redis client's connection: TLS, the login, its server, and the checked relay.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use sumun_config::TlsMode;
+use sumun_policy::redis_acl::{AclRules, RedisAcl, Verdict, Wording};
+use sumun_vault::SecretBytes;
+use sumun_wire::resp::table::CommandTable;
+use sumun_wire::resp::{encode_command, Decoder, FrameKind, Limits, ReplyFramer, Splitter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{end_flow, ClientRow, RedisFrontEnd};
+use crate::backend_tls::TlsTo;
+use crate::conn::TargetActive;
+use crate::frontend::{count, Accepted};
+use crate::listener::ListenerSnapshot;
+use crate::metrics::RejectReason;
+use crate::targets::Want;
+use crate::Shared;
+
+/// The most a client's one argument may be: the gateway holds a command whole before it
+/// forwards it (to check its keys), so this bounds a client's buffer.
+const MAX_ARGUMENT: u64 = 64 << 20;
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+
+/// A stream that is a plain socket or TLS, either side.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
+    let Accepted {
+        stream,
+        admitted,
+        snap,
+        listener,
+        shared,
+        handshake_deadline,
+        slot,
+    } = conn;
+    let _slot = slot;
+    let flow = admitted.flow.clone();
+    let _ = stream.set_nodelay(true);
+    // TLS from the first byte, as Redis speaks it.
+    let tls = match snap.settings.tls {
+        TlsMode::Off => None,
+        _ => snap.tls.clone(),
+    };
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout_at(handshake_deadline, stream.peek(&mut first)).await;
+    let hello_is_tls = matches!(peeked, Ok(Ok(1))) && first[0] == 0x16;
+    let mut client: Box<dyn Io> = match (&tls, hello_is_tls) {
+        (Some(ctx), true) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(ctx.server_config());
+            match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => Box::new(s),
+                _ => {
+                    listener.metrics.reject(RejectReason::TlsHandshake);
+                    end_flow(&shared, &listener, &flow, "tls_handshake_failed", None);
+                    return;
+                }
+            }
+        }
+        (_, false) if snap.settings.tls == TlsMode::Required && tls.is_some() => {
+            // A plain-text client: told why in words redis-cli prints, and closed.
+            let mut s = stream;
+            let _ = s
+                .write_all(b"-ERR this listener requires TLS: connect with --tls\r\n")
+                .await;
+            listener
+                .metrics
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            end_flow(&shared, &listener, &flow, "tls_required", None);
+            return;
+        }
+        _ => Box::new(stream),
+    };
+    let is_tls = hello_is_tls && tls.is_some();
+    let login = tokio::time::timeout_at(
+        handshake_deadline,
+        login(
+            &fe,
+            &mut client,
+            is_tls,
+            &snap,
+            &shared,
+            admitted.client,
+            &listener.name,
+        ),
+    )
+    .await;
+    let (login, mut cbuf) = match login {
+        Ok(Ok(done)) => done,
+        Ok(Err(end)) => {
+            end_flow(&shared, &listener, &flow, end, None);
+            return;
+        }
+        Err(_) => {
+            listener.metrics.reject(RejectReason::HandshakeTimeout);
+            end_flow(&shared, &listener, &flow, "handshake_timeout", None);
+            return;
+        }
+    };
+    let Login {
+        user,
+        account,
+        hello,
+    } = login;
+    // The server, logged in with the vault credential.
+    let server = match connect(&fe, &shared, &snap, &account).await {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %why, "no Redis server for the client");
+            let _ = reply(&mut client, format!("-ERR {why}\r\n").as_bytes()).await;
+            end_flow(&shared, &listener, &flow, "no_backend", Some(&user));
+            return;
+        }
+    };
+    let Server {
+        mut stream,
+        table,
+        target,
+        _active,
+    } = server;
+    *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target.addr);
+    let rules = account
+        .redis_acl
+        .as_deref()
+        .map(AclRules::parse)
+        .unwrap_or_else(|| Ok(AclRules::default_rules()));
+    let acl = match rules.and_then(|r| RedisAcl::compile(&r, &table)) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = reply(
+                &mut client,
+                format!("-ERR the gateway cannot use redis_acl of user '{user}': {e}\r\n")
+                    .as_bytes(),
+            )
+            .await;
+            end_flow(&shared, &listener, &flow, "refused", Some(&user));
+            return;
+        }
+    };
+    // The client's own HELLO (protocol version, name) goes to the server, which answers it.
+    let mut pending = VecDeque::new();
+    match hello {
+        Some(args) => {
+            let mut cmd = Vec::new();
+            encode_command(&mut cmd, &args);
+            if stream.write_all(&cmd).await.is_err() {
+                end_flow(&shared, &listener, &flow, "server_lost", Some(&user));
+                return;
+            }
+            pending.push_back(Slot::Server);
+        }
+        None => {
+            if reply(&mut client, b"+OK\r\n").await.is_err() {
+                end_flow(&shared, &listener, &flow, "client_error", Some(&user));
+                return;
+            }
+        }
+    }
+    fe.stats.logins.fetch_add(1, Ordering::Relaxed);
+    listener.metrics.new_flows.fetch_add(1, Ordering::Relaxed);
+    let id = fe.next_id.fetch_add(1, Ordering::Relaxed);
+    let session_id = format!("{id:08x}{:08x}", fastrand::u32(..));
+    fe.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id,
+        ClientRow {
+            protocol: "redis",
+            listener: listener.name.to_string(),
+            client: admitted.client.to_string(),
+            user: user.clone(),
+            session_id: session_id.clone(),
+            connected_at: flow.start,
+            server: target.address.clone(),
+        },
+    );
+    let _registered = Registered(fe.clone(), id);
+    shared
+        .records
+        .audit("session.start", &listener.name, admitted.client, || {
+            let mut extra = serde_json::Map::new();
+            extra.insert("user".into(), user.clone().into());
+            extra.insert("session_id".into(), session_id.clone().into());
+            extra.insert("target".into(), target.address.clone().into());
+            extra
+        });
+    let mut s = Session {
+        fe: &fe,
+        shared: &shared,
+        listener: &listener.name,
+        client_addr: admitted.client,
+        user: &user,
+        acl,
+        table,
+        splitter: Splitter::new(Limits::default().with_max_bulk_len(MAX_ARGUMENT)),
+        framer: ReplyFramer::new(Limits::default()),
+        pending,
+        passthrough: false,
+        flow: &flow,
+    };
+    let end = s
+        .relay(
+            &mut client,
+            &mut stream,
+            &mut cbuf,
+            snap.settings.idle_limit(),
+        )
+        .await;
+    end_flow(&shared, &listener, &flow, end, Some(&user));
+}
+
+/// Removes the client from `/api/clients` however the session ends.
+struct Registered(Arc<RedisFrontEnd>, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+async fn reply(client: &mut Box<dyn Io>, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
+struct Login {
+    user: String,
+    account: sumun_config::User,
+    /// The client's `HELLO` without its `AUTH` part, for the server to answer.
+    hello: Option<Vec<Vec<u8>>>,
+}
+
+/// Serve the client until it logs in: `AUTH [user] token`, `HELLO proto AUTH user token
+/// [SETNAME name]`, `QUIT`; anything else is `-NOAUTH`. A refused login is `-WRONGPASS`, and the
+/// client may try again until the handshake deadline.
+async fn login(
+    fe: &RedisFrontEnd,
+    client: &mut Box<dyn Io>,
+    is_tls: bool,
+    snap: &ListenerSnapshot,
+    shared: &Shared,
+    client_addr: std::net::SocketAddr,
+    listener: &str,
+) -> Result<(Login, Vec<u8>), &'static str> {
+    let _ = (fe, snap);
+    let mut splitter = Splitter::new(Limits::unauthenticated());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut at = 0;
+        loop {
+            let cmd = match splitter.split(&buf[at..]) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = reply(client, format!("-{}\r\n", e.reply()).as_bytes()).await;
+                    return Err("protocol_error");
+                }
+            };
+            let len = cmd.len();
+            if cmd.is_empty() {
+                at += len;
+                continue;
+            }
+            let name = cmd.name().unwrap_or_default().to_ascii_lowercase();
+            let args: Vec<Vec<u8>> = cmd.args().map(<[u8]>::to_vec).collect();
+            at += len;
+            let (user, token, hello) = match name.as_slice() {
+                b"quit" => {
+                    let _ = reply(client, b"+OK\r\n").await;
+                    return Err("closed");
+                }
+                b"auth" if args.len() == 2 => (None, args[1].clone(), None),
+                b"auth" if args.len() == 3 => (Some(args[1].clone()), args[2].clone(), None),
+                b"auth" => {
+                    let _ = reply(
+                        client,
+                        b"-ERR wrong number of arguments for 'auth' command\r\n",
+                    )
+                    .await;
+                    continue;
+                }
+                b"hello" => match parse_hello(&args) {
+                    Some((user, token, rest)) => (Some(user), token, Some(rest)),
+                    None => {
+                        let _ = reply(client, b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n").await;
+                        continue;
+                    }
+                },
+                _ => {
+                    if reply(client, NOAUTH).await.is_err() {
+                        return Err("client_error");
+                    }
+                    continue;
+                }
+            };
+            let token = SecretBytes::new(token);
+            match check(shared, is_tls, user.as_deref(), &token) {
+                Ok((user, account)) => {
+                    buf.drain(..at);
+                    return Ok((
+                        Login {
+                            user,
+                            account,
+                            hello,
+                        },
+                        buf,
+                    ));
+                }
+                Err(reason) => {
+                    let who = user
+                        .as_deref()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default()
+                        .into_owned();
+                    tracing::info!(listener, client = %client_addr, user = %who, reason, "authentication failed");
+                    shared
+                        .records
+                        .audit("auth.failure", listener, client_addr, || {
+                            let mut extra = serde_json::Map::new();
+                            extra.insert("user".into(), who.clone().into());
+                            extra.insert("reason".into(), reason.into());
+                            extra
+                        });
+                    if let Some(l) = shared
+                        .registry
+                        .load()
+                        .listeners
+                        .iter()
+                        .find(|l| &*l.name == listener)
+                    {
+                        l.metrics.auth_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if reply(client, WRONGPASS).await.is_err() {
+                        return Err("client_error");
+                    }
+                }
+            }
+        }
+        buf.drain(..at);
+        let n = client.read(&mut chunk).await.map_err(|_| "client_error")?;
+        if n == 0 {
+            return Err("closed");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A `HELLO ... AUTH` taken apart: the user, the password, and the command without `AUTH`.
+type HelloAuth = (Vec<u8>, Vec<u8>, Vec<Vec<u8>>);
+
+/// `HELLO proto AUTH user pass [SETNAME name]`: the user, the password, and the command
+/// without its `AUTH` part. `None` when there is no `AUTH`.
+fn parse_hello(args: &[Vec<u8>]) -> Option<HelloAuth> {
+    let mut rest = vec![args.first()?.clone()];
+    let mut auth = None;
+    let mut i = 1;
+    while i < args.len() {
+        if args[i].eq_ignore_ascii_case(b"auth") && i + 2 < args.len() {
+            auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+            i += 3;
+        } else {
+            rest.push(args[i].clone());
+            i += 1;
+        }
+    }
+    let (user, pass) = auth?;
+    Some((user, pass, rest))
+}
+
+/// Whether `token` logs `user` (or, for `AUTH token`, the token's own user) in.
+fn check(
+    shared: &Shared,
+    is_tls: bool,
+    user: Option<&[u8]>,
+    token: &SecretBytes,
+) -> Result<(String, sumun_config::User), &'static str> {
+    if !is_tls {
+        // A token goes in cleartext: only over TLS.
+        return Err("token_needs_tls");
+    }
+    let vault = shared
+        .vault
+        .load_full()
+        .map(|v| v.state())
+        .ok_or("no_vault")?;
+    let text = std::str::from_utf8(token.expose()).map_err(|_| "token_malformed")?;
+    if !sumun_vault::TokenVerifier::looks_like_token(text.as_bytes()) {
+        return Err("not_a_token");
+    }
+    let claims = vault
+        .verify_token(text, &shared.config.load().gateway.name)
+        .map_err(|_| "token_invalid")?;
+    if let Some(u) = user {
+        // `default` is what `AUTH token` means in Redis: the token names the user.
+        if u != claims.user.as_bytes() && u != b"default" {
+            return Err("token_user_mismatch");
+        }
+    }
+    let config = shared.config.load();
+    let account = config
+        .users
+        .iter()
+        .find(|u| u.name == claims.user)
+        .ok_or("unknown_user")?;
+    if !account.auth.contains(&sumun_config::AuthMethod::Token) {
+        return Err("method_not_available");
+    }
+    Ok((claims.user, account.clone()))
+}
+
+struct Server {
+    stream: Box<dyn Io>,
+    table: Arc<CommandTable>,
+    target: Arc<crate::targets::TargetRt>,
+    _active: TargetActive,
+}
+
+/// Connect to a writable target and log in with the account's vault credential; learn the
+/// group's command table at the first login.
+async fn connect(
+    fe: &RedisFrontEnd,
+    shared: &Shared,
+    snap: &ListenerSnapshot,
+    account: &sumun_config::User,
+) -> Result<Server, String> {
+    let group = snap.group.settings();
+    let name = account
+        .backend_credential
+        .as_deref()
+        .ok_or_else(|| format!("user '{}' has no backend_credential", account.name))?;
+    let vault = shared.vault.load_full().ok_or("the gateway has no vault")?;
+    let cred = vault
+        .backend_credential(name)
+        .map_err(|e| format!("vault secret '{name}': {e}"))?;
+    let mut tried = Vec::new();
+    let mut last = "no healthy backend server is available".to_string();
+    for _ in 0..=group.connect_retries {
+        let Some(target) = snap.group.pick_for(&tried, Want::Writer) else {
+            break;
+        };
+        tried.push(target.addr);
+        let tcp = match tokio::time::timeout(group.connect_timeout, TcpStream::connect(target.addr))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                last = format!(
+                    "no backend server is available: cannot connect to {}",
+                    target.address
+                );
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Io> = match TlsTo::for_target(&group, &target.address) {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let server_name =
+                    rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                        .map_err(|e| format!("bad server name {}: {e}", tls.server_name))?;
+                let config = tls.client_config()?;
+                match tokio_rustls::TlsConnector::from(config)
+                    .connect(server_name, tcp)
+                    .await
+                {
+                    Ok(s) => Box::new(s),
+                    Err(e) => {
+                        last = format!("TLS to {}: {e}", target.address);
+                        continue;
+                    }
+                }
+            }
+        };
+        // AUTH with each stored version of the password while the server says it is wrong.
+        let mut logged_in = cred.passwords.is_empty();
+        for password in &cred.passwords {
+            if password.expose().is_empty() {
+                logged_in = true;
+                break;
+            }
+            let mut cmd = Vec::new();
+            match cred.username.as_deref() {
+                Some(u) if u != "default" => encode_command(
+                    &mut cmd,
+                    &[b"AUTH".as_slice(), u.as_bytes(), password.expose()],
+                ),
+                _ => encode_command(&mut cmd, &[b"AUTH".as_slice(), password.expose()]),
+            }
+            let answer = request(&mut stream, &cmd).await;
+            zeroize::Zeroize::zeroize(&mut cmd);
+            match answer {
+                Ok(sumun_wire::resp::Value::Simple(ok)) if ok.eq_ignore_ascii_case(b"OK") => {
+                    logged_in = true;
+                    break;
+                }
+                Ok(sumun_wire::resp::Value::Error(e)) => {
+                    last = format!(
+                        "the server at {} refused the gateway's login: {}",
+                        target.address,
+                        String::from_utf8_lossy(&e)
+                    );
+                }
+                Ok(_) | Err(_) => {
+                    last = format!("the server at {} failed during login", target.address);
+                    break;
+                }
+            }
+        }
+        if !logged_in {
+            return Err(last);
+        }
+        let table = match fe.table(&group.name) {
+            Some(t) => t,
+            None => {
+                let mut cmd = Vec::new();
+                encode_command(&mut cmd, &[b"COMMAND".as_slice()]);
+                let reply = request(&mut stream, &cmd)
+                    .await
+                    .map_err(|e| format!("the server at {}: COMMAND: {e}", target.address))?;
+                let table = Arc::new(
+                    CommandTable::from_reply(&reply)
+                        .map_err(|e| format!("the server at {}: COMMAND: {e}", target.address))?,
+                );
+                fe.learn_table(&group.name, table.clone());
+                table
+            }
+        };
+        target.flows_total.fetch_add(1, Ordering::Relaxed);
+        return Ok(Server {
+            stream,
+            table,
+            _active: TargetActive::new(&target),
+            target,
+        });
+    }
+    Err(last)
+}
+
+/// Send one command the gateway makes and read its one reply.
+async fn request(stream: &mut Box<dyn Io>, cmd: &[u8]) -> Result<sumun_wire::resp::Value, String> {
+    stream.write_all(cmd).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
+    let mut decoder = Decoder::new(Limits::default());
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 16384];
+    loop {
+        if let Some((value, _)) = decoder.decode(&buf).map_err(|e| e.to_string())? {
+            return Ok(value);
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .map_err(|_| "no answer within 10 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 64 << 20 {
+            return Err("an answer over 64 MiB".into());
+        }
+    }
+}
+
+/// A reply the client is owed, in order: the server's next one, or one the gateway made.
+enum Slot {
+    Server,
+    Local(Vec<u8>),
+}
+
+struct Session<'a> {
+    fe: &'a RedisFrontEnd,
+    shared: &'a Shared,
+    listener: &'a str,
+    client_addr: std::net::SocketAddr,
+    user: &'a str,
+    acl: RedisAcl,
+    table: Arc<CommandTable>,
+    splitter: Splitter,
+    framer: ReplyFramer,
+    pending: VecDeque<Slot>,
+    /// The server may send without being asked (RESP2 pub/sub, `MONITOR`, `CLIENT REPLY
+    /// OFF`): its frames are passed on as they come and no longer matched to commands.
+    passthrough: bool,
+    flow: &'a crate::records::ActiveFlow,
+}
+
+enum Event {
+    Client(std::io::Result<usize>),
+    Server(std::io::Result<usize>),
+    Timer,
+    Stop,
+}
+
+impl Session<'_> {
+    async fn relay(
+        &mut self,
+        client: &mut Box<dyn Io>,
+        server: &mut Box<dyn Io>,
+        cbuf: &mut Vec<u8>,
+        idle: std::time::Duration,
+    ) -> &'static str {
+        let stop = self.shared.stop.wait();
+        tokio::pin!(stop);
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let mut cchunk = vec![0u8; 16384];
+        let mut schunk = vec![0u8; 16384];
+        let mut sbuf: Vec<u8> = Vec::new();
+        loop {
+            match self.on_client(client, server, cbuf).await {
+                Ok(true) => {}
+                Ok(false) => return "closed",
+                Err(end) => return end,
+            }
+            let event = tokio::select! {
+                biased;
+                r = server.read(&mut schunk) => Event::Server(r),
+                r = client.read(&mut cchunk) => Event::Client(r),
+                () = &mut timer => Event::Timer,
+                () = &mut stop => Event::Stop,
+            };
+            match event {
+                Event::Server(Ok(0)) | Event::Server(Err(_)) => return "server_lost",
+                Event::Server(Ok(n)) => {
+                    sbuf.extend_from_slice(&schunk[..n]);
+                    if let Err(end) = self.on_server(client, &mut sbuf).await {
+                        return end;
+                    }
+                }
+                Event::Client(Ok(0)) => return "closed",
+                Event::Client(Err(_)) => return "client_error",
+                Event::Client(Ok(n)) => {
+                    count(&self.flow.counters, true, n);
+                    cbuf.extend_from_slice(&cchunk[..n]);
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Event::Timer => {
+                    if self.pending.is_empty() {
+                        return "idle_timeout";
+                    }
+                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+                Event::Stop => return "drained",
+            }
+        }
+    }
+
+    /// Split what the client sent into commands, check each, forward the allowed ones in one
+    /// write, and answer the refused ones in their place. `Ok(false)`: the client quit.
+    async fn on_client(
+        &mut self,
+        client: &mut Box<dyn Io>,
+        server: &mut Box<dyn Io>,
+        cbuf: &mut Vec<u8>,
+    ) -> Result<bool, &'static str> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut quit = false;
+        loop {
+            let cmd = match self.splitter.split(&cbuf[at..]) {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = reply(client, format!("-{}\r\n", e.reply()).as_bytes()).await;
+                    return Err("protocol_error");
+                }
+            };
+            let len = cmd.len();
+            if cmd.is_empty() {
+                at += len;
+                continue;
+            }
+            let name = cmd.name().unwrap_or_default().to_ascii_lowercase();
+            let local = match name.as_slice() {
+                b"quit" => {
+                    quit = true;
+                    Some(b"+OK\r\n".to_vec())
+                }
+                b"auth" => Some(
+                    b"-ERR Sumun: AUTH on an open connection is not supported; open a new connection to log in as another user\r\n"
+                        .to_vec(),
+                ),
+                b"hello" if cmd.args().any(|a| a.eq_ignore_ascii_case(b"auth")) => Some(
+                    b"-ERR Sumun: HELLO with AUTH on an open connection is not supported; open a new connection to log in as another user\r\n"
+                        .to_vec(),
+                ),
+                _ => match self.acl.check(&self.table, &cmd) {
+                    Verdict::Allowed(_) => None,
+                    Verdict::Denied(denial) => {
+                        self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        let kind = denial.kind.as_str();
+                        let command = denial.command.clone();
+                        self.shared.records.audit(
+                            "command.denied",
+                            self.listener,
+                            self.client_addr,
+                            || {
+                                let mut extra = serde_json::Map::new();
+                                extra.insert("user".into(), self.user.into());
+                                extra.insert("command".into(), command.into());
+                                extra.insert("reason".into(), kind.into());
+                                extra
+                            },
+                        );
+                        Some(format!("-{}\r\n", denial.reply(self.user, Wording::Redis70)).into_bytes())
+                    }
+                },
+            };
+            match local {
+                Some(bytes) => self.pending.push_back(Slot::Local(bytes)),
+                None => {
+                    // Commands after which the server speaks unasked (RESP2 pub/sub, MONITOR,
+                    // CLIENT REPLY OFF|SKIP): from then on its frames go through as they come.
+                    let sub = matches!(
+                        name.as_slice(),
+                        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"monitor"
+                    ) || (name == b"client"
+                        && cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"reply")));
+                    out.extend_from_slice(&cbuf[at..at + len]);
+                    self.fe.stats.commands.fetch_add(1, Ordering::Relaxed);
+                    if !self.passthrough {
+                        self.pending.push_back(Slot::Server);
+                    }
+                    if sub {
+                        self.passthrough = true;
+                    }
+                }
+            }
+            at += len;
+            if quit {
+                break;
+            }
+        }
+        cbuf.drain(..at);
+        if !out.is_empty() {
+            server.write_all(&out).await.map_err(|_| "server_lost")?;
+            server.flush().await.map_err(|_| "server_lost")?;
+        }
+        // The gateway's own answers that nothing of the server's is ahead of.
+        let mut local = Vec::new();
+        while let Some(Slot::Local(_)) = self.pending.front() {
+            if let Some(Slot::Local(bytes)) = self.pending.pop_front() {
+                local.extend_from_slice(&bytes);
+            }
+        }
+        if !local.is_empty() {
+            count(&self.flow.counters, false, local.len());
+            reply(client, &local).await.map_err(|_| "client_error")?;
+        }
+        Ok(!quit)
+    }
+
+    /// Pass the server's frames to the client, each reply followed by the gateway's own
+    /// answers queued behind it.
+    async fn on_server(
+        &mut self,
+        client: &mut Box<dyn Io>,
+        sbuf: &mut Vec<u8>,
+    ) -> Result<(), &'static str> {
+        let mut out = Vec::with_capacity(sbuf.len());
+        let mut pos = 0;
+        loop {
+            let adv = self
+                .framer
+                .advance(&sbuf[pos..])
+                .map_err(|_| "server_protocol_error")?;
+            out.extend_from_slice(&sbuf[pos..pos + adv.consumed]);
+            pos += adv.consumed;
+            match adv.complete {
+                None => break,
+                Some(FrameKind::Push) => {}
+                Some(FrameKind::Reply | FrameKind::Error) => {
+                    if !self.passthrough || matches!(self.pending.front(), Some(Slot::Server)) {
+                        if let Some(Slot::Server) = self.pending.front() {
+                            self.pending.pop_front();
+                        }
+                    }
+                    while let Some(Slot::Local(_)) = self.pending.front() {
+                        if let Some(Slot::Local(bytes)) = self.pending.pop_front() {
+                            out.extend_from_slice(&bytes);
+                        }
+                    }
+                }
+            }
+            if pos == sbuf.len() {
+                break;
+            }
+        }
+        sbuf.drain(..pos);
+        if !out.is_empty() {
+            count(&self.flow.counters, false, out.len());
+            reply(client, &out).await.map_err(|_| "client_error")?;
+        }
+        Ok(())
+    }
+}
