@@ -25,8 +25,11 @@ runs=${RUNS:-3}
 work=$(mktemp -d /tmp/sumun-flows-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-cargo build --release -q -p sumun-flows-tools --example flows_bench --manifest-path "$root/Cargo.toml"
-cargo build --release -q -p sumun-flows-sql --example flows_sql_bench --manifest-path "$root/Cargo.toml"
+# SKIP_BUILD=1 uses the examples as built (when another build holds cargo's lock).
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cargo build --release -q -p sumun-flows-tools --example flows_bench --manifest-path "$root/Cargo.toml"
+  cargo build --release -q -p sumun-flows-sql --example flows_sql_bench --manifest-path "$root/Cargo.toml"
+fi
 bin="$root/target/release/examples/flows_bench"
 sqlbin="$root/target/release/examples/flows_sql_bench"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb
@@ -123,16 +126,23 @@ cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
       'BEGIN { printf "| %s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", n, i, sr, sw, dw, sw / dw, sc, dc, sc / dc }'
   done
   echo
-  echo "Median wall ratio per query over the runs:"
+  echo "Median ratios per query over the runs (wall, CPU):"
   echo
   for q in "$here"/queries/*.sql; do
     name=$(basename "$q" .sql)
-    for r in "${sql_results[@]}"; do
+    wall=$(for r in "${sql_results[@]}"; do
       IFS='|' read -r n _ sw _ _ dw _ _ <<<"$r"
       if [ "$n" = "$name" ]; then
         awk -v a="$sw" -v b="$dw" 'BEGIN { printf "%.3f\n", a / b }'
       fi
-    done | sort -n | awk -v n="$name" '{ v[NR] = $1 } END { printf "- %s: %.2f\n", n, v[int((NR + 1) / 2)] }'
+    done | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
+    cpu=$(for r in "${sql_results[@]}"; do
+      IFS='|' read -r n _ _ sc _ _ dc _ <<<"$r"
+      if [ "$n" = "$name" ]; then
+        awk -v a="$sc" -v b="$dc" 'BEGIN { printf "%.3f\n", a / b }'
+      fi
+    done | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }')
+    echo "- $name: wall $wall, CPU $cpu"
   done
 } > "$here/RESULTS.md"
 echo "wrote $here/RESULTS.md" >&2

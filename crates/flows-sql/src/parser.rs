@@ -256,20 +256,16 @@ impl Parser<'_> {
         }
         let mut limit = None;
         if self.eat_kw("limit") && !self.eat_kw("all") {
-            {
-                let pos = self.pos();
-                match self.advance() {
-                    Tok::Number(n) => {
-                        limit = Some(
-                            n.parse::<u64>()
-                                .map_err(|_| self.error_at(pos, "LIMIT takes a whole number"))?,
-                        );
-                    }
-                    _ => {
-                        self.i -= 1;
-                        return Err(self.error_here("expected a number after LIMIT"));
-                    }
+            let pos = self.pos();
+            match self.peek().clone() {
+                Tok::Number(n) => {
+                    self.i += 1;
+                    limit = Some(
+                        n.parse::<u64>()
+                            .map_err(|_| self.error_at(pos, "LIMIT takes a whole number"))?,
+                    );
                 }
+                _ => return Err(self.error_here("expected a number after LIMIT")),
             }
         }
         if self.is_kw("union") || self.is_kw("intersect") || self.is_kw("except") {
