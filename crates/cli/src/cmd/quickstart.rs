@@ -27,7 +27,7 @@ pub struct Setup {
 const BACKENDS: [(&str, &str, &str, &str); 3] = [
     ("postgres", "PostgreSQL", "127.0.0.1:5432", "postgres"),
     ("mariadb", "MariaDB/MySQL", "127.0.0.1:3306", "mysql"),
-    ("redis", "Redis", "127.0.0.1:6379", "tls"),
+    ("redis", "Redis", "127.0.0.1:6379", "redis"),
 ];
 
 /// A port quickstart chooses: the flag that sets it, the listener that binds it (`None`: the
@@ -149,6 +149,10 @@ const PG_CREDENTIAL: &str = "pg/local";
 /// The MariaDB/MySQL listener's user (a token logs it in) and its backend credential.
 pub const MYSQL_USER: &str = "root";
 const MYSQL_CREDENTIAL: &str = "maria/local";
+/// The Redis listener's user (Redis's own name for the user `AUTH token` logs in) and its
+/// backend credential.
+pub const REDIS_USER: &str = "default";
+const REDIS_CREDENTIAL: &str = "redis/local";
 
 /// The admin API's bearer token, next to the config.
 const ADMIN_TOKEN: &str = "admin.token";
@@ -244,26 +248,43 @@ fn init_vault(vault_dir: &Path, key_file: &Path) -> anyhow::Result<()> {
 /// The backend credential of the MariaDB listener's user: the local server's `root`, which on
 /// a development machine usually has no password over loopback (a server that wants one
 /// refuses the login in its own words; `sumun secrets put maria/local` sets the real one).
-/// Added to a vault from an earlier quickstart that lacks it.
+/// Added to a vault from an earlier quickstart that lacks it; so is the local Redis's (its
+/// default user, without a password: `sumun secrets put redis/local` sets one).
 fn ensure_mysql_credential(vault_dir: &Path, key_file: &Path) -> anyhow::Result<()> {
     let mut vault = sumun_vault::Vault::open_with_key_file(vault_dir, Some(key_file))
         .with_context(|| format!("cannot open the vault in {}", vault_dir.display()))?;
-    if vault.list().iter().any(|s| s.name == MYSQL_CREDENTIAL) {
-        return Ok(());
-    }
-    vault
-        .put(
+    let have: Vec<String> = vault.list().into_iter().map(|s| s.name).collect();
+    for (name, kind, address, username) in [
+        (
             MYSQL_CREDENTIAL,
-            &sumun_vault::SecretBytes::from_slice(b""),
-            sumun_vault::SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Mysql),
-                address: Some("127.0.0.1:3306".into()),
-                username: Some("root".into()),
-                database: None,
-                admin_secret: None,
-            },
-        )
-        .context("cannot store the MariaDB credential")?;
+            sumun_vault::SecretKind::Mysql,
+            "127.0.0.1:3306",
+            Some("root"),
+        ),
+        (
+            REDIS_CREDENTIAL,
+            sumun_vault::SecretKind::Redis,
+            "127.0.0.1:6379",
+            None,
+        ),
+    ] {
+        if have.iter().any(|h| h == name) {
+            continue;
+        }
+        vault
+            .put(
+                name,
+                &sumun_vault::SecretBytes::from_slice(b""),
+                sumun_vault::SecretMeta {
+                    kind: Some(kind),
+                    address: Some(address.into()),
+                    username: username.map(String::from),
+                    database: None,
+                    admin_secret: None,
+                },
+            )
+            .with_context(|| format!("cannot store the backend credential {name}"))?;
+    }
     Ok(())
 }
 
@@ -433,7 +454,12 @@ fn default_config(ports: &[u16; 4]) -> String {
          # Who may log in through the MariaDB/MySQL listener: a token from `sumun token --user\n\
          # {MYSQL_USER} --config sumun.toml` as the password (over TLS). The gateway logs in to\n\
          # MariaDB as the username of the vault secret {MYSQL_CREDENTIAL} (root, no password).\n\
-         [[users]]\nname = \"{MYSQL_USER}\"\nauth = [\"token\"]\nbackend_credential = \"{MYSQL_CREDENTIAL}\"\n"
+         [[users]]\nname = \"{MYSQL_USER}\"\nauth = [\"token\"]\nbackend_credential = \"{MYSQL_CREDENTIAL}\"\n\n\
+         # Who may log in through the Redis listener: `AUTH <token>` (or redis-cli --user {REDIS_USER}\n\
+         # --pass <token>) over TLS, a token from `sumun token --user {REDIS_USER} --config sumun.toml`.\n\
+         # The gateway logs in to Redis with the vault secret {REDIS_CREDENTIAL} (no password);\n\
+         # redis_acl (Redis's ACL syntax) says what may run: the default keeps @dangerous out.\n\
+         [[users]]\nname = \"{REDIS_USER}\"\nauth = [\"token\"]\nbackend_credential = \"{REDIS_CREDENTIAL}\"\nredis_acl = \"+@all -@dangerous ~* &*\"\n"
     );
     for ((name, what, backend, protocol), port) in BACKENDS.into_iter().zip(ports) {
         let pool = if protocol == "postgres" {
@@ -539,6 +565,14 @@ pub fn print_instructions(setup: &Setup, config: &Config, gateway: Option<&Gatew
                     "  mariadb -h localhost -P {port} -u {MYSQL_USER} --ssl --ssl-ca={ca} --password='{token}'\n  \
                      (MySQL's own client: mysql ... --ssl-mode=VERIFY_CA --ssl-ca={ca} --enable-cleartext-plugin;\n  \
                      a token valid 15 minutes; a new one: sumun token --user {MYSQL_USER} --config {})",
+                    setup.config_path.display()
+                ),
+                Err(e) => format!("  (cannot issue a token: {e})"),
+            },
+            (_, sumun_config::Protocol::Redis) => match user_token(config, REDIS_USER) {
+                Ok(token) => format!(
+                    "  redis-cli --tls --cacert {ca} -h localhost -p {port} --user {REDIS_USER} --pass '{token}' ping\n  \
+                     (a token valid 15 minutes; a new one: sumun token --user {REDIS_USER} --config {})",
                     setup.config_path.display()
                 ),
                 Err(e) => format!("  (cannot issue a token: {e})"),
