@@ -1,34 +1,41 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of Sumun's `mysql` listener (session mode, TLS + token, query audit on)
-# against HAProxy `mode tcp` and against connecting directly (issue 18, "Benchmark"). Everything
-# runs on loopback in one run: a private MariaDB on a free port, HAProxy, Sumun, sysbench.
-# Writes bench/mysql/RESULTS.md and prints every command it timed.
+# Side-by-side benchmark of Sumun's `mysql` listeners (session and transaction mode, plain text
+# with a gateway-held password and TLS with a token, query audit on) against HAProxy `mode tcp`
+# and against connecting directly (issue 18, "Benchmark"). Everything runs on loopback in one
+# run: a private MariaDB on a free port, HAProxy, Sumun, sysbench (and
+# bench/mysql/login_storm.lua for the login storm). Writes bench/mysql/RESULTS.md and prints
+# every command it timed.
 #
-#   bench/mysql/run.sh                   # full run, 10 s per row (about 7 minutes)
+#   bench/mysql/run.sh                   # full run, 10 s per row (about 10 minutes)
 #   DURATION=5 bench/mysql/run.sh        # shorter rows
-#   QUICK=1 bench/mysql/run.sh           # smoke run: 3 s rows, 1 table
+#   QUICK=1 bench/mysql/run.sh           # smoke run: 3 s rows, 1 table of 10,000 rows
 #   SUMUN_BUILD=0 bench/mysql/run.sh     # never run cargo; Sumun rows fail if the binary is missing
 #
-# Other knobs: THREADS=32, TABLES=4, TABLE_SIZE=100000, STORM_THREADS=16, SUMUN=path, OUT=file,
-# KEEP=1 (keep the work directory with all logs), SUMUN_WORKERS=1 (Sumun's `[gateway] workers`;
-# HAProxy runs `nbthread` the same), SCALING=0 (skip the two-thread rows).
+# Other knobs: THREADS=32, TABLES=4, TABLE_SIZE=100000, STORM_THREADS=16, POOL_SIZE=20 (Sumun's
+# transaction-mode pool), SUMUN=path, OUT=file, KEEP=1 (keep the work directory with all logs),
+# SUMUN_WORKERS=1 (Sumun's `[gateway] workers`; HAProxy runs `nbthread` the same), SCALING=0
+# (skip the two-thread rows).
 #
 # Needs (installed with apt-get when run as root): sysbench, haproxy, mariadb-server,
 # mariadb-client, openssl, python3.
 #
 # Paths and logins (sysbench as user sbtest, mysql_native_password at MariaDB):
-#   direct                  MariaDB, plain text, the account's password
-#   direct, TLS             MariaDB's own TLS (--mysql-ssl=on), the account's password
-#   HAProxy                 HAProxy `mode tcp` -> MariaDB, plain text
-#   HAProxy, TLS at MariaDB HAProxy `mode tcp`; the client's TLS passes through and ends at MariaDB
-#   Sumun, TLS + token      Sumun `mysql` listener (tls = "required"), a `sumun token` as the
-#                           password (mysql_clear_password inside TLS); Sumun logs in to MariaDB
-#                           with the vault's password; every COM_QUERY audited, masked.
-# There is no plain-text Sumun row: a `mysql` listener takes tokens over TLS only, and cert logins
-# need TLS too (docs/mysql.md). There is no "HAProxy terminating TLS" row: MySQL clients start TLS
-# inside the protocol (an SSL request after the server's greeting), so a `bind ... ssl` frontend,
-# which expects a TLS ClientHello first, cannot serve them; the script checks this once and
-# records what the client says.
+#   direct                     MariaDB, plain text, the account's password
+#   direct, TLS                MariaDB's own TLS (--mysql-ssl=on), the account's password
+#   HAProxy                    HAProxy `mode tcp` -> MariaDB, plain text
+#   HAProxy, TLS at MariaDB    HAProxy `mode tcp`; the client's TLS passes through to MariaDB
+#   Sumun ..., password        plain text; the gateway-held password (`sumun users set-password`,
+#                              the same password) checked with mysql_native_password
+#   Sumun ..., TLS + token     TLS ends at Sumun; a `sumun token` as the password
+#                              (mysql_clear_password inside TLS)
+#   Sumun session|transaction  listener `mysql-session` (a server connection per client) or
+#                              `mysql-transaction` (a pool of POOL_SIZE shared between transactions);
+#                              Sumun logs in to MariaDB with the vault's password; every COM_QUERY
+#                              audited, masked.
+# There is no "HAProxy terminating TLS" row: MySQL clients start TLS inside the protocol (an SSL
+# request after the server's greeting), so a `bind ... ssl` frontend, which expects a TLS
+# ClientHello first, cannot serve them; the script checks this once and records what the
+# client says.
 set -euo pipefail
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
 cd "$(dirname "$0")/../.."
@@ -44,6 +51,7 @@ fi
 THREADS=${THREADS:-32}
 STORM_THREADS=${STORM_THREADS:-16}
 SUMUN_WORKERS=${SUMUN_WORKERS:-1}
+POOL_SIZE=${POOL_SIZE:-20}
 SCALING=${SCALING:-1}
 SUMUN=${SUMUN:-$ROOT/target/release/sumun}
 SUMUN_BUILD=${SUMUN_BUILD:-1}
@@ -94,6 +102,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'echo interrupted >&2; exit 130' INT TERM
+trap 'echo "$0: line $LINENO: command failed (exit $?)" >&2' ERR
 
 # Other work may rebuild target/release/sumun during the run: run a copy, and say what it was.
 SUMUN_BUILT=""; SUMUN_DIRTY=""
@@ -233,8 +242,13 @@ HAP_TLS_NOTE=$(cd "$SB" && MYSQL_PWD=$DBPASS timeout 15 "$MYSQL" --no-defaults -
 log_cmd "MYSQL_PWD=\$DBPASS mariadb --protocol=TCP -h 127.0.0.1 -P $H_SSL -usbtest --ssl -e 'select 1'   # through 'bind ... ssl crt': $HAP_TLS_NOTE"
 
 # --- Sumun ---------------------------------------------------------------------------------
+# One process, two `mysql` listeners on the same target: session mode (a server connection per
+# client) and transaction mode (a pool of POOL_SIZE server connections shared between
+# transactions). `tls = "optional"`: TLS clients log in with a token, plain-text clients with the
+# gateway-held password (mysql_native_password against the verifier `sumun users set-password`
+# stores; the same password as the MariaDB account, as in the PostgreSQL benchmark).
 VAULT=$W/vault
-sumun_toml() { # FILE WORKERS PORT
+sumun_toml() { # FILE WORKERS SESSION_PORT [TRANSACTION_PORT]
   cat > "$1" <<TOML
 [gateway]
 name = "bench"
@@ -251,21 +265,38 @@ key = "$CERTS/server-key.pem"
 name = "local"
 ingress = [{ cidr = "127.0.0.0/8" }]
 [[listeners]]
-name = "mysql-tls"
+name = "mysql-session"
 bind = "127.0.0.1:$3"
 protocol = "mysql"
-tls = "required"
+tls = "optional"
 tls_config = "default"
 target_group = "maria"
 security_groups = ["local"]
 max_connections = 12000
 audit_queries = "masked"
+TOML
+  if [ -n "${4:-}" ]; then
+    cat >> "$1" <<TOML
+[[listeners]]
+name = "mysql-transaction"
+bind = "127.0.0.1:$4"
+protocol = "mysql"
+tls = "optional"
+tls_config = "default"
+target_group = "maria"
+security_groups = ["local"]
+max_connections = 12000
+audit_queries = "masked"
+pool = { mode = "transaction", size = $POOL_SIZE }
+TOML
+  fi
+  cat >> "$1" <<TOML
 [[target_groups]]
 name = "maria"
 targets = [{ address = "127.0.0.1:$M_PORT" }]
 [[users]]
 name = "sbtest"
-auth = ["token"]
+auth = ["token", "password"]
 backend_credential = "maria/sbtest"
 databases = ["sbtest"]
 TOML
@@ -274,35 +305,51 @@ start_sumun() { # CONFIG LOG PORT -> sets SUMUN_PID, or returns 1
   SUMUN_LOG=warn "$SUMUN" serve --config "$1" >"$2" 2>&1 &
   SUMUN_PID=$!; pids+=("$SUMUN_PID")
   wait_port "$3" "$SUMUN_PID" && return 0
-  SUMUN_NOTE="sumun serve did not start: $(grep -v '^\s*$' "$2" | tail -3 | tr '\n' ' ' | cut -c1-300)"
+  SUMUN_NOTE="sumun serve did not start: $(grep -v '^\s*$' "$2" | tail -3 | tr '\n' ' ' | cut -c1-300 || true)"
   stop_pid "$SUMUN_PID"; SUMUN_PID=""
   return 1
 }
-S_PORT=$(free_port)
+S_PORT=$(free_port); S_TX=$(free_port)
 SUMUN_PID=""; TOKEN=""
+declare -A SUMUN_AUTH_NOTE=()
+# try_login PORT SSL(on|off) PASSWORD: one `select 1` through Sumun; prints the error if any.
+try_login() {
+  local sslarg=(--skip-ssl); [ "$2" = on ] && sslarg=(--ssl)
+  (cd "$SB" && MYSQL_PWD=$3 timeout 20 "$MYSQL" --no-defaults --protocol=TCP -h 127.0.0.1 -P "$1" -usbtest "${sslarg[@]}" \
+    --connect-timeout=5 -D sbtest -N -B -e 'select 1' 2>&1 >/dev/null) | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-300 || true
+}
 setup_sumun() {
-  local cfg=$W/sumun.toml err
-  sumun_toml "$cfg" "$SUMUN_WORKERS" "$S_PORT"
+  local cfg=$W/sumun.toml err port ssl
+  sumun_toml "$cfg" "$SUMUN_WORKERS" "$S_PORT" "$S_TX"
   "$SUMUN" vault init --config "$cfg" >"$W/sumun-setup.log" 2>&1 || { SUMUN_NOTE="sumun vault init failed: $(tail -1 "$W/sumun-setup.log")"; return 1; }
   "$SUMUN" secrets put maria/sbtest --value-file "$W/dbpass.txt" --kind mysql --address "127.0.0.1:$M_PORT" --username sbtest --config "$cfg" >>"$W/sumun-setup.log" 2>&1 \
     || { SUMUN_NOTE="sumun secrets put failed: $(tail -1 "$W/sumun-setup.log")"; return 1; }
+  "$SUMUN" users set-password sbtest --value-file "$W/dbpass.txt" --config "$cfg" >>"$W/sumun-setup.log" 2>&1 \
+    || SUMUN_AUTH_NOTE[off]="sumun users set-password failed: $(tail -1 "$W/sumun-setup.log")"
   TOKEN=$("$SUMUN" token --user sbtest --database sbtest --ttl 1h --config "$cfg" 2>>"$W/sumun-setup.log") && [ -n "$TOKEN" ] \
     || { SUMUN_NOTE="sumun token failed: $(tail -1 "$W/sumun-setup.log")"; return 1; }
   log_cmd "sumun vault init --config sumun.toml"
   log_cmd "sumun secrets put maria/sbtest --value-file dbpass.txt --kind mysql --address 127.0.0.1:$M_PORT --username sbtest --config sumun.toml"
+  log_cmd "sumun users set-password sbtest --value-file dbpass.txt --config sumun.toml"
   log_cmd "TOKEN=\$(sumun token --user sbtest --database sbtest --ttl 1h --config sumun.toml)"
   start_sumun "$cfg" "$W/sumun.log" "$S_PORT" || return 1
-  log_cmd "SUMUN_LOG=warn sumun serve --config sumun.toml   # [gateway] workers = $SUMUN_WORKERS; listener mysql-tls: protocol mysql, tls required, audit_queries masked; [audit] path = audit.jsonl; user sbtest auth [token], backend_credential maria/sbtest"
-  # One login first, so a login that does not work fails once here, with its words, not in every row.
-  if ! err=$(cd "$SB" && MYSQL_PWD=$TOKEN timeout 20 "$MYSQL" --no-defaults --protocol=TCP -h 127.0.0.1 -P "$S_PORT" -usbtest --ssl \
-      --connect-timeout=5 -D sbtest -N -B -e 'select 1' 2>&1); then
-    SUMUN_NOTE="TLS + token login through Sumun failed: $(echo "$err" | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-300)"
-    return 1
-  fi
+  wait_port "$S_TX" "$SUMUN_PID" || { SUMUN_NOTE="listener mysql-transaction did not come up"; return 1; }
+  log_cmd "SUMUN_LOG=warn sumun serve --config sumun.toml   # [gateway] workers = $SUMUN_WORKERS; listeners mysql-session (session mode) and mysql-transaction (pool transaction, size $POOL_SIZE): protocol mysql, tls optional, audit_queries masked; [audit] path = audit.jsonl; user sbtest auth [token, password], backend_credential maria/sbtest"
+  # One login each way first, so a login that does not work fails once here, with its words;
+  # the rows of that way are then reported as failed with this reason.
+  for ssl in on off; do
+    for port in "$S_PORT" "$S_TX"; do
+      if [ "$ssl" = on ]; then err=$(try_login "$port" on "$TOKEN"); else err=$(try_login "$port" off "$DBPASS"); fi
+      if [ -n "$err" ]; then
+        SUMUN_AUTH_NOTE[$ssl/$port]="$([ "$ssl" = on ] && echo "TLS + token" || echo "plain-text password") login through Sumun (:$port) failed: $err"
+        echo "${SUMUN_AUTH_NOTE[$ssl/$port]}" >&2
+      fi
+    done
+  done
   return 0
 }
 if [ -z "$SUMUN_NOTE" ]; then
-  if setup_sumun; then echo "Sumun :$S_PORT (pid $SUMUN_PID)"
+  if setup_sumun; then echo "Sumun session :$S_PORT, transaction :$S_TX (pid $SUMUN_PID)"
   else [ -n "$SUMUN_PID" ] && stop_pid "$SUMUN_PID"; SUMUN_PID=""; fi
 fi
 [ -n "$SUMUN_NOTE" ] && echo "Sumun rows will be reported as failed: $SUMUN_NOTE" >&2
@@ -337,9 +384,13 @@ bench() {
   local args=("${SB_COMMON[@]}" "$@" --time="$DURATION" --report-interval=0 --mysql-host=127.0.0.1 --mysql-port="$port" --mysql-ssl="$ssl")
   local label="$test $*" t0 t1 m0 m1 out rc=0 qps eps lat p95 n cpu="-" mcpu ccpu shown r errs
   shown="sysbench $test ${args[*]} --mysql-password=$([ "$pass" = "$TOKEN" ] && [ -n "$TOKEN" ] && echo '$TOKEN' || echo '$DBPASS') run"
-  if [ "$proxy" != direct ] && ! alive "$pid"; then
+  local why0=""
+  if [ "$proxy" != direct ] && ! alive "$pid"; then why0=${SUMUN_NOTE:-$proxy not running}
+  elif [ "$proxy" = sumun ]; then why0=${SUMUN_AUTH_NOTE[$ssl/$port]:-}; fi
+  if [ -n "$why0" ]; then
     rows+=("| \`$label\` | $path | failed | | | | | | $(ratio_cols "$proxy" "$key" "" "" "") |")
-    echo "  $path: failed (${SUMUN_NOTE:-$proxy not running})"
+    FAILURES+=("- $path, \`$label\`: not run: $why0")
+    echo "  $path: failed ($why0)"
     return 0
   fi
   local envv=() note="" attempt
@@ -363,9 +414,11 @@ bench() {
     if [ -z "$qps" ] || [ "${n:-0}" = 0 ] || [ "$rc" != 0 ] || { [ "$proxy" != direct ] && ! alive "$pid"; }; then
       local f="$W/failed-$(echo "$path $key $attempt" | tr -c 'A-Za-z0-9' _).log"
       echo "$out" > "$f"
-      local why; why=$(echo "$out" | grep -i -m3 'fatal\|error\|lost\|denied' | tr '\n' ' ' | cut -c1-300)
-      [ -z "$why" ] && why=$(echo "$out" | grep -v '^\s*$' | tail -2 | tr '\n' ' ' | cut -c1-300)
-      FAILURES+=("- $path, \`$label\`${envv[*]:+ with ${envv[*]}} (rc $rc, $(echo "$out" | grep -c '^FATAL: error') threads refused): $why")
+      local why refused
+      why=$(echo "$out" | grep -i -m3 'fatal\|error\|lost\|denied' | tr '\n' ' ' | cut -c1-300 || true)
+      [ -z "$why" ] && why=$(echo "$out" | grep -v '^\s*$\|^__' | tail -2 | tr '\n' ' ' | cut -c1-300 || true)
+      refused=$(echo "$out" | grep -c '^FATAL: error' || true)
+      FAILURES+=("- $path, \`$label\`${envv[*]:+ with ${envv[*]}} (rc $rc, $refused threads refused): $why")
       # libmariadb loads its mysql_clear_password plugin (which token logins need) on first use,
       # and threads that connect at once can race on it ("already loaded"); preloading it at
       # library init avoids the race. Retry such a row once that way, and say so.
@@ -402,9 +455,12 @@ for test in oltp_point_select oltp_read_only; do
     echo "[$(elapsed)] sysbench $test --db-ps-mode=$ps"
     bench THROUGHPUT direct "direct" "$k-plain" "" "$M_PORT" off "$DBPASS" "$test" "${a[@]}"
     bench THROUGHPUT haproxy "HAProxy" "$k-plain" "$H_PID" "$H_PORT" off "$DBPASS" "$test" "${a[@]}"
+    bench THROUGHPUT sumun "Sumun session, password, audit" "$k-plain" "$SUMUN_PID" "$S_PORT" off "$DBPASS" "$test" "${a[@]}"
+    bench THROUGHPUT sumun "Sumun transaction, password, audit" "$k-plain" "$SUMUN_PID" "$S_TX" off "$DBPASS" "$test" "${a[@]}"
     bench THROUGHPUT direct "direct, TLS" "$k-tls" "" "$M_PORT" on "$DBPASS" "$test" "${a[@]}"
     bench THROUGHPUT haproxy "HAProxy, TLS at MariaDB" "$k-tls" "$H_PID" "$H_PORT" on "$DBPASS" "$test" "${a[@]}"
-    bench THROUGHPUT sumun "Sumun, TLS + token, audit" "$k-tls" "$SUMUN_PID" "$S_PORT" on "$TOKEN" "$test" "${a[@]}"
+    bench THROUGHPUT sumun "Sumun session, TLS + token, audit" "$k-tls" "$SUMUN_PID" "$S_PORT" on "$TOKEN" "$test" "${a[@]}"
+    bench THROUGHPUT sumun "Sumun transaction, TLS + token, audit" "$k-tls" "$SUMUN_PID" "$S_TX" on "$TOKEN" "$test" "${a[@]}"
   done
 done
 
@@ -414,9 +470,12 @@ cp "$HERE/login_storm.lua" "$SB/login_storm.lua"
 LS=(--threads="$STORM_THREADS")
 bench STORM direct "direct, plain" "storm-plain" "" "$M_PORT" off "$DBPASS" ./login_storm.lua "${LS[@]}"
 bench STORM haproxy "HAProxy, plain" "storm-plain" "$H_PID" "$H_PORT" off "$DBPASS" ./login_storm.lua "${LS[@]}"
+bench STORM sumun "Sumun session, password, audit" "storm-plain" "$SUMUN_PID" "$S_PORT" off "$DBPASS" ./login_storm.lua "${LS[@]}"
+bench STORM sumun "Sumun transaction, password, audit" "storm-plain" "$SUMUN_PID" "$S_TX" off "$DBPASS" ./login_storm.lua "${LS[@]}"
 bench STORM direct "direct, TLS" "storm-tls" "" "$M_PORT" on "$DBPASS" ./login_storm.lua "${LS[@]}"
 bench STORM haproxy "HAProxy, TLS at MariaDB" "storm-tls" "$H_PID" "$H_PORT" on "$DBPASS" ./login_storm.lua "${LS[@]}"
-bench STORM sumun "Sumun, TLS + token, audit" "storm-tls" "$SUMUN_PID" "$S_PORT" on "$TOKEN" ./login_storm.lua "${LS[@]}"
+bench STORM sumun "Sumun session, TLS + token, audit" "storm-tls" "$SUMUN_PID" "$S_PORT" on "$TOKEN" ./login_storm.lua "${LS[@]}"
+bench STORM sumun "Sumun transaction, TLS + token, audit" "storm-tls" "$SUMUN_PID" "$S_TX" on "$TOKEN" ./login_storm.lua "${LS[@]}"
 
 # --- two threads: HAProxy nbthread 2 vs Sumun workers = 2 ------------------------------------
 if [ "$SCALING" = 1 ] && [ "$NPROC" -ge 2 ]; then
@@ -428,12 +487,12 @@ if [ "$SCALING" = 1 ] && [ "$NPROC" -ge 2 ]; then
   if [ -z "$SUMUN_NOTE" ]; then
     sumun_toml "$W/sumun-2.toml" 2 "$S2_PORT"
     if start_sumun "$W/sumun-2.toml" "$W/sumun-2.log" "$S2_PORT"; then S2_PID=$SUMUN_PID; fi
-    log_cmd "SUMUN_LOG=warn sumun serve --config sumun-2.toml   # as sumun.toml with [gateway] workers = 2"
+    log_cmd "SUMUN_LOG=warn sumun serve --config sumun-2.toml   # as sumun.toml with [gateway] workers = 2, the session-mode listener only"
   fi
   for ps in auto disable; do
     k="scale-$ps"; a=(--threads="$THREADS" --db-ps-mode="$ps")
     bench TWO haproxy "HAProxy nbthread 2, TLS at MariaDB" "$k" "$H2_PID" "$H2_PORT" on "$DBPASS" oltp_point_select "${a[@]}"
-    bench TWO sumun "Sumun workers = 2, TLS + token, audit" "$k" "$S2_PID" "$S2_PORT" on "$TOKEN" oltp_point_select "${a[@]}"
+    bench TWO sumun "Sumun session, workers = 2, TLS + token, audit" "$k" "$S2_PID" "$S2_PORT" on "$TOKEN" oltp_point_select "${a[@]}"
   done
 fi
 
@@ -448,7 +507,7 @@ AUDIT_SAMPLE=$(grep -h -m1 '"query"' "$W"/audit-*.jsonl 2>/dev/null | head -1 | 
 TOTAL=$(elapsed)
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 SB_VER=$(sysbench --version | awk '{print $2}')
-HAP_VER=$("$HAPROXY" -v | head -1 | awk '{print $3}')
+HAP_VER=$("$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {print $3}')
 SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 [ -x "$SUMUN" ] && SUMUN_VER="$("$SUMUN" --version 2>/dev/null | head -1 | sed 's/^sumun //' || true) (built $SUMUN_BUILT; HEAD $SUMUN_VER, $SUMUN_DIRTY uncommitted files under crates/ then)"
 HEAD_ROW="| test | path | queries/s | latency avg ms | p95 ms | proxy CPU µs/query | MariaDB CPU µs/query | sysbench CPU µs/query | Sumun/HAProxy q/s | Sumun/HAProxy proxy CPU | Sumun/HAProxy proxy + MariaDB CPU |"
@@ -473,20 +532,25 @@ SEP_ROW="|---|---|---|---|---|---|---|---|---|---|---|"
   echo
   echo "**What each path does.** \`direct\`: sysbench to MariaDB. \`HAProxy\`: \`mode tcp\` relay."
   echo "\`TLS at MariaDB\`: the client's TLS passes through HAProxy and ends at MariaDB, which"
-  echo "pays for it (HAProxy relays ciphertext). \`Sumun, TLS + token, audit\`: TLS ends at"
-  echo "Sumun (a \`mysql\` listener, \`tls = \"required\"\`); the client's password is a"
-  echo "\`sumun token\`; Sumun logs in to MariaDB (plain text on loopback) with the vault's password"
-  echo "for user sbtest, relays the session (session mode: one server connection per client) and"
-  echo "writes a masked \`query\` audit event for every \`COM_QUERY\`. With \`--db-ps-mode=auto\`"
-  echo "sysbench uses server-side prepared statements (\`COM_STMT_EXECUTE\`), which the audit"
-  echo "does not record yet; with \`disable\` every statement is a \`COM_QUERY\` and is audited."
+  echo "pays for it (HAProxy relays ciphertext). \`Sumun session\` / \`Sumun transaction\`: a \`mysql\`"
+  echo "listener (\`tls = \"optional\"\`) in session mode (one server connection per client) or"
+  echo "transaction mode (a pool of $POOL_SIZE server connections shared between transactions; a"
+  echo "client that prepares a statement is pinned to its server, so with prepared statements"
+  echo "every client ends up holding one). \`password\`: plain text, the gateway-held password"
+  echo "(\`sumun users set-password\`, the same password as the MariaDB account) checked with"
+  echo "\`mysql_native_password\`. \`TLS + token\`: TLS ends at Sumun and the password is a"
+  echo "\`sumun token\`. Sumun logs in to MariaDB (plain text on loopback) with the vault's"
+  echo "password for sbtest and writes a masked \`query\` audit event for every \`COM_QUERY\`. With"
+  echo "\`--db-ps-mode=auto\` sysbench uses server-side prepared statements (\`COM_STMT_EXECUTE\`),"
+  echo "which the audit does not record yet; with \`disable\` every statement is a \`COM_QUERY\`."
+  echo "Ratios compare each Sumun row with HAProxy on the same transport (plain with plain, TLS"
+  echo "with HAProxy relaying TLS to MariaDB)."
   echo
-  echo "**Rows not run.** A plain-text Sumun row: a \`mysql\` listener accepts tokens over TLS only"
-  echo "and cert logins need TLS (docs/mysql.md), so no login method works without TLS. HAProxy"
-  echo "terminating TLS (\`bind ... ssl crt\`): MySQL clients start TLS inside the protocol (an SSL"
-  echo "request after the server's greeting), so a frontend expecting a TLS ClientHello first"
-  echo "cannot serve them. Checked in this run with the mariadb client through such a frontend:"
-  echo "\`${HAP_TLS_NOTE:-(no output)}\`. HAProxy's TLS row therefore relays TLS to MariaDB."
+  echo "**Row not run.** HAProxy terminating TLS (\`bind ... ssl crt\`): MySQL clients start TLS"
+  echo "inside the protocol (an SSL request after the server's greeting), so a frontend expecting a"
+  echo "TLS ClientHello first cannot serve them. Checked in this run with the mariadb client"
+  echo "through such a frontend: \`${HAP_TLS_NOTE:-(no output)}\`. HAProxy's TLS rows therefore relay"
+  echo "TLS to MariaDB."
   if [ -n "$SUMUN_NOTE" ]; then echo; echo "**Sumun rows failed:** $SUMUN_NOTE"; fi
   echo
   echo "## Throughput (sysbench, --threads=$THREADS)"
@@ -501,15 +565,16 @@ SEP_ROW="|---|---|---|---|---|---|---|---|---|---|---|"
   echo
   echo "\`bench/mysql/login_storm.lua\`: each event connects, runs \`SELECT 1\` and disconnects"
   echo "(sysbench 1.0 has no \`--reconnect\`). The rate column is logins/s, the CPU column µs per login."
-  echo "MariaDB checks \`mysql_native_password\` (SHA-1 scramble) for direct and HAProxy logins; through"
-  echo "Sumun the client's token is checked by Sumun, which then logs in to MariaDB the same way."
+  echo "MariaDB checks \`mysql_native_password\` (SHA-1 scramble) for direct and HAProxy logins. Sumun"
+  echo "checks the client's password or token; in session mode it then logs in to MariaDB the same"
+  echo "way, in transaction mode it checks the database on a pooled server connection instead."
   echo
   echo "| test | path | logins/s | latency avg ms | p95 ms | proxy CPU µs/login | MariaDB CPU µs/login | sysbench CPU µs/login | Sumun/HAProxy logins/s | Sumun/HAProxy proxy CPU | Sumun/HAProxy proxy + MariaDB CPU |"
   echo "$SEP_ROW"
   printf '%s\n' "${STORM[@]}"
   if [ ${#TWO[@]} -gt 0 ]; then
     echo
-    echo "## Two threads (HAProxy \`nbthread 2\`, Sumun \`workers = 2\`), oltp_point_select, TLS"
+    echo "## Two threads (HAProxy \`nbthread 2\`, Sumun \`workers = 2\`), oltp_point_select, TLS, session mode"
     echo
     echo "$HEAD_ROW"; echo "$SEP_ROW"
     printf '%s\n' "${TWO[@]}"
