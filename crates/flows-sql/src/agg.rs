@@ -2,6 +2,9 @@
 //! and the final value.
 
 use std::collections::HashSet;
+use std::hash::BuildHasherDefault;
+
+use crate::exec::Fx;
 
 use crate::error::EvalError;
 use crate::expr::BExpr;
@@ -61,7 +64,7 @@ pub enum AggState {
     Best(Value),
     /// max_by / min_by: the value and the key it was chosen by.
     By(Box<(Value, Value)>),
-    Distinct(Box<HashSet<Value>>),
+    Distinct(Box<HashSet<Value, BuildHasherDefault<Fx>>>),
 }
 
 impl AggSpec {
@@ -89,17 +92,23 @@ impl AggSpec {
         let Some(first) = self.args.first() else {
             return Ok(());
         };
-        let v = first.eval(row)?;
+        let v = first.eval_ref(row)?;
         if v.is_null() {
             return Ok(());
         }
-        if let AggState::Distinct(set) = state {
-            if !set.contains(&v) {
-                set.insert(v);
+        match state {
+            AggState::Distinct(set) => {
+                if !set.contains(&*v) {
+                    set.insert(v.into_owned());
+                }
+                Ok(())
             }
-            return Ok(());
+            AggState::Count(n) if self.func != AggFunc::CountIf => {
+                *n += 1;
+                Ok(())
+            }
+            _ => self.fold(state, v.into_owned(), row),
         }
-        self.fold(state, v, row)
     }
 
     fn fold(&self, state: &mut AggState, v: Value, row: &[Value]) -> Result<(), EvalError> {

@@ -2,6 +2,7 @@
 //! by slot after aggregation). Types were checked when binding, so a mismatch here only comes
 //! from the data (a string that is not a number in a CAST) and is an [`EvalError`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -191,6 +192,16 @@ impl BExpr {
         Ok(matches!(self.eval(row)?, Value::Bool(true)))
     }
 
+    /// Like [`BExpr::eval`], but a column or a constant is lent, not cloned: cloning a shared
+    /// string constant on every row would make all threads bump one reference count.
+    pub fn eval_ref<'a>(&'a self, row: &'a [Value]) -> Result<Cow<'a, Value>, EvalError> {
+        match self {
+            BExpr::Const(v) => Ok(Cow::Borrowed(v)),
+            BExpr::Col(c) => Ok(row.get(*c).map_or(Cow::Owned(Value::Null), Cow::Borrowed)),
+            other => other.eval(row).map(Cow::Owned),
+        }
+    }
+
     pub fn eval(&self, row: &[Value]) -> Result<Value, EvalError> {
         match self {
             BExpr::Const(v) => Ok(v.clone()),
@@ -233,11 +244,11 @@ impl BExpr {
                 })
             }
             BExpr::Cmp(op, a, b) => {
-                let x = a.eval(row)?;
+                let x = a.eval_ref(row)?;
                 if x.is_null() {
                     return Ok(Value::Null);
                 }
-                let y = b.eval(row)?;
+                let y = b.eval_ref(row)?;
                 if y.is_null() {
                     return Ok(Value::Null);
                 }
@@ -262,20 +273,21 @@ impl BExpr {
                     _ => Ok(Value::Null),
                 }
             }
-            BExpr::IsNull(e, negated) => Ok(Value::Bool(e.eval(row)?.is_null() != *negated)),
+            BExpr::IsNull(e, negated) => Ok(Value::Bool(e.eval_ref(row)?.is_null() != *negated)),
             BExpr::In {
                 expr,
                 list,
                 set,
                 negated,
             } => {
-                let x = expr.eval(row)?;
+                let x = expr.eval_ref(row)?;
+                let x: &Value = &x;
                 if x.is_null() {
                     return Ok(Value::Null);
                 }
                 let found = match set {
                     Some(set) => {
-                        set.contains(&x)
+                        set.contains(x)
                             || (matches!(x, Value::Float(_) | Value::Ip(_))
                                 && set.iter().any(|v| x.eq_sql(v)))
                     }
@@ -306,7 +318,7 @@ impl BExpr {
                 compiled,
                 negated,
             } => {
-                let x = expr.eval(row)?;
+                let x = expr.eval_ref(row)?;
                 let Some(text) = to_text(&x) else {
                     return Ok(Value::Null);
                 };
