@@ -59,6 +59,7 @@ OUT=${OUT:-$HERE/RESULTS.md}
 KEEP=${KEEP:-0}
 NPROC=$(nproc)
 STARTED=$(date +%s)
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- packages ------------------------------------------------------------------------------
@@ -515,7 +516,7 @@ SEP_ROW="|---|---|---|---|---|---|---|---|---|---|---|"
 {
   echo "# MySQL benchmark: Sumun vs HAProxy vs direct (MariaDB)"
   echo
-  echo "Run: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")bench/mysql/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $NPROC cores"
+  echo "Run: \`$([ "$QUICK" = 1 ] && echo "QUICK=1 ")bench/mysql/run.sh\` started $STARTED_AT, $NPROC cores"
   echo "($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), Linux $(uname -r), ${DURATION} s per row, total $TOTAL."
   echo "Load average (1/5/15 min) at the start: $LOAD_START; at the end: $LOAD_END (other agents share the machine)."
   echo "MariaDB $M_VER ($TABLES tables x $TABLE_SIZE rows, buffer pool 512M, max_connections 1000), sysbench $SB_VER"
