@@ -182,6 +182,17 @@ async fn acl_rules_in_redis_syntax_refuse_commands_keys_and_channels_as_redis_do
     assert!(out.contains("NOPERM") && out.contains("channel"), "{out}");
     let (_, out, _) = eve(&["publish", "news", "x"]).await;
     assert_eq!(out.trim(), "0");
+    // A script would run with the server-side user's rights: refused to users with rules.
+    let (_, out, _) = eve(&["eval", "return redis.call('flushall')", "0"]).await;
+    assert!(out.contains("NOPERM") && out.contains("scripts"), "{out}");
+    assert_eq!(
+        s.redis
+            .cli_as("app", APP_PASSWORD, &["get", "app:x"])
+            .expect("direct")
+            .trim(),
+        "1",
+        "the script did not run"
+    );
     // Nothing refused reached the server.
     assert_eq!(
         s.redis

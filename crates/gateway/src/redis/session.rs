@@ -196,6 +196,7 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
         listener: &listener.name,
         client_addr: admitted.client,
         user: &user,
+        unrestricted: acl.is_unrestricted(),
         acl,
         table,
         splitter: Splitter::new(Limits::default().with_max_bulk_len(MAX_ARGUMENT)),
@@ -586,6 +587,8 @@ struct Session<'a> {
     client_addr: std::net::SocketAddr,
     user: &'a str,
     acl: RedisAcl,
+    /// The user's rules allow everything (no scripting restriction needed).
+    unrestricted: bool,
     table: Arc<CommandTable>,
     splitter: Splitter,
     framer: ReplyFramer,
@@ -601,6 +604,26 @@ enum Event {
     Server(std::io::Result<usize>),
     Timer,
     Stop,
+}
+
+/// A `command.denied` audit event: the command and why, never its keys.
+fn audit_denied(
+    shared: &Shared,
+    listener: &str,
+    client: std::net::SocketAddr,
+    user: &str,
+    command: &str,
+    reason: &str,
+) {
+    shared
+        .records
+        .audit("command.denied", listener, client, || {
+            let mut extra = serde_json::Map::new();
+            extra.insert("user".into(), user.into());
+            extra.insert("command".into(), command.into());
+            extra.insert("reason".into(), reason.into());
+            extra
+        });
 }
 
 impl Session<'_> {
@@ -697,22 +720,40 @@ impl Session<'_> {
                         .to_vec(),
                 ),
                 _ => match self.acl.check(&self.table, &cmd) {
+                    // A script runs with the server-side user's rights, not the client's: a
+                    // user with rules could reach through it what the rules keep out
+                    // (`EVAL "return redis.call('FLUSHALL')" 0`). Only users without rules may
+                    // run scripts.
+                    Verdict::Allowed(info)
+                        if !self.unrestricted
+                            && info.categories.iter().any(|c| c == "scripting") =>
+                    {
+                        self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
+                        audit_denied(
+                            self.shared,
+                            self.listener,
+                            self.client_addr,
+                            self.user,
+                            &info.name,
+                            "scripting",
+                        );
+                        Some(format!(
+                            "-NOPERM User {} has no permissions to run the '{}' command: scripts run with the gateway's server-side rights, so the gateway refuses them to users with redis_acl rules\r\n",
+                            self.user,
+                            info.name
+                        )
+                        .into_bytes())
+                    }
                     Verdict::Allowed(_) => None,
                     Verdict::Denied(denial) => {
                         self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        let kind = denial.kind.as_str();
-                        let command = denial.command.clone();
-                        self.shared.records.audit(
-                            "command.denied",
+                        audit_denied(
+                            self.shared,
                             self.listener,
                             self.client_addr,
-                            || {
-                                let mut extra = serde_json::Map::new();
-                                extra.insert("user".into(), self.user.into());
-                                extra.insert("command".into(), command.into());
-                                extra.insert("reason".into(), kind.into());
-                                extra
-                            },
+                            self.user,
+                            &denial.command,
+                            denial.kind.as_str(),
                         );
                         Some(format!("-{}\r\n", denial.reply(self.user, Wording::Redis70)).into_bytes())
                     }
@@ -730,7 +771,9 @@ impl Session<'_> {
                         && cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"reply")));
                     out.extend_from_slice(&cbuf[at..at + len]);
                     self.fe.stats.commands.fetch_add(1, Ordering::Relaxed);
-                    if !self.passthrough {
+                    // A subscription's confirmations are not matched to it (in RESP3 they are
+                    // pushes): from here on frames go through as they come.
+                    if !self.passthrough && !sub {
                         self.pending.push_back(Slot::Server);
                     }
                     if sub {
