@@ -655,3 +655,59 @@ async fn transaction_mode_clients_ride_through_a_failover_to_a_newly_writable_se
     );
     let _ = client.child.kill().await;
 }
+
+/// A transaction-mode login does not wait for a server (every one may be busy for longer than
+/// the handshake may last); its first statement does, up to checkout_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_logins_do_not_wait_for_a_busy_pool() {
+    let s = std::sync::Arc::new(
+        setup_with(
+            "optional",
+            APP_PASSWORD,
+            "handshake_timeout = \"1s\"\npool = { mode = \"transaction\", size = 1, checkout_timeout = \"20s\" }",
+            "",
+        )
+        .await,
+    );
+    let busy = {
+        let s = s.clone();
+        tokio::spawn(async move { cli(&s, "bob", &s.token, &[], "select sleep(3)").await })
+    };
+    assert!(
+        common::eventually_async(std::time::Duration::from_secs(10), || async {
+            s.db.mysql("select count(*) from information_schema.processlist where info = 'select sleep(3)'")
+                .is_ok_and(|n| n == "1")
+        })
+        .await,
+        "the first client never got its server"
+    );
+    let (ok, out, err) = cli(&s, "bob", &s.token, &[], "select 42").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "42");
+    let (ok, _, err) = busy.await.expect("busy");
+    assert!(ok, "{err}");
+}
+
+/// `session.end` says who it was, how it ended (a client that quits normally is `closed`), how
+/// long it lasted and how many statements it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_end_events_say_who_how_long_and_how_many_statements() {
+    for pool in ["", "pool = { mode = \"transaction\", size = 2 }"] {
+        let s = setup_with("optional", APP_PASSWORD, pool, "").await;
+        let mark = common::audit_mark(&s.gw);
+        let (ok, _, err) = cli(&s, "bob", &s.token, &["-D", "appdb"], "select 1; select 2").await;
+        assert!(ok, "{err}");
+        let end = common::wait_for_audit(&s.gw, mark, "\"event\":\"session.end\"").await;
+        let v: serde_json::Value = serde_json::from_str(&end).expect("json");
+        assert_eq!(v["user"], "bob", "{pool}: {end}");
+        assert_eq!(v["database"], "appdb", "{pool}: {end}");
+        assert_eq!(v["end"], "closed", "{pool}: {end}");
+        // The client's own `select @@version_comment` and the two statements.
+        assert!(v["queries"].as_u64().unwrap_or(0) >= 2, "{pool}: {end}");
+        assert!(v["bytes_in"].as_u64().unwrap_or(0) > 0, "{pool}: {end}");
+        assert!(
+            v["session_id"].as_str().is_some_and(|s| !s.is_empty()),
+            "{pool}: {end}"
+        );
+    }
+}

@@ -324,8 +324,8 @@ async fn exchange(
     };
     let mode = account.pool_mode.unwrap_or(snap.settings.pool.mode);
     let server = if mode == sumun_config::PoolMode::Transaction {
-        // A server from the pool proves the database is there (and reachable), then goes
-        // back: the client gets one per transaction.
+        // A server from the pool, when one is free, proves the database is there (and
+        // reachable), then goes back: the client gets one per transaction.
         match super::txn::attach_for(
             fe,
             shared,
@@ -334,10 +334,13 @@ async fn exchange(
             caps,
             response.charset,
             &database,
+            true,
         )
         .await
         {
-            Ok((pool, conn)) => pool.release(conn, &snap.settings.pool),
+            Ok(Some((pool, conn))) => pool.release(conn, &snap.settings.pool),
+            // Every server busy: the login does not wait; the first statement will.
+            Ok(None) => {}
             Err(why) => {
                 tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %why, "cannot log in to a server for the client");
                 let (code, state) = if why.contains("Unknown database") {

@@ -296,3 +296,50 @@ fn end_unserved(
             extra
         });
 }
+
+/// How a logged-in session ended, for its `session.end` event.
+pub(crate) struct SessionEnd<'a> {
+    pub end: &'a str,
+    pub user: &'a str,
+    pub database: &'a str,
+    pub session_id: &'a str,
+    pub queries: u64,
+    pub started: std::time::Instant,
+    pub target: Option<&'a str>,
+}
+
+/// Close a session's flow: its flow record and a `session.end` event with who it was, how it
+/// ended, how long it lasted and what it did.
+fn end_session(shared: &Shared, listener: &ListenerRt, flow: &ActiveFlow, e: &SessionEnd<'_>) {
+    if crate::records::Records::is_closed(flow) {
+        return;
+    }
+    shared.records.close(flow);
+    shared
+        .records
+        .audit("session.end", &listener.name, flow.client, || {
+            let mut extra = Map::new();
+            extra.insert("user".into(), Value::from(e.user));
+            extra.insert("database".into(), Value::from(e.database));
+            extra.insert("session_id".into(), Value::from(e.session_id));
+            extra.insert("end".into(), Value::from(e.end));
+            extra.insert("queries".into(), Value::from(e.queries));
+            extra.insert(
+                "duration_ms".into(),
+                Value::from(e.started.elapsed().as_millis() as u64),
+            );
+            let c = &flow.counters;
+            extra.insert(
+                "bytes_in".into(),
+                Value::from(c.bytes_in.load(Ordering::Relaxed)),
+            );
+            extra.insert(
+                "bytes_out".into(),
+                Value::from(c.bytes_out.load(Ordering::Relaxed)),
+            );
+            if let Some(t) = e.target {
+                extra.insert("target".into(), Value::from(t));
+            }
+            extra
+        });
+}

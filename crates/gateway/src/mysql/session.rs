@@ -72,6 +72,8 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         },
     );
     let _registered = Registered(fe.clone(), connection_id);
+    let started = std::time::Instant::now();
+    let session_id_copy = session_id.clone();
     listener.metrics.new_flows.fetch_add(1, Ordering::Relaxed);
     shared
         .records
@@ -91,6 +93,7 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         QueryAudit::Masked => Some(true),
         QueryAudit::Full => Some(false),
     };
+    let database_copy = database.clone();
     let events = Events {
         fe: fe.clone(),
         shared: shared.clone(),
@@ -117,13 +120,28 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
             flow: flow.clone(),
             connection_id,
         };
-        let end = super::txn::run(ctx, client, idle).await;
-        super::end_unserved(&shared, &listener, &flow, end, Some(&user));
+        let (end, queries) = super::txn::run(ctx, client, idle).await;
+        super::end_session(
+            &shared,
+            &listener,
+            &flow,
+            &super::SessionEnd {
+                end,
+                user: &user,
+                database: &database_copy,
+                session_id: &session_id_copy,
+                queries,
+                started,
+                target: None,
+            },
+        );
         return;
     };
     let _ = (credential, charset);
     let track = Arc::new(Mutex::new(Track {
         pending: VecDeque::new(),
+        queries: 0,
+        quit: false,
         lost: false,
         events,
     }));
@@ -173,7 +191,33 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         stop,
     )
     .await;
-    crate::conn::finish(&end, &flow, &listener, &shared);
+    let (queries, quit) = {
+        let t = audited.track.lock().unwrap_or_else(|p| p.into_inner());
+        (t.queries, t.quit)
+    };
+    let how = match &end {
+        crate::relay::RelayEnd::Finished => "closed",
+        // A client that sent COM_QUIT and then reset the connection left normally.
+        crate::relay::RelayEnd::ClientError(_) if quit => "closed",
+        crate::relay::RelayEnd::IdleTimeout => "idle_timeout",
+        crate::relay::RelayEnd::Stopped => "drained",
+        crate::relay::RelayEnd::ClientError(_) => "client_error",
+        crate::relay::RelayEnd::TargetError(_) => "server_lost",
+    };
+    super::end_session(
+        &shared,
+        &listener,
+        &flow,
+        &super::SessionEnd {
+            end: how,
+            user: &user,
+            database: &database,
+            session_id: &session_id_copy,
+            queries,
+            started,
+            target: Some(&target.address),
+        },
+    );
 }
 
 /// Removes the client from `/api/clients` however the session ends.
@@ -234,6 +278,10 @@ struct Pending {
 /// What the two directions share: the commands in flight, for audit events with outcomes.
 struct Track {
     pending: VecDeque<Pending>,
+    /// Statements sent, for `session.end`.
+    queries: u64,
+    /// The client sent `COM_QUIT`: a reset after it is how it left, not an error.
+    quit: bool,
     /// The answers could not be followed (a tracker error): statements are audited as sent,
     /// without outcomes, from then on.
     lost: bool,
@@ -284,6 +332,10 @@ impl Track {
     fn command(&mut self, command: u8, caps: Capabilities, query: bool) {
         if query {
             self.events.fe.stats.queries.fetch_add(1, Ordering::Relaxed);
+            self.queries += 1;
+        }
+        if command == sumun_wire::mysql::flags::COM_QUIT {
+            self.quit = true;
         }
         if !expects_response(command) {
             return;

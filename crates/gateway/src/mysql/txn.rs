@@ -105,11 +105,16 @@ pub(super) async fn attach(ctx: &Context) -> Result<(Arc<Pool>, ServerConn), Str
         ctx.caps,
         ctx.charset,
         &ctx.database,
+        false,
     )
-    .await
+    .await?
+    .ok_or_else(|| "no backend connection is free".to_string())
 }
 
-/// [`attach`] with the session's facts one by one (a login has no session yet).
+/// [`attach`] with the session's facts one by one (a login has no session yet). With
+/// `only_if_free`, a pool with nothing free right now is `Ok(None)` instead of a wait: a login
+/// does not wait for a server (its first statement will).
+#[allow(clippy::too_many_arguments)] // the checkout's facts, each used once
 pub(super) async fn attach_for(
     fe: &Arc<MysqlFrontEnd>,
     shared: &Arc<Shared>,
@@ -118,7 +123,8 @@ pub(super) async fn attach_for(
     caps: Capabilities,
     charset: u8,
     database: &str,
-) -> Result<(Arc<Pool>, ServerConn), String> {
+    only_if_free: bool,
+) -> Result<Option<(Arc<Pool>, ServerConn)>, String> {
     let ctx = Want {
         fe,
         shared,
@@ -130,7 +136,11 @@ pub(super) async fn attach_for(
     };
     let group = ctx.snap.group.settings();
     let settings = &ctx.snap.settings.pool;
-    let deadline = tokio::time::Instant::now() + settings.checkout_timeout;
+    let deadline = if only_if_free {
+        tokio::time::Instant::now()
+    } else {
+        tokio::time::Instant::now() + settings.checkout_timeout
+    };
     let mut tried = Vec::new();
     let mut last = "no healthy backend server is available".to_string();
     for _ in 0..=group.connect_retries {
@@ -153,6 +163,7 @@ pub(super) async fn attach_for(
             settings.size,
         );
         let mut conn = match pool.checkout(deadline).await {
+            None if only_if_free => return Ok(None),
             None => {
                 return Err(format!(
                     "no backend connection became free within {:?}",
@@ -199,7 +210,7 @@ pub(super) async fn attach_for(
             }
             conn.database = ctx.database.to_string();
         }
-        return Ok((pool, conn));
+        return Ok(Some((pool, conn)));
     }
     Err(last)
 }
@@ -236,7 +247,7 @@ pub(super) async fn run(
     mut ctx: Context,
     client: Packets<ClientStream>,
     idle: std::time::Duration,
-) -> &'static str {
+) -> (&'static str, u64) {
     let mut client_stream = client.stream;
     let mut cbuf = client.buf;
     let mut s = State::default();
@@ -261,7 +272,7 @@ pub(super) async fn run(
     if let End::ServerLost(why) = &end {
         tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "backend connection lost");
     }
-    end.as_str()
+    (end.as_str(), s.queries)
 }
 
 /// `COM_RESET_CONNECTION`: the server forgets the session (transaction, variables, temporary
@@ -295,6 +306,8 @@ struct State {
     cursor: bool,
     pinned: Option<&'static str>,
     sscan: ServerScan,
+    /// Statements sent, for `session.end`.
+    queries: u64,
 }
 
 /// Client bytes held at most (a command being gathered, or sent while the previous one is
@@ -349,6 +362,7 @@ impl State {
                 }
                 Event::Server(Err(e)) => return End::ServerLost(e.to_string()),
                 Event::Server(Ok(n)) => {
+                    crate::frontend::count(&ctx.flow.counters, false, n);
                     if let Err(end) = self.on_server(ctx, client, &schunk[..n]).await {
                         return end;
                     }
@@ -356,6 +370,7 @@ impl State {
                 Event::Client(Ok(0)) => return End::ClientClosed,
                 Event::Client(Err(_)) => return End::ClientError,
                 Event::Client(Ok(n)) => {
+                    crate::frontend::count(&ctx.flow.counters, true, n);
                     cbuf.extend_from_slice(&cchunk[..n]);
                     timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
@@ -472,6 +487,7 @@ impl State {
                     }
                     text = Some(kept.to_vec());
                     ctx.fe.stats.queries.fetch_add(1, Ordering::Relaxed);
+                    self.queries += 1;
                 }
                 COM_INIT_DB => init_db = Some(String::from_utf8_lossy(body).into_owned()),
                 _ => {}
