@@ -310,7 +310,8 @@ pub(crate) fn run(
         },
     );
     s.metrics_open();
-    Ok(async move {
+    let (listener, peer) = (s.core.listener.clone(), s.core.flow.client);
+    let session = async move {
         let mut s = s;
         // The first client of a (listener, database, backend user) logs in to a server now:
         // it proves the credential and database work and gives the parameters to show the
@@ -324,6 +325,17 @@ pub(crate) fn run(
             s.detach();
         }
         drive(s).await;
+    };
+    // The session is a task of its own on this worker, as it is after a park: every event is
+    // then a poll of the session alone, not of the connection's task around it (its panic
+    // guard, the hand-over, the connection and front-end futures), and the connection's task
+    // ends and frees what it held. The session owns all it needs (flow, slot, profile).
+    Ok(async move {
+        drop(tokio::spawn(crate::workers::contained(
+            listener,
+            Some(peer),
+            session,
+        )));
     })
 }
 
