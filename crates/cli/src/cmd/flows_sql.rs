@@ -86,16 +86,15 @@ pub struct DdlArgs {
 /// Runs one of the three commands; problems the user can fix are printed and give status 2.
 fn finish(r: anyhow::Result<ExitCode>) -> anyhow::Result<ExitCode> {
     match r {
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<QueryError>()
-                    .is_some_and(QueryError::is_input)
-            }) =>
-        {
-            eprintln!("sumun: {e:#}");
-            Ok(ExitCode::from(2))
-        }
-        other => other,
+        Err(e) => match e.chain().find_map(|c| c.downcast_ref::<QueryError>()) {
+            // The error's own text already names its cause (file and OS error, or position).
+            Some(q) if q.is_input() => {
+                eprintln!("sumun: {q}");
+                Ok(ExitCode::from(2))
+            }
+            _ => Err(e),
+        },
+        ok => ok,
     }
 }
 
