@@ -7,6 +7,7 @@
 //! No printing and no process exits: the `sumun` binary does that. No SQL engine either: the
 //! `flows query` engine will live in a crate of its own so the rest builds without it.
 
+pub mod aws;
 pub mod explain;
 pub mod generate;
 pub mod hunt;
