@@ -404,3 +404,115 @@ fn explain_says_which_rule_admits_or_every_reason_it_is_refused() {
     let out = explain(&bad, &["10.0.1.7", "10.0.0.5", "6432"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+fn aws_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows-tools/tests/fixtures/aws")
+}
+
+#[test]
+fn explain_aws_walks_the_dumps_and_lists_every_failing_hop_with_its_fix() {
+    let model = aws_model();
+    let dir = model.to_str().expect("utf-8");
+
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        dir,
+        "10.0.2.15",
+        "10.1.2.20",
+        "5432",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.starts_with("admitted: 10.0.2.15 -> 10.1.2.20 tcp 5432\n"),
+        "{s}"
+    );
+    assert!(
+        s.lines().any(|l| l.starts_with("TGW route table ")
+            && l.contains("tgw-rtb-0c1d2e3f4a5b60718")
+            && l.contains(" pass ")),
+        "{s}"
+    );
+
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        dir,
+        "10.0.3.40",
+        "10.1.2.20",
+        "5432",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = text(&out.stdout);
+    assert!(
+        s.starts_with("refused: 10.0.3.40 -> 10.1.2.20 tcp 5432 (4 failing hops)\n"),
+        "{s}"
+    );
+    let fails: Vec<&str> = s.lines().filter(|l| l.contains(" FAIL ")).collect();
+    assert_eq!(fails.len(), 4, "{s}");
+    assert!(fails[0].starts_with("source SG egress "), "{s}");
+    assert!(fails[3].starts_with("source NACL inbound (return) "), "{s}");
+    assert!(
+        s.contains(
+            "fix: aws ec2 authorize-security-group-ingress --group-id sg-0d44dd44dd44dd444 \
+             --ip-permissions '[{\"FromPort\":5432,"
+        ),
+        "{s}"
+    );
+
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        dir,
+        "10.0.2.15",
+        "10.2.1.10",
+        "443",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let ex: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(ex["admitted"], false);
+    let failing: Vec<&str> = ex["hops"]
+        .as_array()
+        .expect("hops")
+        .iter()
+        .filter(|h| h["verdict"] == "fail")
+        .map(|h| h["hop"].as_str().expect("hop"))
+        .collect();
+    assert_eq!(
+        failing,
+        ["TGW route table", "destination NACL outbound (return)"]
+    );
+
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        dir,
+        "--protocol",
+        "sctp",
+        "10.0.2.15",
+        "10.1.2.20",
+        "5432",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown protocol 'sctp'"));
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        dir,
+        "192.0.2.1",
+        "10.1.2.20",
+        "5432",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("source 192.0.2.1 is not an address of any interface"));
+    let out = sumun(&["flows", "explain", "10.0.2.15", "10.1.2.20", "5432"]);
+    assert_eq!(out.status.code(), Some(2));
+}

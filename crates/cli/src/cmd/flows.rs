@@ -22,7 +22,8 @@ pub enum FlowsCmd {
     Suggest(SuggestArgs),
     /// Run the built-in detections; findings as a table or JSON.
     Hunt(HuntArgs),
-    /// Which rule lets SRC reach DST:PORT through a Sumun config, or every reason it is refused.
+    /// Which rule lets SRC reach DST:PORT through a Sumun config or an AWS network (--aws), or
+    /// every reason it is refused.
     Explain(ExplainArgs),
     /// Write a seeded, realistic flow log with planted attacks (for tests, benchmarks, demos).
     Generate(GenerateArgs),
@@ -128,8 +129,15 @@ pub struct HuntArgs {
 #[derive(Args, Debug)]
 pub struct ExplainArgs {
     /// The Sumun config to explain against.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "aws")]
+    config: Option<PathBuf>,
+    /// Walk an AWS network instead: a directory of AWS CLI JSON dumps named after their
+    /// commands (describe-security-groups.json, ...; see docs/flows.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    aws: Option<PathBuf>,
+    /// Protocol for --aws: tcp, udp, icmp or a number.
+    #[arg(long, default_value = "tcp")]
+    protocol: String,
     /// Client address.
     src: IpAddr,
     /// Address the client connects to.
@@ -388,7 +396,26 @@ fn findings_table(findings: &[Finding]) -> String {
 }
 
 fn explain_cmd(a: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let config = match sumun_config::load(&a.config) {
+    if let Some(dir) = &a.aws {
+        let protocol = sumun_flows_tools::aws::parse_protocol(&a.protocol).map_err(usage)?;
+        let model = sumun_flows_tools::aws::Model::load(dir).map_err(|e| usage(e.to_string()))?;
+        let ex = sumun_flows_tools::aws::explain(&model, a.src, a.dst, protocol, a.port)
+            .map_err(|e| usage(e.to_string()))?;
+        let text = match a.format {
+            TableOrJson::Json => serde_json::to_string_pretty(&ex)? + "\n",
+            TableOrJson::Table => sumun_flows_tools::aws::text(&ex),
+        };
+        write_stdout(&text)?;
+        return Ok(if ex.admitted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let Some(path) = &a.config else {
+        return Err(usage("--config FILE or --aws DIR"));
+    };
+    let config = match sumun_config::load(path) {
         Ok(c) => c,
         Err(errors) => return Err(usage(errors.to_string())),
     };
