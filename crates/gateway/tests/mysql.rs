@@ -308,7 +308,13 @@ async fn audit_events_carry_each_statements_outcome_and_duration() {
 /// connection (same user, same server), and the query stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_with_the_greetings_id_stops_that_clients_query() {
-    let s = std::sync::Arc::new(setup("optional", APP_PASSWORD, "").await);
+    for pool in ["", "pool = { mode = \"transaction\", size = 4 }"] {
+        kill_query_in(pool).await;
+    }
+}
+
+async fn kill_query_in(pool: &str) {
+    let s = std::sync::Arc::new(setup_with("optional", APP_PASSWORD, pool, "").await);
     let sleeper = {
         let s = s.clone();
         tokio::spawn(async move { cli(&s, "bob", &s.token, &[], "select sleep(30)").await })
@@ -411,6 +417,12 @@ async fn transaction_mode_shares_one_server_and_leaks_no_session_state() {
     );
     assert_eq!(pools.len(), 1, "{pools:?}");
     assert_eq!(pools[0]["open"], 1, "{pools:?}");
+    // Statements are audited with the server they ran on.
+    let audit = common::wait_for_audit(&s.gw, 0, "select count(*) from t").await;
+    assert!(
+        audit.contains(&format!("\"target\":\"{}\"", s.db.addr())),
+        "{audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,6 +551,10 @@ struct Interactive {
 
 impl Interactive {
     async fn open(s: &Setup) -> Interactive {
+        Interactive::open_with(s, &[]).await
+    }
+
+    async fn open_with(s: &Setup, extra: &[&str]) -> Interactive {
         let port = s.gw.addr("my").port().to_string();
         let ca = format!("--ssl-ca={}", s.ca.display());
         let mut child = tokio::process::Command::new("mariadb")
@@ -559,6 +575,7 @@ impl Interactive {
                 "--ssl",
                 &ca,
             ])
+            .args(extra)
             .env("MYSQL_PWD", &s.token)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -709,5 +726,23 @@ async fn session_end_events_say_who_how_long_and_how_many_statements() {
             v["session_id"].as_str().is_some_and(|s| !s.is_empty()),
             "{pool}: {end}"
         );
+    }
+}
+
+/// A statement of 16 MiB or more goes in several packets; transaction mode forwards them all
+/// (it hung waiting for an answer to a statement the server had not wholly received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_over_16_mib_go_through_in_both_modes() {
+    for pool in ["", "pool = { mode = \"transaction\", size = 2 }"] {
+        let s = setup_with("optional", APP_PASSWORD, pool, "").await;
+        s.db.mysql("SET GLOBAL max_allowed_packet = 67108864")
+            .expect("max_allowed_packet");
+        let mut c = Interactive::open_with(&s, &["--max-allowed-packet=64M"]).await;
+        for n in [16_777_200usize, 16_777_300] {
+            let sql = format!("select length('{}')", "a".repeat(n));
+            assert_eq!(c.one(&sql).await, Some(n.to_string()), "{pool}: {n}");
+        }
+        assert_eq!(c.one("select 1").await, Some("1".to_string()), "{pool}");
+        let _ = c.child.kill().await;
     }
 }

@@ -1581,8 +1581,17 @@ async fn a_parked_client_times_out_and_a_stop_wakes_parked_clients_to_say_goodby
         assert!(c.is_closed().await);
     }
     parked_becomes(&gw, 0.0).await;
-    let log = gw.audit_log();
-    assert_eq!(log.matches("\"end\":\"stopped\"").count(), 2, "{log}");
+    // The audit log is written by a background thread: wait for both lines.
+    assert!(
+        common::eventually(Duration::from_secs(10), || gw
+            .audit_log()
+            .matches("\"end\":\"stopped\"")
+            .count()
+            == 2)
+        .await,
+        "{}",
+        gw.audit_log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,35 +409,39 @@ struct KillRoute {
 }
 
 impl KillRoute {
-    /// Rewrite `text` in place (same length) when it kills a gateway connection id of `user`.
     fn route(&self, text: &mut [u8], user: &str) {
-        let Some((digits, id)) = kill_target(text) else {
-            return;
-        };
-        if id < 0x4000_0000 {
-            return;
-        }
-        let row = self
-            .fe
-            .clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(id as u32))
-            .cloned();
-        let Some(row) = row else {
-            return;
-        };
-        if row.user != user || row.server.as_deref() != Some(self.target.as_str()) {
-            return;
-        }
-        let real = row.server_connection_id.to_string();
-        if real.len() > digits.len() {
-            return;
-        }
-        let field = &mut text[digits];
-        field.fill(b' ');
-        field[..real.len()].copy_from_slice(real.as_bytes());
+        route_kill(&self.fe, text, user, &self.target);
     }
+}
+
+/// Rewrite `text` in place (same length) when it kills a gateway connection id of `user`'s
+/// client that is on `target` (the server the statement goes to).
+pub(super) fn route_kill(fe: &MysqlFrontEnd, text: &mut [u8], user: &str, target: &str) {
+    let Some((digits, id)) = kill_target(text) else {
+        return;
+    };
+    if id < 0x4000_0000 {
+        return;
+    }
+    let row = fe
+        .clients
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(id as u32))
+        .cloned();
+    let Some(row) = row else {
+        return;
+    };
+    if row.user != user || row.server.as_deref() != Some(target) {
+        return;
+    }
+    let real = row.server_connection_id.to_string();
+    if real.len() > digits.len() {
+        return;
+    }
+    let field = &mut text[digits];
+    field.fill(b' ');
+    field[..real.len()].copy_from_slice(real.as_bytes());
 }
 
 /// The range of the id's digits and the id, for `KILL [QUERY|CONNECTION] <digits>` with

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use sumun_wire::mysql::flags::*;
 use sumun_wire::mysql::generic::{err_payload, OkPacket};
-use sumun_wire::mysql::packet::write_packet;
+use sumun_wire::mysql::packet::{write_packet, MAX_CHUNK};
 use sumun_wire::mysql::{Capabilities, ResponseTracker, Step};
 use sumun_wire::sql;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,6 +308,8 @@ struct State {
     sscan: ServerScan,
     /// Statements sent, for `session.end`.
     queries: u64,
+    /// The last client packet was 16 MiB − 1 long: the next one continues its payload.
+    c_continues: bool,
 }
 
 /// Client bytes held at most (a command being gathered, or sent while the previous one is
@@ -403,7 +405,7 @@ impl State {
                 self.c_remaining -= n;
                 continue;
             }
-            if self.inflight.is_some() && !self.client_turn {
+            if self.inflight.is_some() && !self.client_turn && !self.c_continues {
                 return Ok(());
             }
             if cbuf.len() < 4 {
@@ -412,12 +414,14 @@ impl State {
             let len = usize::from(cbuf[0]) | usize::from(cbuf[1]) << 8 | usize::from(cbuf[2]) << 16;
             let seq = cbuf[3];
             let total = 4 + len;
-            if self.client_turn {
-                // A local file's content, or the client's part of an authentication exchange.
+            if self.client_turn || self.c_continues {
+                // A local file's content, the client's part of an authentication exchange, or
+                // the next packet of a payload of 16 MiB or more.
                 let n = total.min(cbuf.len());
                 self.send_server(&cbuf[..n]).await?;
                 cbuf.drain(..n);
                 self.c_remaining = total - n;
+                self.c_continues = len == MAX_CHUNK;
                 continue;
             }
             // A new command.
@@ -512,6 +516,9 @@ impl State {
                             ctx.connection_id,
                             Some((conn.target.address.clone(), conn.thread_id)),
                         );
+                        if ctx.events.target != conn.target.address {
+                            ctx.events.target = conn.target.address.clone();
+                        }
                         self.held = Some(Held { pool, conn });
                     }
                     Err(why) => {
@@ -525,10 +532,22 @@ impl State {
                     }
                 }
             }
+            if command == COM_QUERY && whole {
+                if let Some(h) = &self.held {
+                    // The mysql client's Ctrl-C: `KILL QUERY <greeting id>`.
+                    super::session::route_kill(
+                        &ctx.fe,
+                        &mut cbuf[5..total],
+                        &ctx.events.user,
+                        &h.conn.target.address,
+                    );
+                }
+            }
             let n = total.min(cbuf.len());
             self.send_server(&cbuf[..n]).await?;
             cbuf.drain(..n);
             self.c_remaining = total - n;
+            self.c_continues = len == MAX_CHUNK;
             if let Some(reason) = pin {
                 self.pin(ctx, reason);
             }
