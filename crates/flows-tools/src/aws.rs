@@ -291,56 +291,113 @@ pub struct Model {
     interfaces: Vec<Interface>,
 }
 
-fn read_dump<T: for<'de> Deserialize<'de> + Default>(
-    path: &Path,
-    required: bool,
+/// The file names of the dumps (in DIR); TGW routes are `search-transit-gateway-routes/ID.json`.
+pub const SECURITY_GROUPS: &str = "describe-security-groups.json";
+pub const NETWORK_ACLS: &str = "describe-network-acls.json";
+pub const ROUTE_TABLES: &str = "describe-route-tables.json";
+pub const NETWORK_INTERFACES: &str = "describe-network-interfaces.json";
+pub const TGW_ROUTE_TABLES: &str = "describe-transit-gateway-route-tables.json";
+pub const TGW_ATTACHMENTS: &str = "describe-transit-gateway-attachments.json";
+pub const TGW_ROUTES_DIR: &str = "search-transit-gateway-routes";
+const REQUIRED: [&str; 4] = [
+    SECURITY_GROUPS,
+    NETWORK_ACLS,
+    ROUTE_TABLES,
+    NETWORK_INTERFACES,
+];
+
+fn parse_dump<T: for<'de> Deserialize<'de> + Default>(
+    files: &BTreeMap<String, Vec<u8>>,
+    name: &str,
 ) -> Result<T, AwsError> {
+    match files.get(name) {
+        None => Ok(T::default()),
+        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| AwsError::File {
+            path: name.to_string(),
+            message: format!("not an AWS CLI JSON dump: {e}"),
+        }),
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, AwsError> {
     let err = |message: String| AwsError::File {
         path: path.display().to_string(),
         message,
     };
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
-        Err(e) => return Err(err(e.to_string())),
-    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     if meta.len() > MAX_DUMP_BYTES {
         return Err(err(format!("larger than {} MiB", MAX_DUMP_BYTES >> 20)));
     }
-    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|e| err(format!("not an AWS CLI JSON dump: {e}")))
+    std::fs::read(path).map_err(|e| err(e.to_string()))
 }
 
 impl Model {
     /// Reads the dumps in `dir` (file names as in the module documentation).
     pub fn load(dir: &Path) -> Result<Model, AwsError> {
-        let sg: SecurityGroupsDump = read_dump(&dir.join("describe-security-groups.json"), true)?;
-        let acl: NetworkAclsDump = read_dump(&dir.join("describe-network-acls.json"), true)?;
-        let rt: RouteTablesDump = read_dump(&dir.join("describe-route-tables.json"), true)?;
-        let eni: InterfacesDump = read_dump(&dir.join("describe-network-interfaces.json"), true)?;
-        let tgw_rt: TgwRouteTablesDump = read_dump(
-            &dir.join("describe-transit-gateway-route-tables.json"),
-            false,
-        )?;
-        let tgw_att: TgwAttachmentsDump = read_dump(
-            &dir.join("describe-transit-gateway-attachments.json"),
-            false,
-        )?;
-        let mut tgw_routes = BTreeMap::new();
-        let routes_dir = dir.join("search-transit-gateway-routes");
-        if let Ok(entries) = std::fs::read_dir(&routes_dir) {
+        let mut files = BTreeMap::new();
+        for name in [
+            SECURITY_GROUPS,
+            NETWORK_ACLS,
+            ROUTE_TABLES,
+            NETWORK_INTERFACES,
+            TGW_ROUTE_TABLES,
+            TGW_ATTACHMENTS,
+        ] {
+            let path = dir.join(name);
+            if !REQUIRED.contains(&name) && !path.exists() {
+                continue;
+            }
+            files.insert(name.to_string(), read_file(&path)?);
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join(TGW_ROUTES_DIR)) {
             let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for p in paths {
-                let (Some(stem), Some("json")) = (
-                    p.file_stem().and_then(|s| s.to_str()),
+                let (Some(name), Some("json")) = (
+                    p.file_name().and_then(|s| s.to_str()),
                     p.extension().and_then(|s| s.to_str()),
                 ) else {
                     continue;
                 };
-                let dump: TgwRoutesDump = read_dump(&p, true)?;
-                tgw_routes.insert(stem.to_string(), dump.routes);
+                files.insert(format!("{TGW_ROUTES_DIR}/{name}"), read_file(&p)?);
             }
+        }
+        Model::from_files(&files).map_err(|e| match e {
+            AwsError::File { path, message } => AwsError::File {
+                path: dir.join(path).display().to_string(),
+                message,
+            },
+            e => e,
+        })
+    }
+
+    /// The model from dumps already read, keyed by their file name in DIR.
+    pub fn from_files(files: &BTreeMap<String, Vec<u8>>) -> Result<Model, AwsError> {
+        for name in REQUIRED {
+            if !files.contains_key(name) {
+                return Err(AwsError::File {
+                    path: name.to_string(),
+                    message: "missing".into(),
+                });
+            }
+        }
+        let sg: SecurityGroupsDump = parse_dump(files, SECURITY_GROUPS)?;
+        let acl: NetworkAclsDump = parse_dump(files, NETWORK_ACLS)?;
+        let rt: RouteTablesDump = parse_dump(files, ROUTE_TABLES)?;
+        let eni: InterfacesDump = parse_dump(files, NETWORK_INTERFACES)?;
+        let tgw_rt: TgwRouteTablesDump = parse_dump(files, TGW_ROUTE_TABLES)?;
+        let tgw_att: TgwAttachmentsDump = parse_dump(files, TGW_ATTACHMENTS)?;
+        let mut tgw_routes = BTreeMap::new();
+        let prefix = format!("{TGW_ROUTES_DIR}/");
+        for name in files.keys() {
+            let Some(id) = name
+                .strip_prefix(&prefix)
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let dump: TgwRoutesDump = parse_dump(files, name)?;
+            tgw_routes.insert(id.to_string(), dump.routes);
         }
         Ok(Model {
             groups: sg.security_groups,
@@ -351,6 +408,20 @@ impl Model {
             tgw_routes,
             interfaces: eni.network_interfaces,
         })
+    }
+
+    /// The addresses of the interfaces in the model, as written.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.interfaces
+            .iter()
+            .flat_map(|i| {
+                i.private_ip_address
+                    .iter()
+                    .chain(i.private_ip_addresses.iter().map(|p| &p.private_ip_address))
+                    .chain(i.ipv6_addresses.iter().map(|a| &a.ipv6_address))
+            })
+            .filter_map(|a| a.parse().ok())
+            .collect()
     }
 
     fn interface(&self, ip: IpAddr) -> Option<&Interface> {
@@ -1174,7 +1245,7 @@ impl Walk<'_> {
 /// after the entries when `before` is the final `*` entry, else the highest free number below
 /// `before`.
 fn free_rule_number(entries: &[&AclEntry], before: i64) -> Option<i64> {
-    let used = |n: i64| entries.iter().any(|e| e.rule_number == n);
+    let used: std::collections::BTreeSet<i64> = entries.iter().map(|e| e.rule_number).collect();
     if before >= DEFAULT_RULE {
         let top = entries
             .iter()
@@ -1187,7 +1258,9 @@ fn free_rule_number(entries: &[&AclEntry], before: i64) -> Option<i64> {
             return Some(n);
         }
     }
-    (1..before.min(DEFAULT_RULE)).rev().find(|&n| !used(n))
+    (1..before.min(DEFAULT_RULE))
+        .rev()
+        .find(|n| !used.contains(n))
 }
 
 /// Walks SRC → DST:PORT over the model and back; every hop is reported, failing or not.
