@@ -746,3 +746,35 @@ async fn statements_over_16_mib_go_through_in_both_modes() {
         let _ = c.child.kill().await;
     }
 }
+
+/// Drivers set their character set (and autocommit, sql_mode...) right after logging in:
+/// transaction mode carries such settings to every server the client lands on instead of
+/// pinning it, and a server with other settings is reset before another client gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_carries_session_settings_instead_of_pinning() {
+    let s = setup_with(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 1, checkout_timeout = \"5s\" }",
+        "",
+    )
+    .await;
+    let q = |sql: &'static str| cli(&s, "bob", &s.token, &["-D", "appdb"], sql);
+    let (ok, base, err) = q("select @@character_set_client, @@sql_mode, connection_id()").await;
+    assert!(ok, "{err}");
+    let base: Vec<String> = base.trim().split('\t').map(String::from).collect();
+    let (ok, out, err) = q("set names latin1; set session sql_mode = 'ANSI_QUOTES'; select @@character_set_client, @@sql_mode, connection_id()").await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        format!("latin1\tANSI_QUOTES\t{}", base[2]),
+        "the settings hold on the pool's one server"
+    );
+    let pinned =
+        s.gw.metric("sumun_mysql_pinned_clients_total{reason=\"session_state\"}");
+    assert_eq!(pinned, 0.0, "{}", s.gw.metrics());
+    // The next client, without settings, gets the server as it was.
+    let (ok, out, err) = q("select @@character_set_client, @@sql_mode, connection_id()").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), base.join("\t"));
+}

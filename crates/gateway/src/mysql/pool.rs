@@ -34,6 +34,9 @@ pub(super) struct ServerConn {
     pub target: Arc<TargetRt>,
     /// The database it is in (`COM_INIT_DB` moves it).
     pub database: String,
+    /// Session settings applied on it since it was opened or last reset (`SET NAMES ...`),
+    /// by key, as `txn::Settings` keeps them.
+    pub settings: Vec<(String, Vec<u8>)>,
     opened: Instant,
     /// Its place among the pool's `size` connections.
     _permit: OwnedSemaphorePermit,
@@ -149,6 +152,7 @@ impl Pool {
             thread_id,
             target: target.clone(),
             database,
+            settings: Vec::new(),
             opened: Instant::now(),
             _permit: permit,
             _active: TargetActive::new(target),

@@ -70,6 +70,8 @@ struct InFlight {
     started: Instant,
     /// `COM_INIT_DB`'s database, which becomes the client's when the server accepts it.
     init_db: Option<String>,
+    /// A session setting (key and statement), the client's once the server accepts it.
+    setting: Option<(String, Vec<u8>)>,
 }
 
 enum End {
@@ -259,7 +261,10 @@ pub(super) async fn run(
             let mut conn = held.conn;
             if s.in_tx || s.pinned.is_some() {
                 match reset(&mut conn.packets).await {
-                    Ok(()) => held.pool.release(conn, &ctx.snap.settings.pool),
+                    Ok(()) => {
+                        conn.settings.clear();
+                        held.pool.release(conn, &ctx.snap.settings.pool)
+                    }
                     Err(_) => held.pool.discard(conn),
                 }
             } else {
@@ -310,6 +315,9 @@ struct State {
     queries: u64,
     /// The last client packet was 16 MiB − 1 long: the next one continues its payload.
     c_continues: bool,
+    /// Session settings the client made (`SET NAMES`, `SET autocommit`, `SET sql_mode`...):
+    /// carried to whichever server it lands on instead of pinning it.
+    settings: Vec<(String, Vec<u8>)>,
 }
 
 /// Client bytes held at most (a command being gathered, or sent while the previous one is
@@ -451,6 +459,7 @@ impl State {
             let body = &cbuf[5..total.min(cbuf.len())];
             let mut text = None;
             let mut init_db = None;
+            let mut setting = None;
             let mut pin = None;
             match command {
                 COM_QUIT => return Err(End::ClientClosed),
@@ -483,7 +492,10 @@ impl State {
                     let kept = &body[..body.len().min(SQL_KEEP)];
                     let analysis =
                         sql::analyze_with(&String::from_utf8_lossy(kept), sql::Syntax::MYSQL);
-                    if analysis.pin.is_some() {
+                    if let Some(key) = whole.then(|| session_setting(kept)).flatten() {
+                        // Carried to the client's next servers: no pin.
+                        setting = Some((key, kept.to_vec()));
+                    } else if analysis.pin.is_some() {
                         pin = Some("session_state");
                     } else if !whole {
                         // Not all of it was looked at.
@@ -520,6 +532,14 @@ impl State {
                             ctx.events.target = conn.target.address.clone();
                         }
                         self.held = Some(Held { pool, conn });
+                        if let Err(why) = self.sync_settings(ctx).await {
+                            tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "cannot carry the client's session settings to its server");
+                            if let Some(h) = self.held.take() {
+                                h.pool.discard(h.conn);
+                            }
+                            reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
+                            return Err(End::Refused);
+                        }
                     }
                     Err(why) => {
                         tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "no backend connection for a statement");
@@ -558,11 +578,46 @@ impl State {
                     text,
                     started: Instant::now(),
                     init_db,
+                    setting,
                 });
             } else {
                 self.maybe_release(ctx);
             }
         }
+    }
+
+    /// Give the server just taken the client's session settings: nothing to do when it has
+    /// them already (the usual case: every client of an application sends the same `SET
+    /// NAMES`); otherwise it is reset (`COM_RESET_CONNECTION`) if it has others, back into the
+    /// client's database, and the client's settings are applied in the order it made them.
+    async fn sync_settings(&mut self, ctx: &Context) -> Result<(), String> {
+        let Some(h) = self.held.as_mut() else {
+            return Ok(());
+        };
+        if h.conn.settings == self.settings {
+            return Ok(());
+        }
+        let conn = &mut h.conn;
+        if !conn.settings.is_empty() {
+            reset(&mut conn.packets).await?;
+            conn.settings.clear();
+            if !ctx.database.is_empty() {
+                init_db(&mut conn.packets, &ctx.database).await?;
+                conn.database = ctx.database.clone();
+            }
+        }
+        for (key, stmt) in &self.settings {
+            conn.packets.seq = 0;
+            let mut cmd = vec![COM_QUERY];
+            cmd.extend_from_slice(stmt);
+            conn.packets.write(&cmd).await.map_err(|e| e.to_string())?;
+            let answer = conn.packets.read().await.map_err(|e| e.to_string())?;
+            if answer.first() != Some(&0x00) {
+                return Err(format!("the server refused the client's setting {key}"));
+            }
+            conn.settings.push((key.clone(), stmt.clone()));
+        }
+        Ok(())
     }
 
     fn pin(&mut self, ctx: &Context, reason: &'static str) {
@@ -626,6 +681,8 @@ impl State {
             let us = f.started.elapsed().as_micros() as u64;
             ctx.events.statement(text, us, outcome.error);
         }
+        // A setting the gateway carries changes session state it knows about.
+        let carried = f.setting.is_some();
         if outcome.error.is_none() {
             if let (Some(db), Some(h)) = (f.init_db, self.held.as_mut()) {
                 h.conn.database = db.clone();
@@ -633,6 +690,14 @@ impl State {
             }
             if f.command == COM_RESET_CONNECTION {
                 self.pinned = None;
+                self.settings.clear();
+                if let Some(h) = self.held.as_mut() {
+                    h.conn.settings.clear();
+                }
+            }
+            if let (Some((key, stmt)), Some(h)) = (f.setting, self.held.as_mut()) {
+                upsert(&mut self.settings, &key, &stmt);
+                upsert(&mut h.conn.settings, &key, &stmt);
             }
         }
         if let Some(status) = outcome.status {
@@ -642,6 +707,7 @@ impl State {
             // server is the client's from now on.
             if status & SERVER_SESSION_STATE_CHANGED != 0
                 && !matches!(f.command, COM_INIT_DB | COM_RESET_CONNECTION)
+                && !carried
             {
                 self.pin(ctx, "session_state");
             }
@@ -697,4 +763,114 @@ pub(super) fn ok_payload(caps: Capabilities) -> Vec<u8> {
     }
     .write(&mut out, caps);
     out
+}
+
+/// Replace or add `key`'s statement.
+fn upsert(settings: &mut Vec<(String, Vec<u8>)>, key: &str, stmt: &[u8]) {
+    match settings.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = stmt.to_vec(),
+        None => settings.push((key.to_string(), stmt.to_vec())),
+    }
+}
+
+/// Session variables a client may set without being pinned: the gateway carries them to each
+/// server it lands on. Each is plain session state a server can be given again by the same
+/// statement.
+const CARRIED: [&str; 11] = [
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "collation_connection",
+    "sql_mode",
+    "time_zone",
+    "transaction_isolation",
+    "tx_isolation",
+    "sql_auto_is_null",
+    "wait_timeout",
+];
+
+/// The key of a statement that only sets one carried session setting: `SET NAMES cs [COLLATE
+/// c]` (`names`), `SET CHARACTER SET cs` (`names`), or `SET [SESSION|@@session.|@@]var = value`
+/// for a variable in [`CARRIED`] with one plain value. Anything more (several assignments,
+/// comments, another statement, an expression) is not one: the analysis decides (and pins).
+pub(super) fn session_setting(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?.trim();
+    let text = text.strip_suffix(';').unwrap_or(text).trim_end();
+    if text.contains([';', '#', '`', '\\', '(']) || text.contains("/*") || text.contains("--") {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    let rest = lower.strip_prefix("set")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let plain = |w: &str| {
+        let w = w.trim_matches(|c| c == '\'' || c == '"');
+        !w.is_empty()
+            && w.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | ':' | '.' | ',')
+            })
+            && !w.contains(',')
+    };
+    match words.as_slice() {
+        ["names", cs] if plain(cs) => Some("names".into()),
+        ["names", cs, "collate", c] if plain(cs) && plain(c) => Some("names".into()),
+        ["character", "set", cs] if plain(cs) => Some("names".into()),
+        _ => {
+            // `[session] var = value`, `@@session.var=value`, `@@var = value`.
+            let joined: String = words.concat();
+            let assignment = joined.strip_prefix("session").unwrap_or(&joined);
+            let (var, value) = assignment.split_once('=')?;
+            let var = var
+                .strip_prefix("@@session.")
+                .or_else(|| var.strip_prefix("@@local."))
+                .or_else(|| var.strip_prefix("@@"))
+                .unwrap_or(var);
+            if !CARRIED.contains(&var) || !plain(value) || value.contains('=') {
+                return None;
+            }
+            Some(var.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_setting;
+
+    #[test]
+    fn plain_session_settings_are_recognised_and_anything_more_is_not() {
+        for (sql, key) in [
+            ("SET NAMES utf8mb4", "names"),
+            ("set names 'utf8mb4' collate 'utf8mb4_general_ci';", "names"),
+            ("SET autocommit=1", "autocommit"),
+            ("SET SESSION sql_mode = 'ANSI_QUOTES'", "sql_mode"),
+            ("set @@session.time_zone = '+00:00'", "time_zone"),
+            (
+                "SET @@transaction_isolation = 'READ-COMMITTED'",
+                "transaction_isolation",
+            ),
+        ] {
+            assert_eq!(
+                session_setting(sql.as_bytes()).as_deref(),
+                Some(key),
+                "{sql}"
+            );
+        }
+        for sql in [
+            "SET @x = 1",
+            "SET NAMES utf8mb4; DROP TABLE t",
+            "SET autocommit = 1, sql_mode = ''",
+            "SET sql_mode = CONCAT(@@sql_mode, ',ANSI')",
+            "SET GLOBAL sql_mode = ''",
+            "SET /*!50000 sql_mode = '' */",
+            "SET max_heap_table_size = 1",
+            "SETNAMES utf8",
+            "select 1",
+        ] {
+            assert_eq!(session_setting(sql.as_bytes()), None, "{sql}");
+        }
+    }
 }
