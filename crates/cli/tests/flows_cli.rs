@@ -516,3 +516,25 @@ fn explain_aws_walks_the_dumps_and_lists_every_failing_hop_with_its_fix() {
     let out = sumun(&["flows", "explain", "10.0.2.15", "10.1.2.20", "5432"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_explain_aws_example_in_the_docs_is_what_the_binary_prints() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/flows.md"))
+            .expect("docs/flows.md");
+    let command = "$ sumun flows explain --aws dumps/ 10.0.3.40 10.1.2.20 5432\n";
+    let start = docs.find(command).expect("the example") + command.len();
+    let shown = &docs[start..start + docs[start..].find("```").expect("end of block")];
+    let model = aws_model();
+    let out = sumun(&[
+        "flows",
+        "explain",
+        "--aws",
+        model.to_str().expect("utf-8"),
+        "10.0.3.40",
+        "10.1.2.20",
+        "5432",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), shown);
+}

@@ -3,7 +3,7 @@
 //! ([`sumun_policy::SecurityPolicy`]).
 //!
 //! The AWS side (security groups, NACLs, route tables, transit gateways from `describe-*`
-//! dumps) is not walked here yet.
+//! dumps) is walked by [`crate::aws`].
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -453,3 +453,27 @@ fn udp_and_unknown_addresses_and_bad_dumps() {
     let err = Model::load(&dir.0).expect_err("missing").to_string();
     assert!(err.contains("describe-security-groups.json"), "{err}");
 }
+
+#[test]
+fn without_the_attachments_dump_the_default_association_table_is_used() {
+    let dir = apply(&[]);
+    std::fs::remove_file(dir.0.join("describe-transit-gateway-attachments.json")).expect("rm");
+    let ex = run_in(&dir.0, "10.0.2.15", "10.1.2.20", 5432);
+    assert!(ex.admitted, "{}", aws::text(&ex));
+    assert_eq!(
+        hop(&ex, "TGW route table").resource,
+        "tgw-rtb-0c1d2e3f4a5b60718"
+    );
+    // Without the TGW route table dump either, nothing says which table applies.
+    std::fs::remove_file(dir.0.join("describe-transit-gateway-route-tables.json")).expect("rm");
+    let ex = run_in(&dir.0, "10.0.2.15", "10.1.2.20", 5432);
+    assert!(!ex.admitted);
+    assert_eq!(hop(&ex, "TGW route table").verdict, Fail);
+    assert!(
+        hop(&ex, "TGW route table")
+            .decided_by
+            .contains("no default association route table"),
+        "{}",
+        aws::text(&ex)
+    );
+}
