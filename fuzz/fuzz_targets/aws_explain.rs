@@ -34,7 +34,10 @@ fuzz_target!(|data: &[u8]| {
                     continue;
                 };
                 assert_eq!(ex.hops.len(), 10);
-                assert_eq!(ex.admitted, ex.hops.iter().all(|h| h.verdict != Verdict::Fail));
+                assert_eq!(
+                    ex.admitted,
+                    ex.hops.iter().all(|h| h.verdict != Verdict::Fail)
+                );
                 let _ = aws::text(&ex);
             }
         }
