@@ -267,6 +267,9 @@ pub enum HealthCheckProtocol {
     /// Log in with `credential` and run `SELECT @@read_only`: healthy when it answers; a
     /// read-only server is a replica.
     Mysql,
+    /// `AUTH` with `credential` (when given) and `ROLE`: healthy when it answers; the answer is
+    /// the target's role (`master` or `slave`).
+    Redis,
 }
 
 impl HealthCheckProtocol {
@@ -276,6 +279,7 @@ impl HealthCheckProtocol {
             HealthCheckProtocol::Tcp => None,
             HealthCheckProtocol::Postgres => Some(Protocol::Postgres),
             HealthCheckProtocol::Mysql => Some(Protocol::Mysql),
+            HealthCheckProtocol::Redis => Some(Protocol::Redis),
         }
     }
 }

@@ -829,17 +829,20 @@ impl Checker<'_> {
                 ("tcp", HealthCheckProtocol::Tcp),
                 ("postgres", HealthCheckProtocol::Postgres),
                 ("mysql", HealthCheckProtocol::Mysql),
+                ("redis", HealthCheckProtocol::Redis),
             ],
         );
         hc.credential = raw.credential.as_ref().map(|c| c.get_ref().clone());
-        if hc.protocol == HealthCheckProtocol::Mysql {
-            // MySQL logs in without a database unless one is named.
+        if matches!(hc.protocol, HealthCheckProtocol::Mysql | HealthCheckProtocol::Redis) {
+            // MySQL logs in without a database unless one is named; Redis has none.
             hc.database = String::new();
         }
         if let Some(db) = &raw.database {
             hc.database = db.get_ref().clone();
         }
-        if hc.protocol != HealthCheckProtocol::Tcp && hc.credential.is_none() {
+        if matches!(hc.protocol, HealthCheckProtocol::Postgres | HealthCheckProtocol::Mysql)
+            && hc.credential.is_none()
+        {
             if let Some(p) = &raw.protocol {
                 self.report(
                     p.span(),

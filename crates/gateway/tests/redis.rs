@@ -19,6 +19,23 @@ struct Setup {
 }
 
 async fn setup(tls: &str) -> Setup {
+    setup_on(tls, "", &[]).await
+}
+
+async fn start_redis() -> Redis {
+    tokio::task::spawn_blocking(|| {
+        Redis::start_with(RedisOptions {
+            users: vec![("app".into(), APP_PASSWORD.into())],
+            ..RedisOptions::default()
+        })
+        .expect("start redis")
+    })
+    .await
+    .expect("task")
+}
+
+/// [`setup`] with health checks (`checks`) in front of `targets` (its own server when empty).
+async fn setup_on(tls: &str, checks: &str, targets: &[std::net::SocketAddr]) -> Setup {
     let redis = tokio::task::spawn_blocking(|| {
         Redis::start_with(RedisOptions {
             users: vec![("app".into(), APP_PASSWORD.into())],
@@ -72,8 +89,8 @@ tls = "{tls}"
 tls_config = "dev"
 [[target_groups]]
 name = "redis"
-health_check = {{ enabled = false }}
-targets = [{{ address = "{addr}" }}]
+{checks}
+targets = [{targets}]
 [[users]]
 name = "bob"
 backend_credential = "redis/app"
@@ -84,7 +101,20 @@ redis_acl = "+@all -@dangerous ~app:* &news"
 [audit]
 path = "{{dir}}/audit.jsonl"
 "#,
-        addr = redis.addr()
+        checks = if checks.is_empty() {
+            "health_check = { enabled = false }"
+        } else {
+            checks
+        },
+        targets = if targets.is_empty() {
+            format!("{{ address = \"{}\" }}", redis.addr())
+        } else {
+            targets
+                .iter()
+                .map(|t| format!("{{ address = \"{t}\" }}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
     Setup {
@@ -274,4 +304,55 @@ async fn bad_acl_rules_are_refused_when_the_config_is_applied() {
     // Nothing changed: eve still runs under her rules.
     let (_, out, _) = cli(&s, Some(("eve", &s.eve)), true, &["set", "other:x", "1"]).await;
     assert!(out.contains("NOPERM"), "{out}");
+}
+
+/// Health checks learn roles with `ROLE`; writes go to the primary; when it dies and the
+/// replica is promoted (`REPLICAOF NO ONE`), new clients write to the new primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_the_primary_through_a_failover() {
+    let a = start_redis().await;
+    let b = start_redis().await;
+    for cmd in [
+        vec!["config", "set", "masteruser", "app"],
+        vec!["config", "set", "masterauth", APP_PASSWORD],
+    ] {
+        b.cli_as("app", APP_PASSWORD, &cmd).expect("replica settings");
+    }
+    b.cli_as("app", APP_PASSWORD, &["replicaof", "127.0.0.1", &a.port().to_string()])
+        .expect("replicaof");
+    let s = setup_on(
+        "optional",
+        "health_check = { protocol = \"redis\", credential = \"redis/app\", interval = \"300ms\", timeout = \"250ms\", healthy_threshold = 2, unhealthy_threshold = 2 }",
+        &[a.addr(), b.addr()],
+    )
+    .await;
+    let primary_is = |s: &Setup, addr: std::net::SocketAddr| {
+        sumun_gateway::admin::server_rows(s.gw.gateway.shared())
+            .iter()
+            .any(|r| r.address == addr.to_string() && r.role == "primary" && format!("{:?}", r.health) == "Healthy")
+    };
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || primary_is(&s, a.addr())).await,
+        "{:?}",
+        sumun_gateway::admin::server_rows(s.gw.gateway.shared())
+    );
+    let (_, out, err) = cli(&s, Some(("bob", &s.bob)), true, &["set", "k", "1"]).await;
+    assert_eq!(out.trim(), "OK", "{err}");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(10), || b
+            .cli_as("app", APP_PASSWORD, &["get", "k"])
+            .is_ok_and(|v| v.trim() == "1"))
+        .await,
+        "never replicated"
+    );
+    drop(a);
+    b.cli_as("app", APP_PASSWORD, &["replicaof", "no", "one"]).expect("promote");
+    assert!(
+        common::eventually(std::time::Duration::from_secs(20), || primary_is(&s, b.addr())).await,
+        "{:?}",
+        sumun_gateway::admin::server_rows(s.gw.gateway.shared())
+    );
+    let (_, out, err) = cli(&s, Some(("bob", &s.bob)), true, &["set", "k", "2"]).await;
+    assert_eq!(out.trim(), "OK", "{err}");
+    assert_eq!(b.cli_as("app", APP_PASSWORD, &["get", "k"]).expect("get").trim(), "2");
 }

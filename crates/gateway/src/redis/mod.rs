@@ -93,14 +93,13 @@ impl FrontEnd for RedisFrontEnd {
 
     fn probe<'a>(
         &'a self,
-        _hc: &'a sumun_config::HealthCheck,
-        _group: &'a sumun_config::TargetGroup,
-        _target: &'a str,
-        _addr: SocketAddr,
-        _shared: Option<&'a Shared>,
+        hc: &'a sumun_config::HealthCheck,
+        group: &'a sumun_config::TargetGroup,
+        target: &'a str,
+        addr: SocketAddr,
+        shared: Option<&'a Shared>,
     ) -> BoxFuture<'a, Result<Learned, ProbeFailure>> {
-        // No `redis` health-check protocol yet: the config offers none.
-        Box::pin(async { Err(ProbeFailure::Error) })
+        Box::pin(session::probe(hc, group, target, addr, shared))
     }
 
     fn housekeeping(&self, registry: &Registry) {

@@ -464,64 +464,14 @@ async fn connect(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let mut stream: Box<dyn Io> = match TlsTo::for_target(&group, &target.address) {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let server_name =
-                    rustls_pki_types::ServerName::try_from(tls.server_name.clone())
-                        .map_err(|e| format!("bad server name {}: {e}", tls.server_name))?;
-                let config = tls.client_config()?;
-                match tokio_rustls::TlsConnector::from(config)
-                    .connect(server_name, tcp)
-                    .await
-                {
-                    Ok(s) => Box::new(s),
-                    Err(e) => {
-                        last = format!("TLS to {}: {e}", target.address);
-                        continue;
-                    }
-                }
+        let mut stream = match login_on(tcp, &group, &target.address, &cred).await {
+            Ok(s) => s,
+            Err(Failed::Target(why)) => {
+                last = why;
+                continue;
             }
+            Err(Failed::Login(why)) => return Err(why),
         };
-        // AUTH with each stored version of the password while the server says it is wrong.
-        let mut logged_in = cred.passwords.is_empty();
-        for password in &cred.passwords {
-            if password.expose().is_empty() {
-                logged_in = true;
-                break;
-            }
-            let mut cmd = Vec::new();
-            match cred.username.as_deref() {
-                Some(u) if u != "default" => encode_command(
-                    &mut cmd,
-                    &[b"AUTH".as_slice(), u.as_bytes(), password.expose()],
-                ),
-                _ => encode_command(&mut cmd, &[b"AUTH".as_slice(), password.expose()]),
-            }
-            let answer = request(&mut stream, &cmd).await;
-            zeroize::Zeroize::zeroize(&mut cmd);
-            match answer {
-                Ok(sumun_wire::resp::Value::Simple(ok)) if ok.eq_ignore_ascii_case(b"OK") => {
-                    logged_in = true;
-                    break;
-                }
-                Ok(sumun_wire::resp::Value::Error(e)) => {
-                    last = format!(
-                        "the server at {} refused the gateway's login: {}",
-                        target.address,
-                        String::from_utf8_lossy(&e)
-                    );
-                }
-                Ok(_) | Err(_) => {
-                    last = format!("the server at {} failed during login", target.address);
-                    break;
-                }
-            }
-        }
-        if !logged_in {
-            return Err(last);
-        }
         let table = match fe.table(&group.name) {
             Some(t) => t,
             None => {
@@ -547,6 +497,134 @@ async fn connect(
         });
     }
     Err(last)
+}
+
+/// Why a server login failed: the target (another may do), or the login itself.
+enum Failed {
+    Target(String),
+    Login(String),
+}
+
+/// TLS when the group asks for it, then `AUTH` with each stored version of the password while
+/// the server says it is wrong (none for a secret without a password).
+async fn login_on(
+    tcp: TcpStream,
+    group: &sumun_config::TargetGroup,
+    address: &str,
+    cred: &crate::vault::BackendCredential,
+) -> Result<Box<dyn Io>, Failed> {
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Io> = match TlsTo::for_target(group, address) {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let server_name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                .map_err(|e| Failed::Login(format!("bad server name {}: {e}", tls.server_name)))?;
+            let config = tls.client_config().map_err(Failed::Login)?;
+            match tokio_rustls::TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await
+            {
+                Ok(s) => Box::new(s),
+                Err(e) => return Err(Failed::Target(format!("TLS to {address}: {e}"))),
+            }
+        }
+    };
+    let mut last = String::new();
+    let mut logged_in = cred.passwords.is_empty();
+    for password in &cred.passwords {
+        if password.expose().is_empty() {
+            logged_in = true;
+            break;
+        }
+        let mut cmd = Vec::new();
+        match cred.username.as_deref() {
+            Some(u) if u != "default" => encode_command(
+                &mut cmd,
+                &[b"AUTH".as_slice(), u.as_bytes(), password.expose()],
+            ),
+            _ => encode_command(&mut cmd, &[b"AUTH".as_slice(), password.expose()]),
+        }
+        let answer = request(&mut stream, &cmd).await;
+        zeroize::Zeroize::zeroize(&mut cmd);
+        match answer {
+            Ok(sumun_wire::resp::Value::Simple(ok)) if ok.eq_ignore_ascii_case(b"OK") => {
+                logged_in = true;
+                break;
+            }
+            Ok(sumun_wire::resp::Value::Error(e)) => {
+                last = format!(
+                    "the server at {address} refused the gateway's login: {}",
+                    String::from_utf8_lossy(&e)
+                );
+            }
+            Ok(_) | Err(_) => {
+                return Err(Failed::Target(format!(
+                    "the server at {address} failed during login"
+                )))
+            }
+        }
+    }
+    if logged_in {
+        Ok(stream)
+    } else {
+        Err(Failed::Login(last))
+    }
+}
+
+/// The `redis` health check: connect, `AUTH` with the check's credential (when it names one),
+/// and `ROLE`: a server that answers is healthy, `master` a primary and `slave` a replica.
+pub(super) async fn probe(
+    hc: &sumun_config::HealthCheck,
+    group: &sumun_config::TargetGroup,
+    target: &str,
+    addr: std::net::SocketAddr,
+    shared: Option<&Shared>,
+) -> Result<crate::health::Learned, crate::health::ProbeFailure> {
+    use crate::health::ProbeFailure;
+    let cred = match &hc.credential {
+        Some(name) => {
+            let vault = shared
+                .and_then(|s| s.vault.load_full())
+                .ok_or(ProbeFailure::Error)?;
+            vault
+                .backend_credential(name)
+                .map_err(|_| ProbeFailure::Error)?
+        }
+        None => crate::vault::BackendCredential {
+            username: None,
+            passwords: Vec::new(),
+        },
+    };
+    let tcp = match TcpStream::connect(addr).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ProbeFailure::Refused)
+        }
+        Err(_) => return Err(ProbeFailure::Error),
+    };
+    let mut stream = login_on(tcp, group, target, &cred)
+        .await
+        .map_err(|_| ProbeFailure::Error)?;
+    let mut cmd = Vec::new();
+    encode_command(&mut cmd, &[b"ROLE".as_slice()]);
+    let role = request(&mut stream, &cmd)
+        .await
+        .map_err(|_| ProbeFailure::Error)?;
+    let first = match &role {
+        sumun_wire::resp::Value::Array(items) => items.first(),
+        _ => None,
+    };
+    let role = match first {
+        Some(sumun_wire::resp::Value::Bulk(b)) if b.as_slice() == b"master" => {
+            sumun_config::Role::Primary
+        }
+        Some(sumun_wire::resp::Value::Bulk(b)) if b.as_slice() == b"slave" => {
+            sumun_config::Role::Replica
+        }
+        _ => return Err(ProbeFailure::Error),
+    };
+    let _ = stream.shutdown().await;
+    Ok(crate::health::Learned { role, lag_ms: 0 })
 }
 
 /// Send one command the gateway makes and read its one reply.
