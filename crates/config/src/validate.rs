@@ -833,15 +833,20 @@ impl Checker<'_> {
             ],
         );
         hc.credential = raw.credential.as_ref().map(|c| c.get_ref().clone());
-        if matches!(hc.protocol, HealthCheckProtocol::Mysql | HealthCheckProtocol::Redis) {
+        if matches!(
+            hc.protocol,
+            HealthCheckProtocol::Mysql | HealthCheckProtocol::Redis
+        ) {
             // MySQL logs in without a database unless one is named; Redis has none.
             hc.database = String::new();
         }
         if let Some(db) = &raw.database {
             hc.database = db.get_ref().clone();
         }
-        if matches!(hc.protocol, HealthCheckProtocol::Postgres | HealthCheckProtocol::Mysql)
-            && hc.credential.is_none()
+        if matches!(
+            hc.protocol,
+            HealthCheckProtocol::Postgres | HealthCheckProtocol::Mysql
+        ) && hc.credential.is_none()
         {
             if let Some(p) = &raw.protocol {
                 self.report(

@@ -316,10 +316,15 @@ async fn writes_follow_the_primary_through_a_failover() {
         vec!["config", "set", "masteruser", "app"],
         vec!["config", "set", "masterauth", APP_PASSWORD],
     ] {
-        b.cli_as("app", APP_PASSWORD, &cmd).expect("replica settings");
+        b.cli_as("app", APP_PASSWORD, &cmd)
+            .expect("replica settings");
     }
-    b.cli_as("app", APP_PASSWORD, &["replicaof", "127.0.0.1", &a.port().to_string()])
-        .expect("replicaof");
+    b.cli_as(
+        "app",
+        APP_PASSWORD,
+        &["replicaof", "127.0.0.1", &a.port().to_string()],
+    )
+    .expect("replicaof");
     let s = setup_on(
         "optional",
         "health_check = { protocol = \"redis\", credential = \"redis/app\", interval = \"300ms\", timeout = \"250ms\", healthy_threshold = 2, unhealthy_threshold = 2 }",
@@ -329,10 +334,18 @@ async fn writes_follow_the_primary_through_a_failover() {
     let primary_is = |s: &Setup, addr: std::net::SocketAddr| {
         sumun_gateway::admin::server_rows(s.gw.gateway.shared())
             .iter()
-            .any(|r| r.address == addr.to_string() && r.role == "primary" && format!("{:?}", r.health) == "Healthy")
+            .any(|r| {
+                r.address == addr.to_string()
+                    && r.role == "primary"
+                    && format!("{:?}", r.health) == "Healthy"
+            })
     };
     assert!(
-        common::eventually(std::time::Duration::from_secs(20), || primary_is(&s, a.addr())).await,
+        common::eventually(std::time::Duration::from_secs(20), || primary_is(
+            &s,
+            a.addr()
+        ))
+        .await,
         "{:?}",
         sumun_gateway::admin::server_rows(s.gw.gateway.shared())
     );
@@ -346,13 +359,23 @@ async fn writes_follow_the_primary_through_a_failover() {
         "never replicated"
     );
     drop(a);
-    b.cli_as("app", APP_PASSWORD, &["replicaof", "no", "one"]).expect("promote");
+    b.cli_as("app", APP_PASSWORD, &["replicaof", "no", "one"])
+        .expect("promote");
     assert!(
-        common::eventually(std::time::Duration::from_secs(20), || primary_is(&s, b.addr())).await,
+        common::eventually(std::time::Duration::from_secs(20), || primary_is(
+            &s,
+            b.addr()
+        ))
+        .await,
         "{:?}",
         sumun_gateway::admin::server_rows(s.gw.gateway.shared())
     );
     let (_, out, err) = cli(&s, Some(("bob", &s.bob)), true, &["set", "k", "2"]).await;
     assert_eq!(out.trim(), "OK", "{err}");
-    assert_eq!(b.cli_as("app", APP_PASSWORD, &["get", "k"]).expect("get").trim(), "2");
+    assert_eq!(
+        b.cli_as("app", APP_PASSWORD, &["get", "k"])
+            .expect("get")
+            .trim(),
+        "2"
+    );
 }
