@@ -315,6 +315,8 @@ struct State {
     queries: u64,
     /// The last client packet was 16 MiB − 1 long: the next one continues its payload.
     c_continues: bool,
+    /// The server's last status said autocommit was off (`SET autocommit = 0`, carried).
+    autocommit_off: bool,
     /// Session settings the client made (`SET NAMES`, `SET autocommit`, `SET sql_mode`...):
     /// carried to whichever server it lands on instead of pinning it.
     settings: Vec<(String, Vec<u8>)>,
@@ -464,8 +466,14 @@ impl State {
             match command {
                 COM_QUIT => return Err(End::ClientClosed),
                 COM_PING | COM_RESET_CONNECTION if self.held.is_none() => {
-                    // Nothing of the client's is on any server: answered here.
-                    reply(client, 1, &ok_payload(ctx.caps)).await;
+                    // Nothing of the client's is on any server: answered here. A reset also
+                    // forgets the settings the gateway carries for it.
+                    if command == COM_RESET_CONNECTION {
+                        self.settings.clear();
+                        self.autocommit_off = false;
+                    }
+                    // In the client's autocommit state, as its server would say.
+                    reply(client, 1, &ok_with(ctx.caps, self.status_idle())).await;
                     cbuf.drain(..total);
                     continue;
                 }
@@ -620,6 +628,15 @@ impl State {
         Ok(())
     }
 
+    /// The status flags of a client between transactions: autocommit as it last was.
+    fn status_idle(&self) -> u16 {
+        if self.autocommit_off {
+            0
+        } else {
+            SERVER_STATUS_AUTOCOMMIT
+        }
+    }
+
     fn pin(&mut self, ctx: &Context, reason: &'static str) {
         if self.pinned.is_some() {
             return;
@@ -702,6 +719,7 @@ impl State {
         }
         if let Some(status) = outcome.status {
             self.in_tx = status & SERVER_STATUS_IN_TRANS != 0;
+            self.autocommit_off = status & SERVER_STATUS_AUTOCOMMIT == 0;
             self.cursor = status & SERVER_STATUS_CURSOR_EXISTS != 0;
             // Session state the analysis did not see (the server says it changed): the
             // server is the client's from now on.
@@ -756,9 +774,14 @@ async fn reply(client: &mut ClientStream, seq: u8, payload: &[u8]) {
 
 /// An OK as the server would send to a `COM_PING` or a reset, in autocommit.
 pub(super) fn ok_payload(caps: Capabilities) -> Vec<u8> {
+    ok_with(caps, SERVER_STATUS_AUTOCOMMIT)
+}
+
+/// An OK with these status flags.
+fn ok_with(caps: Capabilities, status: u16) -> Vec<u8> {
     let mut out = Vec::new();
     OkPacket {
-        status: SERVER_STATUS_AUTOCOMMIT,
+        status,
         ..OkPacket::default()
     }
     .write(&mut out, caps);
@@ -776,7 +799,7 @@ fn upsert(settings: &mut Vec<(String, Vec<u8>)>, key: &str, stmt: &[u8]) {
 /// Session variables a client may set without being pinned: the gateway carries them to each
 /// server it lands on. Each is plain session state a server can be given again by the same
 /// statement.
-const CARRIED: [&str; 11] = [
+const CARRIED: [&str; 10] = [
     "autocommit",
     "character_set_client",
     "character_set_connection",
@@ -787,7 +810,6 @@ const CARRIED: [&str; 11] = [
     "transaction_isolation",
     "tx_isolation",
     "sql_auto_is_null",
-    "wait_timeout",
 ];
 
 /// The key of a statement that only sets one carried session setting: `SET NAMES cs [COLLATE
