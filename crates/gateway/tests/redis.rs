@@ -379,3 +379,37 @@ async fn writes_follow_the_primary_through_a_failover() {
         "2"
     );
 }
+
+/// A claimed argument over the gateway's limit is refused at its length, with Redis's words,
+/// before any of it is held; a claimed 4 GiB one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimed_huge_arguments_are_refused_at_their_length() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup("optional").await;
+    for claim in ["70000000", "4294967296"] {
+        let config = common::client_config(&s.ca, &[&rustls::version::TLS13], None);
+        let mut c = common::tls_connect(s.gw.addr("rd"), config)
+            .await
+            .expect("tls");
+        let login = format!("AUTH bob {}\r\n*2\r\n$4\r\nECHO\r\n${claim}\r\nabc", s.bob);
+        c.write_all(login.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut chunk))
+                .await
+                .expect("an answer and a close within 10 s")
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("+OK\r\n"), "{claim}: {text}");
+        assert!(
+            text.contains("-ERR Protocol error: invalid bulk length"),
+            "{claim}: {text}"
+        );
+    }
+}

@@ -24,6 +24,10 @@ use crate::Shared;
 /// The most a client's one argument may be: the gateway holds a command whole before it
 /// forwards it (to check its keys), so this bounds a client's buffer.
 const MAX_ARGUMENT: u64 = 64 << 20;
+/// Replies owed to a client (commands sent and not yet answered) before it is read no more.
+const MAX_PENDING: usize = 16 * 1024;
+/// The most bytes of a client's commands held (a command is held whole before it is checked).
+const MAX_QUERY_BUFFER: usize = 256 << 20;
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 
@@ -728,7 +732,9 @@ impl Session<'_> {
             let event = tokio::select! {
                 biased;
                 r = server.read(&mut schunk) => Event::Server(r),
-                r = client.read(&mut cchunk) => Event::Client(r),
+                // A client far ahead of its replies is not read until they catch up (as Redis
+                // stops reading a client whose output is backed up).
+                r = client.read(&mut cchunk), if self.pending.len() < MAX_PENDING => Event::Client(r),
                 () = &mut timer => Event::Timer,
                 () = &mut stop => Event::Stop,
             };
@@ -745,6 +751,11 @@ impl Session<'_> {
                 Event::Client(Ok(n)) => {
                     count(&self.flow.counters, true, n);
                     cbuf.extend_from_slice(&cchunk[..n]);
+                    if cbuf.len() > MAX_QUERY_BUFFER {
+                        // Redis's client-query-buffer-limit (1 GiB there): the client is closed.
+                        tracing::info!(listener = %self.listener, client = %self.client_addr, "closing a client that reached the query buffer limit");
+                        return "query_buffer_limit";
+                    }
                     timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
                 Event::Timer => {
