@@ -428,16 +428,10 @@ async fn authenticate(
     };
     // The gateway-held password, checked against its mysql_native_password verifier (a
     // stand-in that matches nothing for a user without one, after the same exchange).
-    let stand_in;
-    let verifier = match vault.mysql_native_verifier(user) {
-        Some(v) if password_ok && account.is_some() => v,
-        _ => {
-            let mut random = [0u8; 32];
-            let _ = aws_lc_rs::rand::fill(&mut random);
-            stand_in = sumun_vault::mysql::NativeVerifier::from_password(&random);
-            &stand_in
-        }
-    };
+    // A user without a stored password goes through the same exchange and is refused after it.
+    let verifier = vault
+        .mysql_native_verifier(user)
+        .filter(|_| password_ok && account.is_some());
     if password_ok && !(token_ok && client.stream.is_tls()) {
         // mysql_native_password: the client proves the password against this connection's
         // scramble; nothing reusable crosses the wire.
@@ -458,7 +452,7 @@ async fn authenticate(
         if account.is_none() {
             return Err("unknown_user");
         }
-        return if verifier.verify(scramble, &response) {
+        return if verifier.is_some_and(|v| v.verify(scramble, &response)) {
             Ok("password")
         } else {
             Err("wrong_password")
@@ -497,7 +491,7 @@ async fn authenticate(
                 return Err("unknown_user");
             }
             let response = sumun_vault::mysql::native_password_response(token, scramble);
-            return if verifier.verify(scramble, &response) {
+            return if verifier.is_some_and(|v| v.verify(scramble, &response)) {
                 Ok("password")
             } else {
                 Err("wrong_password")

@@ -488,11 +488,10 @@ impl State {
                         ),
                     )
                     .await;
-                    cbuf.drain(..total.min(cbuf.len()));
-                    self.c_remaining = total.saturating_sub(cbuf.len().min(total));
-                    if self.c_remaining > 0 {
+                    if !whole {
                         return Err(End::Refused);
                     }
+                    cbuf.drain(..total);
                     continue;
                 }
                 COM_STMT_PREPARE => pin = Some("prepared_statement"),
