@@ -134,3 +134,95 @@ pub(crate) fn count(counters: &crate::relay::FlowCounters, inbound: bool, n: usi
     bytes.fetch_add(n as u64, Ordering::Relaxed);
     packets.fetch_add(1, Ordering::Relaxed);
 }
+
+/// How a client connection ended, for its `session.end` audit event: what every front end
+/// knows (`end`), and what a logged-in session adds.
+#[derive(Default)]
+pub(crate) struct SessionEnd<'a> {
+    pub end: &'a str,
+    pub user: Option<&'a str>,
+    pub database: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub queries: Option<u64>,
+    /// When the session began (for `duration_ms`); the flow's start second otherwise.
+    pub started: Option<std::time::Instant>,
+    pub target: Option<&'a str>,
+}
+
+/// Close a client's flow: its flow record and a `session.end` event. Nothing when it was
+/// already closed (a refusal wrote its `REJECT` record).
+pub(crate) fn end_session(
+    shared: &Shared,
+    listener: &crate::listener::ListenerRt,
+    flow: &crate::records::ActiveFlow,
+    e: &SessionEnd<'_>,
+) {
+    use serde_json::{Map, Value};
+    use std::sync::atomic::Ordering;
+    if crate::records::Records::is_closed(flow) {
+        return;
+    }
+    shared.records.close(flow);
+    shared
+        .records
+        .audit("session.end", &listener.name, flow.client, || {
+            let mut extra = Map::new();
+            let mut put = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    extra.insert(k.into(), v);
+                }
+            };
+            put("user", e.user.map(Value::from));
+            put("database", e.database.map(Value::from));
+            put("session_id", e.session_id.map(Value::from));
+            put("end", Some(Value::from(e.end)));
+            put("queries", e.queries.map(Value::from));
+            let ms = match e.started {
+                Some(t) => t.elapsed().as_millis() as u64,
+                None => crate::records::unix_now().saturating_sub(flow.start) * 1000,
+            };
+            put("duration_ms", Some(Value::from(ms)));
+            let c = &flow.counters;
+            put(
+                "bytes_in",
+                Some(Value::from(c.bytes_in.load(Ordering::Relaxed))),
+            );
+            put(
+                "bytes_out",
+                Some(Value::from(c.bytes_out.load(Ordering::Relaxed))),
+            );
+            put("target", e.target.map(Value::from));
+            extra
+        });
+}
+
+/// An `auth.failure` audit event: who tried and why it failed (for the log only; clients are
+/// told no more than their protocol's usual refusal).
+pub(crate) fn audit_auth_failure(
+    shared: &Shared,
+    listener: &str,
+    client: SocketAddr,
+    user: &str,
+    reason: &str,
+) {
+    shared.records.audit("auth.failure", listener, client, || {
+        let mut extra = serde_json::Map::new();
+        extra.insert("user".into(), user.into());
+        extra.insert("reason".into(), reason.into());
+        extra
+    });
+}
+
+/// The audit reason for a token that did not verify.
+pub(crate) fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
+    match e.reason() {
+        "malformed" => "token_malformed",
+        "unknown_key" => "token_unknown_key",
+        "bad_signature" => "token_bad_signature",
+        "expired" => "token_expired",
+        "not_yet_valid" => "token_not_yet_valid",
+        "wrong_audience" => "token_wrong_audience",
+        "lifetime_too_long" => "token_lifetime_too_long",
+        _ => "token_invalid",
+    }
+}

@@ -12,9 +12,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::io::{ClientStream, Packets, Stream};
 use super::server::{self, Connected};
-use super::{audit_auth_failure, end_unserved, MysqlFrontEnd};
+use super::MysqlFrontEnd;
 use crate::conn::{Admitted, Slot};
 use crate::frontend::Accepted;
+use crate::frontend::{audit_auth_failure, end_session, token_reason, SessionEnd};
 use crate::listener::{ListenerRt, ListenerSnapshot};
 use crate::metrics::RejectReason;
 use crate::Shared;
@@ -137,7 +138,16 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
         }
         Err(r) => {
             let _ = client.stream.shutdown().await;
-            end_unserved(&shared, &listener, &admitted.flow, r.end, r.user.as_deref());
+            end_session(
+                &shared,
+                &listener,
+                &admitted.flow,
+                &SessionEnd {
+                    end: r.end,
+                    user: r.user.as_deref(),
+                    ..SessionEnd::default()
+                },
+            );
             None
         }
     }
@@ -255,7 +265,13 @@ async fn exchange(
             .metrics
             .auth_failures
             .fetch_add(1, Ordering::Relaxed);
-        audit_auth_failure(shared, listener, admitted.client, &user, "tls_required");
+        audit_auth_failure(
+            shared,
+            &listener.name,
+            admitted.client,
+            &user,
+            "tls_required",
+        );
         let _ = send_err(
             client,
             3159,
@@ -291,7 +307,7 @@ async fn exchange(
                     .metrics
                     .auth_failures
                     .fetch_add(1, Ordering::Relaxed);
-                audit_auth_failure(shared, listener, admitted.client, &user, reason);
+                audit_auth_failure(shared, &listener.name, admitted.client, &user, reason);
                 let message =
                     format!("Access denied for user '{user}'@'{host}' (using password: YES)");
                 let _ = send_err(client, 1045, b"28000", &message).await;
@@ -305,7 +321,7 @@ async fn exchange(
     {
         audit_auth_failure(
             shared,
-            listener,
+            &listener.name,
             admitted.client,
             &user,
             "database_not_granted",
@@ -517,19 +533,6 @@ async fn authenticate(
         return Err("unknown_user");
     }
     Ok("token")
-}
-
-fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
-    match e.reason() {
-        "malformed" => "token_malformed",
-        "unknown_key" => "token_unknown_key",
-        "bad_signature" => "token_bad_signature",
-        "expired" => "token_expired",
-        "not_yet_valid" => "token_not_yet_valid",
-        "wrong_audience" => "token_wrong_audience",
-        "lifetime_too_long" => "token_lifetime_too_long",
-        _ => "token_invalid",
-    }
 }
 
 /// A malformed, oversized or out-of-order login packet: refused as MySQL refuses it (`1043

@@ -27,14 +27,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sumun_wire::mysql::Capabilities;
 
 use crate::frontend::{Accepted, BoxFuture, FrontEnd};
 use crate::health::{Learned, ProbeFailure};
-use crate::listener::ListenerRt;
 use crate::metrics::family;
-use crate::records::ActiveFlow;
 use crate::{Registry, Shared};
 
 /// The MySQL front end's state, shared by every `mysql` listener.
@@ -248,98 +246,4 @@ impl FrontEnd for MysqlFrontEnd {
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect()
     }
-}
-
-/// An `auth.failure` audit event.
-fn audit_auth_failure(
-    shared: &Shared,
-    listener: &ListenerRt,
-    client: SocketAddr,
-    user: &str,
-    reason: &str,
-) {
-    shared
-        .records
-        .audit("auth.failure", &listener.name, client, || {
-            let mut extra = Map::new();
-            extra.insert("user".into(), Value::from(user));
-            extra.insert("reason".into(), Value::from(reason));
-            extra
-        });
-}
-
-/// Close the flow of a connection that never got a session: its flow record and a
-/// `session.end` event saying how it ended.
-fn end_unserved(
-    shared: &Shared,
-    listener: &ListenerRt,
-    flow: &ActiveFlow,
-    end: &str,
-    user: Option<&str>,
-) {
-    if crate::records::Records::is_closed(flow) {
-        return;
-    }
-    shared.records.close(flow);
-    shared
-        .records
-        .audit("session.end", &listener.name, flow.client, || {
-            let mut extra = Map::new();
-            if let Some(u) = user {
-                extra.insert("user".into(), Value::from(u));
-            }
-            extra.insert("end".into(), Value::from(end));
-            extra.insert(
-                "duration_ms".into(),
-                Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
-            );
-            extra
-        });
-}
-
-/// How a logged-in session ended, for its `session.end` event.
-pub(crate) struct SessionEnd<'a> {
-    pub end: &'a str,
-    pub user: &'a str,
-    pub database: &'a str,
-    pub session_id: &'a str,
-    pub queries: u64,
-    pub started: std::time::Instant,
-    pub target: Option<&'a str>,
-}
-
-/// Close a session's flow: its flow record and a `session.end` event with who it was, how it
-/// ended, how long it lasted and what it did.
-fn end_session(shared: &Shared, listener: &ListenerRt, flow: &ActiveFlow, e: &SessionEnd<'_>) {
-    if crate::records::Records::is_closed(flow) {
-        return;
-    }
-    shared.records.close(flow);
-    shared
-        .records
-        .audit("session.end", &listener.name, flow.client, || {
-            let mut extra = Map::new();
-            extra.insert("user".into(), Value::from(e.user));
-            extra.insert("database".into(), Value::from(e.database));
-            extra.insert("session_id".into(), Value::from(e.session_id));
-            extra.insert("end".into(), Value::from(e.end));
-            extra.insert("queries".into(), Value::from(e.queries));
-            extra.insert(
-                "duration_ms".into(),
-                Value::from(e.started.elapsed().as_millis() as u64),
-            );
-            let c = &flow.counters;
-            extra.insert(
-                "bytes_in".into(),
-                Value::from(c.bytes_in.load(Ordering::Relaxed)),
-            );
-            extra.insert(
-                "bytes_out".into(),
-                Value::from(c.bytes_out.load(Ordering::Relaxed)),
-            );
-            if let Some(t) = e.target {
-                extra.insert("target".into(), Value::from(t));
-            }
-            extra
-        });
 }

@@ -121,17 +121,17 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
             connection_id,
         };
         let (end, queries) = super::txn::run(ctx, client, idle).await;
-        super::end_session(
+        crate::frontend::end_session(
             &shared,
             &listener,
             &flow,
-            &super::SessionEnd {
+            &crate::frontend::SessionEnd {
                 end,
-                user: &user,
-                database: &database_copy,
-                session_id: &session_id_copy,
-                queries,
-                started,
+                user: Some(&user),
+                database: Some(&database_copy),
+                session_id: Some(&session_id_copy),
+                queries: Some(queries),
+                started: Some(started),
                 target: None,
             },
         );
@@ -204,17 +204,17 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         crate::relay::RelayEnd::ClientError(_) => "client_error",
         crate::relay::RelayEnd::TargetError(_) => "server_lost",
     };
-    super::end_session(
+    crate::frontend::end_session(
         &shared,
         &listener,
         &flow,
-        &super::SessionEnd {
+        &crate::frontend::SessionEnd {
             end: how,
-            user: &user,
-            database: &database,
-            session_id: &session_id_copy,
-            queries,
-            started,
+            user: Some(&user),
+            database: Some(&database),
+            session_id: Some(&session_id_copy),
+            queries: Some(queries),
+            started: Some(started),
             target: Some(&target.address),
         },
     );

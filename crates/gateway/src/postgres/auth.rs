@@ -322,7 +322,7 @@ async fn check(
         let verdict = match std::str::from_utf8(password) {
             Err(_) => Err("token_malformed"),
             Ok(text) => match vault.verify_token(text, &shared.config.load().gateway.name) {
-                Err(e) => Err(token_reason(&e)),
+                Err(e) => Err(crate::frontend::token_reason(&e)),
                 Ok(claims) if claims.user != startup.user => Err("token_user_mismatch"),
                 Ok(claims)
                     if claims
@@ -365,19 +365,6 @@ async fn check(
     } else {
         "not_a_token"
     }))
-}
-
-fn token_reason(e: &sumun_vault::TokenError) -> &'static str {
-    match e.reason() {
-        "malformed" => "token_malformed",
-        "unknown_key" => "token_unknown_key",
-        "bad_signature" => "token_bad_signature",
-        "expired" => "token_expired",
-        "not_yet_valid" => "token_not_yet_valid",
-        "wrong_audience" => "token_wrong_audience",
-        "lifetime_too_long" => "token_lifetime_too_long",
-        _ => "token_invalid",
-    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

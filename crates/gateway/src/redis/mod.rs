@@ -18,14 +18,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sumun_wire::resp::table::CommandTable;
 
 use crate::frontend::{Accepted, BoxFuture, FrontEnd};
 use crate::health::{Learned, ProbeFailure};
-use crate::listener::ListenerRt;
 use crate::metrics::family;
-use crate::records::ActiveFlow;
 use crate::{Registry, Shared};
 
 /// The Redis front end's state, shared by every `redis` listener.
@@ -151,41 +149,4 @@ impl FrontEnd for RedisFrontEnd {
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect()
     }
-}
-
-/// Close the flow of a connection: its flow record and a `session.end` event.
-fn end_flow(
-    shared: &Shared,
-    listener: &ListenerRt,
-    flow: &ActiveFlow,
-    end: &str,
-    user: Option<&str>,
-) {
-    if crate::records::Records::is_closed(flow) {
-        return;
-    }
-    shared.records.close(flow);
-    shared
-        .records
-        .audit("session.end", &listener.name, flow.client, || {
-            let mut extra = Map::new();
-            if let Some(u) = user {
-                extra.insert("user".into(), Value::from(u));
-            }
-            extra.insert("end".into(), Value::from(end));
-            extra.insert(
-                "duration_ms".into(),
-                Value::from(crate::records::unix_now().saturating_sub(flow.start) * 1000),
-            );
-            let c = &flow.counters;
-            extra.insert(
-                "bytes_in".into(),
-                Value::from(c.bytes_in.load(Ordering::Relaxed)),
-            );
-            extra.insert(
-                "bytes_out".into(),
-                Value::from(c.bytes_out.load(Ordering::Relaxed)),
-            );
-            extra
-        });
 }

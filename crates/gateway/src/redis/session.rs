@@ -12,7 +12,7 @@ use sumun_wire::resp::{encode_command, Decoder, FrameKind, Limits, ReplyFramer, 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{end_flow, ClientRow, RedisFrontEnd};
+use super::{ClientRow, RedisFrontEnd};
 use crate::backend_tls::TlsTo;
 use crate::conn::TargetActive;
 use crate::frontend::{count, Accepted};
@@ -329,14 +329,13 @@ async fn login(
                         .unwrap_or_default()
                         .into_owned();
                     tracing::info!(listener, client = %client_addr, user = %who, reason, "authentication failed");
-                    shared
-                        .records
-                        .audit("auth.failure", listener, client_addr, || {
-                            let mut extra = serde_json::Map::new();
-                            extra.insert("user".into(), who.clone().into());
-                            extra.insert("reason".into(), reason.into());
-                            extra
-                        });
+                    crate::frontend::audit_auth_failure(
+                        shared,
+                        listener,
+                        client_addr,
+                        &who,
+                        reason,
+                    );
                     if let Some(l) = shared
                         .registry
                         .load()
@@ -686,6 +685,26 @@ enum Event {
     Server(std::io::Result<usize>),
     Timer,
     Stop,
+}
+
+/// Close the flow with a `session.end` event.
+fn end_flow(
+    shared: &Shared,
+    listener: &crate::listener::ListenerRt,
+    flow: &crate::records::ActiveFlow,
+    end: &str,
+    user: Option<&str>,
+) {
+    crate::frontend::end_session(
+        shared,
+        listener,
+        flow,
+        &crate::frontend::SessionEnd {
+            end,
+            user,
+            ..Default::default()
+        },
+    );
 }
 
 /// A `command.denied` audit event: the command and why, never its keys.
