@@ -874,6 +874,9 @@ impl Session {
         // health checks have not yet seen the promoted replica. Wait for one (re-picking every
         // 100 ms, up to the pool's checkout_timeout) instead of failing the client at once.
         let wait_until = Instant::now() + self.settings().checkout_timeout;
+        // Pooled connections found dead only when first used (terminated a moment ago: the
+        // close had not arrived when they were checked) are replaced, a few times at most.
+        let mut dead_pooled = 0;
         loop {
             let target = group.pick_for(&tried, want).or_else(|| match want {
                 // No replica fits: reads go to the primary.
@@ -907,8 +910,15 @@ impl Session {
             match connected {
                 Ok(attached) => {
                     self.adopt(attached, want);
-                    self.apply_params().await?;
-                    return Ok(());
+                    match self.try_apply_params().await {
+                        Ok(()) => return Ok(()),
+                        Err(ParamsError::Lost(why)) if dead_pooled < 3 => {
+                            dead_pooled += 1;
+                            tracing::debug!(listener = %self.core.listener.name, client = %self.core.flow.client, error = %why, "a pooled backend connection was dead; taking another");
+                            continue;
+                        }
+                        Err(e) => return Err(self.params_failed(e).await),
+                    }
                 }
                 Err(AttachError::Fatal(code, message, label)) => {
                     fatal(&mut self.client, code, &message).await;
@@ -1214,6 +1224,34 @@ impl Session {
     /// client set and this one does not (so nothing of one client reaches another), `SET`
     /// what differs. Nothing is sent when the server last served the same parameters.
     async fn apply_params(&mut self) -> Result<(), End> {
+        match self.try_apply_params().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.params_failed(e).await),
+        }
+    }
+
+    /// The client hears why its parameters could not be set, and the session ends.
+    async fn params_failed(&mut self, e: ParamsError) -> End {
+        match e {
+            ParamsError::Refused(code, message) => {
+                // Bad values fail the login, as they would on PostgreSQL itself.
+                fatal(&mut self.client, &code, &message).await;
+                End::Refused("bad_startup_parameter")
+            }
+            ParamsError::Lost(why) => {
+                fatal(
+                    &mut self.client,
+                    "08006",
+                    &format!("backend connection lost: {why}"),
+                )
+                .await;
+                End::ServerLost(why)
+            }
+        }
+    }
+
+    /// [`Session::apply_params`] without telling the client: a failed server is detached.
+    async fn try_apply_params(&mut self) -> Result<(), ParamsError> {
         if !self.params_differ() {
             return Ok(());
         }
@@ -1256,26 +1294,17 @@ impl Session {
                 Ok(())
             }
             Err(ServerError::Refused { code, message, .. }) => {
-                // Bad values fail the login, as they would on PostgreSQL itself.
-                let end_code = if code.is_empty() {
+                self.detach_broken();
+                let code = if code.is_empty() {
                     "22023".to_string()
                 } else {
                     code
                 };
-                self.detach_broken();
-                fatal(&mut self.client, &end_code, &message).await;
-                Err(End::Refused("bad_startup_parameter"))
+                Err(ParamsError::Refused(code, message))
             }
             Err(err) => {
-                let why = err.to_string();
                 self.detach_broken();
-                fatal(
-                    &mut self.client,
-                    "08006",
-                    &format!("backend connection lost: {why}"),
-                )
-                .await;
-                Err(End::ServerLost(why))
+                Err(ParamsError::Lost(err.to_string()))
             }
         }
     }
@@ -2349,6 +2378,14 @@ fn still_open(conn: &mut ServerConn) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => conn.pending.is_empty(),
         _ => false,
     }
+}
+
+/// Why a server could not take a client's parameters.
+enum ParamsError {
+    /// The server refused a value: (SQLSTATE, message), as the client will hear it.
+    Refused(String, String),
+    /// The server connection failed.
+    Lost(String),
 }
 
 /// A statement's identity: SHA-256 of its text, a NUL and its parameter types.
