@@ -47,6 +47,21 @@ fn vault(dir: &TestDir, password: &str) -> String {
             &sumun_vault::SecretBytes::from_slice(CAROL_PASSWORD.as_bytes()),
         )
         .expect("carol's password");
+    let scoped = vault
+        .token_signer()
+        .expect("signer")
+        .issue(
+            "bob",
+            Some("appdb"),
+            AUDIENCE,
+            sumun_vault::store::now_unix_secs(),
+            900,
+        )
+        .expect("issue")
+        .expose_str()
+        .expect("utf8")
+        .to_string();
+    std::fs::write(dir.path("scoped.token"), scoped).expect("write scoped token");
     common::token(&vault, "bob", AUDIENCE)
 }
 
@@ -777,4 +792,17 @@ async fn transaction_mode_carries_session_settings_instead_of_pinning() {
     let (ok, out, err) = q("select @@character_set_client, @@sql_mode, connection_id()").await;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), base.join("\t"));
+}
+
+/// A token for one database logs in to that database only: named at login, not left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_one_database_logs_in_to_that_database_only() {
+    let s = setup("optional", APP_PASSWORD, "").await;
+    let scoped = std::fs::read_to_string(s.gw.dir.path("scoped.token")).expect("scoped token");
+    let (ok, out, err) = cli(&s, "bob", &scoped, &["-D", "appdb"], "select database()").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "appdb");
+    let (ok, _, err) = cli(&s, "bob", &scoped, &[], "select 1").await;
+    assert!(!ok, "no database named");
+    assert!(err.contains("ERROR 1045"), "{err}");
 }

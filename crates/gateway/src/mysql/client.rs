@@ -522,11 +522,9 @@ async fn authenticate(
     if claims.user != user {
         return Err("token_user_mismatch");
     }
-    if claims
-        .database
-        .as_ref()
-        .is_some_and(|d| !database.is_empty() && d != database)
-    {
+    // A token for one database logs in to that database only (a login without one would
+    // start where the backend account's grants allow).
+    if claims.database.as_ref().is_some_and(|d| d != database) {
         return Err("token_database_mismatch");
     }
     if account.is_none() {
