@@ -775,13 +775,28 @@ fn quickstart_writes_a_valid_setup_and_prints_client_commands() {
     assert!(again.status.success());
 }
 
-/// The quickstart's PostgreSQL command, pasted as printed, works: pointed at a throwaway
-/// PostgreSQL (the generated config names the standard port) and served, the token it printed
-/// logs in through TLS with verify-full against the dev CA.
-#[test]
-fn quickstart_psql_command_logs_in_with_the_printed_token() {
-    let pg = Postgres::start().expect("start postgres");
-    let dir = Dir::new("quickstart-pg");
+/// A quickstart written, pointed at a throwaway server and served: its backend `backend` (the
+/// address the generated config names) becomes `real`, the listener on `listen` (its default
+/// port) moves to a free port, the other listeners to port 0 and the admin API to a free port.
+/// `printed` is the client line quickstart printed for it (the one `is_line` picks) and
+/// `token` the token in it.
+struct Quickstarted {
+    _dir: Dir,
+    qs: PathBuf,
+    port: u16,
+    line: String,
+    token: String,
+    served: Served,
+}
+
+fn quickstarted(
+    tag: &str,
+    backend: &str,
+    real: SocketAddr,
+    listen: u16,
+    is_line: impl Fn(&str) -> bool,
+) -> Quickstarted {
+    let dir = Dir::new(tag);
     let qs = dir.path("qs");
     let out = Command::new(SUMUN)
         .args(["quickstart", "--no-serve", "--dir"])
@@ -795,30 +810,55 @@ fn quickstart_psql_command_logs_in_with_the_printed_token() {
     );
     let config = qs.join("sumun.toml");
     let port = free_port();
-    let admin = free_port();
-    let text = std::fs::read_to_string(&config)
+    let mut text = std::fs::read_to_string(&config)
         .expect("config")
-        .replace("127.0.0.1:5432", &pg.addr().to_string())
-        .replace("127.0.0.1:6432", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:9900", &format!("127.0.0.1:{admin}"))
-        .replace("127.0.0.1:13306", "127.0.0.1:0")
-        .replace("127.0.0.1:16379", "127.0.0.1:0");
+        .replace(backend, &real.to_string())
+        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", free_port()));
+    for default in [6432, 13306, 16379] {
+        let new = if default == listen { port } else { 0 };
+        text = text.replace(
+            &format!("127.0.0.1:{default}\""),
+            &format!("127.0.0.1:{new}\""),
+        );
+    }
     std::fs::write(&config, text).expect("write config");
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     let line = printed
         .lines()
-        .find(|l| l.contains("PGPASSWORD="))
-        .unwrap_or_else(|| panic!("no psql line: {printed}"));
+        .find(|l| is_line(l.trim_start()))
+        .unwrap_or_else(|| panic!("no client line: {printed}"))
+        .to_string();
     let token = line
         .split('\'')
         .nth(1)
-        .unwrap_or_else(|| panic!("no token in {line}"));
+        .unwrap_or_else(|| panic!("no token in {line}"))
+        .to_string();
     let served = Served::start(&config);
     assert!(
         served.wait_log("serving", Duration::from_secs(20)),
         "{}",
         served.log()
     );
+    Quickstarted {
+        _dir: dir,
+        qs,
+        port,
+        line,
+        token,
+        served,
+    }
+}
+
+/// The quickstart's PostgreSQL command, pasted as printed, works: pointed at a throwaway
+/// PostgreSQL (the generated config names the standard port) and served, the token it printed
+/// logs in through TLS with verify-full against the dev CA.
+#[test]
+fn quickstart_psql_command_logs_in_with_the_printed_token() {
+    let pg = Postgres::start().expect("start postgres");
+    let q = quickstarted("quickstart-pg", "127.0.0.1:5432", pg.addr(), 6432, |l| {
+        l.contains("PGPASSWORD=")
+    });
+    let (qs, port, token, served) = (&q.qs, q.port, q.token.as_str(), &q.served);
     let ca = qs.join("certs/ca.pem");
     let conn = format!(
         "host=localhost port={port} sslmode=verify-full sslrootcert={} user=quickstart dbname=postgres",
@@ -861,43 +901,14 @@ fn quickstart_mariadb_command_logs_in_with_the_printed_token() {
          GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1'",
     )
     .expect("root over loopback");
-    let dir = Dir::new("quickstart-maria");
-    let qs = dir.path("qs");
-    let out = Command::new(SUMUN)
-        .args(["quickstart", "--no-serve", "--dir"])
-        .arg(&qs)
-        .output()
-        .expect("run quickstart");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let q = quickstarted(
+        "quickstart-maria",
+        "127.0.0.1:3306",
+        db.addr(),
+        13306,
+        |l| l.starts_with("mariadb -h"),
     );
-    let config = qs.join("sumun.toml");
-    let port = free_port();
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("127.0.0.1:3306", &db.addr().to_string())
-        .replace("127.0.0.1:13306", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:6432", "127.0.0.1:0")
-        .replace("127.0.0.1:16379", "127.0.0.1:0");
-    std::fs::write(&config, text).expect("write config");
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = printed
-        .lines()
-        .find(|l| l.trim_start().starts_with("mariadb -h"))
-        .unwrap_or_else(|| panic!("no mariadb line: {printed}"));
-    let token = line
-        .split('\'')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no token in {line}"));
-    let served = Served::start(&config);
-    assert!(
-        served.wait_log("serving", Duration::from_secs(20)),
-        "{}",
-        served.log()
-    );
+    let (port, line, token, served) = (q.port, q.line.as_str(), q.token.as_str(), &q.served);
     // The printed line, with the port this test serves on.
     let args: Vec<String> = line
         .split_whitespace()
@@ -946,43 +957,14 @@ fn quickstart_mariadb_command_logs_in_with_the_printed_token() {
 #[test]
 fn quickstart_redis_command_logs_in_with_the_printed_token() {
     let redis = Redis::start().expect("start redis");
-    let dir = Dir::new("quickstart-redis");
-    let qs = dir.path("qs");
-    let out = Command::new(SUMUN)
-        .args(["quickstart", "--no-serve", "--dir"])
-        .arg(&qs)
-        .output()
-        .expect("run quickstart");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let q = quickstarted(
+        "quickstart-redis",
+        "127.0.0.1:6379",
+        redis.addr(),
+        16379,
+        |l| l.starts_with("redis-cli "),
     );
-    let config = qs.join("sumun.toml");
-    let port = free_port();
-    let text = std::fs::read_to_string(&config)
-        .expect("config")
-        .replace("127.0.0.1:6379", &redis.addr().to_string())
-        .replace("127.0.0.1:16379", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:9900", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:6432", "127.0.0.1:0")
-        .replace("127.0.0.1:13306", "127.0.0.1:0");
-    std::fs::write(&config, text).expect("write config");
-    let printed = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = printed
-        .lines()
-        .find(|l| l.trim_start().starts_with("redis-cli "))
-        .unwrap_or_else(|| panic!("no redis-cli line: {printed}"));
-    let token = line
-        .split('\'')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no token in {line}"));
-    let served = Served::start(&config);
-    assert!(
-        served.wait_log("serving", Duration::from_secs(20)),
-        "{}",
-        served.log()
-    );
+    let (port, line, token, served) = (q.port, q.line.as_str(), q.token.as_str(), &q.served);
     let args: Vec<String> = line
         .split_whitespace()
         .skip(1)
