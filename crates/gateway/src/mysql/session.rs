@@ -23,7 +23,6 @@ use sumun_wire::sql;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::client::LoggedIn;
-use super::io::ClientStream;
 use super::{ClientRow, MysqlFrontEnd};
 use crate::records::QueryEvent;
 use crate::Shared;
@@ -145,26 +144,30 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
         lost: false,
         events,
     }));
-    let mut audited = Audited {
+    let mut audited = Watched {
         inner: client.stream,
-        scan: Scan::default(),
-        track: track.clone(),
-        caps: s_caps,
-        kill: KillRoute {
-            fe: fe.clone(),
-            target: target.address.clone(),
+        observer: Commands {
+            scan: Scan::default(),
+            track: track.clone(),
+            caps: s_caps,
+            kill: KillRoute {
+                fe: fe.clone(),
+                target: target.address.clone(),
+            },
         },
     };
-    let mut server_stream = Answers {
+    let mut server_stream = Watched {
         inner: server.packets.stream,
-        scan: ServerScan::default(),
-        track,
+        observer: Answers {
+            scan: ServerScan::default(),
+            track,
+        },
     };
     // Whatever the client sent after its login and before this point is already in the
     // buffer: it goes first (through the same scan).
     let mut early = client.buf;
     if !early.is_empty() {
-        audited.observe(&mut early);
+        audited.observer.observe(&mut early);
         if tokio::io::AsyncWriteExt::write_all(&mut server_stream, &early)
             .await
             .is_err()
@@ -192,7 +195,11 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
     )
     .await;
     let (queries, quit) = {
-        let t = audited.track.lock().unwrap_or_else(|p| p.into_inner());
+        let t = audited
+            .observer
+            .track
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         (t.queries, t.quit)
     };
     let how = match &end {
@@ -494,16 +501,60 @@ fn kill_target(text: &[u8]) -> Option<(std::ops::Range<usize>, u64)> {
     Some((id.0..id.0 + id.1.len(), value))
 }
 
-/// The client's stream, with every byte read from it run through the packet scan.
-struct Audited {
-    inner: ClientStream,
+/// What looks at the bytes read from one side of the relay, and may rewrite them in place.
+trait Observe {
+    fn observe(&mut self, bytes: &mut [u8]);
+}
+
+/// A stream whose reads go through an observer; writes pass straight through.
+struct Watched<S, O> {
+    inner: S,
+    observer: O,
+}
+
+impl<S: AsyncRead + Unpin, O: Observe + Unpin> AsyncRead for Watched<S, O> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.observer.observe(&mut buf.filled_mut()[before..]);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin, O: Unpin> AsyncWrite for Watched<S, O> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The client's commands, scanned packet by packet as they pass.
+struct Commands {
     scan: Scan,
     track: Arc<Mutex<Track>>,
     caps: Capabilities,
     kill: KillRoute,
 }
 
-impl Audited {
+impl Observe for Commands {
     fn observe(&mut self, chunk: &mut [u8]) {
         let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
         let s = &mut self.scan;
@@ -561,50 +612,14 @@ impl Audited {
     }
 }
 
-impl AsyncRead for Audited {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            this.observe(&mut buf.filled_mut()[before..]);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Audited {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// The server's stream, with every byte read from it run through the packet scan that ends
-/// each command's answer.
+/// The server's answers, scanned packet by packet to end each command's.
 struct Answers {
-    inner: super::io::ServerStream,
     scan: ServerScan,
     track: Arc<Mutex<Track>>,
 }
 
-impl Answers {
-    fn observe(&mut self, bytes: &[u8]) {
+impl Observe for Answers {
+    fn observe(&mut self, bytes: &mut [u8]) {
         let mut track = self.track.lock().unwrap_or_else(|p| p.into_inner());
         self.scan.scan(bytes, |packet| track.answer(packet));
     }
@@ -656,40 +671,6 @@ impl ServerScan {
     /// Between packets: nothing of one is pending.
     pub(super) fn at_boundary(&self) -> bool {
         self.remaining == 0 && self.have == 0
-    }
-}
-
-impl AsyncRead for Answers {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            this.observe(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Answers {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
