@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::*;
 pub use token::{read_admin_token, AdminToken, TokenFileError, ADMIN_TOKEN_MIN_LEN};
-pub use validate::{parse_duration, parse_size, ValueError};
+pub use validate::{parse_duration, parse_net, parse_net_lines, parse_size, ValueError};
 
 /// One thing wrong with a config file, at a place in it. Displays as `FILE:LINE:COL: message`;
 /// line and column count from 1 (column in characters); `0:0` means the file as a whole.

@@ -26,6 +26,10 @@ pub struct Config {
     pub users: Vec<User>,
     pub flow_logs: Option<FlowLogSettings>,
     pub audit: Option<AuditSettings>,
+    /// Named address sets (`[[ip_sets]]`), used by `[protection]` rules and security groups.
+    pub ip_sets: Vec<IpSetSettings>,
+    /// Inline protection (`[protection]`): on with its defaults when the section is absent.
+    pub protection: ProtectionSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -455,6 +459,8 @@ impl Config {
             users: Vec::new(),
             flow_logs: None,
             audit: None,
+            ip_sets: Vec::new(),
+            protection: ProtectionSettings::default(),
         }
     }
 
@@ -464,5 +470,162 @@ impl Config {
 
     pub fn security_group(&self, name: &str) -> Option<&SecurityGroup> {
         self.security_groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// One `[[ip_sets]]` entry: addresses and networks given inline, from a file, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpSetSettings {
+    pub name: String,
+    /// Inline networks (`cidrs = ["203.0.113.0/24", "198.51.100.7"]`).
+    pub cidrs: Vec<IpNet>,
+    /// A file with one address or CIDR a line (`#` starts a comment), read when the config is
+    /// applied and re-read by `[protection]` rules whenever it changes.
+    pub file: Option<PathBuf>,
+    /// What the file held when the config was read (what security groups use until the next
+    /// reload).
+    pub file_cidrs: Vec<IpNet>,
+}
+
+/// What a detection does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtectAction {
+    /// A `finding` (audit event and metric) only.
+    Log,
+    /// A finding, and the source is banned (`[protection] ban_time`, longer for repeat
+    /// offenders).
+    Block,
+}
+
+impl ProtectAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtectAction::Log => "log",
+            ProtectAction::Block => "block",
+        }
+    }
+}
+
+/// One detection's settings (`[protection.brute_force]`...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detection {
+    pub enabled: bool,
+    pub action: ProtectAction,
+    /// What must be reached within `window` (failures, users, listeners, flows, bytes).
+    pub threshold: u64,
+    pub window: Duration,
+}
+
+impl Detection {
+    pub const fn new(action: ProtectAction, threshold: u64, window: Duration) -> Detection {
+        Detection {
+            enabled: true,
+            action,
+            threshold,
+            window,
+        }
+    }
+}
+
+/// `[protection.geo]`: country match against a MaxMind-format database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeoSettings {
+    /// A `.mmdb` file (GeoLite2-Country, GeoIP2-Country or City, or any database whose records
+    /// have `country.iso_code`); re-read when it changes.
+    pub database: PathBuf,
+    /// ISO 3166-1 alpha-2 codes (upper case) refused.
+    pub deny_countries: Vec<String>,
+    /// When not empty, only these countries are admitted (an address the database does not
+    /// place is refused).
+    pub allow_countries: Vec<String>,
+}
+
+/// `[protection]`. Every default is documented in `docs/protection.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProtectionSettings {
+    /// Default `true`. `false` turns off rate limits, detections and bans (IP set and geo rules
+    /// still apply: they are explicit).
+    pub enabled: bool,
+    /// Sources never rate limited, banned or watched by detections. Default `127.0.0.1/32` and
+    /// `::1/128` (fail2ban's `ignoreip` habit: the host's own tools and health checks).
+    pub exempt: Vec<IpNet>,
+    /// `redis://host:port[/db]` shared by replicas for bans and rate-limit counters.
+    pub shared: Option<String>,
+    /// The rate-limit window. Default `"5m"`.
+    pub rate_window: Duration,
+    /// New connections per source per window; `0` turns the limit off. Default 2000 (seed
+    /// 000's WAF rate-based rule).
+    pub max_connections: u32,
+    /// Login attempts (failed and successful) per source per window. Default 2000.
+    pub max_auth_attempts: u32,
+    /// A first ban lasts this long. Default `"10m"` (fail2ban's `bantime`).
+    pub ban_time: Duration,
+    /// Each further ban of a source within `ban_memory` doubles, up to this. Default `"24h"`.
+    pub max_ban_time: Duration,
+    /// How long a source's earlier bans are remembered. Default `"24h"`.
+    pub ban_memory: Duration,
+    /// Sources tracked at once (the least recently seen are forgotten first). Default 20000.
+    pub max_sources: u32,
+    /// Users whose privilege changes are expected (config users with `admin = true` count too).
+    pub admin_users: Vec<String>,
+    /// IP sets whose addresses are refused at the door.
+    pub deny_ip_sets: Vec<String>,
+    /// When not empty, only addresses in one of these sets are admitted.
+    pub allow_ip_sets: Vec<String>,
+    pub geo: Option<GeoSettings>,
+    /// Failed logins from one source. Default 5 in `"10m"`, `block`.
+    pub brute_force: Detection,
+    /// Distinct users failing from one source. Default 10 in `"10m"`, `block`.
+    pub password_spray: Detection,
+    /// A successful login after this many failures from the source. Default 3 in `"10m"`, `log`.
+    pub login_after_failures: Detection,
+    /// Distinct listener ports a source was refused on. Default 5 in `"5m"`, `log`.
+    pub scan: Detection,
+    /// New connections gateway-wide. Default 500 in `"1m"`, `log` (never blocks).
+    pub connection_spike: Detection,
+    /// A known user logging in from a source not seen before, once the learning window (the
+    /// detection's `window`, default `"24h"` from start) has passed. `threshold` unused. `log`.
+    pub first_seen: Detection,
+    /// GRANT / REVOKE / ALTER ROLE / ALTER USER / CREATE USER / CREATE ROLE / SET PASSWORD by a
+    /// user not in `admin_users`. `threshold` unused. Default `log`.
+    pub privilege_change: Detection,
+    /// Bytes sent to one session's client. Default 1 GiB, `log`.
+    pub egress: Detection,
+    /// SQL injection in statements (the `sumun-sqli` inspector). Default `log`.
+    pub sql_injection: Detection,
+}
+
+impl Default for ProtectionSettings {
+    fn default() -> Self {
+        use ProtectAction::{Block, Log};
+        let m = |n: u64| Duration::from_secs(n * 60);
+        ProtectionSettings {
+            enabled: true,
+            exempt: vec![
+                IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            shared: None,
+            rate_window: m(5),
+            max_connections: 2000,
+            max_auth_attempts: 2000,
+            ban_time: m(10),
+            max_ban_time: m(24 * 60),
+            ban_memory: m(24 * 60),
+            max_sources: 20_000,
+            admin_users: Vec::new(),
+            deny_ip_sets: Vec::new(),
+            allow_ip_sets: Vec::new(),
+            geo: None,
+            brute_force: Detection::new(Block, 5, m(10)),
+            password_spray: Detection::new(Block, 10, m(10)),
+            login_after_failures: Detection::new(Log, 3, m(10)),
+            scan: Detection::new(Log, 5, m(5)),
+            connection_spike: Detection::new(Log, 500, m(1)),
+            first_seen: Detection::new(Log, 1, m(24 * 60)),
+            privilege_change: Detection::new(Log, 1, m(10)),
+            egress: Detection::new(Log, 1 << 30, m(10)),
+            sql_injection: Detection::new(Log, 1, m(10)),
+        }
     }
 }

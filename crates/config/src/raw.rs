@@ -37,6 +37,9 @@ pub struct RawConfig {
     pub users: Vec<Spanned<RawUser>>,
     pub flow_logs: Option<Spanned<RawFlowLogs>>,
     pub audit: Option<Spanned<RawAudit>>,
+    #[serde(default)]
+    pub ip_sets: Vec<Spanned<RawIpSet>>,
+    pub protection: Option<Spanned<RawProtection>>,
 }
 
 /// A string that `validate` reads as a duration (`"300ms"`, `"30s"`, `"15m"`, `"1h"`, `"2d"`).
@@ -133,6 +136,7 @@ pub struct RawSecurityGroup {
 #[serde(deny_unknown_fields)]
 pub struct RawIngressRule {
     pub cidr: Option<Spanned<String>>,
+    pub ip_set: Option<Spanned<String>>,
     pub description: Option<Spanned<String>>,
 }
 
@@ -235,6 +239,72 @@ pub struct RawAudit {
     pub max_files: Option<Spanned<i64>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIpSet {
+    pub name: Option<Spanned<String>>,
+    pub cidrs: Option<Vec<Spanned<String>>>,
+    pub file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDetection {
+    pub enabled: Option<Spanned<bool>>,
+    pub action: Option<Spanned<String>>,
+    pub threshold: Option<Spanned<RawSize>>,
+    pub window: Option<Spanned<RawDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    pub database: Option<Spanned<String>>,
+    pub deny_countries: Option<Vec<Spanned<String>>>,
+    pub allow_countries: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtection {
+    pub enabled: Option<Spanned<bool>>,
+    pub exempt: Option<Vec<Spanned<String>>>,
+    pub shared: Option<Spanned<String>>,
+    pub rate_window: Option<Spanned<RawDuration>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub max_auth_attempts: Option<Spanned<i64>>,
+    pub ban_time: Option<Spanned<RawDuration>>,
+    pub max_ban_time: Option<Spanned<RawDuration>>,
+    pub ban_memory: Option<Spanned<RawDuration>>,
+    pub max_sources: Option<Spanned<i64>>,
+    pub admin_users: Option<Vec<Spanned<String>>>,
+    pub deny_ip_sets: Option<Vec<Spanned<String>>>,
+    pub allow_ip_sets: Option<Vec<Spanned<String>>>,
+    pub geo: Option<Spanned<RawGeo>>,
+    pub brute_force: Option<Spanned<RawDetection>>,
+    pub password_spray: Option<Spanned<RawDetection>>,
+    pub login_after_failures: Option<Spanned<RawDetection>>,
+    pub scan: Option<Spanned<RawDetection>>,
+    pub connection_spike: Option<Spanned<RawDetection>>,
+    pub first_seen: Option<Spanned<RawDetection>>,
+    pub privilege_change: Option<Spanned<RawDetection>>,
+    pub egress: Option<Spanned<RawDetection>>,
+    pub sql_injection: Option<Spanned<RawDetection>>,
+}
+
+/// The detections of `[protection]`, each a table of its own.
+pub const DETECTIONS: [&str; 9] = [
+    "brute_force",
+    "password_spray",
+    "login_after_failures",
+    "scan",
+    "connection_spike",
+    "first_seen",
+    "privilege_change",
+    "egress",
+    "sql_injection",
+];
+
 /// The outcome of reading: as much of the file as could be read, and what could not.
 #[derive(Debug, Default)]
 pub struct Reading {
@@ -287,11 +357,23 @@ pub fn read(text: &str) -> Result<Reading, (Span, String)> {
                 r.cfg.audit = r.single(item, at, "[audit]", Schema::of::<RawAudit>(&["path"]))
             }
             "tls" => r.tls(item, key_span),
+            "protection" => {
+                let mut schema = Schema::of::<RawProtection>(&[])
+                    .table("geo", Schema::of::<RawGeo>(&["database"]));
+                for d in DETECTIONS {
+                    schema = schema.table(d, Schema::of::<RawDetection>(&[]));
+                }
+                r.cfg.protection = r.single(item, at, "[protection]", schema)
+            }
+            "ip_sets" => {
+                let schema = Schema::of::<RawIpSet>(&["name"]);
+                r.cfg.ip_sets = r.array(item, key_span, "ip_sets", "ip set", &schema);
+            }
             "security_groups" => {
                 let schema = Schema::of::<RawSecurityGroup>(&["name"]).array(
                     "ingress",
                     "ingress rule",
-                    Schema::of::<RawIngressRule>(&["cidr"]),
+                    Schema::of::<RawIngressRule>(&[]),
                 );
                 r.cfg.security_groups =
                     r.array(item, key_span, "security_groups", "security group", &schema);

@@ -168,7 +168,8 @@ impl Checker<'_> {
         let admin = raw.admin.as_ref().and_then(|a| self.admin(a.get_ref()));
         let vault = raw.vault.as_ref().and_then(|v| self.vault(v.get_ref()));
         let tls = self.tls(&raw.tls);
-        let security_groups = self.security_groups(&raw.security_groups);
+        let ip_sets = self.ip_sets(&raw.ip_sets);
+        let security_groups = self.security_groups(&raw.security_groups, &ip_sets);
         let target_groups = self.target_groups(&raw.target_groups);
         let listeners = self.listeners(raw, admin.as_ref());
         let users = self.users(&raw.users);
@@ -190,7 +191,13 @@ impl Checker<'_> {
                 );
             }
         }
+        let protection = match &raw.protection {
+            Some(p) => self.protection(p.get_ref(), &ip_sets),
+            None => ProtectionSettings::default(),
+        };
         Config {
+            ip_sets,
+            protection,
             source,
             gateway,
             admin,
@@ -643,7 +650,11 @@ impl Checker<'_> {
         out
     }
 
-    fn security_groups(&mut self, raw: &[Spanned<RawSecurityGroup>]) -> Vec<SecurityGroup> {
+    fn security_groups(
+        &mut self,
+        raw: &[Spanned<RawSecurityGroup>],
+        ip_sets: &[IpSetSettings],
+    ) -> Vec<SecurityGroup> {
         self.unique(
             "security group",
             raw.iter().filter_map(|g| g.get_ref().name.as_ref()),
@@ -655,11 +666,43 @@ impl Checker<'_> {
             let name = self.name(&g.name, "security group");
             let mut ingress = Vec::new();
             for (j, rule) in g.ingress.iter().flatten().enumerate() {
+                let at = rule.span();
                 let rule = rule.get_ref();
                 let key = format!("ingress rule #{} cidr", j + 1);
-                if let Some(cidr) = rule.cidr.as_ref().and_then(|c| self.cidr(c, &s, &key)) {
-                    let description = rule.description.as_ref().map(|d| d.get_ref().clone());
-                    ingress.push(IngressRule { cidr, description });
+                let description = rule.description.as_ref().map(|d| d.get_ref().clone());
+                match (&rule.cidr, &rule.ip_set) {
+                    (Some(_), Some(set)) => self.report(
+                        set.span(),
+                        format!("{s}: ingress rule #{} has both cidr and ip_set; write one per rule", j + 1),
+                    ),
+                    (None, None) => self.report(
+                        at.start..at.start,
+                        format!("{s}: ingress rule #{} has neither cidr nor ip_set", j + 1),
+                    ),
+                    (Some(c), None) => {
+                        if let Some(cidr) = self.cidr(c, &s, &key) {
+                            ingress.push(IngressRule { cidr, description });
+                        }
+                    }
+                    (None, Some(set)) => match ip_sets.iter().find(|i| i.name == *set.get_ref()) {
+                        // A set's addresses as they are now; `[protection]` rules follow
+                        // its file live, security groups at the next reload.
+                        Some(found) => {
+                            let description = Some(description.unwrap_or_else(|| {
+                                format!("ip_set {}", found.name)
+                            }));
+                            for cidr in found.cidrs.iter().chain(&found.file_cidrs) {
+                                ingress.push(IngressRule {
+                                    cidr: *cidr,
+                                    description: description.clone(),
+                                });
+                            }
+                        }
+                        None => self.report(
+                            set.span(),
+                            format!("{s}: ingress rule #{} names ip_set '{}', which is not defined in [[ip_sets]]", j + 1, set.get_ref()),
+                        ),
+                    },
                 }
             }
             if let Some(name) = name {
@@ -1351,6 +1394,268 @@ impl Checker<'_> {
         out
     }
 
+    fn ip_sets(&mut self, raw: &[Spanned<RawIpSet>]) -> Vec<IpSetSettings> {
+        self.unique(
+            "ip set",
+            raw.iter().filter_map(|g| g.get_ref().name.as_ref()),
+        );
+        let mut out = Vec::new();
+        for (i, set) in raw.iter().enumerate() {
+            let set = set.get_ref();
+            let s = subject("ip set", i, &set.name);
+            let name = self.name(&set.name, "ip set");
+            let mut cidrs = Vec::new();
+            for c in set.cidrs.iter().flatten() {
+                match parse_net(c.get_ref()) {
+                    Ok(net) => cidrs.push(net),
+                    Err(e) => self.report(c.span(), format!("{s}: cidrs: {e}")),
+                }
+            }
+            let mut file = None;
+            let mut file_cidrs = Vec::new();
+            if let Some(f) = &set.file {
+                if let Some((path, shown)) = self.path(f, &s, "file") {
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => match parse_net_lines(&text) {
+                            Ok(nets) => file_cidrs = nets,
+                            Err((line, e)) => {
+                                self.report(f.span(), format!("{s}: file {shown} line {line}: {e}"))
+                            }
+                        },
+                        Err(e) => self.report(
+                            f.span(),
+                            format!("{s}: file {shown} {}", cannot_read_io(&e)),
+                        ),
+                    }
+                    file = Some(path);
+                }
+            }
+            if set.cidrs.is_none() && set.file.is_none() {
+                let at = set.name.as_ref().map(Spanned::span).unwrap_or(0..0);
+                self.report(at, format!("{s} has neither cidrs nor file"));
+            }
+            if let Some(name) = name {
+                out.push(IpSetSettings {
+                    name,
+                    cidrs,
+                    file,
+                    file_cidrs,
+                });
+            }
+        }
+        out
+    }
+
+    fn detection(
+        &mut self,
+        raw: &Option<Spanned<RawDetection>>,
+        name: &str,
+        default: Detection,
+    ) -> Detection {
+        let Some(raw) = raw else { return default };
+        let raw = raw.get_ref();
+        let s = format!("[protection.{name}]");
+        let enabled = raw
+            .enabled
+            .as_ref()
+            .map_or(default.enabled, |e| *e.get_ref());
+        let action = self.choice(
+            &raw.action,
+            &s,
+            "action",
+            default.action,
+            &[("log", ProtectAction::Log), ("block", ProtectAction::Block)],
+        );
+        let threshold = match &raw.threshold {
+            None => default.threshold,
+            Some(t) => {
+                let parsed = match t.get_ref() {
+                    RawSize::Bytes(n) => {
+                        u64::try_from(*n).map_err(|_| ValueError(format!("{n} is negative")))
+                    }
+                    RawSize::Text(text) => parse_size(text),
+                };
+                match parsed {
+                    Ok(n) if n > 0 => n,
+                    Ok(_) => {
+                        self.report(t.span(), format!("{s}: threshold must be at least 1"));
+                        default.threshold
+                    }
+                    Err(e) => {
+                        self.report(t.span(), format!("{s}: threshold {e}"));
+                        default.threshold
+                    }
+                }
+            }
+        };
+        let window = self.duration(
+            &raw.window,
+            &s,
+            "window",
+            default.window,
+            name == "first_seen",
+        );
+        Detection {
+            enabled,
+            action,
+            threshold,
+            window,
+        }
+    }
+
+    fn protection(&mut self, raw: &RawProtection, ip_sets: &[IpSetSettings]) -> ProtectionSettings {
+        let s = "[protection]";
+        let d = ProtectionSettings::default();
+        let mut exempt = Vec::new();
+        match &raw.exempt {
+            None => exempt = d.exempt.clone(),
+            Some(list) => {
+                for c in list {
+                    match parse_net(c.get_ref()) {
+                        Ok(net) => exempt.push(net),
+                        Err(e) => self.report(c.span(), format!("{s}: exempt: {e}")),
+                    }
+                }
+            }
+        }
+        let shared = raw.shared.as_ref().and_then(|u| {
+            let url = u.get_ref();
+            if url.starts_with("redis://") && url.len() > "redis://".len() {
+                Some(url.clone())
+            } else {
+                self.report(
+                    u.span(),
+                    format!("{s}: shared '{url}' is not a redis:// URL such as \"redis://127.0.0.1:6379/0\""),
+                );
+                None
+            }
+        });
+        let sets = |list: &Option<Vec<Spanned<String>>>, key: &str, this: &mut Self| {
+            let mut out = Vec::new();
+            for n in list.iter().flatten() {
+                if ip_sets.iter().any(|i| i.name == *n.get_ref()) {
+                    out.push(n.get_ref().clone());
+                } else if !this.unnamed.contains(&"ip set") {
+                    this.report(
+                        n.span(),
+                        format!(
+                            "{s}: {key} names ip_set '{}', which is not defined in [[ip_sets]]",
+                            n.get_ref()
+                        ),
+                    );
+                }
+            }
+            out
+        };
+        let deny_ip_sets = sets(&raw.deny_ip_sets, "deny_ip_sets", self);
+        let allow_ip_sets = sets(&raw.allow_ip_sets, "allow_ip_sets", self);
+        let geo = raw.geo.as_ref().and_then(|g| {
+            let g = g.get_ref();
+            let sg = "[protection.geo]";
+            let database = g.database.as_ref().and_then(|p| {
+                let (path, shown) = self.path(p, sg, "database")?;
+                if path.is_file() {
+                    Some(path)
+                } else {
+                    self.report(p.span(), format!("{sg}: database {shown} does not exist"));
+                    None
+                }
+            });
+            let countries = |list: &Option<Vec<Spanned<String>>>, key: &str, this: &mut Self| {
+                let mut out = Vec::new();
+                for c in list.iter().flatten() {
+                    let code = c.get_ref();
+                    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        out.push(code.to_ascii_uppercase());
+                    } else {
+                        this.report(
+                            c.span(),
+                            format!("{sg}: {key}: '{code}' is not a two-letter ISO 3166-1 country code such as \"NL\""),
+                        );
+                    }
+                }
+                out
+            };
+            let deny_countries = countries(&g.deny_countries, "deny_countries", self);
+            let allow_countries = countries(&g.allow_countries, "allow_countries", self);
+            Some(GeoSettings {
+                database: database?,
+                deny_countries,
+                allow_countries,
+            })
+        });
+        let max = u32::MAX;
+        ProtectionSettings {
+            enabled: raw.enabled.as_ref().map_or(d.enabled, |e| *e.get_ref()),
+            exempt,
+            shared,
+            rate_window: self.duration(&raw.rate_window, s, "rate_window", d.rate_window, false),
+            max_connections: self.int(
+                &raw.max_connections,
+                s,
+                "max_connections",
+                d.max_connections,
+                0,
+                max,
+            ),
+            max_auth_attempts: self.int(
+                &raw.max_auth_attempts,
+                s,
+                "max_auth_attempts",
+                d.max_auth_attempts,
+                0,
+                max,
+            ),
+            ban_time: self.duration(&raw.ban_time, s, "ban_time", d.ban_time, false),
+            max_ban_time: self.duration(
+                &raw.max_ban_time,
+                s,
+                "max_ban_time",
+                d.max_ban_time,
+                false,
+            ),
+            ban_memory: self.duration(&raw.ban_memory, s, "ban_memory", d.ban_memory, true),
+            max_sources: self.int(
+                &raw.max_sources,
+                s,
+                "max_sources",
+                d.max_sources,
+                100,
+                10_000_000,
+            ),
+            admin_users: raw
+                .admin_users
+                .iter()
+                .flatten()
+                .map(|u| u.get_ref().clone())
+                .collect(),
+            deny_ip_sets,
+            allow_ip_sets,
+            geo,
+            brute_force: self.detection(&raw.brute_force, "brute_force", d.brute_force),
+            password_spray: self.detection(&raw.password_spray, "password_spray", d.password_spray),
+            login_after_failures: self.detection(
+                &raw.login_after_failures,
+                "login_after_failures",
+                d.login_after_failures,
+            ),
+            scan: self.detection(&raw.scan, "scan", d.scan),
+            connection_spike: self.detection(
+                &raw.connection_spike,
+                "connection_spike",
+                d.connection_spike,
+            ),
+            first_seen: self.detection(&raw.first_seen, "first_seen", d.first_seen),
+            privilege_change: self.detection(
+                &raw.privilege_change,
+                "privilege_change",
+                d.privilege_change,
+            ),
+            egress: self.detection(&raw.egress, "egress", d.egress),
+            sql_injection: self.detection(&raw.sql_injection, "sql_injection", d.sql_injection),
+        }
+    }
+
     fn flow_logs(&mut self, raw: &RawFlowLogs) -> Option<FlowLogSettings> {
         let s = "[flow_logs]";
         let path = raw.path.as_ref().and_then(|p| self.log_path(p, s));
@@ -1388,6 +1693,35 @@ const POOL_MODES: &[(&str, PoolMode)] = &[
     ("session", PoolMode::Session),
     ("transaction", PoolMode::Transaction),
 ];
+
+/// An address (`198.51.100.7`, taken as a host network) or a CIDR (`203.0.113.0/24`; host bits
+/// are cleared).
+pub fn parse_net(text: &str) -> Result<IpNet, ValueError> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Ok(IpNet::from(ip)),
+        Err(_) => Err(ValueError(format!(
+            "'{text}' is not an address or CIDR such as \"203.0.113.0/24\""
+        ))),
+    }
+}
+
+/// An IP set file: one address or CIDR a line; blank lines and `#` comments are skipped.
+/// On error, the 1-based line and what is wrong with it.
+pub fn parse_net_lines(text: &str) -> Result<Vec<IpNet>, (usize, ValueError)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        out.push(parse_net(line).map_err(|e| (i + 1, e))?);
+    }
+    Ok(out)
+}
 
 fn did_you_mean(word: &str, candidates: &[&str]) -> String {
     crate::raw::suggest(word, candidates)
