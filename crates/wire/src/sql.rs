@@ -404,6 +404,77 @@ fn analyze_syntax(sql: &str, dialect: Syntax) -> Analysis {
     out
 }
 
+/// One token of SQL text as this module's lexer reads it, for callers that classify tokens
+/// themselves (the SQL-injection detector) instead of writing a second lexer. `start..end` are
+/// byte offsets into the text, always on char boundaries, and never empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlToken {
+    pub kind: SqlTokenKind,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// What a [`SqlToken`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlTokenKind {
+    /// Unquoted identifier or keyword.
+    Word,
+    /// `"..."`, `U&"..."`, or MySQL `` `...` ``.
+    QuotedIdent,
+    /// Any string constant (quotes and prefix included), dollar-quoted text included.
+    String,
+    Number,
+    /// `$1`.
+    Param,
+    /// One of `( ) [ ] , ; . :`.
+    Punct(u8),
+    /// A run of operator characters.
+    Op,
+    /// A whole comment, markers included (an unterminated one runs to the end of the text).
+    Comment,
+    /// The opener or closer of a MySQL executable comment (`/*!50700`, `*/`).
+    ExecMarker,
+    Space,
+    /// Any other single byte.
+    Other,
+}
+
+/// The tokens of `sql` in order, whitespace and comments included: linear time, no
+/// allocation, never panics.
+pub fn tokens(sql: &str, dialect: impl Into<Syntax>) -> Tokens<'_> {
+    Tokens(Lexer::new(sql, dialect.into()))
+}
+
+/// Iterator returned by [`tokens`].
+#[derive(Debug, Clone)]
+pub struct Tokens<'a>(Lexer<'a>);
+
+impl Iterator for Tokens<'_> {
+    type Item = SqlToken;
+
+    fn next(&mut self) -> Option<SqlToken> {
+        let t = self.0.next()?;
+        let kind = match t.kind {
+            Kind::Word => SqlTokenKind::Word,
+            Kind::QuotedIdent => SqlTokenKind::QuotedIdent,
+            Kind::String => SqlTokenKind::String,
+            Kind::Number => SqlTokenKind::Number,
+            Kind::Param => SqlTokenKind::Param,
+            Kind::Punct(b) => SqlTokenKind::Punct(b),
+            Kind::Op => SqlTokenKind::Op,
+            Kind::Comment => SqlTokenKind::Comment,
+            Kind::ExecMarker => SqlTokenKind::ExecMarker,
+            Kind::Space => SqlTokenKind::Space,
+            Kind::Other => SqlTokenKind::Other,
+        };
+        Some(SqlToken {
+            kind,
+            start: t.start,
+            end: t.end,
+        })
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Lexer
 

@@ -991,3 +991,40 @@ fn mysql_hostile_input_never_panics() {
     let bangs = "/*!".repeat(50_000) + &"*/".repeat(50_000);
     assert!(my_mask(&bangs).len() <= bangs.len());
 }
+
+#[test]
+fn public_tokens_cover_the_text_in_order() {
+    let sql = "SELECT 'a''b', $1 /* c */ FROM t -- x\n;";
+    let toks: Vec<SqlToken> = tokens(sql, Dialect::STANDARD).collect();
+    let mut at = 0;
+    for t in &toks {
+        assert_eq!(t.start, at, "{toks:?}");
+        assert!(t.end > t.start);
+        at = t.end;
+    }
+    assert_eq!(at, sql.len());
+    let kinds: Vec<SqlTokenKind> = toks
+        .iter()
+        .filter(|t| t.kind != SqlTokenKind::Space)
+        .map(|t| t.kind)
+        .collect();
+    use SqlTokenKind::*;
+    assert_eq!(
+        kinds,
+        [
+            Word,
+            String,
+            Punct(b','),
+            Param,
+            Comment,
+            Word,
+            Word,
+            Comment,
+            Punct(b';')
+        ]
+    );
+    let my: Vec<SqlTokenKind> = tokens("a # c\n`b`", Syntax::MYSQL)
+        .map(|t| t.kind)
+        .collect();
+    assert_eq!(my, [Word, Space, Comment, Space, QuotedIdent]);
+}
