@@ -51,6 +51,8 @@ pub struct AggSpec {
     pub distinct: bool,
     /// Of the result.
     pub ty: Type,
+    /// Of the first argument (`Unknown` for `count(*)`).
+    pub arg_ty: Type,
 }
 
 #[derive(Debug, Clone)]

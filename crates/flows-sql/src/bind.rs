@@ -32,6 +32,9 @@ pub struct Plan {
     pub distinct_output: bool,
     pub limit: Option<u64>,
     pub columns: Vec<(String, Type)>,
+    /// Of the GROUP BY keys (an aggregation with keys of fixed-width types runs on typed
+    /// hash tables, [`crate::typed`]).
+    pub key_types: Vec<Type>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +147,7 @@ pub fn bind(sql: &str, query: &Query, now_ms: i64, extras: &[usize]) -> Result<P
         distinct_output: false,
         limit: query.limit,
         columns: Vec::new(),
+        key_types: Vec::new(),
     };
 
     if aggregated || query.distinct {
@@ -176,6 +180,7 @@ pub fn bind(sql: &str, query: &Query, now_ms: i64, extras: &[usize]) -> Result<P
         for g in &group {
             let (e, t) = b.bind(g, &mut Mode::Scan)?;
             keys.push(e);
+            plan.key_types.push(t);
             post.keys.push((g.canon(), t));
         }
         let mut mode = Mode::Post(post);
@@ -1251,6 +1256,7 @@ impl Binder<'_> {
                         args: bound.into_iter().map(|b| b.0).collect(),
                         distinct,
                         ty,
+                        arg_ty: t0,
                     },
                 ));
                 post.aggs.len() - 1

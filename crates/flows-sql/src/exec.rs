@@ -33,6 +33,9 @@ pub struct Options {
     pub now_ms: i64,
     /// Bytes read so far, for a progress bar.
     pub progress: Option<&'static AtomicU64>,
+    /// Aggregate on [`Value`] keys even when every GROUP BY key has a fixed width (the typed
+    /// tables of [`crate::typed`] are the default; tests compare the two).
+    pub value_keys: bool,
 }
 
 impl Options {
@@ -344,17 +347,35 @@ struct Shared<'a> {
     /// Rows made per unit so far (for an early LIMIT), by unit.
     made: Mutex<Vec<Option<u64>>>,
     limit_reached: AtomicBool,
+    /// Whether aggregations may use typed tables, and whether one found it could not.
+    typed: bool,
+    untyped: AtomicBool,
 }
 
 pub fn run(plan: &Plan, inputs: &Inputs, opts: &Options) -> Result<Output, QueryError> {
-    let (out, changed) = run_once(plan, inputs, opts, &|_| true)?;
-    if changed.is_empty() {
-        return Ok(out);
+    let mut typed = !opts.value_keys;
+    let mut split: HashSet<usize> = HashSet::new();
+    // At most three passes: a key that should have had a fixed width held a string (the typed
+    // tables cannot take it: run on `Value` keys), and a header in the middle of a plain file
+    // changed the format for the ranges after it (read those files again, whole, in one piece
+    // each: concatenated logs of two formats).
+    for _ in 0..3 {
+        let (out, again) = run_once(plan, inputs, opts, &|f| !split.contains(&f), typed)?;
+        match again {
+            Again::No => return Ok(out),
+            Again::Untyped => typed = false,
+            Again::Whole(files) => split.extend(files),
+        }
     }
-    // A header in the middle of a plain file changed the format for the ranges after it: read
-    // those files again, whole, in one piece each (rare: concatenated logs of two formats).
-    let (out, _) = run_once(plan, inputs, opts, &|f| !changed.contains(&f))?;
+    let (out, _) = run_once(plan, inputs, opts, &|f| !split.contains(&f), false)?;
     Ok(out)
+}
+
+/// Whether a pass must be run again, and how.
+enum Again {
+    No,
+    Untyped,
+    Whole(HashSet<usize>),
 }
 
 fn run_once(
@@ -362,7 +383,8 @@ fn run_once(
     inputs: &Inputs,
     opts: &Options,
     split: &dyn Fn(usize) -> bool,
-) -> Result<(Output, HashSet<usize>), QueryError> {
+    typed: bool,
+) -> Result<(Output, Again), QueryError> {
     let threads = opts.threads();
     let work = inputs.work(threads * 4, split);
     let shared = Shared {
@@ -374,6 +396,8 @@ fn run_once(
         stop: AtomicBool::new(false),
         made: Mutex::new(vec![None; work.len()]),
         limit_reached: AtomicBool::new(false),
+        typed,
+        untyped: AtomicBool::new(false),
     };
     let results: Vec<Result<WorkerOut, QueryError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads.min(work.len().max(1)))
@@ -415,6 +439,14 @@ fn run_once(
     if let Some(e) = first_err {
         return Err(e);
     }
+    let empty = || Output {
+        columns: Vec::new(),
+        rows: Vec::new(),
+        stats: ReadStats::default(),
+    };
+    if shared.untyped.load(Ordering::Relaxed) {
+        return Ok((empty(), Again::Untyped));
+    }
     units.sort_by_key(|(i, _)| *i);
 
     // Mid-file headers: a range whose format changed affects the ranges after it.
@@ -429,14 +461,7 @@ fn run_once(
         }
     }
     if !changed.is_empty() {
-        return Ok((
-            Output {
-                columns: Vec::new(),
-                rows: Vec::new(),
-                stats: ReadStats::default(),
-            },
-            changed,
-        ));
+        return Ok((empty(), Again::Whole(changed)));
     }
 
     // Statistics and bad lines, with absolute line numbers.
@@ -485,7 +510,19 @@ fn run_once(
 
     let rows = match &plan.stage {
         Stage::Aggregate { keys, aggs } => {
-            let mut rows = merge_tables(tables, keys.len(), aggs, opts.threads())?;
+            let mut values = Vec::new();
+            let mut typed = Vec::new();
+            for t in tables {
+                match t {
+                    Groups::Values(t) => values.push(t),
+                    Groups::Typed(t) => typed.push(t),
+                }
+            }
+            let mut rows = if typed.is_empty() {
+                merge_tables(values, keys.len(), aggs, opts.threads())?
+            } else {
+                crate::typed::merge(typed, aggs, opts.threads())?
+            };
             if keys.is_empty() && rows.is_empty() {
                 // An aggregate over no rows is one row (count 0, sum NULL).
                 let mut row = Vec::new();
@@ -505,7 +542,7 @@ fn run_once(
             rows,
             stats,
         },
-        HashSet::new(),
+        Again::No,
     ))
 }
 
@@ -588,11 +625,22 @@ fn compare_keys(order: &[SortKey], a: &[Value], b: &[Value]) -> std::cmp::Orderi
     Ordering::Equal
 }
 
-type WorkerOut = (Option<AggTable>, Vec<(usize, UnitOut)>);
+/// A thread's aggregation table: on fixed-width keys when the keys have such types.
+enum Groups {
+    Values(AggTable),
+    Typed(crate::typed::Table),
+}
+
+type WorkerOut = (Option<Groups>, Vec<(usize, UnitOut)>);
 
 fn worker(sh: &Shared<'_>) -> Result<WorkerOut, QueryError> {
-    let mut table = match sh.plan.stage {
-        Stage::Aggregate { .. } => Some(AggTable::default()),
+    let mut table = match &sh.plan.stage {
+        Stage::Aggregate { aggs, .. } => Some(
+            match crate::typed::Layout::new(&sh.plan.key_types, aggs).filter(|_| sh.typed) {
+                Some(l) => Groups::Typed(crate::typed::Table::new(l)),
+                None => Groups::Values(AggTable::default()),
+            },
+        ),
         Stage::Project { .. } => None,
     };
     let mut units = Vec::new();
@@ -607,6 +655,10 @@ fn worker(sh: &Shared<'_>) -> Result<WorkerOut, QueryError> {
         if let Err(e) = r {
             sh.stop.store(true, Ordering::Relaxed);
             return Err(e);
+        }
+        if sh.untyped.load(Ordering::Relaxed) {
+            sh.stop.store(true, Ordering::Relaxed);
+            break;
         }
         if let Some(limit) = sh.plan.early_limit() {
             let mut made = sh.made.lock().unwrap_or_else(|p| p.into_inner());
@@ -632,8 +684,10 @@ fn worker(sh: &Shared<'_>) -> Result<WorkerOut, QueryError> {
 /// Where rows that passed WHERE go.
 struct Sink<'a> {
     plan: &'a Plan,
-    table: &'a mut Option<AggTable>,
+    table: &'a mut Option<Groups>,
     rows: &'a mut Vec<Vec<Value>>,
+    /// Set when a key of the typed table held a string.
+    untyped: &'a AtomicBool,
     /// Keep at most this many rows (early LIMIT), or prune to the top `limit` by ORDER BY.
     cap: Option<usize>,
     top: Option<usize>,
@@ -644,8 +698,16 @@ impl Sink<'_> {
     fn push(&mut self, vals: &[Value]) -> Result<bool, EvalError> {
         match &self.plan.stage {
             Stage::Aggregate { keys, aggs } => {
-                if let Some(t) = self.table.as_mut() {
-                    t.update(keys, aggs, vals)?;
+                match self.table.as_mut() {
+                    Some(Groups::Values(t)) => t.update(keys, aggs, vals)?,
+                    Some(Groups::Typed(t)) => {
+                        let fits = t.update(keys, aggs, vals)?;
+                        if !fits {
+                            self.untyped.store(true, Ordering::Relaxed);
+                            return Ok(false);
+                        }
+                    }
+                    None => {}
                 }
                 Ok(true)
             }
@@ -687,7 +749,7 @@ impl Sink<'_> {
 fn run_unit(
     sh: &Shared<'_>,
     w: &Work,
-    table: &mut Option<AggTable>,
+    table: &mut Option<Groups>,
     unit: &mut UnitOut,
 ) -> Result<(), QueryError> {
     let plan = sh.plan;
@@ -698,6 +760,7 @@ fn run_unit(
         plan,
         table,
         rows: &mut rows,
+        untyped: &sh.untyped,
         cap: plan
             .early_limit()
             .map(|l| usize::try_from(l).unwrap_or(usize::MAX)),

@@ -25,6 +25,7 @@ pub mod parquet_io;
 pub mod parser;
 pub mod scan;
 pub mod schema;
+pub mod typed;
 pub mod value;
 
 use std::path::PathBuf;
