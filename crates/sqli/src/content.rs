@@ -218,53 +218,69 @@ fn continues(text: &str, t: &SqlToken) -> bool {
     }
 }
 
-/// Bare SQL must open like an injected value: `1 AND ...`, `x' ...` aside, `-1 OR ...`,
-/// `1) AND (...`, `1;SELECT ...`, `(SELECT ...)`, or start with `AND`/`OR`/`UNION`.
+/// Bare SQL must open like an injected value: `1 AND ...`, `-1 OR ...`, `1) AND (...`,
+/// `1;SELECT ...`, `1) RLIKE ...`, or like a replacing expression: `(SELECT ...)`,
+/// `(5=5)*2`, `ELT(...)`, or start with `AND`/`OR`/`UNION`.
 fn bare_gate(text: &str, syntax: Syntax) -> bool {
-    let mut it = significant(syntax, text);
-    let Some(mut first) = it.next() else {
+    let mut it = significant(syntax, text).peekable();
+    let Some(first) = it.next() else {
         return false;
     };
+    let call = |t: Option<&SqlToken>| t.is_some_and(|t| t.kind == SqlTokenKind::Punct(b'('));
     match first.kind {
         SqlTokenKind::Punct(b'(') => {
-            return it.next().is_some_and(|t| {
-                matches!(word(text, &t), Word::Kw(Kw::Select)) || {
-                    text.get(t.start..t.end)
-                        .is_some_and(|w| w.eq_ignore_ascii_case("case"))
+            let Some(t) = it.next() else {
+                return false;
+            };
+            return match t.kind {
+                SqlTokenKind::Number | SqlTokenKind::String => true,
+                SqlTokenKind::Word => {
+                    matches!(word(text, &t), Word::Kw(Kw::Select))
+                        || text
+                            .get(t.start..t.end)
+                            .is_some_and(|w| w.eq_ignore_ascii_case("case"))
+                        || call(it.peek())
                 }
-            });
+                _ => false,
+            };
         }
         SqlTokenKind::Punct(b';') => return true,
-        SqlTokenKind::Op if text.get(first.start..first.end) == Some("-") => match it.next() {
-            Some(t) if t.kind == SqlTokenKind::Number => first = t,
-            _ => return false,
-        },
+        SqlTokenKind::Op if text.get(first.start..first.end) == Some("-") => {
+            if !it.next().is_some_and(|t| t.kind == SqlTokenKind::Number) {
+                return false;
+            }
+        }
         SqlTokenKind::Word => match word(text, &first) {
             Word::Kw(Kw::And | Kw::Or | Kw::Union) => return true,
+            // A replacing call: `ELT(5=5,1)`, `EXP(~(...))`.
+            _ if call(it.peek()) => return true,
             Word::Plain => {}
             _ => return false,
         },
         SqlTokenKind::Number | SqlTokenKind::String => {}
         _ => return false,
     }
-    let _ = first;
+    let mut closed = false;
     for t in it {
         if t.kind == SqlTokenKind::Punct(b')') {
+            closed = true;
             continue;
         }
-        return continues(text, &t);
+        return continues(text, &t)
+            || matches!(word(text, &t), Word::Kw(Kw::CmpWord))
+            || (closed && t.kind == SqlTokenKind::Punct(b'('));
     }
     false
 }
 
-/// After a breakout quote, SQL must go on at once: a condition, `UNION`, `;`, `)`, a comment
-/// or an operator (`'||`, `'='`).
+/// After a breakout quote, SQL must go on at once: a condition, `UNION`, `;`, a parenthesis,
+/// a comment or an operator (`'||`, `'='`).
 fn quote_gate(tail: &str, syntax: Syntax) -> bool {
     let Some(t) = significant(syntax, tail).next() else {
         return false;
     };
     continues(tail, &t)
-        || matches!(t.kind, SqlTokenKind::Punct(b')') | SqlTokenKind::Op)
+        || matches!(t.kind, SqlTokenKind::Punct(b')' | b'(') | SqlTokenKind::Op)
         || matches!(word(tail, &t), Word::Kw(Kw::CmpWord | Kw::Not))
 }
 

@@ -106,6 +106,8 @@ enum Probe {
 enum FromTop {
     Unknown,
     Expect,
+    /// `FROM (SELECT ...)`: the derived table's own first `FROM` decides.
+    Derived,
     Catalog,
     Other,
 }
@@ -120,6 +122,7 @@ struct List {
     nulls: u16,
     item_nonconst: bool,
     item_null: bool,
+    item_tokens: u16,
     pending_word: bool,
 }
 
@@ -164,6 +167,7 @@ pub(crate) struct Scan<'s> {
     where_bits: u64,
     from_top: FromTop,
     nested_catalog: Option<usize>,
+    nested_catalogs: u8,
     union_in_stmt: bool,
     union_catalog: Option<usize>,
     cmp: Option<PendingCmp>,
@@ -195,6 +199,7 @@ impl<'s> Scan<'s> {
             where_bits: 0,
             from_top: FromTop::Unknown,
             nested_catalog: None,
+            nested_catalogs: 0,
             union_in_stmt: false,
             union_catalog: None,
             cmp: None,
@@ -312,6 +317,7 @@ impl<'s> Scan<'s> {
         if top_from {
             self.from_top = match tok.ty {
                 Ty::Word(Word::Cat(_)) | Ty::QIdent(Word::Cat(_)) => FromTop::Catalog,
+                Ty::LParen if self.depth == 0 => FromTop::Derived,
                 _ => FromTop::Other,
             };
         }
@@ -343,6 +349,17 @@ impl<'s> Scan<'s> {
                 {
                     self.hit(Rule::ErrorFunction, w[3].start);
                 }
+                // `(SELECT COUNT(*) FROM GENERATE_SERIES(1,5000000))`: a heavy query used as
+                // a delay (a top-level series of that size is an ordinary bulk load).
+                if w[0].ty == Ty::Comma
+                    && w[1].ty == Ty::Num
+                    && w[2].ty == Ty::LParen
+                    && w[3].ty == Ty::Word(Word::Fun(Fun::Series))
+                    && (self.depth >= 2 || self.inner())
+                    && parse_num(self.text(tok)).is_ok_and(|n| n >= 1_000_000.0)
+                {
+                    self.hit(Rule::TimeDelay, w[3].start);
+                }
                 self.on_const(tok);
             }
             Ty::Str | Ty::Word(Word::Kw(Kw::Null | Kw::True | Kw::False)) => self.on_const(tok),
@@ -358,7 +375,8 @@ impl<'s> Scan<'s> {
                 };
             }
             Ty::Word(Word::Kw(Kw::From))
-                if self.depth == 0 && self.from_top == FromTop::Unknown =>
+                if (self.depth == 0 && self.from_top == FromTop::Unknown)
+                    || self.from_top == FromTop::Derived =>
             {
                 self.from_top = FromTop::Expect;
             }
@@ -430,7 +448,7 @@ impl<'s> Scan<'s> {
                     }
                 }
             }
-            Fun::JsonKeys | Fun::Exp | Fun::Floor | Fun::Rand => {}
+            Fun::JsonKeys | Fun::Exp | Fun::Floor | Fun::Rand | Fun::Series => {}
         }
     }
 
@@ -444,6 +462,7 @@ impl<'s> Scan<'s> {
             Cat::Schema => {
                 if self.inner() || self.depth > 0 || self.union_in_stmt {
                     self.nested_catalog.get_or_insert(tok.start);
+                    self.nested_catalogs = self.nested_catalogs.saturating_add(1);
                 }
                 if self.union_in_stmt {
                     self.union_catalog.get_or_insert(tok.start);
@@ -469,7 +488,9 @@ impl<'s> Scan<'s> {
             Ty::Start
             | Ty::LParen
             | Ty::Comma
-            | Ty::Word(Word::Kw(Kw::Where | Kw::When | Kw::On | Kw::Select)) => Starter::Other,
+            | Ty::Word(Word::Kw(Kw::Where | Kw::Having | Kw::When | Kw::On | Kw::Select)) => {
+                Starter::Other
+            }
             // A leading `NOT` only (`WHERE NOT 1=1`).
             _ if negated && w[2].ty == Ty::Start => Starter::Other,
             _ => return,
@@ -640,6 +661,7 @@ impl<'s> Scan<'s> {
                         nulls: 0,
                         item_nonconst: false,
                         item_null: false,
+                        item_tokens: 0,
                         pending_word: false,
                     }),
                     _ => Union::Off,
@@ -671,6 +693,9 @@ impl<'s> Scan<'s> {
                 if end {
                     self.end_union(l);
                     return;
+                }
+                if !(tok.ty == Ty::Comma && at_list) {
+                    l.item_tokens = l.item_tokens.saturating_add(1);
                 }
                 match tok.ty {
                     Ty::Comma if at_list => close_item(&mut l),
@@ -715,6 +740,11 @@ impl<'s> Scan<'s> {
                 if self.app_user {
                     self.hit(Rule::CatalogEnumeration, at);
                 }
+                // `(SELECT COUNT(*) FROM INFORMATION_SCHEMA.COLUMNS A, ... B, ... C)`: a
+                // catalog cross join used as a delay.
+                if self.nested_catalogs >= 3 {
+                    self.hit(Rule::TimeDelay, at);
+                }
             }
             if let Some(at) = self.union_catalog {
                 self.hit(Rule::UnionSelect, at);
@@ -730,6 +760,7 @@ impl<'s> Scan<'s> {
         self.where_bits = 0;
         self.from_top = FromTop::Unknown;
         self.nested_catalog = None;
+        self.nested_catalogs = 0;
         self.union_in_stmt = false;
         self.union_catalog = None;
         self.cmp = None;
@@ -801,6 +832,10 @@ impl<'s> Scan<'s> {
 }
 
 fn close_item(l: &mut List) {
+    if l.item_tokens == 0 {
+        return;
+    }
+    l.item_tokens = 0;
     l.items = l.items.saturating_add(1);
     if l.item_nonconst {
         l.nonconst = l.nonconst.saturating_add(1);

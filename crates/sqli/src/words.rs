@@ -54,6 +54,8 @@ pub(crate) enum Fun {
     Chr,
     /// `load_file`, `pg_read_file`, `xp_cmdshell`...
     File,
+    /// `generate_series`: a heavy query when asked for millions of rows in a subquery.
+    Series,
 }
 
 /// System catalogs.
@@ -127,6 +129,7 @@ pub(crate) fn classify(word: &[u8]) -> Word {
                     Word::Fun(Fun::ErrorXml)
                 }
                 b"json_keys" => Word::Fun(Fun::JsonKeys),
+                b"generate_series" => Word::Fun(Fun::Series),
                 b"exp" => Word::Fun(Fun::Exp),
                 b"floor" => Word::Fun(Fun::Floor),
                 b"rand" => Word::Fun(Fun::Rand),

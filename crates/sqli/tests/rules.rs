@@ -285,6 +285,18 @@ fn attempts_caught_in_literals() {
 }
 
 #[test]
+fn text_quoting_a_whole_injection_is_an_attempt() {
+    // A known limit: prose that quotes a complete injection (a security blog post) reads
+    // exactly like the attempt itself, and is reported as one (medium, in a literal).
+    found(
+        "INSERT INTO articles (body) VALUES ('never paste input like '' OR ''1''=''1 into SQL')",
+        Postgres,
+        Place::Literal,
+        &["constant_condition"],
+    );
+}
+
+#[test]
 fn bound_parameters() {
     let opts = Options::new(Postgres);
     let f = inspect_param("1' OR '1'='1", &opts)
