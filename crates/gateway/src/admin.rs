@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus), `/healthz`, and JSON under `/api/` for
-//! `sumun status` and, later, the web console. Read-only: nothing here changes the gateway.
+//! `sumun status` and, later, the web console. Read-only but for one thing: lifting a ban
+//! (`DELETE /api/bans/{addr}`).
 //!
 //! The API shows users, client addresses and queries, so it is guarded: with `[admin]
 //! token_file` every path but `/healthz` (and `/metrics`, unless `metrics_auth`) needs
@@ -150,6 +151,9 @@ pub(crate) fn start(
         .route("/api/pools", get(pools))
         .route("/api/clients", get(clients))
         .route("/api/servers", get(servers))
+        .route("/api/findings", get(findings))
+        .route("/api/bans", get(bans))
+        .route("/api/bans/{addr}", axum::routing::delete(unban))
         // `layer`, not `route_layer`: unknown paths need the token too, so the API's shape is
         // not probed without it.
         .layer(middleware::from_fn_with_state(auth.clone(), require_token))
@@ -207,6 +211,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 pub fn render_metrics(shared: &Shared) -> String {
     let registry = shared.registry.load_full();
     shared.metrics.render(&|out: &mut String| {
+        shared.protection().render_metrics(out);
         family(
             out,
             "sumun_parked_clients",
@@ -300,6 +305,48 @@ async fn pools(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn servers(State(shared): State<Arc<Shared>>) -> Response {
     Json(server_rows(&shared)).into_response()
+}
+
+/// Findings of the inline detections, newest first (the last 1000).
+async fn findings(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.protection().findings()).into_response()
+}
+
+/// Bans in force, soonest to end first, with the seconds each has left.
+async fn bans(State(shared): State<Arc<Shared>>) -> Response {
+    let now = crate::records::unix_now();
+    let rows: Vec<serde_json::Value> = shared
+        .protection()
+        .bans()
+        .into_iter()
+        .map(|b| {
+            serde_json::json!({
+                "addr": b.addr.to_string(),
+                "since": b.since,
+                "until": b.until,
+                "remaining_s": b.until.saturating_sub(now),
+                "reason": b.reason,
+                "count": b.count,
+            })
+        })
+        .collect();
+    Json(rows).into_response()
+}
+
+/// Lift a ban: 204, 404 when the address was not banned, 400 when it is not an address.
+async fn unban(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(addr): axum::extract::Path<String>,
+) -> Response {
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return (StatusCode::BAD_REQUEST, "not an IP address\n").into_response();
+    };
+    if shared.protection().unban(ip) {
+        tracing::info!(addr = %ip, "ban lifted through the admin API");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "no ban for this address\n").into_response()
+    }
 }
 
 async fn clients(State(shared): State<Arc<Shared>>) -> Response {

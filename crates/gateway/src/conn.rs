@@ -145,7 +145,23 @@ pub(crate) async fn handle(
         }
     };
 
-    // 2. Security groups, before a single byte is forwarded.
+    // 2. Protection at the door: bans, rate limits, IP set and geo rules, before any
+    //    protocol work. Refused clients are told in their protocol's words where it has some.
+    if let Err(refusal) = shared.protection().admit(client, local, &listener.name) {
+        let reason = refusal.reason();
+        tracing::info!(listener = %listener.name, client = %client, reason = reason.as_str(), "connection refused by protection");
+        reject(client, local, reason);
+        Box::pin(crate::refuse::answer(
+            stream,
+            snap.settings.protocol,
+            &refusal,
+            handshake_deadline,
+        ))
+        .await;
+        return;
+    }
+
+    // 3. Security groups, before a single byte is forwarded.
     let admitted = match snap.policy.decide(client.ip()) {
         Decision::Allowed(rule) => Admitted {
             client,
@@ -350,6 +366,14 @@ pub(crate) fn finish(end: &RelayEnd, flow: &ActiveFlow, listener: &ListenerRt, s
         }
     }
     shared.records.close(flow);
+    shared.protection().session_end(
+        &shared.records,
+        &listener.name,
+        flow.client,
+        None,
+        flow.counters.bytes_out.load(Ordering::Relaxed),
+        flow.start,
+    );
     let c = &flow.counters;
     shared
         .records

@@ -163,6 +163,14 @@ pub(crate) fn end_session(
         return;
     }
     shared.records.close(flow);
+    shared.protection().session_end(
+        &shared.records,
+        &listener.name,
+        flow.client,
+        e.user,
+        flow.counters.bytes_out.load(Ordering::Relaxed),
+        flow.start,
+    );
     shared
         .records
         .audit("session.end", &listener.name, flow.client, || {

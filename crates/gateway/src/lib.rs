@@ -19,8 +19,10 @@ pub mod metrics;
 pub mod mysql;
 mod park;
 pub mod postgres;
+pub mod protection;
 pub mod records;
 pub mod redis;
+mod refuse;
 pub mod relay;
 mod stop;
 pub mod targets;
@@ -79,6 +81,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Inline protection (`[protection]`).
+    pub fn protection(&self) -> &Arc<protection::Protection> {
+        &self.records.protect
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         self.config.load().gateway.shutdown_timeout
     }
@@ -125,6 +132,8 @@ pub enum ApplyError {
     },
     #[error(transparent)]
     Admin(#[from] admin::AdminError),
+    #[error("[protection]: {0}")]
+    Protection(String),
 }
 
 /// Every reason an apply failed.
@@ -367,6 +376,13 @@ impl Gateway {
                 }
             },
         };
+        let protection = match self.shared.protection().prepare(&config) {
+            Ok(p) => Some(p),
+            Err(message) => {
+                errors.push(ApplyError::Protection(message));
+                None
+            }
+        };
         if !errors.is_empty() {
             self.shared
                 .metrics
@@ -503,6 +519,13 @@ impl Gateway {
                 .set_cert_expiry(&ctx.settings.name, ctx.expiry_days());
         }
 
+        if let Some(p) = protection {
+            let bound = listeners
+                .values()
+                .map(|l| (l.name.clone(), l.local_addr))
+                .collect();
+            self.shared.protection().commit(p, bound);
+        }
         self.shared.registry.store(Arc::new(Registry {
             listeners: listeners.values().cloned().collect(),
             groups: groups.values().cloned().collect(),
@@ -654,5 +677,6 @@ async fn background(shared: std::sync::Weak<Shared>) {
             fe.housekeeping(&registry);
         }
         backend_tls::refresh(&shared.config.load());
+        shared.protection().tick();
     }
 }

@@ -29,10 +29,18 @@ pub enum RejectReason {
     /// The listener's protocol has no front end (or a `tls` listener has no TLS settings):
     /// refused rather than relayed without the TLS and login it promises.
     NoFrontEnd,
+    /// The source is banned (`[protection]`).
+    Banned,
+    /// The source is over its `[protection]` rate limits.
+    RateLimited,
+    /// Refused by `[protection]` `deny_ip_sets` / `allow_ip_sets`.
+    IpSet,
+    /// Refused by `[protection.geo]`.
+    Geo,
 }
 
 impl RejectReason {
-    const ALL: [RejectReason; 12] = [
+    const ALL: [RejectReason; 16] = [
         RejectReason::SecurityGroup,
         RejectReason::NoSecurityGroup,
         RejectReason::ProxyUntrusted,
@@ -45,6 +53,10 @@ impl RejectReason {
         RejectReason::ShuttingDown,
         RejectReason::ProtocolError,
         RejectReason::NoFrontEnd,
+        RejectReason::Banned,
+        RejectReason::RateLimited,
+        RejectReason::IpSet,
+        RejectReason::Geo,
     ];
 
     pub fn all() -> &'static [RejectReason] {
@@ -65,6 +77,10 @@ impl RejectReason {
             RejectReason::ShuttingDown => "shutting_down",
             RejectReason::ProtocolError => "protocol_error",
             RejectReason::NoFrontEnd => "no_front_end",
+            RejectReason::Banned => "banned",
+            RejectReason::RateLimited => "rate_limited",
+            RejectReason::IpSet => "ip_set",
+            RejectReason::Geo => "geo",
         }
     }
 
@@ -92,7 +108,7 @@ pub struct ListenerMetrics {
     /// Statement latency (`sumun_query_duration_seconds`), from a statement reaching the
     /// gateway to its completion; recorded by protocol front ends that time statements.
     pub query_duration: Histogram,
-    rejected: [AtomicU64; 12],
+    rejected: [AtomicU64; 16],
     /// (version, key exchange group) -> completed handshakes.
     tls_handshakes: Mutex<BTreeMap<(&'static str, String), u64>>,
 }

@@ -97,6 +97,8 @@ pub struct Records {
     /// Open flows. Weak: a flow's connection owns it, and it leaves this map when closed or
     /// dropped.
     active: Mutex<HashMap<u64, Weak<ActiveFlow>>>,
+    /// Inline protection: fed the refusals, logins and statements recorded here.
+    pub protect: Arc<crate::protection::Protection>,
     /// Test hook ([`Records::panic_on_query`]).
     panic_marker: Mutex<Option<String>>,
     panic_armed: AtomicBool,
@@ -283,6 +285,7 @@ impl Records {
             };
             sink.send(record.to_string());
         }
+        self.protect.refused(self, listener, client, local, reason);
         self.audit("connection.rejected", listener, client, || {
             let mut extra = Map::new();
             extra.insert("reason".into(), Value::from(reason));
@@ -299,11 +302,28 @@ impl Records {
         client: SocketAddr,
         extra: impl FnOnce() -> Map<String, Value>,
     ) {
-        // The event's fields are only gathered when there is a log to write them to.
-        let Some(sink) = self.audit_log.load_full() else {
+        // Logins feed protection's detections whether or not there is an audit log.
+        let login = matches!(event, "auth.failure" | "auth.success" | "session.start");
+        // The event's fields are only gathered when someone reads them.
+        let sink = self.audit_log.load_full();
+        if sink.is_none() && !login {
+            return;
+        }
+        let extra = extra();
+        if login {
+            let field = |k: &str| extra.get(k).and_then(Value::as_str).unwrap_or("");
+            self.protect.login(
+                self,
+                event,
+                listener,
+                client,
+                field("user"),
+                field("reason"),
+            );
+        }
+        let Some(sink) = sink else {
             return;
         };
-        let extra = extra();
         let mut line = Map::with_capacity(extra.len() + 4);
         let mut ts = String::with_capacity(32);
         push_rfc3339(&mut ts, SystemTime::now());
@@ -320,6 +340,9 @@ impl Records {
         if self.panic_armed.load(Ordering::Relaxed) {
             self.test_panic(event.text);
         }
+        // Statement detections (privilege changes; SQL injection once `sumun-sqli` is wired).
+        self.protect
+            .statement(self, event.listener, event.client, event.user, event.text);
         let guard = self.audit_log.load();
         let Some(sink) = guard.as_deref() else {
             return;
@@ -332,6 +355,23 @@ impl Records {
     /// Whether an audit log is configured (so callers can skip building events).
     pub fn audits(&self) -> bool {
         self.audit_log.load().is_some()
+    }
+
+    /// Write `found` (detections' findings) as audit `finding` events, and warn in the log.
+    pub(crate) fn write_findings(&self, found: Vec<sumun_protect::Finding>, client: SocketAddr) {
+        for f in found {
+            tracing::warn!(
+                detection = f.detection,
+                severity = f.severity.as_str(),
+                technique = f.technique,
+                src = %f.src,
+                action = f.action,
+                detail = %f.detail,
+                "finding"
+            );
+            let listener = f.listener.clone().unwrap_or_default();
+            self.audit("finding", &listener, client, || f.to_json());
+        }
     }
 
     pub fn flush(&self) {

@@ -1,0 +1,456 @@
+//! Inline protection at the gateway: the door check every connection passes before any
+//! protocol work ([`Protection::admit`]: bans, rate limits, IP set and geo rules), the events
+//! the detections learn from (refusals, logins, statements, session ends, fed by `records`),
+//! the findings they produce (an audit `finding` event, `sumun_findings_total`, a warning in
+//! the log, `/api/findings`), and the files the rules read (IP set files and the geo database,
+//! re-read when they change).
+//!
+//! The logic is `sumun-protect`'s; this module owns the lock around it, the files, and the
+//! wiring. Everything here is per connection or rarer, never per byte; a statement costs a
+//! keyword check unless it changes privileges.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use sumun_config::{Config, ProtectionSettings};
+use sumun_protect::{Admission, Ban, Engine, Finding, GeoDb, IpSet, Now, Place, RuleDenial, Rules};
+
+use crate::metrics::RejectReason;
+use crate::records::Records;
+
+/// Why the door refused a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Banned(Ban),
+    RateLimited,
+    Rule(RuleDenial),
+}
+
+impl Refusal {
+    pub fn reason(&self) -> RejectReason {
+        match self {
+            Refusal::Banned(_) => RejectReason::Banned,
+            Refusal::RateLimited => RejectReason::RateLimited,
+            Refusal::Rule(RuleDenial::Country(_)) => RejectReason::Geo,
+            Refusal::Rule(_) => RejectReason::IpSet,
+        }
+    }
+}
+
+/// A file the rules read, with the modification time it was read at.
+#[derive(Debug, Clone)]
+struct Watched {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+}
+
+/// An IP set backed by a file: its name, file and inline networks.
+#[derive(Debug, Clone)]
+struct SetFile {
+    name: String,
+    watched: Watched,
+    inline: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    sets: Vec<SetFile>,
+    geo: Option<Watched>,
+    /// Every set by name, as last read.
+    all: HashMap<String, Arc<IpSet>>,
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The rules' inputs, ready to swap in: built in an apply's first phase (where a bad file
+/// fails the apply) and by the once-a-second file check (where it keeps the previous one).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    rules: Rules,
+    sets: HashMap<String, Arc<IpSet>>,
+    files: Vec<SetFile>,
+    geo_file: Option<Watched>,
+    settings: Option<ProtectionSettings>,
+    admins: HashSet<String>,
+}
+
+#[derive(Debug)]
+pub struct Protection {
+    engine: Mutex<Engine>,
+    rules: ArcSwap<Rules>,
+    files: Mutex<Files>,
+    /// Users with `admin = true` in the config (their privilege changes are expected).
+    admins: ArcSwap<HashSet<String>>,
+    /// Listener name -> the address it is bound to, for findings' `dst` and `port`.
+    listeners: ArcSwap<HashMap<Arc<str>, SocketAddr>>,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Protection {
+            engine: Mutex::new(Engine::new(
+                ProtectionSettings::default(),
+                std::time::Instant::now(),
+            )),
+            rules: ArcSwap::from_pointee(Rules::default()),
+            files: Mutex::new(Files::default()),
+            admins: ArcSwap::from_pointee(HashSet::new()),
+            listeners: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+}
+
+/// Read an IP set file.
+fn read_set(path: &PathBuf) -> Result<Vec<ipnet::IpNet>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read ip set file {}: {e}", path.display()))?;
+    sumun_config::parse_net_lines(&text)
+        .map_err(|(line, e)| format!("ip set file {} line {line}: {e}", path.display()))
+}
+
+fn read_geo(path: &PathBuf) -> Result<GeoDb, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("cannot read geo database {}: {e}", path.display()))?;
+    GeoDb::from_bytes(bytes).map_err(|e| format!("geo database {}: {e}", path.display()))
+}
+
+impl Protection {
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read what `config`'s rules need (IP set files, the geo database). Errors name the file.
+    pub fn prepare(&self, config: &Config) -> Result<Prepared, String> {
+        let p = &config.protection;
+        let mut sets = HashMap::new();
+        let mut files = Vec::new();
+        for set in &config.ip_sets {
+            let mut nets = set.cidrs.clone();
+            if let Some(path) = &set.file {
+                let watched = Watched {
+                    path: path.clone(),
+                    modified: modified(path),
+                };
+                nets.extend(read_set(path)?);
+                files.push(SetFile {
+                    name: set.name.clone(),
+                    watched,
+                    inline: set.cidrs.clone(),
+                });
+            }
+            sets.insert(set.name.clone(), Arc::new(IpSet::new(&nets)));
+        }
+        let (geo, geo_file) = match &p.geo {
+            Some(g) => {
+                let watched = Watched {
+                    path: g.database.clone(),
+                    modified: modified(&g.database),
+                };
+                (Some(Arc::new(read_geo(&g.database)?)), Some(watched))
+            }
+            None => (None, None),
+        };
+        let rules = build_rules(p, &sets, geo);
+        let admins = config
+            .users
+            .iter()
+            .filter(|u| u.admin)
+            .map(|u| u.name.clone())
+            .collect();
+        Ok(Prepared {
+            rules,
+            sets,
+            files,
+            geo_file,
+            settings: Some(p.clone()),
+            admins,
+        })
+    }
+
+    /// Take a prepared config (an apply's commit phase; cannot fail).
+    pub fn commit(&self, prepared: Prepared, listeners: HashMap<Arc<str>, SocketAddr>) {
+        if let Some(s) = prepared.settings {
+            self.engine().configure(s);
+        }
+        self.rules.store(Arc::new(prepared.rules));
+        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = Files {
+            sets: prepared.files,
+            geo: prepared.geo_file,
+            all: prepared.sets,
+        };
+        self.admins.store(Arc::new(prepared.admins));
+        self.listeners.store(Arc::new(listeners));
+    }
+
+    /// Once a second: forget idle state, and re-read IP set files and the geo database that
+    /// changed (a file that no longer reads keeps its previous contents, with an error logged).
+    pub fn tick(&self) {
+        self.engine().sweep(Now::system());
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let Files {
+            sets,
+            geo: geo_file,
+            all,
+        } = &mut *files;
+        let mut changed = false;
+        for set in sets.iter_mut() {
+            let now = modified(&set.watched.path);
+            if now == set.watched.modified {
+                continue;
+            }
+            set.watched.modified = now;
+            match read_set(&set.watched.path) {
+                Ok(nets) => {
+                    let mut nets = nets;
+                    nets.extend(set.inline.iter().copied());
+                    tracing::info!(ip_set = %set.name, file = %set.watched.path.display(), networks = nets.len(), "ip set file changed; reloaded");
+                    all.insert(set.name.clone(), Arc::new(IpSet::new(&nets)));
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(ip_set = %set.name, error = %e, "cannot reload ip set file; keeping the previous contents")
+                }
+            }
+        }
+        let mut geo = self.rules.load().geo.clone();
+        if let Some(watched) = geo_file {
+            let now = modified(&watched.path);
+            if now != watched.modified {
+                watched.modified = now;
+                match read_geo(&watched.path) {
+                    Ok(db) => {
+                        tracing::info!(file = %watched.path.display(), kind = %db.kind, "geo database changed; reloaded");
+                        geo = Some(Arc::new(db));
+                        changed = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot reload the geo database; keeping the previous one")
+                    }
+                }
+            }
+        }
+        if changed {
+            let settings = self.engine().settings().clone();
+            self.rules.store(Arc::new(build_rules(&settings, all, geo)));
+        }
+    }
+
+    /// The door: may a connection from `client` to `local` on `listener` proceed? Counted in
+    /// the source's rate limits either way.
+    pub fn admit(
+        &self,
+        client: SocketAddr,
+        local: SocketAddr,
+        listener: &str,
+    ) -> Result<(), Refusal> {
+        let ip = client.ip();
+        self.rules.load().check(ip).map_err(Refusal::Rule)?;
+        let place = Place {
+            listener,
+            dst: local.ip(),
+            port: local.port(),
+        };
+        let mut engine = self.engine();
+        match engine.admit(ip, place, Now::system()) {
+            Admission::Allow => Ok(()),
+            Admission::Banned(ban) => Err(Refusal::Banned(ban)),
+            Admission::RateLimited => Err(Refusal::RateLimited),
+        }
+    }
+
+    fn place<'a>(&self, listener: &'a str, map: &HashMap<Arc<str>, SocketAddr>) -> Place<'a> {
+        let local = map
+            .get(listener)
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Place {
+            listener,
+            dst: local.ip(),
+            port: local.port(),
+        }
+    }
+
+    /// Findings the last calls produced, taken out of the engine.
+    fn drain(engine: &mut Engine) -> Vec<Finding> {
+        engine.take_findings()
+    }
+
+    /// A refused connection (from `records.reject`).
+    pub(crate) fn refused(
+        &self,
+        records: &Records,
+        listener: &str,
+        client: SocketAddr,
+        local: SocketAddr,
+        reason: &str,
+    ) {
+        let place = Place {
+            listener,
+            dst: local.ip(),
+            port: local.port(),
+        };
+        let found = {
+            let mut e = self.engine();
+            e.refused(client.ip(), place, reason, Now::system());
+            Self::drain(&mut e)
+        };
+        records.write_findings(found, client);
+    }
+
+    /// An `auth.failure`, `auth.success` or `session.start` event (from `records.audit`).
+    pub(crate) fn login(
+        &self,
+        records: &Records,
+        event: &str,
+        listener: &str,
+        client: SocketAddr,
+        user: &str,
+        reason: &str,
+    ) {
+        let map = self.listeners.load();
+        let place = self.place(listener, &map);
+        let found = {
+            let mut e = self.engine();
+            let now = Now::system();
+            if event == "auth.failure" {
+                e.auth_failure(client.ip(), place, user, reason, now);
+            } else {
+                e.auth_success(client.ip(), place, user, now);
+            }
+            Self::drain(&mut e)
+        };
+        records.write_findings(found, client);
+    }
+
+    /// A statement (from `records.audit_query`): privilege changes, and the hook for SQL
+    /// injection inspection. Costs one keyword check unless the statement changes privileges.
+    pub(crate) fn statement(
+        &self,
+        records: &Records,
+        listener: &str,
+        client: SocketAddr,
+        user: &str,
+        sql: &str,
+    ) {
+        // SQL injection: `sumun-sqli` is inspected here (action per `[protection.sql_injection]`)
+        // once it lands; see docs/protection.md.
+        if sumun_protect::privilege_change(sql).is_none() {
+            return;
+        }
+        let admin = self.admins.load().contains(user);
+        let map = self.listeners.load();
+        let place = self.place(listener, &map);
+        let found = {
+            let mut e = self.engine();
+            e.statement(client.ip(), place, user, admin, sql, Now::system());
+            Self::drain(&mut e)
+        };
+        records.write_findings(found, client);
+    }
+
+    /// A session ended (egress).
+    pub(crate) fn session_end(
+        &self,
+        records: &Records,
+        listener: &str,
+        client: SocketAddr,
+        user: Option<&str>,
+        bytes_out: u64,
+        started: u64,
+    ) {
+        let map = self.listeners.load();
+        let place = self.place(listener, &map);
+        let found = {
+            let mut e = self.engine();
+            e.session_end(client.ip(), place, user, bytes_out, started, Now::system());
+            Self::drain(&mut e)
+        };
+        records.write_findings(found, client);
+    }
+
+    /// The findings kept, newest first.
+    pub fn findings(&self) -> Vec<Finding> {
+        let e = self.engine();
+        let mut out: Vec<Finding> = e.findings().cloned().collect();
+        out.reverse();
+        out
+    }
+
+    /// Bans in force, soonest to end first.
+    pub fn bans(&self) -> Vec<Ban> {
+        self.engine().bans(Now::system())
+    }
+
+    /// Lift the ban on `ip`; false when it had none.
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        self.engine().unban(ip)
+    }
+
+    /// Ban `ip` now (tests and operators), as a detection with action `block` would.
+    pub fn ban(&self, ip: IpAddr, reason: &str) -> Ban {
+        self.engine().ban(ip, reason, Now::system())
+    }
+
+    /// `sumun_findings_total`, `sumun_bans_active`, `sumun_protection_sources`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let e = self.engine();
+        crate::metrics::family(
+            out,
+            "sumun_findings_total",
+            "counter",
+            "Findings of the inline detections, by detection and severity.",
+        );
+        for ((detection, severity), n) in e.totals() {
+            let _ = writeln!(
+                out,
+                "sumun_findings_total{{detection=\"{detection}\",severity=\"{}\"}} {n}",
+                severity.as_str()
+            );
+        }
+        crate::metrics::family(
+            out,
+            "sumun_bans_active",
+            "gauge",
+            "Source addresses banned now.",
+        );
+        let _ = writeln!(out, "sumun_bans_active {}", e.bans(Now::system()).len());
+        crate::metrics::family(
+            out,
+            "sumun_protection_sources",
+            "gauge",
+            "Source addresses whose counters protection tracks now.",
+        );
+        let _ = writeln!(out, "sumun_protection_sources {}", e.tracked());
+    }
+}
+
+fn build_rules(
+    p: &ProtectionSettings,
+    sets: &HashMap<String, Arc<IpSet>>,
+    geo: Option<Arc<GeoDb>>,
+) -> Rules {
+    let pick = |names: &[String]| {
+        names
+            .iter()
+            .filter_map(|n| sets.get(n).map(|s| (n.clone(), s.clone())))
+            .collect::<Vec<_>>()
+    };
+    let (deny_countries, allow_countries) = match &p.geo {
+        Some(g) => (g.deny_countries.clone(), g.allow_countries.clone()),
+        None => (Vec::new(), Vec::new()),
+    };
+    Rules {
+        deny: pick(&p.deny_ip_sets),
+        allow: pick(&p.allow_ip_sets),
+        geo,
+        deny_countries,
+        allow_countries,
+    }
+}

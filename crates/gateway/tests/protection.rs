@@ -1,0 +1,377 @@
+//! Inline protection against real servers and real clients: brute force with psql is banned at
+//! the threshold, refused in PostgreSQL's own words, lifted through the admin API and after
+//! expiry; refusals across listeners are a scan; a flood from one source is rate limited while
+//! another is served; IP set files and a geo database (built here) refuse addresses and are
+//! re-read when they change.
+
+mod common;
+#[path = "../../protect/tests/support/mmdb.rs"]
+mod mmdb;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::{
+    audit_mark, connect_from, eventually, eventually_async, redis_ping, wait_for_audit, TestDir,
+    TestGateway,
+};
+use sumun_vault::SecretBytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const DAVE_PASSWORD: &str = "dave-Pass-1";
+
+async fn pg_gateway(protection: &str) -> (sumun_testkit::Postgres, TestGateway) {
+    let pg = common::app_postgres(None, &[]).await;
+    let dir = TestDir::new("protect-pg");
+    let mut vault = common::backend_vault(&dir, common::APP_PASSWORD);
+    vault
+        .set_user_password("dave", &SecretBytes::from_slice(DAVE_PASSWORD.as_bytes()))
+        .expect("set password");
+    drop(vault);
+    let rest = format!(
+        r#"
+[[users]]
+name = "dave"
+auth = ["scram"]
+backend_credential = "pg/app"
+[admin]
+listen = "127.0.0.1:0"
+[audit]
+path = "{{dir}}/audit.jsonl"
+[flow_logs]
+path = "{{dir}}/flows.log"
+{protection}
+"#
+    );
+    let toml = common::pg_config("sumun-test", "", "", pg.addr(), "", &rest);
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    (pg, gw)
+}
+
+async fn psql_dave(gw: &TestGateway, password: &str) -> (bool, String, String) {
+    common::psql_appdb(
+        gw.addr("pg").port(),
+        "dave",
+        &["SELECT 40 + 2"],
+        &[("PGPASSWORD", password), ("PGSSLMODE", "disable")],
+    )
+    .await
+}
+
+/// One HTTP/1.1 request to the admin API: (status, body).
+async fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("admin connect");
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("admin reply in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_brute_force_is_banned_refused_in_postgres_words_and_lifted() {
+    let (_pg, gw) = pg_gateway(
+        r#"
+[protection]
+exempt = []
+ban_time = "5s"
+max_ban_time = "5s"
+[protection.brute_force]
+threshold = 3
+"#,
+    )
+    .await;
+    let admin = gw.gateway.admin_addr().await.expect("admin");
+    let (ok, out, err) = psql_dave(&gw, DAVE_PASSWORD).await;
+    assert!(ok && out.trim() == "42", "{out}{err}");
+
+    let mark = audit_mark(&gw);
+    for _ in 0..3 {
+        let (ok, _, err) = psql_dave(&gw, "wrong").await;
+        assert!(!ok);
+        assert!(err.contains("password authentication failed"), "{err}");
+    }
+    let finding = wait_for_audit(&gw, mark, "\"event\":\"finding\"").await;
+    for part in [
+        "\"detection\":\"brute_force\"",
+        "\"technique\":\"T1110\"",
+        "\"action\":\"block\"",
+        "\"src\":\"127.0.0.1\"",
+        "\"records\":3",
+        "\"user\":\"dave\"",
+    ] {
+        assert!(finding.contains(part), "{part} not in {finding}");
+    }
+    // Banned: even the right password is refused at the door, with PostgreSQL's own error.
+    let (ok, _, err) = psql_dave(&gw, DAVE_PASSWORD).await;
+    assert!(!ok);
+    assert!(
+        err.contains("too many failed attempts from this address"),
+        "{err}"
+    );
+    wait_for_audit(&gw, mark, "\"reason\":\"banned\"").await;
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"pg\",reason=\"banned\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("sumun_findings_total{detection=\"brute_force\",severity=\"medium\"}"),
+        1.0
+    );
+    assert_eq!(gw.metric("sumun_bans_active"), 1.0);
+
+    // The admin API shows and lifts the ban.
+    let (status, body) = http(admin, "GET", "/api/bans").await;
+    assert_eq!(status, 200);
+    let bans: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(bans[0]["addr"], "127.0.0.1", "{bans}");
+    assert_eq!(bans[0]["reason"], "brute_force", "{bans}");
+    let (status, body) = http(admin, "GET", "/api/findings").await;
+    assert_eq!(status, 200);
+    let findings: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(findings[0]["detection"], "brute_force", "{findings}");
+    // The evidence: the source's last events (a login, then the three failures).
+    let evidence = findings[0]["evidence"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let failures = evidence
+        .iter()
+        .filter(|e| e["event"] == "auth.failure")
+        .count();
+    assert_eq!(failures, 3, "{findings}");
+    assert_eq!(http(admin, "DELETE", "/api/bans/127.0.0.1").await.0, 204);
+    assert_eq!(http(admin, "DELETE", "/api/bans/127.0.0.1").await.0, 404);
+    assert_eq!(
+        http(admin, "DELETE", "/api/bans/not-an-address").await.0,
+        400
+    );
+    let (ok, out, err) = psql_dave(&gw, DAVE_PASSWORD).await;
+    assert!(
+        ok && out.trim() == "42",
+        "served again after unban: {out}{err}"
+    );
+
+    // Again: banned, and served once the ban expires by itself.
+    for _ in 0..3 {
+        assert!(!psql_dave(&gw, "wrong").await.0);
+    }
+    let (ok, _, err) = psql_dave(&gw, DAVE_PASSWORD).await;
+    assert!(!ok && err.contains("too many failed attempts"), "{err}");
+    let served = eventually_async(Duration::from_secs(30), || async {
+        let (ok, out, _) = psql_dave(&gw, DAVE_PASSWORD).await;
+        ok && out.trim() == "42"
+    })
+    .await;
+    assert!(served, "the ban never expired");
+    // A login right after a burst of failures is itself a finding.
+    let mark = 0;
+    let line = wait_for_audit(&gw, mark, "\"detection\":\"login_after_failures\"").await;
+    assert!(line.contains("\"severity\":\"high\""), "{line}");
+}
+
+/// A raw (`tcp`) gateway in front of a real Redis with `listeners` listeners named l0, l1...,
+/// open to `allowed` only, and `protection` appended.
+async fn redis_gateway(
+    listeners: usize,
+    allowed: &str,
+    protection: &str,
+) -> (sumun_testkit::Redis, TestGateway) {
+    let redis = sumun_testkit::Redis::start_async(sumun_testkit::RedisOptions::default())
+        .await
+        .expect("redis");
+    let mut toml = format!(
+        r#"
+[[security_groups]]
+name = "some"
+ingress = [{{ cidr = "{allowed}" }}]
+[[target_groups]]
+name = "r"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{}" }}]
+[audit]
+path = "{{dir}}/audit.jsonl"
+"#,
+        redis.addr()
+    );
+    for i in 0..listeners {
+        toml.push_str(&format!(
+            "[[listeners]]\nname = \"l{i}\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ntarget_group = \"r\"\nsecurity_groups = [\"some\"]\n"
+        ));
+    }
+    toml.push_str(protection);
+    let gw = TestGateway::start(&toml).await.expect("gateway");
+    (redis, gw)
+}
+
+async fn ping_from(source: &str, addr: SocketAddr) -> bool {
+    match connect_from(source, addr).await {
+        Ok(mut s) => redis_ping(&mut s).await.is_ok_and(|r| r == "+PONG"),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_across_listeners_are_reported_as_a_scan() {
+    let (_redis, gw) = redis_gateway(5, "127.0.0.9/32", "[protection]\nexempt = []\n").await;
+    let mark = audit_mark(&gw);
+    for i in 0..5 {
+        let addr = gw.addr(&format!("l{i}"));
+        assert!(
+            !ping_from("127.0.0.2", addr).await,
+            "security group lets 127.0.0.2 in"
+        );
+    }
+    let line = wait_for_audit(&gw, mark, "\"event\":\"finding\"").await;
+    for part in [
+        "\"detection\":\"scan\"",
+        "\"technique\":\"T1046\"",
+        "\"src\":\"127.0.0.2\"",
+        "\"records\":5",
+        "\"action\":\"log\"",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    assert_eq!(
+        gw.metric("sumun_findings_total{detection=\"scan\",severity=\"medium\"}"),
+        1.0
+    );
+    // Logged, not blocked: the allowed source is served.
+    assert!(ping_from("127.0.0.9", gw.addr("l0")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_source_is_rate_limited_while_another_is_served() {
+    let (_redis, gw) = redis_gateway(
+        1,
+        "127.0.0.0/8",
+        "[protection]\nexempt = []\nmax_connections = 20\nrate_window = \"1h\"\n",
+    )
+    .await;
+    let addr = gw.addr("l0");
+    let mut served = 0;
+    for i in 0..60 {
+        if ping_from("127.0.0.2", addr).await {
+            served += 1;
+        }
+        // The other source is served all along.
+        if i % 10 == 0 {
+            assert!(ping_from("127.0.0.3", addr).await);
+        }
+    }
+    assert_eq!(served, 20, "exactly max_connections served in the window");
+    assert!(ping_from("127.0.0.3", addr).await);
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"l0\",reason=\"rate_limited\"}"),
+        40.0
+    );
+    let log = gw.audit_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"reason\":\"rate_limited\"") && l.contains("127.0.0.2:")),
+        "{log}"
+    );
+    assert!(!log
+        .lines()
+        .any(|l| l.contains("rate_limited") && l.contains("127.0.0.3:")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_and_ip_set_rules_refuse_and_follow_their_files() {
+    let dir = TestDir::new("protect-geo");
+    let geo = dir.path("geo.mmdb");
+    std::fs::write(
+        &geo,
+        mmdb::country_db(&[
+            (Ipv4Addr::new(127, 0, 0, 5), 32, "KP"),
+            (Ipv4Addr::new(127, 0, 0, 6), 32, "NL"),
+        ]),
+    )
+    .expect("write mmdb");
+    std::fs::write(dir.path("blocked.txt"), "# bad hosts\n127.0.0.7\n").expect("write set");
+    let redis = sumun_testkit::Redis::start_async(sumun_testkit::RedisOptions::default())
+        .await
+        .expect("redis");
+    let toml = format!(
+        r#"
+[[ip_sets]]
+name = "blocked"
+file = "{{dir}}/blocked.txt"
+[[ip_sets]]
+name = "loopback"
+cidrs = ["127.0.0.0/8"]
+[[security_groups]]
+name = "lo"
+ingress = [{{ ip_set = "loopback" }}]
+[[listeners]]
+name = "l0"
+bind = "127.0.0.1:0"
+protocol = "tcp"
+target_group = "r"
+security_groups = ["lo"]
+[[target_groups]]
+name = "r"
+health_check = {{ enabled = false }}
+targets = [{{ address = "{}" }}]
+[audit]
+path = "{{dir}}/audit.jsonl"
+[protection]
+exempt = []
+deny_ip_sets = ["blocked"]
+[protection.geo]
+database = "{{dir}}/geo.mmdb"
+deny_countries = ["kp"]
+"#,
+        redis.addr()
+    );
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let addr = gw.addr("l0");
+    assert!(!ping_from("127.0.0.5", addr).await, "KP is denied");
+    assert!(ping_from("127.0.0.6", addr).await, "NL is not");
+    assert!(
+        ping_from("127.0.0.4", addr).await,
+        "unplaced addresses pass a deny list"
+    );
+    assert!(!ping_from("127.0.0.7", addr).await, "in the blocked set");
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"l0\",reason=\"geo\"}"),
+        1.0
+    );
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"l0\",reason=\"ip_set\"}"),
+        1.0
+    );
+    let log = gw.audit_log();
+    assert!(log.contains("\"reason\":\"geo\""), "{log}");
+
+    // Both files are re-read when they change.
+    std::fs::write(gw.dir.path("blocked.txt"), "127.0.0.8\n").expect("rewrite set");
+    std::fs::write(
+        gw.dir.path("geo.mmdb"),
+        mmdb::country_db(&[(Ipv4Addr::new(127, 0, 0, 6), 32, "KP")]),
+    )
+    .expect("rewrite mmdb");
+    let followed = eventually_async(Duration::from_secs(10), || async {
+        ping_from("127.0.0.7", addr).await
+            && ping_from("127.0.0.5", addr).await
+            && !ping_from("127.0.0.8", addr).await
+            && !ping_from("127.0.0.6", addr).await
+    })
+    .await;
+    assert!(followed, "rules did not follow the changed files");
+    let _ = eventually(Duration::from_millis(1), || true).await;
+}
