@@ -538,4 +538,68 @@ mod tests {
             assert_eq!(timeout(Duration::MAX, async { 3 }).await, Ok(3));
         });
     }
+
+    /// A tokio timer in code that runs on a worker panics there (the workers have no time
+    /// driver), and only when that line runs: a timeout path a test never takes would ship.
+    /// So tokio's timers may appear only in the control plane's files.
+    #[test]
+    fn tokio_timers_appear_only_in_control_plane_code() {
+        const CONTROL_PLANE: [&str; 4] = ["health.rs", "lib.rs", "listener.rs", "vault.rs"];
+        const TIMERS: [&str; 6] = [
+            "sleep",
+            "sleep_until",
+            "timeout",
+            "timeout_at",
+            "interval",
+            "interval_at",
+        ];
+        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        assert!(all.len() > 20, "{} source files found", all.len());
+        let mut found = Vec::new();
+        for path in all {
+            let rel = path.strip_prefix(&src).expect("under src");
+            if CONTROL_PLANE.iter().any(|c| rel == std::path::Path::new(c)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                // `tokio::time::Instant` is a clock read, not a timer.
+                let uses_timer = code.match_indices("time::").any(|(i, _)| {
+                    let rest = &code[i + "time::".len()..];
+                    let word: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    TIMERS.contains(&word.as_str())
+                        || (rest.starts_with('{')
+                            && TIMERS.iter().any(|t| {
+                                rest.split(['{', '}', ',', ' '])
+                                    .any(|item| item.trim() == *t)
+                            }))
+                }) && code.contains("tokio");
+                if uses_timer {
+                    found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "tokio timers in code that may run on a worker (use crate::workers::{{timeout, \
+             timeout_at, sleep, sleep_until, Alarm}}):\n{}",
+            found.join("\n")
+        );
+    }
 }
