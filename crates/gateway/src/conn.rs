@@ -122,7 +122,7 @@ pub(crate) async fn handle(
             }
             // Boxed, like every other handshake step: a connection's task keeps only what its
             // relay needs, not the largest state any step ever had (idle memory).
-            let header = Box::pin(tokio::time::timeout_at(
+            let header = Box::pin(crate::workers::timeout_at(
                 handshake_deadline,
                 read_proxy_header(&mut stream),
             ));
@@ -263,7 +263,7 @@ async fn terminate_tls(
 ) {
     let reject = |reason| reject_admitted(listener, shared, &admitted, reason);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-    let tls_stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+    let tls_stream = match crate::workers::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(err)) => {
             tracing::info!(listener = %listener.name, client = %admitted.client, error = %err, "TLS handshake failed");
@@ -416,7 +416,8 @@ pub(crate) async fn checkout(
         // Counted while connecting too, so concurrent picks see the target busy.
         let active = TargetActive::new(&target);
         let connected =
-            tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target.addr)).await;
+            crate::workers::timeout(settings.connect_timeout, TcpStream::connect(target.addr))
+                .await;
         let failure = match connected {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -476,7 +477,7 @@ pub(crate) async fn stop_signal(
         loop {
             let deadline = *drain.borrow_and_update();
             if let Some(deadline) = deadline {
-                tokio::time::sleep_until(deadline).await;
+                crate::workers::sleep_until(deadline).await;
                 return;
             }
             if drain.changed().await.is_err() {

@@ -18,7 +18,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::metrics::ListenerMetrics;
 
@@ -166,7 +166,12 @@ where
     let mut up = Half::default();
     let mut down = Half::default();
     let mut last_activity = Instant::now();
-    let mut idle: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(idle_timeout));
+    // The data plane's alarm (worker event loops have no tokio timers): set for the idle
+    // deadline as of its last look, and moved on when it rings early.
+    let mut idle = crate::workers::Alarm::new();
+    if let Some(at) = last_activity.checked_add(idle_timeout) {
+        idle.set(at.into_std());
+    }
     let mut stop = std::pin::pin!(stop);
     std::future::poll_fn(|cx| {
         let mut moved = false;
@@ -242,14 +247,14 @@ where
         if moved {
             last_activity = Instant::now();
         }
-        if idle.as_mut().poll(cx).is_ready() {
+        if idle.poll_rung(cx).is_ready() {
             let deadline = last_activity + idle_timeout;
             if Instant::now() >= deadline {
                 return Poll::Ready(RelayEnd::IdleTimeout);
             }
-            idle.as_mut().reset(deadline);
-            // Register the new deadline with the timer.
-            let _ = idle.as_mut().poll(cx);
+            idle.set(deadline.into_std());
+            // Register for the new setting.
+            let _ = idle.poll_rung(cx);
         }
         if exhausted {
             // We stopped at the work bound, not because both sides were pending: yield and

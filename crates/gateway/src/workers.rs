@@ -12,12 +12,15 @@
 //! runtime that created the gateway. Without workers (none started yet), connections run there
 //! too.
 //!
-//! Time on the data plane comes from here as well ([`Alarm`], [`coarse_ms`]), not from tokio's
-//! timers: while a tokio timer is pending, every park of an event loop scans the timer wheel
-//! and reads the clock twice, and a session's idle timer is pending for as long as the session
-//! lives. One process-wide clock thread keeps the alarms instead (a session sets one about
-//! once per `park_after`) and a coarse clock that the pools read for the price of an atomic
-//! load, so a worker's event loop parks with an empty timer wheel.
+//! Time on the data plane comes from here as well ([`Alarm`], [`timeout`], [`timeout_at`],
+//! [`sleep`], [`sleep_until`], [`coarse_ms`]), not from tokio's timers: with tokio's time
+//! driver, every park of an event loop scans the timer wheel and reads the clock twice, timer
+//! pending or not (about 800 instructions of a `pgbench -S` transaction's 7,100,
+//! bench/postgres/INSTRUCTIONS.md). The workers' event loops are built without it, so
+//! **`tokio::time::{sleep, timeout, interval, ..}` panic on a worker**: code that may run in a
+//! connection's task uses this module's versions (they work on any runtime). One process-wide
+//! clock thread keeps the alarms (a session sets one about once per `park_after`) and a
+//! coarse clock that the pools read for the price of an atomic load.
 
 use std::cell::Cell;
 use std::cmp::Reverse;
@@ -62,8 +65,10 @@ impl Workers {
         let mut handles = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {
+            // I/O only: no time driver (see `timeout_at`), so a park of the event loop is one
+            // epoll_wait, without a timer-wheel scan and two clock reads around it.
             let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
                 .build()?;
             handles.push(rt.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
@@ -345,6 +350,13 @@ impl Alarm {
         }
     }
 
+    /// An alarm set for `at`.
+    pub(crate) fn new_at(at: Instant) -> Alarm {
+        let mut alarm = Alarm::new();
+        alarm.set(at);
+        alarm
+    }
+
     /// Ring at `at` (or at once, if that has passed), instead of whenever it was set for.
     pub(crate) fn set(&mut self, at: Instant) {
         let seq = self.state.seq.fetch_add(1, Ordering::AcqRel) + 1;
@@ -395,5 +407,199 @@ impl Alarm {
     /// [`Alarm::poll_rung`] as a future.
     pub(crate) fn rung(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| self.poll_rung(cx))
+    }
+}
+
+/// A deadline on the data plane passed ([`timeout`], [`timeout_at`]); says what tokio's
+/// `Elapsed` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Elapsed;
+
+impl std::fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(e: Elapsed) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    }
+}
+
+/// `fut`, or [`Elapsed`] once `deadline` has passed (`None`: never), on the data plane's
+/// clock. The worker event loops run without tokio's time driver (its wheel scan and clock
+/// reads cost every park of the loop, timer pending or not), so code that runs on a worker
+/// waits with this, [`timeout`], [`sleep`] and [`sleep_until`], never with `tokio::time`'s
+/// (which would panic there). As with tokio's, `fut` is polled first, so a ready future wins
+/// over a passed deadline; the alarm is only set once `fut` has to wait.
+pub(crate) fn timeout_at<F: Future>(
+    deadline: impl Into<Instant>,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    within(Some(deadline.into()), fut)
+}
+
+/// [`timeout_at`] `after` from now (the deadline is taken now, not at the first poll).
+pub(crate) fn timeout<F: Future>(
+    after: Duration,
+    fut: F,
+) -> impl Future<Output = Result<F::Output, Elapsed>> {
+    // A deadline too far to represent is no deadline.
+    within(Instant::now().checked_add(after), fut)
+}
+
+/// Ready at `deadline`, on the data plane's clock (see [`timeout_at`]).
+pub(crate) async fn sleep_until(deadline: impl Into<Instant>) {
+    let _ = timeout_at(deadline, std::future::pending::<()>()).await;
+}
+
+/// Ready `after` from now, on the data plane's clock (see [`timeout_at`]).
+pub(crate) fn sleep(after: Duration) -> impl Future<Output = ()> {
+    let deadline = Instant::now().checked_add(after);
+    async move {
+        let _ = within(deadline, std::future::pending::<()>()).await;
+    }
+}
+
+async fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let Some(deadline) = deadline else {
+        return Ok(fut.await);
+    };
+    let mut alarm: Option<Alarm> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let alarm = match alarm.as_mut() {
+            Some(alarm) => alarm,
+            None => {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Err(Elapsed));
+                }
+                alarm.insert(Alarm::new_at(deadline))
+            }
+        };
+        match alarm.poll_rung(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event loop like a worker's: I/O only, no tokio time driver (a tokio timer panics).
+    fn worker_like() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn timeouts_and_sleeps_run_without_tokio_timers() {
+        worker_like().block_on(async {
+            let started = Instant::now();
+            sleep(Duration::from_millis(30)).await;
+            assert!(started.elapsed() >= Duration::from_millis(30));
+
+            let waited = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+            assert_eq!(waited, Err(Elapsed));
+            assert_eq!(Elapsed.to_string(), "deadline has elapsed");
+
+            let ready = timeout(Duration::from_secs(60), async { 7 }).await;
+            assert_eq!(ready, Ok(7));
+
+            // A deadline already passed: a ready future still wins, a pending one is late.
+            let past = Instant::now();
+            assert_eq!(timeout_at(past, async { 1 }).await, Ok(1));
+            assert_eq!(
+                timeout_at(past, std::future::pending::<()>()).await,
+                Err(Elapsed)
+            );
+
+            // Finishing before the deadline: the value, and the alarm is gone.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = tx.send(5);
+            });
+            assert_eq!(timeout(Duration::from_secs(60), rx).await, Ok(Ok(5)));
+
+            sleep_until(Instant::now() + Duration::from_millis(5)).await;
+            // Too far to represent: no deadline at all.
+            assert_eq!(timeout(Duration::MAX, async { 3 }).await, Ok(3));
+        });
+    }
+
+    /// A tokio timer in code that runs on a worker panics there (the workers have no time
+    /// driver), and only when that line runs: a timeout path a test never takes would ship.
+    /// So tokio's timers may appear only in the control plane's files.
+    #[test]
+    fn tokio_timers_appear_only_in_control_plane_code() {
+        const CONTROL_PLANE: [&str; 4] = ["health.rs", "lib.rs", "listener.rs", "vault.rs"];
+        const TIMERS: [&str; 6] = [
+            "sleep",
+            "sleep_until",
+            "timeout",
+            "timeout_at",
+            "interval",
+            "interval_at",
+        ];
+        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        assert!(all.len() > 20, "{} source files found", all.len());
+        let mut found = Vec::new();
+        for path in all {
+            let rel = path.strip_prefix(&src).expect("under src");
+            if CONTROL_PLANE.iter().any(|c| rel == std::path::Path::new(c)) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                // `tokio::time::Instant` is a clock read, not a timer.
+                let uses_timer = code.match_indices("time::").any(|(i, _)| {
+                    let rest = &code[i + "time::".len()..];
+                    let word: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    TIMERS.contains(&word.as_str())
+                        || (rest.starts_with('{')
+                            && TIMERS.iter().any(|t| {
+                                rest.split(['{', '}', ',', ' '])
+                                    .any(|item| item.trim() == *t)
+                            }))
+                }) && code.contains("tokio");
+                if uses_timer {
+                    found.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "tokio timers in code that may run on a worker (use crate::workers::{{timeout, \
+             timeout_at, sleep, sleep_until, Alarm}}):\n{}",
+            found.join("\n")
+        );
     }
 }

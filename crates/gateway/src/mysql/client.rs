@@ -96,7 +96,7 @@ pub(super) async fn login(fe: &Arc<MysqlFrontEnd>, conn: Accepted) -> Option<Log
     let _ = stream.set_nodelay(true);
     let connection_id = fe.connection_id();
     let mut client = Packets::new(Stream::Plain(stream));
-    let exchange = tokio::time::timeout_at(
+    let exchange = crate::workers::timeout_at(
         handshake_deadline,
         exchange(
             fe,

@@ -128,7 +128,7 @@ impl Pool {
                 self.stats.waits.fetch_add(1, Ordering::Relaxed);
             }
             self.stats.waiting.fetch_add(1, Ordering::Relaxed);
-            let woke = tokio::time::timeout_at(deadline, freed).await;
+            let woke = crate::workers::timeout_at(deadline, freed).await;
             self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
             if woke.is_err() {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -289,7 +289,7 @@ impl Pools {
 /// Close a server connection politely (`COM_QUIT`).
 pub(super) async fn quit(mut conn: ServerConn) {
     conn.packets.seq = 0;
-    let _ = tokio::time::timeout(
+    let _ = crate::workers::timeout(
         Duration::from_secs(1),
         conn.packets.write(&[sumun_wire::mysql::flags::COM_QUIT]),
     )

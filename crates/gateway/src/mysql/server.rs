@@ -492,28 +492,26 @@ pub(super) async fn open_on(
     let attempts = cred.passwords.len().max(1);
     let mut last = None;
     for i in 0..attempts {
-        let stream = match tokio::time::timeout(
-            group.connect_timeout,
-            TcpStream::connect(target.addr),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                target.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ServerFail::gateway(format!(
-                    "no backend server is available: cannot connect to {}: {e}",
-                    target.address
-                )));
-            }
-            Err(_) => {
-                target.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(ServerFail::gateway(format!(
-                    "no backend server is available: connecting to {} timed out",
-                    target.address
-                )));
-            }
-        };
+        let stream =
+            match crate::workers::timeout(group.connect_timeout, TcpStream::connect(target.addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(ServerFail::gateway(format!(
+                        "no backend server is available: cannot connect to {}: {e}",
+                        target.address
+                    )));
+                }
+                Err(_) => {
+                    target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(ServerFail::gateway(format!(
+                        "no backend server is available: connecting to {} timed out",
+                        target.address
+                    )));
+                }
+            };
         let login = Login {
             user: &user,
             password: cred.passwords.get(i),
@@ -522,7 +520,7 @@ pub(super) async fn open_on(
             charset,
             attributes,
         };
-        let done = tokio::time::timeout(
+        let done = crate::workers::timeout(
             group.connect_timeout.max(std::time::Duration::from_secs(5)),
             login_on(fe, stream, group, &group.name, &target.address, &login),
         )

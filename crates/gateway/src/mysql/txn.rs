@@ -288,7 +288,7 @@ async fn reset(packets: &mut Packets<ServerStream>) -> Result<(), String> {
         .write(&[COM_RESET_CONNECTION])
         .await
         .map_err(|e| e.to_string())?;
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), packets.read())
+    let answer = crate::workers::timeout(std::time::Duration::from_secs(5), packets.read())
         .await
         .map_err(|_| "no answer to COM_RESET_CONNECTION".to_string())?
         .map_err(|e| e.to_string())?;
@@ -344,8 +344,13 @@ impl State {
         let shared = ctx.shared.clone();
         let stop = shared.stop.wait();
         tokio::pin!(stop);
-        let timer = tokio::time::sleep(idle);
-        tokio::pin!(timer);
+        // The data plane's alarm (worker event loops have no tokio timers): it rings at the
+        // deadline as of its last setting; a client read only moves `deadline` on.
+        let mut deadline = std::time::Instant::now().checked_add(idle);
+        let mut timer = crate::workers::Alarm::new();
+        if let Some(at) = deadline {
+            timer.set(at);
+        }
         let mut cchunk = vec![0u8; 8192];
         let mut schunk = vec![0u8; 16384];
         loop {
@@ -364,7 +369,7 @@ impl State {
                         }
                     } => Event::Server(r),
                     r = client.read(&mut cchunk), if read_client => Event::Client(r),
-                    () = &mut timer => Event::Timer,
+                    () = timer.rung() => Event::Timer,
                     () = &mut stop => Event::Stop,
                 }
             };
@@ -384,13 +389,23 @@ impl State {
                 Event::Client(Ok(n)) => {
                     crate::frontend::count(&ctx.flow.counters, true, n);
                     cbuf.extend_from_slice(&cchunk[..n]);
-                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    deadline = std::time::Instant::now().checked_add(idle);
                 }
                 Event::Timer => {
-                    if self.inflight.is_none() {
-                        return End::IdleTimeout;
+                    let now = std::time::Instant::now();
+                    match deadline {
+                        // Rang for an earlier deadline: a client read moved it on.
+                        Some(at) if now < at => timer.set(at),
+                        _ => {
+                            if self.inflight.is_none() {
+                                return End::IdleTimeout;
+                            }
+                            deadline = now.checked_add(idle);
+                            if let Some(at) = deadline {
+                                timer.set(at);
+                            }
+                        }
                     }
-                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
                 Event::Stop => return End::Stopped,
             }

@@ -184,10 +184,10 @@ pub(crate) async fn send(
     addr: std::net::SocketAddr,
     pid: u32,
     key: u32,
-) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+) -> Result<std::io::Result<()>, crate::workers::Elapsed> {
     let mut w = Writer::new();
     w.cancel_request(pid, key);
-    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    crate::workers::timeout(std::time::Duration::from_secs(5), async {
         let mut s = TcpStream::connect(addr).await?;
         s.write_all(&w.buf).await?;
         s.shutdown().await

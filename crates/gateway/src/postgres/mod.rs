@@ -367,7 +367,7 @@ async fn login(
     fe: &PostgresFrontEnd,
     deadline: Instant,
 ) -> Result<(ClientStream, ClientStartup, auth::Identity), Unserved> {
-    let negotiated = tokio::time::timeout_at(
+    let negotiated = crate::workers::timeout_at(
         deadline,
         negotiate(stream, admitted, snap, listener, shared, fe),
     )
@@ -396,7 +396,7 @@ async fn login(
         .await;
         return Err(Unserved::of("refused", &startup.user, &startup.database));
     }
-    let authed = tokio::time::timeout_at(
+    let authed = crate::workers::timeout_at(
         deadline,
         Box::pin(auth::authenticate(
             &mut client,
@@ -672,7 +672,7 @@ async fn read_startup(client: &mut ClientStream) -> Result<StartupPacket, Startu
 pub(crate) async fn fatal(client: &mut ClientStream, code: &str, message: &str) {
     let mut w = Writer::new();
     w.error("FATAL", code, message);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+    let _ = crate::workers::timeout(std::time::Duration::from_secs(2), async {
         let _ = client.send(&w.buf).await;
         let _ = client.shutdown().await;
     })
@@ -774,6 +774,12 @@ pub struct ClientInfo {
     /// Identifies the session in audit events: 16 hex digits (the process id, then random).
     session_id: [u8; 16],
     now: std::sync::Mutex<ClientNow>,
+    /// Whether `now.server` is where the client's queries run now. A transaction-mode client
+    /// is mostly given the connection it had before, so between transactions only this flag
+    /// changes, not the server under the lock.
+    on_server: std::sync::atomic::AtomicBool,
+    /// The `ServerConn::id` of `now.server` (0: none yet). Written by the session alone.
+    server_id: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -800,6 +806,8 @@ impl ClientInfo {
             secret_key,
             session_id,
             now: std::sync::Mutex::new(ClientNow::default()),
+            on_server: std::sync::atomic::AtomicBool::new(false),
+            server_id: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -813,11 +821,30 @@ impl ClientInfo {
 
     /// Where a cancel request for this client goes now.
     pub fn server(&self) -> Option<(SocketAddr, u32, u32)> {
-        self.now().server
+        let now = self.now();
+        // Read under the lock: the server changes only under it, so the pair is one that was.
+        now.server
+            .filter(|_| self.on_server.load(std::sync::atomic::Ordering::Acquire))
     }
 
-    pub(crate) fn set_server(&self, server: Option<(SocketAddr, u32, u32)>) {
-        self.now().server = server;
+    /// The client's queries run on connection `id` now, at `server()` (address, process id,
+    /// secret key). The same connection as last time takes no lock.
+    pub(crate) fn attach(&self, id: u64, server: impl FnOnce() -> (SocketAddr, u32, u32)) {
+        use std::sync::atomic::Ordering;
+        if self.server_id.load(Ordering::Relaxed) == id {
+            self.on_server.store(true, Ordering::Release);
+            return;
+        }
+        let mut now = self.now();
+        now.server = Some(server());
+        self.server_id.store(id, Ordering::Relaxed);
+        self.on_server.store(true, Ordering::Release);
+    }
+
+    /// The client has no server now (a cancel request finds nothing to cancel).
+    pub(crate) fn detach(&self) {
+        self.on_server
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
     pub fn pinned(&self) -> Option<&'static str> {

@@ -381,7 +381,7 @@ impl Pool {
                 Ok(permit) => Ok(Slot::New(permit)),
                 Err(_) => Err(CheckoutError::Stopped),
             },
-            () = tokio::time::sleep_until(deadline) => {
+            () = crate::workers::sleep_until(deadline) => {
                 self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(CheckoutError::Timeout(settings.checkout_timeout))
             }

@@ -29,6 +29,9 @@ pub struct ServerConn {
     pub addr: SocketAddr,
     pub process_id: u32,
     pub secret_key: u32,
+    /// Unique in the process (never 0): which connection a client was last shown on
+    /// (`ClientInfo::attach`), without comparing addresses and keys.
+    pub id: u64,
     /// Session parameters as the server last reported them (ParameterStatus), plus those the
     /// gateway set on it.
     pub params: HashMap<String, String>,
@@ -231,13 +234,13 @@ impl ServerConn {
         proxy_header: Option<&[u8]>,
         tls: Option<&TlsTo>,
     ) -> Result<ServerConn, ServerError> {
-        let mut tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let mut tcp = match crate::workers::timeout(timeout, TcpStream::connect(addr)).await {
             Err(_) => return Err(ServerError::Timeout(addr)),
             Ok(Err(source)) => return Err(ServerError::Connect { addr, source }),
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let opened = tokio::time::timeout(timeout, async {
+        let opened = crate::workers::timeout(timeout, async {
             if let Some(h) = proxy_header {
                 tcp.write_all(h).await?;
             }
@@ -257,6 +260,10 @@ impl ServerConn {
             addr,
             process_id: 0,
             secret_key: 0,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             params: HashMap::new(),
             created: now,
             last_used: now,
@@ -268,7 +275,7 @@ impl ServerConn {
             dialect: sumun_wire::sql::Dialect::STANDARD,
             prepared: Default::default(),
         };
-        match tokio::time::timeout(timeout, conn.login(login)).await {
+        match crate::workers::timeout(timeout, conn.login(login)).await {
             Err(_) => Err(ServerError::Timeout(addr)),
             Ok(r) => r.map(|()| conn),
         }
@@ -510,7 +517,7 @@ impl ServerConn {
     pub async fn terminate(mut self) {
         let mut w = Writer::new();
         w.terminate();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = crate::workers::timeout(std::time::Duration::from_secs(1), async {
             let _ = self.stream.send(&w.buf).await;
             let _ = self.stream.shutdown().await;
         })

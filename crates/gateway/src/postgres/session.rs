@@ -378,7 +378,7 @@ impl crate::park::Dormant for Asleep {
                 // The socket has just joined this event loop, which learns that it is readable
                 // at its next turn; until then a read would find nothing, and a session idle
                 // past `park_after` would park again at once instead of reading.
-                let _ = tokio::time::timeout(Duration::from_secs(1), client.readable()).await;
+                let _ = crate::workers::timeout(Duration::from_secs(1), client.readable()).await;
             }
             let Asleep { core, tls } = *self;
             drive(Session::new(ClientStream::unpark(client, tls), core)).await
@@ -802,7 +802,7 @@ impl Session {
         });
         match key {
             Ok(key) => {
-                key.info.set_server(Some(server));
+                key.info.attach(a.server.conn.id, || server);
                 // The old key leaves the registry as it is dropped here.
                 self.core.cancel = key;
                 // The client now knows this server by its pid: it is the client's own, and
@@ -894,7 +894,7 @@ impl Session {
                     // Have the health checks look now, not at their next interval, so the
                     // promoted replica is seen as primary promptly.
                     group.recheck_now();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::workers::sleep(Duration::from_millis(100)).await;
                     tried.clear();
                     continue;
                 }
@@ -962,11 +962,11 @@ impl Session {
         self.core.dialect = attached.server.conn.dialect;
         let target = &attached.target;
         // Cancel requests go to this server now (and the admin API shows it).
-        self.core.cancel.info.set_server(Some((
-            target.addr,
-            attached.server.conn.process_id,
-            attached.server.conn.secret_key,
-        )));
+        let conn = &attached.server.conn;
+        self.core
+            .cancel
+            .info
+            .attach(conn.id, || (target.addr, conn.process_id, conn.secret_key));
         self.attached = Some(attached);
         self.core.last_route = want;
     }
@@ -1316,7 +1316,7 @@ impl Session {
         };
         self.parses.clear();
         self.forget_unanswered();
-        self.core.cancel.info.set_server(None);
+        self.core.cancel.info.detach();
         if !self.sbuf.is_empty() || self.pending != 0 || self.tx_status != b'I' {
             a.server.conn.broken = true;
             self.sbuf.clear();
@@ -1342,7 +1342,7 @@ impl Session {
     fn detach_broken(&mut self) {
         self.parses.clear();
         self.forget_unanswered();
-        self.core.cancel.info.set_server(None);
+        self.core.cancel.info.detach();
         if let Some(mut a) = self.attached.take() {
             a.server.conn.broken = true;
             a.pool.release(a.server, self.settings());
@@ -2102,7 +2102,7 @@ impl Session {
         self.parses.clear();
         self.forget_unanswered();
         tracing::warn!(listener = %self.core.listener.name, client = %self.core.flow.client, target = %a.target.address, error = %why, "backend connection lost");
-        self.core.cancel.info.set_server(None);
+        self.core.cancel.info.detach();
         a.server.conn.broken = true;
         let replay = a.replayable.then(|| std::mem::take(&mut a.replay));
         a.pool.release(a.server, self.settings());
@@ -2173,7 +2173,7 @@ impl Session {
         unread.append(&mut conn.pending);
         conn.pending = unread;
         let mut expected = self.pending + 1;
-        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        let drained = crate::workers::timeout(Duration::from_secs(5), async {
             let mut status = b'I';
             while expected > 0 {
                 let (tag, body) = conn.read_message().await.ok()?;
@@ -2211,7 +2211,7 @@ impl Session {
                 false
             } else if self.core.profile.mode == PoolMode::Session || self.pinned.is_some() {
                 matches!(
-                    tokio::time::timeout(
+                    crate::workers::timeout(
                         Duration::from_secs(5),
                         a.server.conn.simple("DISCARD ALL")
                     )
@@ -2247,9 +2247,9 @@ impl Session {
                 ),
             };
             w.error("FATAL", code, msg);
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.client.send(&w.buf)).await;
+            let _ = crate::workers::timeout(Duration::from_secs(1), self.client.send(&w.buf)).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.shutdown()).await;
+        let _ = crate::workers::timeout(Duration::from_secs(1), self.client.shutdown()).await;
         self.core.end_records(&end, self.pinned);
     }
 }

@@ -54,12 +54,12 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
         _ => snap.tls.clone(),
     };
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout_at(handshake_deadline, stream.peek(&mut first)).await;
+    let peeked = crate::workers::timeout_at(handshake_deadline, stream.peek(&mut first)).await;
     let hello_is_tls = matches!(peeked, Ok(Ok(1))) && first[0] == 0x16;
     let mut client: Box<dyn Io> = match (&tls, hello_is_tls) {
         (Some(ctx), true) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(ctx.server_config());
-            match tokio::time::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
+            match crate::workers::timeout_at(handshake_deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => Box::new(s),
                 _ => {
                     listener.metrics.reject(RejectReason::TlsHandshake);
@@ -84,7 +84,7 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
         _ => Box::new(stream),
     };
     let is_tls = hello_is_tls && tls.is_some();
-    let login = tokio::time::timeout_at(
+    let login = crate::workers::timeout_at(
         handshake_deadline,
         login(
             &fe,
@@ -454,19 +454,20 @@ async fn connect(
             break;
         };
         tried.push(target.addr);
-        let tcp = match tokio::time::timeout(group.connect_timeout, TcpStream::connect(target.addr))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            _ => {
-                target.connect_errors.fetch_add(1, Ordering::Relaxed);
-                last = format!(
-                    "no backend server is available: cannot connect to {}",
-                    target.address
-                );
-                continue;
-            }
-        };
+        let tcp =
+            match crate::workers::timeout(group.connect_timeout, TcpStream::connect(target.addr))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                _ => {
+                    target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    last = format!(
+                        "no backend server is available: cannot connect to {}",
+                        target.address
+                    );
+                    continue;
+                }
+            };
         let mut stream = match login_on(tcp, &group, &target.address, &cred).await {
             Ok(s) => s,
             Err(Failed::Target(why)) => {
@@ -641,10 +642,11 @@ async fn request(stream: &mut Box<dyn Io>, cmd: &[u8]) -> Result<sumun_wire::res
         if let Some((value, _)) = decoder.decode(&buf).map_err(|e| e.to_string())? {
             return Ok(value);
         }
-        let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| "no answer within 10 s".to_string())?
-            .map_err(|e| e.to_string())?;
+        let n =
+            crate::workers::timeout(std::time::Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .map_err(|_| "no answer within 10 s".to_string())?
+                .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("the server closed the connection".into());
         }
@@ -737,8 +739,13 @@ impl Session<'_> {
     ) -> &'static str {
         let stop = self.shared.stop.wait();
         tokio::pin!(stop);
-        let timer = tokio::time::sleep(idle);
-        tokio::pin!(timer);
+        // The data plane's alarm (worker event loops have no tokio timers): it rings at the
+        // deadline as of its last setting; a client read only moves `deadline` on.
+        let mut deadline = std::time::Instant::now().checked_add(idle);
+        let mut timer = crate::workers::Alarm::new();
+        if let Some(at) = deadline {
+            timer.set(at);
+        }
         let mut cchunk = vec![0u8; 16384];
         let mut schunk = vec![0u8; 16384];
         let mut sbuf: Vec<u8> = Vec::new();
@@ -754,7 +761,7 @@ impl Session<'_> {
                 // A client far ahead of its replies is not read until they catch up (as Redis
                 // stops reading a client whose output is backed up).
                 r = client.read(&mut cchunk), if self.pending.len() < MAX_PENDING => Event::Client(r),
-                () = &mut timer => Event::Timer,
+                () = timer.rung() => Event::Timer,
                 () = &mut stop => Event::Stop,
             };
             match event {
@@ -775,13 +782,23 @@ impl Session<'_> {
                         tracing::info!(listener = %self.listener, client = %self.client_addr, "closing a client that reached the query buffer limit");
                         return "query_buffer_limit";
                     }
-                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                    deadline = std::time::Instant::now().checked_add(idle);
                 }
                 Event::Timer => {
-                    if self.pending.is_empty() {
-                        return "idle_timeout";
+                    let now = std::time::Instant::now();
+                    match deadline {
+                        // Rang for an earlier deadline: a client read moved it on.
+                        Some(at) if now < at => timer.set(at),
+                        _ => {
+                            if self.pending.is_empty() {
+                                return "idle_timeout";
+                            }
+                            deadline = now.checked_add(idle);
+                            if let Some(at) = deadline {
+                                timer.set(at);
+                            }
+                        }
                     }
-                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
                 }
                 Event::Stop => return "drained",
             }
