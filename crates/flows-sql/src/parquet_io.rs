@@ -16,7 +16,7 @@ use parquet::basic::Compression;
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
 use parquet::file::properties::WriterProperties;
-use parquet::file::reader::{FileReader, RowGroupReader};
+use parquet::file::reader::{ChunkReader, FileReader};
 use parquet::file::serialized_reader::SerializedFileReader;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
@@ -43,9 +43,16 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, QueryError>) -> Result<
 
 /// Column names and the number of row groups of a Parquet file.
 pub fn describe(path: &Path) -> Result<(Vec<String>, usize), QueryError> {
+    let f = File::open(path).map_err(|e| perr(path, e))?;
+    describe_from(f, path)
+}
+
+fn describe_from<R: ChunkReader + 'static>(
+    input: R,
+    path: &Path,
+) -> Result<(Vec<String>, usize), QueryError> {
     guarded(path, || {
-        let f = File::open(path).map_err(|e| perr(path, e))?;
-        let r = SerializedFileReader::new(f).map_err(|e| perr(path, e))?;
+        let r = SerializedFileReader::new(input).map_err(|e| perr(path, e))?;
         let md = r.metadata();
         let names = md
             .file_metadata()
@@ -67,6 +74,10 @@ fn physical(c: usize) -> &'static str {
     }
 }
 
+/// Rows decoded at a time: what a scan holds in memory per column, whatever row count a file
+/// claims.
+const BATCH: usize = 8 * 1024;
+
 /// Reads the columns `plan` needs from one row group and calls `each` with every row (a slice
 /// indexed by column, as the text scan makes). `each` returns false to stop.
 pub fn scan_row_group(
@@ -75,7 +86,46 @@ pub fn scan_row_group(
     plan: &Plan,
     each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
 ) -> Result<(), QueryError> {
-    let path = &file.path;
+    let f = File::open(&file.path).map_err(|e| perr(&file.path, e))?;
+    scan_group_from(f, &file.path, group, plan, each)
+}
+
+/// Every row group of a Parquet file held in memory, as [`scan_row_group`] reads one (for the
+/// fuzz target: the same decoding, no file). Returns the rows read.
+pub fn scan_bytes(
+    data: &[u8],
+    plan: &Plan,
+    each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
+) -> Result<u64, QueryError> {
+    let path = Path::new("<memory>");
+    let data = bytes::Bytes::copy_from_slice(data);
+    let (_, groups) = describe_from(data.clone(), path)?;
+    let mut rows = 0;
+    for g in 0..groups {
+        scan_group_from(data.clone(), path, g, plan, &mut |vals| {
+            rows += 1;
+            each(vals)
+        })?;
+    }
+    Ok(rows)
+}
+
+/// One column being read: which of ours it fills, its reader and buffer.
+struct Stream {
+    /// Index in [`COLUMNS`]; `None` for a column read only to count rows.
+    col: Option<usize>,
+    reader: ColumnReader,
+    max_def: i16,
+    values: Vec<Value>,
+}
+
+fn scan_group_from<R: ChunkReader + 'static>(
+    input: R,
+    path: &Path,
+    group: usize,
+    plan: &Plan,
+    each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
+) -> Result<(), QueryError> {
     let needed = plan.scan_cols();
     // Stored columns to read: the derived ones come from `start`.
     let mut stored: Vec<usize> = Vec::new();
@@ -85,11 +135,15 @@ pub fn scan_row_group(
             stored.push(s);
         }
     }
-    let columns = guarded(path, || {
-        let f = File::open(path).map_err(|e| perr(path, e))?;
-        let r = SerializedFileReader::new(f).map_err(|e| perr(path, e))?;
+    let len = input.len();
+    let r = guarded(path, || {
+        SerializedFileReader::new(input).map_err(|e| perr(path, e))
+    })?;
+    check_chunks(&r, group, len).map_err(|m| perr(path, m))?;
+    let (declared, mut streams) = guarded(path, || {
         let rg = r.get_row_group(group).map_err(|e| perr(path, e))?;
-        let rows = usize::try_from(rg.metadata().num_rows()).unwrap_or(0);
+        let declared = u64::try_from(rg.metadata().num_rows())
+            .map_err(|_| perr(path, "negative row count"))?;
         let names: Vec<String> = rg
             .metadata()
             .schema_descr()
@@ -97,79 +151,149 @@ pub fn scan_row_group(
             .iter()
             .map(|c| c.name().to_ascii_lowercase())
             .collect();
-        let mut out: Vec<(usize, Vec<Value>)> = Vec::new();
+        let mut streams = Vec::new();
+        let open = |i: usize, col: Option<usize>| -> Result<Stream, QueryError> {
+            Ok(Stream {
+                col,
+                reader: rg.get_column_reader(i).map_err(|e| perr(path, e))?,
+                max_def: rg.metadata().column(i).column_descr().max_def_level(),
+                values: Vec::new(),
+            })
+        };
         for &c in &stored {
-            let values = match names.iter().position(|n| n == COLUMNS[c].name) {
-                Some(i) => read_column(&*rg, i, c, rows).map_err(|e| perr(path, e))?,
-                None => vec![Value::Null; rows],
-            };
-            if values.len() != rows {
-                return Err(perr(
-                    path,
-                    format!(
-                        "column {} has {} values for {rows} rows",
-                        COLUMNS[c].name,
-                        values.len()
-                    ),
-                ));
+            if let Some(i) = names.iter().position(|n| n == COLUMNS[c].name) {
+                streams.push(open(i, Some(c))?);
             }
-            out.push((c, values));
         }
-        Ok((rows, out))
+        // Rows are counted by decoding a column, not taken from the row count the file
+        // claims: when the query reads none of its columns, the first one is read for that.
+        if streams.is_empty() && !names.is_empty() {
+            streams.push(open(0, None)?);
+        }
+        Ok((declared, streams))
     })?;
-    let (rows, columns) = columns;
+    if streams.is_empty() {
+        if declared > 0 {
+            return Err(perr(path, format!("{declared} rows but no columns")));
+        }
+        return Ok(());
+    }
+
     let derived: Vec<usize> = needed.iter().copied().filter(|c| *c >= STORED).collect();
-    let start_col = columns.iter().find(|(c, _)| *c == 10).map(|(_, v)| v);
+    let start_at = streams.iter().position(|s| s.col == Some(10));
     let mut vals = vec![Value::Null; COLUMNS.len()];
     let mut day_cache: Option<(i64, [Arc<str>; 4])> = None;
-    for r in 0..rows {
-        for (c, v) in &columns {
-            vals[*c] = v[r].clone();
-        }
-        if !derived.is_empty() {
-            let start = start_col.and_then(|s| match s[r] {
-                Value::Int(n) if n >= 0 => Some(n),
-                _ => None,
-            });
-            for &c in &derived {
-                vals[c] = match start {
-                    None => Value::Null,
-                    Some(s) => {
-                        let day = s / 86_400;
-                        if day_cache.as_ref().is_none_or(|(d, _)| *d != day) {
-                            day_cache = Some((day, day_parts(day)));
-                        }
-                        let i = match COLUMNS[c].source {
-                            Source::Year => 0,
-                            Source::Month => 1,
-                            Source::Day => 2,
-                            _ => 3,
-                        };
-                        day_cache
-                            .as_ref()
-                            .map_or(Value::Null, |(_, p)| Value::Str(p[i].clone()))
-                    }
-                };
+    let mut total: u64 = 0;
+    loop {
+        let mut n = None;
+        for s in &mut streams {
+            let got = guarded(path, || read_batch(s).map_err(|e| perr(path, e)))?;
+            match n {
+                None => n = Some(got),
+                Some(m) if m != got => {
+                    return Err(perr(
+                        path,
+                        format!("columns of row group {group} have different numbers of values"),
+                    ))
+                }
+                Some(_) => {}
             }
         }
-        if !each(&vals)? {
+        let n = n.unwrap_or(0);
+        if n == 0 {
             break;
+        }
+        total += n as u64;
+        if total > declared {
+            return Err(perr(
+                path,
+                format!("row group {group} holds more values than its {declared} rows"),
+            ));
+        }
+        for r in 0..n {
+            for s in &streams {
+                if let (Some(c), Some(v)) = (s.col, s.values.get(r)) {
+                    vals[c] = v.clone();
+                }
+            }
+            if !derived.is_empty() {
+                let start = start_at
+                    .and_then(|i| streams[i].values.get(r))
+                    .and_then(|v| match v {
+                        Value::Int(n) if *n >= 0 => Some(*n),
+                        _ => None,
+                    });
+                for &c in &derived {
+                    vals[c] = match start {
+                        None => Value::Null,
+                        Some(s) => {
+                            let day = s / 86_400;
+                            if day_cache.as_ref().is_none_or(|(d, _)| *d != day) {
+                                day_cache = Some((day, day_parts(day)));
+                            }
+                            let i = match COLUMNS[c].source {
+                                Source::Year => 0,
+                                Source::Month => 1,
+                                Source::Day => 2,
+                                _ => 3,
+                            };
+                            day_cache
+                                .as_ref()
+                                .map_or(Value::Null, |(_, p)| Value::Str(p[i].clone()))
+                        }
+                    };
+                }
+            }
+            if !each(&vals)? {
+                return Ok(());
+            }
+        }
+    }
+    if total != declared {
+        return Err(perr(
+            path,
+            format!("row group {group} holds {total} rows, not the {declared} it declares"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what the `parquet` crate asserts instead of reporting (it panics on a column chunk
+/// with a negative offset or length): every chunk of row `group` within the file.
+fn check_chunks<R: ChunkReader + 'static>(
+    r: &SerializedFileReader<R>,
+    group: usize,
+    len: u64,
+) -> Result<(), String> {
+    let md = r.metadata();
+    if group >= md.num_row_groups() {
+        return Err(format!("no row group {group}"));
+    }
+    for (i, c) in md.row_group(group).columns().iter().enumerate() {
+        let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+        let size = c.compressed_size();
+        let end = u64::try_from(start)
+            .ok()
+            .zip(u64::try_from(size).ok())
+            .and_then(|(a, b)| a.checked_add(b));
+        if end.is_none_or(|e| e > len) {
+            return Err(format!(
+                "column chunk {i} of row group {group} lies outside the file (offset {start}, \
+                 {size} bytes, file of {len} bytes)"
+            ));
         }
     }
     Ok(())
 }
 
-fn read_column(
-    rg: &dyn RowGroupReader,
-    i: usize,
-    c: usize,
-    rows: usize,
-) -> Result<Vec<Value>, parquet::errors::ParquetError> {
-    const BATCH: usize = 64 * 1024;
-    let mut out: Vec<Value> = Vec::with_capacity(rows);
+/// Decodes up to [`BATCH`] values of a column into `s.values` (nulls in place); returns how
+/// many rows they are.
+fn read_batch(s: &mut Stream) -> Result<usize, parquet::errors::ParquetError> {
     let mut defs: Vec<i16> = Vec::new();
-    let ty = COLUMNS[c].ty;
-    let max_def = rg.metadata().column(i).column_descr().max_def_level();
+    let max_def = s.max_def;
+    let out = &mut s.values;
+    out.clear();
+    let ty = s.col.map_or(Type::Unknown, |c| COLUMNS[c].ty);
     // Values come densely (nulls left out); definition levels say where they go.
     fn place<T>(
         out: &mut Vec<Value>,
@@ -181,7 +305,8 @@ fn read_column(
     ) {
         let mut it = values.into_iter();
         if max_def == 0 {
-            out.extend(it.take(n).map(f));
+            out.extend(it.by_ref().take(n).map(&mut *f));
+            out.resize(n, Value::Null);
             return;
         }
         for d in defs.iter().take(n) {
@@ -191,37 +316,27 @@ fn read_column(
                 out.push(Value::Null);
             }
         }
+        out.resize(n, Value::Null);
     }
-    let mut last: Option<Arc<str>> = None;
-    match rg.get_column_reader(i)? {
-        ColumnReader::Int32ColumnReader(mut r) => loop {
+    let counting = s.col.is_none();
+    let n = match &mut s.reader {
+        ColumnReader::Int32ColumnReader(r) => {
             let mut vals: Vec<i32> = Vec::new();
-            defs.clear();
             let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
-            if n == 0 {
-                break;
-            }
-            place(&mut out, &defs, max_def, n, vals, &mut |v| {
-                Value::Int(i64::from(v))
-            });
-        },
-        ColumnReader::Int64ColumnReader(mut r) => loop {
+            place(out, &defs, max_def, n, vals, &mut |v| Value::Int(i64::from(v)));
+            n
+        }
+        ColumnReader::Int64ColumnReader(r) => {
             let mut vals: Vec<i64> = Vec::new();
-            defs.clear();
             let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
-            if n == 0 {
-                break;
-            }
-            place(&mut out, &defs, max_def, n, vals, &mut |v| Value::Int(v));
-        },
-        ColumnReader::ByteArrayColumnReader(mut r) => loop {
+            place(out, &defs, max_def, n, vals, &mut |v| Value::Int(v));
+            n
+        }
+        ColumnReader::ByteArrayColumnReader(r) => {
             let mut vals: Vec<ByteArray> = Vec::new();
-            defs.clear();
             let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
-            if n == 0 {
-                break;
-            }
-            place(&mut out, &defs, max_def, n, vals, &mut |v| {
+            let mut last: Option<Arc<str>> = None;
+            place(out, &defs, max_def, n, vals, &mut |v| {
                 let text = String::from_utf8_lossy(v.data());
                 match ty {
                     Type::Ip => text
@@ -241,15 +356,37 @@ fn read_column(
                     }
                 }
             });
-        },
+            n
+        }
+        // A column read only to count rows may have any type.
+        ColumnReader::BoolColumnReader(r) if counting => {
+            let mut vals = Vec::new();
+            r.read_records(BATCH, Some(&mut defs), None, &mut vals)?.0
+        }
+        ColumnReader::Int96ColumnReader(r) if counting => {
+            let mut vals = Vec::new();
+            r.read_records(BATCH, Some(&mut defs), None, &mut vals)?.0
+        }
+        ColumnReader::FloatColumnReader(r) if counting => {
+            let mut vals = Vec::new();
+            r.read_records(BATCH, Some(&mut defs), None, &mut vals)?.0
+        }
+        ColumnReader::DoubleColumnReader(r) if counting => {
+            let mut vals = Vec::new();
+            r.read_records(BATCH, Some(&mut defs), None, &mut vals)?.0
+        }
+        ColumnReader::FixedLenByteArrayColumnReader(r) if counting => {
+            let mut vals = Vec::new();
+            r.read_records(BATCH, Some(&mut defs), None, &mut vals)?.0
+        }
         _ => {
             return Err(parquet::errors::ParquetError::General(format!(
                 "column {} has a type this reader does not take",
-                COLUMNS[c].name
+                s.col.map_or("?", |c| COLUMNS[c].name)
             )))
         }
-    }
-    Ok(out)
+    };
+    Ok(n)
 }
 
 /// Buffers rows of the stored columns and writes them as row groups of one Parquet file.

@@ -668,3 +668,20 @@ fn typed_group_keys_match_value_keys() {
         "{out}"
     );
 }
+
+/// A file the fuzz target found (fuzz/fuzz_targets/flows_parquet.rs): a column chunk with a
+/// negative offset, on which the `parquet` crate panics. It is refused with a reason, before
+/// the crate sees it.
+#[test]
+fn parquet_chunk_outside_the_file_is_refused_with_a_reason() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz-negative-chunk-offset.parquet");
+    for sql in ["SELECT count(*) FROM flows", "SELECT * FROM flows"] {
+        match query(sql, std::slice::from_ref(&file), &opts()) {
+            Err(QueryError::Parquet { message, .. }) => {
+                assert!(message.contains("outside the file"), "{sql}: {message}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+}
