@@ -170,11 +170,8 @@ fn run(text: &str, syntax: Syntax, app_user: bool, breakout: Option<usize>) -> O
     if out.score < THRESHOLD {
         return None;
     }
-    let (at, lead) = if from > 0 && out.at < from {
-        (from, "?'")
-    } else {
-        (out.at, "")
-    };
+    // A breakout reads best from the quote: `?' UNION ALL SELECT NULL,NULL--`.
+    let (at, lead) = if from > 0 { (from, "?'") } else { (out.at, "") };
     Some(Inner {
         rules: out.rules,
         score: out.score,

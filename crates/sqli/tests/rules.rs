@@ -405,3 +405,31 @@ fn sumun_wire_dialect(standard_conforming_strings: bool) -> sumun_wire::sql::Dia
         standard_conforming_strings,
     }
 }
+
+#[test]
+fn evidence_reads_as_documented() {
+    let show = |sql: &str, d: Dialect| {
+        let f = inspect(sql, d).finding.expect("finding");
+        format!(
+            "{} {} {} {:?}",
+            f.severity.as_str(),
+            f.place.as_str(),
+            f.rules,
+            f.evidence
+        )
+    };
+    assert_eq!(
+        show(
+            "SELECT * FROM users WHERE id = '-4021' OR NOT 8113=8114-- fHjk'",
+            Mysql
+        ),
+        "high statement tautology,comment_truncation \"… OR NOT ?=?--\""
+    );
+    assert_eq!(
+        show(
+            "SELECT * FROM users WHERE name = 'x'' UNION ALL SELECT NULL,NULL-- q'",
+            Postgres
+        ),
+        "medium literal union_select,comment_truncation \"?' UNION ALL SELECT NULL,NULL--\""
+    );
+}

@@ -42,7 +42,7 @@ impl Tally {
     #[track_caller]
     fn at_least(&self, name: &str, floor: f64) {
         println!(
-            "{name}: {}/{} detected ({:.1}%)",
+            "{name}: {}/{} detected ({:.2}%)",
             self.found,
             self.total,
             100.0 * self.rate()
