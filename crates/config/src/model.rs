@@ -30,6 +30,8 @@ pub struct Config {
     pub ip_sets: Vec<IpSetSettings>,
     /// Inline protection (`[protection]`): on with its defaults when the section is absent.
     pub protection: ProtectionSettings,
+    /// Alarm rules over the gateway's own metrics (`[[alarms]]`).
+    pub alarms: Vec<AlarmSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -461,6 +463,7 @@ impl Config {
             audit: None,
             ip_sets: Vec::new(),
             protection: ProtectionSettings::default(),
+            alarms: Vec::new(),
         }
     }
 
@@ -628,4 +631,72 @@ impl Default for ProtectionSettings {
             sql_injection: Detection::new(Log, 1, m(10)),
         }
     }
+}
+
+/// How an alarm reduces the samples of one period to a datapoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmStatistic {
+    Average,
+    Maximum,
+    Minimum,
+    /// Last sample minus first: what a counter gained in the period.
+    Increase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmComparison {
+    Greater,
+    GreaterOrEqual,
+    Less,
+    LessOrEqual,
+}
+
+impl AlarmComparison {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmComparison::Greater => ">",
+            AlarmComparison::GreaterOrEqual => ">=",
+            AlarmComparison::Less => "<",
+            AlarmComparison::LessOrEqual => "<=",
+        }
+    }
+
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            AlarmComparison::Greater => value > threshold,
+            AlarmComparison::GreaterOrEqual => value >= threshold,
+            AlarmComparison::Less => value < threshold,
+            AlarmComparison::LessOrEqual => value <= threshold,
+        }
+    }
+}
+
+/// The body an alarm's webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"text": "..."}`: Slack incoming webhooks and compatible receivers.
+    Slack,
+    /// A JSON object with every field of the transition.
+    Json,
+}
+
+/// One `[[alarms]]` rule, CloudWatch-style.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmSettings {
+    pub name: String,
+    /// A metric family of `/metrics` (`sumun_unhealthy_targets`).
+    pub metric: String,
+    /// Only series with these label values; the matching series are summed.
+    pub labels: BTreeMap<String, String>,
+    pub statistic: AlarmStatistic,
+    pub comparison: AlarmComparison,
+    pub threshold: f64,
+    /// Default `"60s"`.
+    pub period: Duration,
+    /// Breaching periods in a row before ALARM. Default 1.
+    pub evaluation_periods: u32,
+    /// `http://` or `https://` URL the OK/ALARM transitions are POSTed to.
+    pub webhook: String,
+    /// Default `json`.
+    pub format: WebhookFormat,
 }

@@ -40,6 +40,46 @@ pub struct RawConfig {
     #[serde(default)]
     pub ip_sets: Vec<Spanned<RawIpSet>>,
     pub protection: Option<Spanned<RawProtection>>,
+    #[serde(default)]
+    pub alarms: Vec<Spanned<RawAlarm>>,
+}
+
+/// A number written as an integer or a float.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RawNumber(pub f64);
+
+impl<'de> Deserialize<'de> for RawNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawNumber;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RawNumber, E> {
+                Ok(RawNumber(n as f64))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<RawNumber, E> {
+                Ok(RawNumber(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarm {
+    pub name: Option<Spanned<String>>,
+    pub metric: Option<Spanned<String>>,
+    pub labels: Option<BTreeMap<String, Spanned<String>>>,
+    pub statistic: Option<Spanned<String>>,
+    pub comparison: Option<Spanned<String>>,
+    pub threshold: Option<Spanned<RawNumber>>,
+    pub period: Option<Spanned<RawDuration>>,
+    pub evaluation_periods: Option<Spanned<i64>>,
+    pub webhook: Option<Spanned<String>>,
+    pub format: Option<Spanned<String>>,
 }
 
 /// A string that `validate` reads as a duration (`"300ms"`, `"30s"`, `"15m"`, `"1h"`, `"2d"`).
@@ -364,6 +404,16 @@ pub fn read(text: &str) -> Result<Reading, (Span, String)> {
                     schema = schema.table(d, Schema::of::<RawDetection>(&[]));
                 }
                 r.cfg.protection = r.single(item, at, "[protection]", schema)
+            }
+            "alarms" => {
+                let schema = Schema::of::<RawAlarm>(&[
+                    "name",
+                    "metric",
+                    "comparison",
+                    "threshold",
+                    "webhook",
+                ]);
+                r.cfg.alarms = r.array(item, key_span, "alarms", "alarm", &schema);
             }
             "ip_sets" => {
                 let schema = Schema::of::<RawIpSet>(&["name"]);

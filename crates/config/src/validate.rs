@@ -195,7 +195,9 @@ impl Checker<'_> {
             Some(p) => self.protection(p.get_ref(), &ip_sets),
             None => ProtectionSettings::default(),
         };
+        let alarms = self.alarms(&raw.alarms);
         Config {
+            alarms,
             ip_sets,
             protection,
             source,
@@ -1654,6 +1656,116 @@ impl Checker<'_> {
             egress: self.detection(&raw.egress, "egress", d.egress),
             sql_injection: self.detection(&raw.sql_injection, "sql_injection", d.sql_injection),
         }
+    }
+
+    fn alarms(&mut self, raw: &[Spanned<RawAlarm>]) -> Vec<AlarmSettings> {
+        self.unique(
+            "alarm",
+            raw.iter().filter_map(|a| a.get_ref().name.as_ref()),
+        );
+        let mut out = Vec::new();
+        for (i, a) in raw.iter().enumerate() {
+            let a = a.get_ref();
+            let s = subject("alarm", i, &a.name);
+            let name = self.name(&a.name, "alarm");
+            let metric = a.metric.as_ref().and_then(|m| {
+                let text = m.get_ref();
+                let ok = !text.is_empty()
+                    && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+                    && !text.as_bytes()[0].is_ascii_digit();
+                if ok {
+                    Some(text.clone())
+                } else {
+                    self.report(m.span(), format!("{s}: metric '{text}' is not a metric name such as \"sumun_unhealthy_targets\""));
+                    None
+                }
+            });
+            let labels = a
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect();
+            let statistic = self.choice(
+                &a.statistic,
+                &s,
+                "statistic",
+                AlarmStatistic::Maximum,
+                &[
+                    ("average", AlarmStatistic::Average),
+                    ("maximum", AlarmStatistic::Maximum),
+                    ("minimum", AlarmStatistic::Minimum),
+                    ("increase", AlarmStatistic::Increase),
+                ],
+            );
+            let comparison = a.comparison.as_ref().and_then(|c| {
+                self.one_of(
+                    c,
+                    &s,
+                    "comparison",
+                    &[
+                        (">", AlarmComparison::Greater),
+                        (">=", AlarmComparison::GreaterOrEqual),
+                        ("<", AlarmComparison::Less),
+                        ("<=", AlarmComparison::LessOrEqual),
+                        ("GreaterThanThreshold", AlarmComparison::Greater),
+                        (
+                            "GreaterThanOrEqualToThreshold",
+                            AlarmComparison::GreaterOrEqual,
+                        ),
+                        ("LessThanThreshold", AlarmComparison::Less),
+                        ("LessThanOrEqualToThreshold", AlarmComparison::LessOrEqual),
+                    ],
+                )
+            });
+            let threshold = a.threshold.as_ref().map(|t| t.get_ref().0);
+            let period = self.duration(&a.period, &s, "period", Duration::from_secs(60), false);
+            let evaluation_periods =
+                self.int(&a.evaluation_periods, &s, "evaluation_periods", 1, 1, 1000);
+            let webhook = a.webhook.as_ref().and_then(|w| {
+                let url = w.get_ref();
+                let rest = url
+                    .strip_prefix("http://")
+                    .or_else(|| url.strip_prefix("https://"))
+                    .unwrap_or("");
+                if rest.is_empty() || rest.starts_with('/') {
+                    self.report(
+                        w.span(),
+                        format!("{s}: webhook '{url}' is not an http:// or https:// URL"),
+                    );
+                    None
+                } else {
+                    Some(url.clone())
+                }
+            });
+            let format = self.choice(
+                &a.format,
+                &s,
+                "format",
+                WebhookFormat::Json,
+                &[
+                    ("json", WebhookFormat::Json),
+                    ("slack", WebhookFormat::Slack),
+                ],
+            );
+            if let (Some(name), Some(metric), Some(comparison), Some(threshold), Some(webhook)) =
+                (name, metric, comparison, threshold, webhook)
+            {
+                out.push(AlarmSettings {
+                    name,
+                    metric,
+                    labels,
+                    statistic,
+                    comparison,
+                    threshold,
+                    period,
+                    evaluation_periods,
+                    webhook,
+                    format,
+                });
+            }
+        }
+        out
     }
 
     fn flow_logs(&mut self, raw: &RawFlowLogs) -> Option<FlowLogSettings> {

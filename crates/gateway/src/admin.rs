@@ -212,6 +212,7 @@ pub fn render_metrics(shared: &Shared) -> String {
     let registry = shared.registry.load_full();
     shared.metrics.render(&|out: &mut String| {
         shared.protection().render_metrics(out);
+        shared.alarms.render_metrics(out);
         family(
             out,
             "sumun_parked_clients",

@@ -8,6 +8,7 @@
 //! This crate never prints and never exits the process; the CLI does.
 
 pub mod admin;
+pub mod alarms;
 pub mod backend_tls;
 mod conn;
 pub mod frontend;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub lots: park::Lots,
     /// Fired with `Phase::Stopped`: what sessions poll on every event.
     pub stop: stop::StopSignal,
+    /// `[[alarms]]`, each on its own task.
+    pub alarms: alarms::Alarms,
 }
 
 impl Shared {
@@ -185,6 +188,7 @@ impl Gateway {
                 workers: std::sync::OnceLock::new(),
                 lots: park::Lots::default(),
                 stop: stop::StopSignal::default(),
+                alarms: alarms::Alarms::default(),
             }),
             phase,
             state: Mutex::new(State::default()),
@@ -526,6 +530,9 @@ impl Gateway {
                 .collect();
             self.shared.protection().commit(p, bound);
         }
+        self.shared
+            .alarms
+            .apply(&config.alarms, Arc::downgrade(&self.shared));
         self.shared.registry.store(Arc::new(Registry {
             listeners: listeners.values().cloned().collect(),
             groups: groups.values().cloned().collect(),

@@ -375,3 +375,168 @@ deny_countries = ["kp"]
     assert!(followed, "rules did not follow the changed files");
     let _ = eventually(Duration::from_millis(1), || true).await;
 }
+
+/// A webhook receiver on `port`: records (path, body) of every POST and answers 200.
+async fn receiver(
+    port: u16,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+) {
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let socket = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind receiver");
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = socket.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() < len {
+                        continue;
+                    }
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    seen.lock()
+                        .expect("lock")
+                        .push((path, body[..len].to_string()));
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                    return;
+                }
+            });
+        }
+    });
+    (task, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_fires_and_recovers_at_a_webhook_retried_while_it_is_down() {
+    let port = sumun_testkit::free_port();
+    let alarms = format!(
+        r#"
+[[alarms]]
+name = "busy"
+metric = "sumun_active_flows"
+labels = {{ listener = "l0" }}
+statistic = "maximum"
+comparison = ">"
+threshold = 0
+period = "1s"
+evaluation_periods = 2
+webhook = "http://127.0.0.1:{port}/slack"
+format = "slack"
+[[alarms]]
+name = "busy-json"
+metric = "sumun_active_flows"
+comparison = "GreaterThanThreshold"
+threshold = 0.5
+period = "1s"
+webhook = "http://127.0.0.1:{port}/json"
+"#
+    );
+    let (_redis, gw) = redis_gateway(1, "127.0.0.0/8", &alarms).await;
+    // Quiet: no transition is sent for starting out OK.
+    assert!(
+        eventually(Duration::from_secs(10), || gw
+            .metric("sumun_alarm_state{alarm=\"busy\"}")
+            == 1.0)
+        .await,
+        "{}",
+        gw.metrics()
+    );
+    // One open flow, held: both alarms go to ALARM while the receiver is down.
+    let mut held = connect_from("127.0.0.2", gw.addr("l0"))
+        .await
+        .expect("connect");
+    assert_eq!(redis_ping(&mut held).await.expect("ping"), "+PONG");
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            gw.metric("sumun_alarm_state{alarm=\"busy\"}") == 2.0
+                && gw.metric("sumun_alarm_state{alarm=\"busy-json\"}") == 2.0
+        })
+        .await
+    );
+    assert_eq!(
+        gw.metric("sumun_alarm_notifications_total{alarm=\"busy\",result=\"sent\"}"),
+        0.0
+    );
+    // The receiver comes up: the ALARM notifications arrive through the retries.
+    let (_task, got) = receiver(port).await;
+    let both = |want: &str| {
+        let got = got.lock().expect("lock");
+        got.iter().any(|(p, b)| p == "/slack" && b.contains(want))
+            && got
+                .iter()
+                .any(|(p, b)| p == "/json" && b.contains(&format!("\"state\":\"{want}\"")))
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || both("ALARM")).await,
+        "{:?}",
+        got.lock().expect("lock")
+    );
+    {
+        let got = got.lock().expect("lock");
+        let slack: serde_json::Value =
+            serde_json::from_str(&got.iter().find(|(p, _)| p == "/slack").expect("slack").1)
+                .expect("json");
+        let text = slack["text"].as_str().expect("text");
+        assert!(text.starts_with("[ALARM] busy on "), "{text}");
+        assert_eq!(
+            slack.as_object().map(|o| o.len()),
+            Some(1),
+            "slack body is just text"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&got.iter().find(|(p, _)| p == "/json").expect("json").1)
+                .expect("json");
+        assert_eq!(json["alarm"], "busy-json");
+        assert_eq!(json["previous_state"], "OK");
+        assert_eq!(json["metric"], "sumun_active_flows");
+        assert_eq!(json["threshold"], 0.5);
+    }
+    // The flow closes: both recover, and OK is delivered.
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(30), || both("OK")).await,
+        "{:?}",
+        got.lock().expect("lock")
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || gw.metric(
+            "sumun_alarm_notifications_total{alarm=\"busy\",result=\"sent\"}"
+        ) == 2.0)
+        .await
+    );
+    assert_eq!(
+        gw.metric("sumun_alarm_notifications_total{alarm=\"busy\",result=\"failed\"}"),
+        0.0
+    );
+}
