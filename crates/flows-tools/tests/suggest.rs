@@ -498,3 +498,84 @@ fn ipv4_and_ipv6_are_budgeted_separately() {
         assert!(plan.admits(r.srcaddr, r.dstaddr, 6, 5432), "{l}");
     }
 }
+
+/// Network ACLs may deny: clients from all of 10.1.0.0/24 but one address, and from
+/// 2001:db8::/120 but one, get an allow and a deny each (rather than eight allow rules), numbered
+/// deny first; every observed client is admitted and the holes are not; the outputs say
+/// `deny` where they must.
+#[test]
+fn network_acl_carves_a_hole_with_a_deny_rule() {
+    let dir = std::env::temp_dir().join(format!("sumun-suggest-carve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let path = dir.join("flows.log");
+    let mut text = String::new();
+    for i in 0..256u32 {
+        if i == 77 {
+            continue;
+        }
+        text.push_str(&format!(
+            "2 123456789012 eni-1 10.1.0.{i} 10.0.20.5 {} 5432 6 10 1000 1704067200 1704067260 ACCEPT OK\n",
+            40000 + i
+        ));
+        text.push_str(&format!(
+            "2 123456789012 eni-1 2001:db8::{i:x} 10.0.20.5 {} 5432 6 10 1000 1704067200 1704067260 ACCEPT OK\n",
+            40000 + i
+        ));
+    }
+    std::fs::write(&path, text).expect("write");
+    let mut observed = Observed::new(vec![DestGroup::parse("data=10.0.20.0/24").expect("group")]);
+    read_flows(std::slice::from_ref(&path), true, |f| observed.add(f)).expect("read");
+    let plan = plan_nacl(observed, 20);
+    let d = &plan.destinations[0];
+    assert_eq!(d.rule_sets.len(), 2, "{d:?}");
+    for set in &d.rule_sets {
+        assert_eq!(set.rules, 2, "{set:?}");
+        assert_eq!(set.exact_rules, 2, "{set:?}");
+        assert_eq!(set.over_permission, 0, "{set:?}");
+    }
+    let v4 = &d.rule_sets[0];
+    assert_eq!(v4.cidrs, vec!["10.1.0.0/24".parse().expect("net")]);
+    assert_eq!(v4.denies, vec!["10.1.0.77/32".parse().expect("net")]);
+    let server: IpAddr = "10.0.20.5".parse().expect("ip");
+    for i in 0..256u32 {
+        let v4: IpAddr = format!("10.1.0.{i}").parse().expect("ip");
+        let v6: IpAddr = format!("2001:db8::{i:x}").parse().expect("ip");
+        assert_eq!(plan.admits(v4, server, 6, 5432), i != 77, "{v4}");
+        assert_eq!(plan.admits(v6, server, 6, 5432), i != 77, "{v6}");
+        assert!(!plan.admits(v4, server, 6, 5433));
+    }
+    // Allow rules alone would need eight blocks for the same exactness.
+    let addrs: Vec<u128> = (0..256u128).filter(|&i| i != 77).map(|i| 0x0a01_0000 + i).collect();
+    assert_eq!(Cover::solve(addrs, Family::V4, 20).exact(), 8);
+
+    let tf = output::nacl_terraform(&plan);
+    let deny = tf.find("rule_action    = \"deny\"").expect("a deny rule");
+    let allow = tf.find("rule_action    = \"allow\"").expect("an allow rule");
+    assert!(deny < allow, "{tf}");
+    assert!(tf.contains("cidr_block     = \"10.1.0.77/32\""), "{tf}");
+    let cli = output::nacl_aws_cli(&plan);
+    let inbound: Vec<(u64, String, String)> = cli
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|e| e["Egress"] == false && e.get("CidrBlock").is_some())
+        .map(|e| {
+            (
+                e["RuleNumber"].as_u64().expect("number"),
+                e["RuleAction"].as_str().expect("action").to_string(),
+                e["CidrBlock"].as_str().expect("cidr").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        inbound,
+        [
+            (100, "deny".to_string(), "10.1.0.77/32".to_string()),
+            (110, "allow".to_string(), "10.1.0.0/24".to_string())
+        ]
+    );
+    // Replies go to the allowed block only (outbound: allow rules).
+    let back: Vec<String> = d.return_rules.iter().map(|r| r.cidr.to_string()).collect();
+    assert_eq!(back, ["10.1.0.0/24", "2001:db8::/120"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,10 +11,12 @@
 //!    range of its set, and the total over-permission is minimised. Both steps are exact.
 //! 5. If even one block per set does not fit, the sets are merged into one whose ports are
 //!    widened to fit (reported as `ports_widened`), which still admits every observed flow.
-//! 6. For network ACLs ([`plan_nacl`]) the same plan is made under the ACL quota, and outbound
-//!    rules for the replies (to each client block, on the ephemeral ports) are added: ACLs are
-//!    stateless.
+//! 6. For network ACLs ([`plan_nacl`]) the same plan is made under the ACL quota with deny
+//!    rules too ([`carve::Carve`]: ordered allow and deny rules, holes carved out of blocks), and
+//!    outbound rules for the replies (to each allowed client block, on the ephemeral ports) are
+//!    added: ACLs are stateless.
 
+pub mod carve;
 pub mod cover;
 pub mod output;
 
@@ -228,8 +230,13 @@ pub struct RuleSet {
     pub family: Family,
     /// Distinct clients observed.
     pub observed: usize,
+    /// Blocks admitted.
     pub cidrs: Vec<IpNet>,
-    /// Rules this set uses: blocks × port ranges.
+    /// Network ACLs: blocks denied, carved out of the admitted ones (an ACL numbers every rule
+    /// of a set from the longest prefix to the shortest, so the closest block decides).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denies: Vec<IpNet>,
+    /// Rules this set uses: blocks (admitted and denied) × port ranges.
     pub rules: usize,
     /// Rules an exact cover (no address never seen) would need.
     pub exact_rules: usize,
@@ -241,7 +248,24 @@ impl RuleSet {
     pub fn admits(&self, protocol: u8, port: u16, client: IpAddr) -> bool {
         self.protocol == protocol
             && (self.ports.is_empty() || self.ports.iter().any(|&(a, b)| a <= port && port <= b))
-            && self.cidrs.iter().any(|c| c.contains(&client))
+            && self
+                .ordered()
+                .iter()
+                .find(|(net, _)| net.contains(&client))
+                .is_some_and(|(_, allow)| *allow)
+    }
+
+    /// The set's blocks with allow (true) or deny, in the order a network ACL must number
+    /// them: longest prefix first, so that the first match is the closest block.
+    pub fn ordered(&self) -> Vec<(IpNet, bool)> {
+        let mut v: Vec<(IpNet, bool)> = self
+            .denies
+            .iter()
+            .map(|n| (*n, false))
+            .chain(self.cidrs.iter().map(|n| (*n, true)))
+            .collect();
+        v.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()).then(a.0.cmp(&b.0)));
+        v
     }
 }
 
@@ -381,11 +405,76 @@ struct Item {
     protocol: u8,
     ports: Vec<(u16, u16)>,
     cover: Cover,
+    /// Network ACLs: the plan with deny rules too.
+    carve: Option<carve::Carve>,
 }
 
 impl Item {
+    fn new(
+        protocol: u8,
+        ports: Vec<(u16, u16)>,
+        addrs: Vec<u128>,
+        family: Family,
+        budget: usize,
+        kind: RuleKind,
+    ) -> Item {
+        let kmax = (budget / ports.len().max(1)).max(1);
+        let carve = (kind == RuleKind::NetworkAcl)
+            .then(|| carve::Carve::solve(addrs.clone(), family, kmax));
+        Item {
+            protocol,
+            cover: Cover::solve(addrs, family, kmax),
+            carve,
+            ports,
+        }
+    }
+
     fn weight(&self) -> usize {
         self.ports.len().max(1)
+    }
+
+    /// Never-seen addresses admitted with at most `k` blocks (rules per port range).
+    fn over(&self, k: usize) -> u128 {
+        match &self.carve {
+            Some(c) => c.over(k).min(self.cover.over(k)),
+            None => self.cover.over(k),
+        }
+    }
+
+    /// Blocks admitted and blocks denied with at most `k` rules per port range.
+    fn blocks(&self, k: usize, family: Family) -> (Vec<IpNet>, Vec<IpNet>) {
+        match &self.carve {
+            Some(c) if c.over(k) < self.cover.over(k) => {
+                let (mut allow, mut deny) = (Vec::new(), Vec::new());
+                for (b, a) in c.rules(k) {
+                    if a {
+                        allow.push(to_net(family, b));
+                    } else {
+                        deny.push(to_net(family, b));
+                    }
+                }
+                allow.sort();
+                deny.sort();
+                (allow, deny)
+            }
+            _ => (
+                self.cover
+                    .blocks(k)
+                    .into_iter()
+                    .map(|b| to_net(family, b))
+                    .collect(),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// The fewest rules per port range that admit exactly the observed clients.
+    fn exact(&self) -> usize {
+        let plain = self.cover.exact();
+        self.carve
+            .as_ref()
+            .and_then(|c| c.exact())
+            .map_or(plain, |e| e.min(plain))
     }
 }
 
@@ -443,9 +532,10 @@ pub fn plan(observed: Observed, sg_limit: usize) -> Plan {
     plan_for(observed, sg_limit, RuleKind::SecurityGroup)
 }
 
-/// Network ACL rules: the same optimal cover under `nacl_limit` inbound rules per destination
-/// (a subnet: name it with a group) and family, and the outbound rules for the replies. Allow
-/// rules only; deny rules carving exceptions out of a block are not used yet.
+/// Network ACL rules: the optimal ordered allow and deny rules ([`carve::Carve`]) under
+/// `nacl_limit` inbound rules per destination (a subnet: name it with a group) and family, and
+/// the outbound rules for the replies (allow rules to the admitted blocks: a deny there could
+/// refuse the replies of another rule set, whose clients the hole may hold).
 pub fn plan_nacl(observed: Observed, nacl_limit: usize) -> Plan {
     plan_for(observed, nacl_limit, RuleKind::NetworkAcl)
 }
@@ -505,12 +595,7 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
                 } else {
                     Vec::new()
                 };
-                let w = ports.len().max(1);
-                items.push(Item {
-                    protocol: *protocol,
-                    cover: Cover::solve(addrs, family, sg_limit / w),
-                    ports,
-                });
+                items.push(Item::new(*protocol, ports, addrs, family, sg_limit, kind));
             }
             if items.is_empty() {
                 continue;
@@ -520,10 +605,7 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
             let ks = if fits {
                 let overs: Vec<Box<dyn Fn(usize) -> u128>> = items
                     .iter()
-                    .map(|it| {
-                        let c = &it.cover;
-                        Box::new(move |k: usize| c.over(k)) as Box<dyn Fn(usize) -> u128>
-                    })
+                    .map(|it| Box::new(move |k: usize| it.over(k)) as Box<dyn Fn(usize) -> u128>)
                     .collect();
                 let refs: Vec<&dyn Fn(usize) -> u128> = overs.iter().map(|b| b.as_ref()).collect();
                 split_budget(&weights, &refs, sg_limit)
@@ -536,7 +618,7 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
                     // One block per set does not fit: merge the sets per protocol, with
                     // their ports widened, so that every observed flow is still admitted.
                     dp.ports_widened = true;
-                    let merged = merge_items(items, family, sg_limit);
+                    let merged = merge_items(items, family, sg_limit, kind);
                     let ks = merged
                         .iter()
                         .map(|it| (sg_limit / merged.len() / it.weight()).max(1))
@@ -545,16 +627,17 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
                 }
             };
             for (it, k) in items.into_iter().zip(ks) {
-                let blocks = it.cover.blocks(k);
+                let (cidrs, denies) = it.blocks(k, family);
                 let weight = it.weight();
                 let set = RuleSet {
                     protocol: it.protocol,
                     family,
                     observed: it.cover.observed(),
-                    rules: blocks.len() * weight,
-                    exact_rules: it.cover.exact() * weight,
-                    over_permission: it.cover.over(k),
-                    cidrs: blocks.into_iter().map(|b| to_net(family, b)).collect(),
+                    rules: (cidrs.len() + denies.len()) * weight,
+                    exact_rules: it.exact() * weight,
+                    over_permission: it.over(k),
+                    cidrs,
+                    denies,
                     ports: it.ports,
                 };
                 match family {
@@ -599,7 +682,7 @@ fn plan_for(mut observed: Observed, sg_limit: usize, kind: RuleKind) -> Plan {
 /// The fallback when a destination has more port ranges than its budget: one set per protocol
 /// (at most a few: tcp, udp, icmp), every client of it, ports widened so that the sets together
 /// fit.
-fn merge_items(items: Vec<Item>, family: Family, budget: usize) -> Vec<Item> {
+fn merge_items(items: Vec<Item>, family: Family, budget: usize, kind: RuleKind) -> Vec<Item> {
     let mut by_proto: BTreeMap<u8, (Vec<u16>, Vec<u128>)> = BTreeMap::new();
     for it in items {
         let e = by_proto.entry(it.protocol).or_default();
@@ -621,12 +704,7 @@ fn merge_items(items: Vec<Item>, family: Family, budget: usize) -> Vec<Item> {
             } else {
                 Vec::new()
             };
-            let w = ports.len().max(1);
-            Item {
-                protocol,
-                cover: Cover::solve(addrs, family, (budget / n.max(1) / w).max(1)),
-                ports,
-            }
+            Item::new(protocol, ports, addrs, family, budget / n.max(1), kind)
         })
         .collect()
 }

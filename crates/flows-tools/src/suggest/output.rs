@@ -233,7 +233,7 @@ pub fn summary(plan: &Plan) -> String {
             let _ =
                 writeln!(
                 out,
-                "{} {} {} ({}): {} clients, {} rules (exact cover: {}), {} addresses never seen{}",
+                "{} {} {} ({}): {} clients, {} rules{} (exact cover: {}), {} addresses never seen{}",
                 dest.name,
                 protocol_name(set.protocol),
                 ports_label(set),
@@ -243,6 +243,11 @@ pub fn summary(plan: &Plan) -> String {
                 },
                 set.observed,
                 set.rules,
+                if set.denies.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} blocks denied)", set.denies.len())
+                },
                 set.exact_rules,
                 set.over_permission,
                 if dest.ports_widened { ", ports widened to fit" } else { "" }
@@ -260,10 +265,12 @@ struct NaclEntry<'a> {
     protocol: u8,
     cidr: ipnet::IpNet,
     ports: Option<(u16, u16)>,
+    allow: bool,
 }
 
-/// Inbound entries numbered 100, 110, ... in rule-set order, then the outbound reply entries
-/// likewise; anything else meets the ACL's final deny.
+/// Inbound entries numbered 100, 110, ... in rule-set order (within a set and port range, the
+/// longest prefix first, so that a deny carved out of an allowed block comes before it), then
+/// the outbound reply entries likewise; anything else meets the ACL's final deny.
 fn nacl_entries(plan: &Plan) -> Vec<NaclEntry<'_>> {
     let mut out = Vec::new();
     for dest in &plan.destinations {
@@ -274,15 +281,17 @@ fn nacl_entries(plan: &Plan) -> Vec<NaclEntry<'_>> {
             } else {
                 set.ports.iter().copied().map(Some).collect()
             };
+            let ordered = set.ordered();
             for range in ranges {
-                for cidr in &set.cidrs {
+                for &(cidr, allow) in &ordered {
                     out.push(NaclEntry {
                         dest,
                         egress: false,
                         number,
                         protocol: set.protocol,
-                        cidr: *cidr,
+                        cidr,
                         ports: range,
+                        allow,
                     });
                     number += 10;
                 }
@@ -297,6 +306,7 @@ fn nacl_entries(plan: &Plan) -> Vec<NaclEntry<'_>> {
                 protocol: r.protocol,
                 cidr: r.cidr,
                 ports: r.ports,
+                allow: true,
             });
             number += 10;
         }
@@ -334,7 +344,11 @@ pub fn nacl_terraform(plan: &Plan) -> String {
         let _ = writeln!(out, "  rule_number    = {}", e.number);
         let _ = writeln!(out, "  egress         = {}", e.egress);
         let _ = writeln!(out, "  protocol       = {}", quote(&e.protocol.to_string()));
-        out.push_str("  rule_action    = \"allow\"\n");
+        let _ = writeln!(
+            out,
+            "  rule_action    = {}",
+            quote(if e.allow { "allow" } else { "deny" })
+        );
         match e.cidr {
             ipnet::IpNet::V4(_) => {
                 let _ = writeln!(out, "  cidr_block     = {}", quote(&e.cidr.to_string()));
@@ -362,7 +376,7 @@ pub fn nacl_aws_cli(plan: &Plan) -> serde_json::Value {
                 "NetworkAclId": format!("REPLACE-WITH-NETWORK-ACL-ID-OF-{}", e.dest.name),
                 "RuleNumber": e.number,
                 "Protocol": e.protocol.to_string(),
-                "RuleAction": "allow",
+                "RuleAction": if e.allow { "allow" } else { "deny" },
                 "Egress": e.egress,
             });
             match e.cidr {
