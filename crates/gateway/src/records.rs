@@ -340,9 +340,15 @@ impl Records {
         if self.panic_armed.load(Ordering::Relaxed) {
             self.test_panic(event.text);
         }
-        // Statement detections (privilege changes; SQL injection once `sumun-sqli` is wired).
-        self.protect
-            .statement(self, event.listener, event.client, event.user, event.text);
+        // Statement detections: privilege changes and SQL injection (`protection::statement`).
+        self.protect.statement(
+            self,
+            event.listener,
+            event.client,
+            event.user,
+            event.text,
+            event.dialect,
+        );
         let guard = self.audit_log.load();
         let Some(sink) = guard.as_deref() else {
             return;

@@ -540,3 +540,63 @@ webhook = "http://127.0.0.1:{port}/json"
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injection_payloads_and_privilege_changes_through_psql_are_findings() {
+    let (_pg, gw) = pg_gateway("[protection]\nexempt = []\n").await;
+    let port = gw.addr("pg").port();
+    let env = [("PGPASSWORD", DAVE_PASSWORD), ("PGSSLMODE", "disable")];
+    let mark = audit_mark(&gw);
+    let (ok, out, err) = common::psql_appdb(
+        port,
+        "dave",
+        &[
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'users'",
+            "SELECT 40 + 2",
+        ],
+        &env,
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    // An application query raises nothing.
+    let benign = wait_for_audit(&gw, mark, "SELECT ? + ?").await;
+    assert!(benign.contains("\"event\":\"query\""), "{benign}");
+    assert!(
+        !gw.audit_log().contains("\"event\":\"finding\""),
+        "{}",
+        gw.audit_log()
+    );
+
+    // sqlmap's classic payload in a literal, and a GRANT by a user who is no administrator.
+    let (ok, out, err) = common::psql_appdb(
+        port,
+        "dave",
+        &[
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'x'' OR ''1''=''1'' -- '",
+            "GRANT CONNECT ON DATABASE appdb TO PUBLIC",
+        ],
+        &env,
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let sqli = wait_for_audit(&gw, mark, "\"detection\":\"sql_injection\"").await;
+    for part in [
+        "\"technique\":\"T1190\"",
+        "\"action\":\"log\"",
+        "\"user\":\"dave\"",
+    ] {
+        assert!(sqli.contains(part), "{part} not in {sqli}");
+    }
+    assert!(
+        !sqli.contains("'1'='1"),
+        "the finding quotes no literal: {sqli}"
+    );
+    let grant = wait_for_audit(&gw, mark, "\"detection\":\"privilege_change\"").await;
+    assert!(
+        grant.contains("ran GRANT") && grant.contains("\"technique\":\"T1098\""),
+        "{grant}"
+    );
+    // Log mode: the source is still served.
+    let (ok, out, _) = psql_dave(&gw, DAVE_PASSWORD).await;
+    assert!(ok && out.trim() == "42");
+}

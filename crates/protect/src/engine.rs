@@ -559,6 +559,7 @@ impl Engine {
         ip: IpAddr,
         place: Place<'_>,
         user: &str,
+        severity: Severity,
         detail: String,
         now: Now,
     ) {
@@ -573,7 +574,7 @@ impl Engine {
             Fire {
                 detection: "sql_injection",
                 setting: si,
-                severity: Severity::High,
+                severity,
                 technique: "T1190",
                 technique_name: "Exploit Public-Facing Application",
                 place: Some(place),
