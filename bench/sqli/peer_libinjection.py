@@ -24,7 +24,9 @@ def main(dump):
     fps = [s for s in benign if libinjection.is_sql_injection(s)["is_sqli"]]
     print(f"libinjection on {len(attacks)} sqlmap inputs: {hit} detected ({100.0 * hit / len(attacks):.2f}%)")
     print(f"libinjection on {len(benign)} benign values: {len(fps)} false positives")
-    for s in fps[:10]:
+    distinct = sorted(set(fps))
+    print(f"  distinct values among them: {len(distinct)}")
+    for s in distinct[:10]:
         print(f"  FP: {s[:100]!r}")
     sample = "48213"
     n = 200_000

@@ -109,7 +109,7 @@ pub enum Rule {
     /// `FLOOR(RAND(0)*2)`, `JSON_KEYS((SELECT ...))`.
     ErrorFunction,
     /// Server-side file or command access by an application user: `LOAD_FILE`,
-    /// `INTO OUTFILE`, `pg_read_file`, `COPY .. PROGRAM`, `xp_cmdshell`.
+    /// `INTO OUTFILE`, `LOAD DATA INFILE`, `pg_read_file`, `COPY .. PROGRAM`, `xp_cmdshell`.
     FileAccess,
     /// An application user reading password hashes: `pg_shadow`, `pg_authid`, `mysql.user`.
     CredentialCatalog,

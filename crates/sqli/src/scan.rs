@@ -390,6 +390,13 @@ impl<'s> Scan<'s> {
             {
                 self.hit(Rule::FileAccess, w[0].start);
             }
+            Ty::Word(Word::Kw(Kw::Infile))
+                if w[0].ty == Ty::Word(Word::Plain)
+                    && self.text(w[0]).eq_ignore_ascii_case(b"data")
+                    && self.app_user =>
+            {
+                self.hit(Rule::FileAccess, w[0].start);
+            }
             Ty::Word(Word::Kw(Kw::Program))
                 if self.stmt_first == Ty::Word(Word::Kw(Kw::Copy)) && self.app_user =>
             {
@@ -590,8 +597,14 @@ impl<'s> Scan<'s> {
         }
     }
 
+    /// `0`, `1`, `2`, `TRUE`, `FALSE`: what query builders compare (`1=1`, SQLAlchemy's
+    /// `true = 1` for MySQL).
     fn small_number(&self, t: Tok) -> bool {
-        t.ty == Ty::Num && matches!(self.text(t), b"0" | b"1" | b"2")
+        match t.ty {
+            Ty::Num => matches!(self.text(t), b"0" | b"1" | b"2"),
+            Ty::Word(Word::Kw(Kw::True | Kw::False)) => true,
+            _ => false,
+        }
     }
 
     /// The value of `a op b` for two constants, when it is plain.

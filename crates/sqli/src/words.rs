@@ -27,6 +27,8 @@ pub(crate) enum Kw {
     Limit,
     Into,
     Outfile,
+    /// `INFILE`: `LOAD DATA INFILE` reads a file on the server (`LOCAL` reads the client's).
+    Infile,
     Waitfor,
     Delay,
     Time,
@@ -110,6 +112,7 @@ pub(crate) fn classify(word: &[u8]) -> Word {
         b"limit" => Limit,
         b"into" => Into,
         b"outfile" | b"dumpfile" => Outfile,
+        b"infile" => Infile,
         b"waitfor" => Waitfor,
         b"delay" => Delay,
         b"time" => Time,

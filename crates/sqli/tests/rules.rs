@@ -154,6 +154,17 @@ fn delays_errors_files() {
         &["file_access"],
     );
     found(
+        "LOAD DATA INFILE '/etc/passwd' INTO TABLE t",
+        Mysql,
+        Place::Statement,
+        &["file_access"],
+    );
+    // LOCAL reads the client's own file.
+    clean(
+        "LOAD DATA LOCAL INFILE '/tmp/import.csv' INTO TABLE staging",
+        Mysql,
+    );
+    found(
         "COPY t FROM PROGRAM 'id'",
         Postgres,
         Place::Statement,

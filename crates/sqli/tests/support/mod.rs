@@ -423,13 +423,16 @@ pub struct Benign {
     pub sql: String,
 }
 
-/// Statements of `tests/data/benign-<dialect>.sql`, separated by lines holding only `;;`.
+/// Statements of `tests/data/benign-*.sql` (ours, and SQLAlchemy's output written by
+/// `gen_sqlalchemy.py`), separated by lines holding only `;;`.
 pub fn benign_files() -> Vec<Benign> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let mut out = Vec::new();
     for (file, dialect) in [
         ("benign-postgres.sql", Dialect::Postgres),
         ("benign-mysql.sql", Dialect::Mysql),
+        ("benign-sqlalchemy-postgres.sql", Dialect::Postgres),
+        ("benign-sqlalchemy-mysql.sql", Dialect::Mysql),
     ] {
         let text = std::fs::read_to_string(dir.join(file)).expect("benign corpus file");
         for (i, chunk) in text.split("\n;;\n").enumerate() {
