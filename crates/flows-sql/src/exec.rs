@@ -386,7 +386,15 @@ fn run_once(
     typed: bool,
 ) -> Result<(Output, Again), QueryError> {
     let threads = opts.threads();
-    let work = inputs.work(threads * 4, split);
+    let mut work = inputs.work(threads * 4, split);
+    let pruned = pruned_files(plan, inputs);
+    if pruned.iter().any(|&p| p) {
+        work.retain(|w| !pruned.get(w.file()).copied().unwrap_or(false));
+        if let Some(p) = opts.progress {
+            let skipped = inputs.files.iter().zip(&pruned).filter(|(_, &p)| p);
+            p.fetch_add(skipped.map(|(f, _)| f.size).sum(), Ordering::Relaxed);
+        }
+    }
     let shared = Shared {
         plan,
         inputs,
@@ -544,6 +552,53 @@ fn run_once(
         },
         Again::No,
     ))
+}
+
+/// Per input file, whether it can be skipped: it has Hive partition values (`year=`, `month=`,
+/// `day=` directories) and a condition of WHERE (one of its ANDed terms) that reads only
+/// partition columns is not true of them — so it is not true of any row of the file.
+fn pruned_files(plan: &Plan, inputs: &Inputs) -> Vec<bool> {
+    let mut terms = Vec::new();
+    fn split<'a>(e: &'a crate::expr::BExpr, out: &mut Vec<&'a crate::expr::BExpr>) {
+        match e {
+            crate::expr::BExpr::And(a, b) => {
+                split(a, out);
+                split(b, out);
+            }
+            e => out.push(e),
+        }
+    }
+    if let Some(f) = &plan.filter {
+        split(f, &mut terms);
+    }
+    let part_cols: Vec<usize> = ["year", "month", "day", "dt"]
+        .iter()
+        .filter_map(|n| crate::schema::lookup(n))
+        .collect();
+    terms.retain(|t| {
+        let mut cols = Vec::new();
+        t.columns(&mut cols);
+        !cols.is_empty() && cols.iter().all(|c| part_cols.contains(c))
+    });
+    inputs
+        .files
+        .iter()
+        .map(|f| {
+            let Some(p) = &f.partition else {
+                return false;
+            };
+            if terms.is_empty() {
+                return false;
+            }
+            let mut row = vec![Value::Null; COLUMNS.len()];
+            for (&c, v) in part_cols.iter().zip(p.iter()) {
+                if let Some(slot) = row.get_mut(c) {
+                    *slot = Value::Str(v.clone());
+                }
+            }
+            terms.iter().any(|t| matches!(t.test(&row), Ok(false)))
+        })
+        .collect()
 }
 
 /// HAVING, projection, DISTINCT, ORDER BY, LIMIT over the stage's rows.

@@ -87,7 +87,7 @@ pub fn scan_row_group(
     each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
 ) -> Result<(), QueryError> {
     let f = File::open(&file.path).map_err(|e| perr(&file.path, e))?;
-    scan_group_from(f, &file.path, group, plan, each)
+    scan_group_from(f, &file.path, group, file.partition.as_ref(), plan, each)
 }
 
 /// Every row group of a Parquet file held in memory, as [`scan_row_group`] reads one (for the
@@ -102,7 +102,7 @@ pub fn scan_bytes(
     let (_, groups) = describe_from(data.clone(), path)?;
     let mut rows = 0;
     for g in 0..groups {
-        scan_group_from(data.clone(), path, g, plan, &mut |vals| {
+        scan_group_from(data.clone(), path, g, None, plan, &mut |vals| {
             rows += 1;
             each(vals)
         })?;
@@ -119,10 +119,13 @@ struct Stream {
     values: Vec<Value>,
 }
 
+/// `partition`: the `year`, `month`, `day`, `dt` of every row (from the file's directories),
+/// else they are derived from each row's `start`.
 fn scan_group_from<R: ChunkReader + 'static>(
     input: R,
     path: &Path,
     group: usize,
+    partition: Option<&[Arc<str>; 4]>,
     plan: &Plan,
     each: &mut dyn FnMut(&[Value]) -> Result<bool, EvalError>,
 ) -> Result<(), QueryError> {
@@ -130,6 +133,9 @@ fn scan_group_from<R: ChunkReader + 'static>(
     // Stored columns to read: the derived ones come from `start`.
     let mut stored: Vec<usize> = Vec::new();
     for &c in &needed {
+        if c >= STORED && partition.is_some() {
+            continue;
+        }
         let s = if c < STORED { c } else { 10 };
         if !stored.contains(&s) {
             stored.push(s);
@@ -184,6 +190,16 @@ fn scan_group_from<R: ChunkReader + 'static>(
     let mut vals = vec![Value::Null; COLUMNS.len()];
     let mut day_cache: Option<(i64, [Arc<str>; 4])> = None;
     let mut total: u64 = 0;
+    if let Some(p) = partition {
+        for &c in &derived {
+            vals[c] = Value::Str(p[part_index(c)].clone());
+        }
+    }
+    let derived = if partition.is_some() {
+        Vec::new()
+    } else {
+        derived
+    };
     loop {
         let mut n = None;
         for s in &mut streams {
@@ -231,15 +247,9 @@ fn scan_group_from<R: ChunkReader + 'static>(
                             if day_cache.as_ref().is_none_or(|(d, _)| *d != day) {
                                 day_cache = Some((day, day_parts(day)));
                             }
-                            let i = match COLUMNS[c].source {
-                                Source::Year => 0,
-                                Source::Month => 1,
-                                Source::Day => 2,
-                                _ => 3,
-                            };
                             day_cache
                                 .as_ref()
-                                .map_or(Value::Null, |(_, p)| Value::Str(p[i].clone()))
+                                .map_or(Value::Null, |(_, p)| Value::Str(p[part_index(c)].clone()))
                         }
                     };
                 }
@@ -256,6 +266,16 @@ fn scan_group_from<R: ChunkReader + 'static>(
         ));
     }
     Ok(())
+}
+
+/// Where column `c` (year, month, day or dt) is in a partition's values.
+fn part_index(c: usize) -> usize {
+    match COLUMNS[c].source {
+        Source::Year => 0,
+        Source::Month => 1,
+        Source::Day => 2,
+        _ => 3,
+    }
 }
 
 /// Checks what the `parquet` crate asserts instead of reporting (it panics on a column chunk
@@ -323,7 +343,9 @@ fn read_batch(s: &mut Stream) -> Result<usize, parquet::errors::ParquetError> {
         ColumnReader::Int32ColumnReader(r) => {
             let mut vals: Vec<i32> = Vec::new();
             let (n, _, _) = r.read_records(BATCH, Some(&mut defs), None, &mut vals)?;
-            place(out, &defs, max_def, n, vals, &mut |v| Value::Int(i64::from(v)));
+            place(out, &defs, max_def, n, vals, &mut |v| {
+                Value::Int(i64::from(v))
+            });
             n
         }
         ColumnReader::Int64ColumnReader(r) => {

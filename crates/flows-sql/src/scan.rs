@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sumun_flows::{Format, MAX_LINE};
 use sumun_flows_tools::input::{self, InputError};
@@ -34,6 +35,10 @@ pub struct InputFile {
     pub header: Option<Format>,
     /// Parquet: row groups.
     pub row_groups: usize,
+    /// Parquet under Hive-style `year=YYYY/month=MM/day=DD/` directories (as `convert` writes
+    /// and AWS delivers): the values of `year`, `month`, `day` and `dt` for every row of the
+    /// file, as Athena, Trino and Spark take partition columns from the path.
+    pub partition: Option<[Arc<str>; 4]>,
 }
 
 impl InputFile {
@@ -104,6 +109,7 @@ impl Inputs {
                     size: 0,
                     header: None,
                     row_groups: 0,
+                    partition: None,
                 });
                 continue;
             }
@@ -141,12 +147,18 @@ impl Inputs {
                 (kind, header, 0)
             };
             total_bytes += size;
+            let partition = if kind == Kind::Parquet {
+                hive_partition(&path)
+            } else {
+                None
+            };
             files.push(InputFile {
                 path,
                 kind,
                 size,
                 header,
                 row_groups,
+                partition,
             });
         }
         extras.retain(|c| *c >= schema::DEFAULT_COLUMNS && *c < schema::STORED);
@@ -402,6 +414,37 @@ pub fn lines_before(path: &Path, offset: u64) -> io::Result<u64> {
         let len = buf.len();
         r.consume(len);
     }
+}
+
+/// `year`, `month`, `day` and `dt` from the `year=YYYY/month=MM/day=DD` directories a file is
+/// in (the nearest of each; all three needed, digits only).
+pub fn hive_partition(path: &Path) -> Option<[Arc<str>; 4]> {
+    let (mut y, mut m, mut d) = (None, None, None);
+    for c in path.parent()?.components().rev() {
+        let c = c.as_os_str().to_str()?;
+        let Some((key, value)) = c.split_once('=') else {
+            continue;
+        };
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let slot = match key {
+            "year" => &mut y,
+            "month" => &mut m,
+            "day" => &mut d,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    let (y, m, d) = (y?, m?, d?);
+    Some([
+        Arc::from(y),
+        Arc::from(m),
+        Arc::from(d),
+        Arc::from(format!("{y}/{m}/{d}")),
+    ])
 }
 
 #[cfg(test)]

@@ -545,12 +545,17 @@ fn network_acl_carves_a_hole_with_a_deny_rule() {
         assert!(!plan.admits(v4, server, 6, 5433));
     }
     // Allow rules alone would need eight blocks for the same exactness.
-    let addrs: Vec<u128> = (0..256u128).filter(|&i| i != 77).map(|i| 0x0a01_0000 + i).collect();
+    let addrs: Vec<u128> = (0..256u128)
+        .filter(|&i| i != 77)
+        .map(|i| 0x0a01_0000 + i)
+        .collect();
     assert_eq!(Cover::solve(addrs, Family::V4, 20).exact(), 8);
 
     let tf = output::nacl_terraform(&plan);
     let deny = tf.find("rule_action    = \"deny\"").expect("a deny rule");
-    let allow = tf.find("rule_action    = \"allow\"").expect("an allow rule");
+    let allow = tf
+        .find("rule_action    = \"allow\"")
+        .expect("an allow rule");
     assert!(deny < allow, "{tf}");
     assert!(tf.contains("cidr_block     = \"10.1.0.77/32\""), "{tf}");
     let cli = output::nacl_aws_cli(&plan);

@@ -286,10 +286,7 @@ impl Carve {
                 continue;
             }
             let kl = usize::from(d.kl);
-            for (child, kc, opt) in [
-                (node.left, kl, d.opt_l),
-                (node.right, k - kl, d.opt_r),
-            ] {
+            for (child, kc, opt) in [(node.left, kl, d.opt_l), (node.right, k - kl, d.opt_r)] {
                 let cn = self.nodes[child as usize];
                 let caddr = self.addrs[cn.lo as usize];
                 if s == D {
@@ -373,7 +370,10 @@ mod tests {
     }
 
     fn check(rules: &[(Prefix, bool)], set: &[u128], w: u8) -> u128 {
-        assert!(set.iter().all(|&a| admits(rules, w, a)), "{rules:?} {set:?}");
+        assert!(
+            set.iter().all(|&a| admits(rules, w, a)),
+            "{rules:?} {set:?}"
+        );
         (0..(1u128 << w))
             .filter(|a| admits(rules, w, *a) && !set.contains(a))
             .count() as u128
@@ -383,7 +383,10 @@ mod tests {
     fn a_block_less_a_hole_is_two_rules() {
         // 10.0.0.0/24 observed except 10.0.0.64/26: allow /24, deny the /26.
         let base = 0x0a00_0000u128;
-        let addrs: Vec<u128> = (0..256).filter(|i| !(64..128).contains(i)).map(|i| base + i).collect();
+        let addrs: Vec<u128> = (0..256)
+            .filter(|i| !(64..128).contains(i))
+            .map(|i| base + i)
+            .collect();
         let c = Carve::solve(addrs.clone(), Family::V4, 20);
         assert_eq!(c.over(1), 64);
         assert_eq!(c.over(2), 0);
@@ -395,7 +398,10 @@ mod tests {
         let addrs: Vec<u128> = (0..256).filter(|&i| i != 77).map(|i| base + i).collect();
         let c = Carve::solve(addrs.clone(), Family::V4, 20);
         assert_eq!(c.exact(), Some(2));
-        assert_eq!(c.rules(2), vec![((base + 77, 32), false), ((base, 24), true)]);
+        assert_eq!(
+            c.rules(2),
+            vec![((base + 77, 32), false), ((base, 24), true)]
+        );
         assert_eq!(c.over(1), 1);
         assert_eq!(Cover::solve(addrs, Family::V4, 20).exact(), 8);
     }
