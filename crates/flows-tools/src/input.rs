@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sumun_flows::{Flow, ReadError, Reader};
 
@@ -131,6 +132,28 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), InputError> {
 /// Opens one file (or stdin for `-`), gunzipping it when it starts with the gzip magic bytes.
 /// Concatenated gzip members (what `cat a.gz b.gz` makes) are all read.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead>, InputError> {
+    open_counted(path, None)
+}
+
+/// Adds the bytes read through it to a counter (for a progress bar).
+struct Counted<R> {
+    inner: R,
+    count: &'static AtomicU64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// [`open`], adding the bytes read from the file (compressed bytes for gzip) to `progress`.
+pub fn open_counted(
+    path: &Path,
+    progress: Option<&'static AtomicU64>,
+) -> Result<Box<dyn BufRead>, InputError> {
     let raw: Box<dyn Read> = if path.as_os_str() == "-" {
         Box::new(io::stdin().lock())
     } else {
@@ -138,6 +161,10 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead>, InputError> {
             path: path.display().to_string(),
             source,
         })?)
+    };
+    let raw: Box<dyn Read> = match progress {
+        Some(count) => Box::new(Counted { inner: raw, count }),
+        None => raw,
     };
     let mut buffered = BufReader::with_capacity(256 * 1024, raw);
     let head = buffered.fill_buf().map_err(|source| InputError::Read {
@@ -157,16 +184,26 @@ pub fn open(path: &Path) -> Result<Box<dyn BufRead>, InputError> {
 pub fn read_flows(
     paths: &[PathBuf],
     strict: bool,
+    each: impl FnMut(&Flow),
+) -> Result<ReadStats, InputError> {
+    read_flows_counted(&expand(paths)?, strict, None, each)
+}
+
+/// [`read_flows`] over files already expanded ([`expand`]), adding the bytes read to
+/// `progress`.
+pub fn read_flows_counted(
+    files: &[PathBuf],
+    strict: bool,
+    progress: Option<&'static AtomicU64>,
     mut each: impl FnMut(&Flow),
 ) -> Result<ReadStats, InputError> {
-    let files = expand(paths)?;
     let mut stats = ReadStats {
         files: files.len(),
         ..ReadStats::default()
     };
-    for path in &files {
+    for path in files {
         let name = path.display().to_string();
-        let mut reader = Reader::new(open(path)?);
+        let mut reader = Reader::new(open_counted(path, progress)?);
         let mut flow = Flow::default();
         while let Some(item) = reader.read_into(&mut flow) {
             match item {

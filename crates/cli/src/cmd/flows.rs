@@ -219,8 +219,18 @@ fn duration(flag: &str, text: &str) -> anyhow::Result<u64> {
         .map_err(|e| usage(format!("--{flag}: {e}")))
 }
 
+/// Reads every flow of the inputs (a progress bar on stderr when it is a terminal), then prints
+/// what was read.
 fn read(inputs: &Inputs, each: impl FnMut(&sumun_flows::Flow)) -> anyhow::Result<ReadStats> {
-    let stats = input::read_flows(&inputs.files, inputs.strict, each)?;
+    let files = input::expand(&inputs.files)?;
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let stats = super::flows_sql::with_progress(total, |progress| {
+        input::read_flows_counted(&files, inputs.strict, progress, each)
+    })?;
     eprintln!(
         "read {} records from {} file{} ({} without data, {} bad lines)",
         stats.records,

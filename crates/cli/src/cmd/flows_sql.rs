@@ -128,7 +128,7 @@ fn print_stats(stats: &ReadStats) {
 static PROGRESS: AtomicU64 = AtomicU64::new(0);
 
 /// Runs `f` with a progress bar over `total` bytes on stderr when stderr is a terminal.
-fn with_progress<T>(total: u64, f: impl FnOnce(Option<&'static AtomicU64>) -> T) -> T {
+pub(crate) fn with_progress<T>(total: u64, f: impl FnOnce(Option<&'static AtomicU64>) -> T) -> T {
     if !std::io::stderr().is_terminal() || total == 0 {
         return f(None);
     }
@@ -181,7 +181,7 @@ pub fn query_cmd(a: QueryArgs) -> anyhow::Result<ExitCode> {
             strict: a.strict,
             threads: a.threads,
             now_ms: now_ms(a.now.as_deref())?,
-            progress: None,
+            ..Options::default()
         };
         // The query is checked before any file is read.
         sumun_flows_sql::parser::parse(&a.sql).map_err(QueryError::from)?;
