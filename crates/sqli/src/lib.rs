@@ -126,11 +126,20 @@ pub enum Rule {
     /// `CHR()`/`CHAR()` chains spelling strings, empty `/**/` comments used as spaces. Counts
     /// only with another signal.
     Obfuscation,
+    /// What an attacker sends to learn about the query: a trivially true or false comparison
+    /// (`1=1`, `1=2`) joined right after a value (`id = '1' AND 1=1`; query builders put theirs
+    /// after `WHERE` or `(`), or `ORDER BY <n>` right after a value (counting columns). Counts
+    /// only with another signal.
+    Probe,
+    /// `UNION [ALL] SELECT` right after a value in a `WHERE` condition (`id = '1' UNION SELECT
+    /// name, password FROM users`). Hand-written SQL does this too, so it counts only with
+    /// another signal.
+    UnionAfterValue,
 }
 
 impl Rule {
     /// Every rule, in bit order.
-    pub const ALL: [Rule; 12] = [
+    pub const ALL: [Rule; 14] = [
         Rule::Tautology,
         Rule::ConstantCondition,
         Rule::SubqueryProbe,
@@ -143,6 +152,8 @@ impl Rule {
         Rule::StackedStatement,
         Rule::CommentTruncation,
         Rule::Obfuscation,
+        Rule::Probe,
+        Rule::UnionAfterValue,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,6 +170,8 @@ impl Rule {
             Rule::StackedStatement => "stacked_statement",
             Rule::CommentTruncation => "comment_truncation",
             Rule::Obfuscation => "obfuscation",
+            Rule::Probe => "probe",
+            Rule::UnionAfterValue => "union_after_value",
         }
     }
 
@@ -175,7 +188,9 @@ impl Rule {
             Rule::SubqueryProbe
             | Rule::CatalogEnumeration
             | Rule::StackedStatement
-            | Rule::Obfuscation => 30,
+            | Rule::Obfuscation
+            | Rule::Probe
+            | Rule::UnionAfterValue => 30,
         }
     }
 

@@ -90,6 +90,10 @@ struct PendingCmp {
     op: Cmp,
     starter: Starter,
     negated: bool,
+    /// The condition was joined right after a literal or number (`'1' AND 1=1`).
+    after_value: bool,
+    /// `OR (1=1`: the comparison opens a parenthesis after the `OR`.
+    paren: bool,
     at: usize,
 }
 
@@ -349,6 +353,13 @@ impl<'s> Scan<'s> {
                 {
                     self.hit(Rule::ErrorFunction, w[3].start);
                 }
+                // `'1' ORDER BY 3`: counting the columns of the query.
+                if w[0].ty == Ty::Word(Word::Kw(Kw::By))
+                    && w[1].ty == Ty::Word(Word::Kw(Kw::Order))
+                    && matches!(w[2].ty, Ty::Str | Ty::Num)
+                {
+                    self.hit(Rule::Probe, w[1].start);
+                }
                 // `(SELECT COUNT(*) FROM GENERATE_SERIES(1,5000000))`: a heavy query used as
                 // a delay (a top-level series of that size is an ordinary bulk load).
                 if w[0].ty == Ty::Comma
@@ -367,6 +378,9 @@ impl<'s> Scan<'s> {
                 self.where_bits |= 1 << self.depth;
             }
             Ty::Word(Word::Kw(Kw::Union)) => {
+                if matches!(w[0].ty, Ty::Str | Ty::Num) && (self.where_at_depth() || self.inner()) {
+                    self.hit(Rule::UnionAfterValue, tok.start);
+                }
                 self.union_in_stmt = true;
                 self.union = Union::Expect {
                     depth: self.depth,
@@ -484,13 +498,16 @@ impl<'s> Scan<'s> {
         if !is_const(w[0].ty) {
             return;
         }
-        let (st, negated) = if is_not(w[1].ty) {
-            (w[2], true)
+        let (st, before, negated) = if is_not(w[1].ty) {
+            (w[2], w[3], true)
         } else {
-            (w[1], false)
+            (w[1], w[2], false)
         };
+        let or = |t: Ty| matches!(t, Ty::Word(Word::Kw(Kw::Or | Kw::Xor)) | Ty::Op(Op::Or));
         let starter = match st.ty {
-            Ty::Word(Word::Kw(Kw::Or | Kw::Xor)) | Ty::Op(Op::Or) => Starter::Or,
+            // `... OR (1=1`: the condition opened a parenthesis after `OR`.
+            Ty::LParen if or(before.ty) => Starter::Or,
+            _ if or(st.ty) => Starter::Or,
             Ty::Word(Word::Kw(Kw::And)) | Ty::Op(Op::And) => Starter::And,
             Ty::Start
             | Ty::LParen
@@ -512,6 +529,8 @@ impl<'s> Scan<'s> {
             op,
             starter,
             negated,
+            after_value: matches!(before.ty, Ty::Str | Ty::Num),
+            paren: st.ty == Ty::LParen,
             at,
         });
     }
@@ -523,10 +542,13 @@ impl<'s> Scan<'s> {
         if is_const(tok.ty) {
             let trivial = self.small_number(p.left) && self.small_number(tok);
             let truth = self.eval(p.left, p.op, tok).map(|t| t != p.negated);
-            if p.starter == Starter::Or && truth == Some(true) {
+            // SQLAlchemy writes an empty `NOT IN` as `x NOT IN (NULL) OR (1 = 1)`.
+            if p.starter == Starter::Or && truth == Some(true) && !(trivial && p.paren) {
                 self.hit(Rule::Tautology, p.at);
             } else if !trivial {
                 self.hit(Rule::ConstantCondition, p.at);
+            } else if p.starter != Starter::Other && p.after_value {
+                self.hit(Rule::Probe, p.at);
             }
         } else if p.starter != Starter::Other {
             match tok.ty {
@@ -822,6 +844,11 @@ impl<'s> Scan<'s> {
             }
             Mode::Statement => {
                 let b = body.trim_start().as_bytes();
+                // `... WHERE id = 1 AND 1=1 -- `: an empty comment ends the statement.
+                if b.is_empty() && text.starts_with("--") {
+                    self.hit(Rule::CommentTruncation, s);
+                    return;
+                }
                 let run = b
                     .iter()
                     .take(16)

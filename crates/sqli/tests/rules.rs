@@ -441,6 +441,6 @@ fn evidence_reads_as_documented() {
             "SELECT * FROM users WHERE name = 'x'' UNION ALL SELECT NULL,NULL-- q'",
             Postgres
         ),
-        "medium literal union_select,comment_truncation \"?' UNION ALL SELECT NULL,NULL--\""
+        "medium literal union_select,comment_truncation,union_after_value \"?' UNION ALL SELECT NULL,NULL--\""
     );
 }
