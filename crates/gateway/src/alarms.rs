@@ -59,7 +59,11 @@ struct Live {
 }
 
 /// The rules running, their tasks, and each alarm's live state.
-type Running = (Vec<AlarmSettings>, Vec<JoinHandle<()>>, Vec<(String, Arc<Live>)>);
+type Running = (
+    Vec<AlarmSettings>,
+    Vec<JoinHandle<()>>,
+    Vec<(String, Arc<Live>)>,
+);
 
 /// The running alarms.
 #[derive(Debug, Default)]
@@ -251,14 +255,12 @@ async fn evaluate(
     live: Arc<Live>,
 ) {
     let every = (rule.period / SAMPLES).max(Duration::from_millis(50));
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = AlarmState::InsufficientData;
     let mut breaches: std::collections::VecDeque<bool> = std::collections::VecDeque::new();
     loop {
         let mut samples = Vec::with_capacity(SAMPLES as usize);
         for _ in 0..SAMPLES {
-            tick.tick().await;
+            crate::workers::sleep(every).await;
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -370,7 +372,8 @@ async fn deliver(rule: AlarmSettings, mut rx: mpsc::Receiver<Notice>, live: Arc<
         let mut backoff = FIRST_BACKOFF;
         let mut delivered = false;
         for attempt in 1..=ATTEMPTS {
-            match tokio::time::timeout(REQUEST_TIMEOUT, post(&rule.webhook, &notice.body)).await {
+            match crate::workers::timeout(REQUEST_TIMEOUT, post(&rule.webhook, &notice.body)).await
+            {
                 Ok(Ok(status)) if (200..300).contains(&status) => {
                     tracing::info!(alarm = %rule.name, state = notice.state.as_str(), attempt, "alarm notification delivered");
                     delivered = true;
@@ -386,7 +389,7 @@ async fn deliver(rule: AlarmSettings, mut rx: mpsc::Receiver<Notice>, live: Arc<
                     tracing::warn!(alarm = %rule.name, attempt, "webhook timed out; retrying")
                 }
             }
-            tokio::time::sleep(backoff).await;
+            crate::workers::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         if delivered {

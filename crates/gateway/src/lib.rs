@@ -25,6 +25,7 @@ pub mod records;
 pub mod redis;
 mod refuse;
 pub mod relay;
+mod shared_state;
 mod stop;
 pub mod targets;
 pub mod tls;

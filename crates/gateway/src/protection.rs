@@ -78,6 +78,8 @@ pub struct Prepared {
     geo_file: Option<Watched>,
     settings: Option<ProtectionSettings>,
     admins: HashSet<String>,
+    /// The Redis key shared bans live under.
+    key: String,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,17 @@ pub struct Protection {
     watch: std::sync::atomic::AtomicU8,
     /// Listener name -> the address it is bound to, for findings' `dst` and `port`.
     listeners: ArcSwap<HashMap<Arc<str>, SocketAddr>>,
+    /// `[protection] shared`: what is to be published, and the sync task.
+    sharing: Mutex<Sharing>,
+}
+
+#[derive(Debug, Default)]
+struct Sharing {
+    /// The URL and Redis key the sync task runs with, and its stop switch.
+    task: Option<(String, String, tokio::sync::watch::Sender<bool>)>,
+    unbans: Vec<IpAddr>,
+    /// Bans made here and published.
+    published: HashSet<IpAddr>,
 }
 
 impl Default for Protection {
@@ -105,6 +118,7 @@ impl Default for Protection {
             admins: ArcSwap::from_pointee(HashSet::new()),
             watch: std::sync::atomic::AtomicU8::new(WATCH_PRIVILEGE | WATCH_SQLI),
             listeners: ArcSwap::from_pointee(HashMap::new()),
+            sharing: Mutex::new(Sharing::default()),
         }
     }
 }
@@ -177,11 +191,15 @@ impl Protection {
             geo_file,
             settings: Some(p.clone()),
             admins,
+            key: format!("sumun:{}:bans", config.gateway.name),
         })
     }
 
     /// Take a prepared config (an apply's commit phase; cannot fail).
-    pub fn commit(&self, prepared: Prepared, listeners: HashMap<Arc<str>, SocketAddr>) {
+    pub fn commit(self: &Arc<Self>, prepared: Prepared, listeners: HashMap<Arc<str>, SocketAddr>) {
+        if let Some(s) = &prepared.settings {
+            self.share(s.shared.as_deref(), &prepared.key);
+        }
         if let Some(s) = prepared.settings {
             let mut watch = 0;
             if s.enabled && s.privilege_change.enabled {
@@ -441,9 +459,105 @@ impl Protection {
         self.engine().bans(Now::system())
     }
 
-    /// Lift the ban on `ip`; false when it had none.
+    /// Lift the ban on `ip` (on every replica, with `shared`); false when it had none here.
     pub fn unban(&self, ip: IpAddr) -> bool {
+        let mut sharing = self.sharing();
+        if sharing.task.is_some() {
+            sharing.unbans.push(ip);
+            sharing.published.remove(&ip);
+        }
+        drop(sharing);
         self.engine().unban(ip)
+    }
+
+    fn sharing(&self) -> std::sync::MutexGuard<'_, Sharing> {
+        self.sharing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start, restart or stop the Redis sync task for `url`.
+    fn share(self: &Arc<Self>, url: Option<&str>, key: &str) {
+        let mut sharing = self.sharing();
+        let same = match (&sharing.task, url) {
+            (Some((u, k, _)), Some(url)) => u == url && k == key,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        if let Some((_, _, stop)) = sharing.task.take() {
+            stop.send_replace(true);
+        }
+        let Some(url) = url else {
+            return;
+        };
+        let Some(parsed) = crate::shared_state::RedisUrl::parse(url) else {
+            tracing::error!("[protection] shared is not a redis:// URL; bans stay per replica");
+            return;
+        };
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::shared_state::run(
+            Arc::downgrade(self),
+            parsed,
+            key.to_string(),
+            stop_rx,
+        ));
+        sharing.task = Some((url.to_string(), key.to_string(), stop));
+    }
+
+    /// Bans made here and bans lifted here since the last call, to publish.
+    pub(crate) fn take_shared_changes(&self) -> (Vec<Ban>, Vec<IpAddr>) {
+        let bans = self.engine().take_new_bans();
+        let mut sharing = self.sharing();
+        for b in &bans {
+            sharing.published.insert(b.addr);
+        }
+        (bans, std::mem::take(&mut sharing.unbans))
+    }
+
+    /// Put back what could not be published.
+    pub(crate) fn requeue(&self, bans: Vec<Ban>, unbans: Vec<IpAddr>) {
+        self.engine().requeue_new_bans(bans);
+        self.sharing().unbans.extend(unbans);
+    }
+
+    /// A ban read from Redis; true when it is (now) enforced here because of Redis.
+    pub(crate) fn import_ban(&self, ip: IpAddr, until: u64) -> bool {
+        if self.sharing().published.contains(&ip) {
+            return false;
+        }
+        self.engine().ban_until(ip, until, "shared", Now::system())
+    }
+
+    /// A ban lifted on another replica.
+    pub(crate) fn lift_imported(&self, ip: IpAddr) {
+        self.sharing().published.remove(&ip);
+        if self.engine().unban(ip) {
+            tracing::info!(addr = %ip, "ban lifted by another replica");
+        }
+    }
+
+    /// Bans published from here that Redis no longer has (lifted elsewhere) and still in force.
+    pub(crate) fn local_bans_missing_from(&self, remote: &HashSet<IpAddr>) -> Vec<IpAddr> {
+        let now = crate::records::unix_now();
+        let active: HashSet<IpAddr> = self
+            .engine()
+            .bans(Now::system())
+            .into_iter()
+            .filter(|b| b.until > now)
+            .map(|b| b.addr)
+            .collect();
+        let mut sharing = self.sharing();
+        let gone: Vec<IpAddr> = sharing
+            .published
+            .iter()
+            .filter(|a| !remote.contains(a))
+            .copied()
+            .collect();
+        for a in &gone {
+            sharing.published.remove(a);
+        }
+        gone.into_iter().filter(|a| active.contains(a)).collect()
     }
 
     /// Ban `ip` now (tests and operators), as a detection with action `block` would.

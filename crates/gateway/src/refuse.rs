@@ -34,7 +34,7 @@ pub(crate) async fn answer(
     deadline: Instant,
 ) {
     let deadline = deadline.min(Instant::now() + LIMIT);
-    let _ = tokio::time::timeout_at(deadline, speak(&mut stream, protocol, refusal)).await;
+    let _ = crate::workers::timeout_at(deadline, speak(&mut stream, protocol, refusal)).await;
     let _ = stream.shutdown().await;
 }
 

@@ -23,6 +23,12 @@ const DAVE_PASSWORD: &str = "dave-Pass-1";
 
 async fn pg_gateway(protection: &str) -> (sumun_testkit::Postgres, TestGateway) {
     let pg = common::app_postgres(None, &[]).await;
+    let gw = pg_gateway_for(&pg, protection).await;
+    (pg, gw)
+}
+
+/// A gateway (PostgreSQL listener `pg`, user dave, admin API, logs) in front of `pg`.
+async fn pg_gateway_for(pg: &sumun_testkit::Postgres, protection: &str) -> TestGateway {
     let dir = TestDir::new("protect-pg");
     let mut vault = common::backend_vault(&dir, common::APP_PASSWORD);
     vault
@@ -45,8 +51,7 @@ path = "{{dir}}/flows.log"
 "#
     );
     let toml = common::pg_config("sumun-test", "", "", pg.addr(), "", &rest);
-    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
-    (pg, gw)
+    TestGateway::start_in(dir, &toml).await.expect("gateway")
 }
 
 async fn psql_dave(gw: &TestGateway, password: &str) -> (bool, String, String) {
@@ -599,4 +604,66 @@ async fn injection_payloads_and_privilege_changes_through_psql_are_findings() {
     // Log mode: the source is still served.
     let (ok, out, _) = psql_dave(&gw, DAVE_PASSWORD).await;
     assert!(ok && out.trim() == "42");
+}
+
+async fn refused_as_banned(gw: &TestGateway) -> bool {
+    let (ok, _, err) = psql_dave(gw, DAVE_PASSWORD).await;
+    !ok && err.contains("too many failed attempts from this address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_bans_through_redis_and_keep_their_own_when_it_is_lost() {
+    let mut redis = sumun_testkit::Redis::start_async(sumun_testkit::RedisOptions::default())
+        .await
+        .expect("redis");
+    let pg = common::app_postgres(None, &[]).await;
+    let protection = format!(
+        "[protection]\nexempt = []\nshared = \"redis://{}/0\"\n[protection.brute_force]\nthreshold = 3\n",
+        redis.addr()
+    );
+    let one = pg_gateway_for(&pg, &protection).await;
+    let two = pg_gateway_for(&pg, &protection).await;
+    assert!(psql_dave(&two, DAVE_PASSWORD).await.0);
+
+    // Brute force on one replica: the other refuses the source too.
+    for _ in 0..3 {
+        assert!(!psql_dave(&one, "wrong").await.0);
+    }
+    assert!(refused_as_banned(&one).await);
+    assert!(
+        eventually_async(Duration::from_secs(15), || refused_as_banned(&two)).await,
+        "the ban never reached the other replica"
+    );
+    let key = redis
+        .cli(&["ZRANGE", "sumun:sumun-test:bans", "0", "-1"])
+        .expect("redis-cli");
+    assert!(key.contains("127.0.0.1"), "{key}");
+
+    // Lifted on the second: lifted on the first too.
+    let admin = two.gateway.admin_addr().await.expect("admin");
+    assert_eq!(http(admin, "DELETE", "/api/bans/127.0.0.1").await.0, 204);
+    assert!(
+        eventually_async(Duration::from_secs(15), || async {
+            psql_dave(&one, DAVE_PASSWORD).await.0
+        })
+        .await,
+        "the unban never reached the first replica"
+    );
+
+    // Redis lost: each replica keeps enforcing what it decides itself.
+    redis.kill();
+    for _ in 0..3 {
+        assert!(!psql_dave(&one, "wrong").await.0);
+    }
+    assert!(
+        refused_as_banned(&one).await,
+        "a replica without Redis still bans"
+    );
+    assert!(psql_dave(&two, DAVE_PASSWORD).await.0);
+    // Redis back: the ban made meanwhile is published and reaches the other replica.
+    redis.restart().expect("restart redis");
+    assert!(
+        eventually_async(Duration::from_secs(20), || refused_as_banned(&two)).await,
+        "the ban made while Redis was away was never shared"
+    );
 }

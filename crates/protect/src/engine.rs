@@ -16,6 +16,8 @@ use crate::ipset::{canonical, IpSet};
 use crate::rate::SlidingCounter;
 use crate::Now;
 
+/// Bans waiting to be shared with other replicas, at most.
+const NEW_BANS_KEPT: usize = 10_000;
 /// Findings kept for `/api/findings`.
 const FINDINGS_KEPT: usize = 1000;
 /// Evidence events kept per source.
@@ -694,19 +696,26 @@ impl Engine {
             until_mono: now.mono + duration,
         };
         *self.bans.entry(ip, now.mono, || ban.clone()) = ban.clone();
-        self.new_bans.push(ban.clone());
+        if self.s.shared.is_some() && self.new_bans.len() < NEW_BANS_KEPT {
+            self.new_bans.push(ban.clone());
+        }
         ban
     }
 
-    /// A ban made elsewhere (another replica), until unix second `until`.
-    pub fn ban_until(&mut self, ip: IpAddr, until: u64, reason: &str, now: Now) {
+    /// A ban made elsewhere (another replica), until unix second `until`. True when it is
+    /// enforced from now on (false when a ban at least as long was already here).
+    pub fn ban_until(&mut self, ip: IpAddr, until: u64, reason: &str, now: Now) -> bool {
         let ip = canonical(ip);
         if until <= now.unix || self.exempt(ip) {
-            return;
+            return false;
         }
         let left = Duration::from_secs(until - now.unix);
-        if self.bans.get(&ip).is_some_and(|b| b.until >= until) {
-            return;
+        if self
+            .bans
+            .get(&ip)
+            .is_some_and(|b| b.until >= until && b.until_mono > now.mono)
+        {
+            return false;
         }
         let ban = Ban {
             addr: ip,
@@ -718,6 +727,14 @@ impl Engine {
         };
         let slot = self.bans.entry(ip, now.mono, || ban.clone());
         *slot = ban;
+        true
+    }
+
+    /// Put back bans [`Engine::take_new_bans`] gave that could not be shared.
+    pub fn requeue_new_bans(&mut self, mut bans: Vec<Ban>) {
+        bans.truncate(NEW_BANS_KEPT.saturating_sub(self.new_bans.len()));
+        bans.append(&mut self.new_bans);
+        self.new_bans = bans;
     }
 
     /// Lift a ban (and forget the source's counters, so it starts afresh). False when there
