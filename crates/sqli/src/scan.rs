@@ -329,7 +329,7 @@ impl<'s> Scan<'s> {
         let w = self.w;
         match tok.ty {
             Ty::LParen => {
-                self.on_call(tok);
+                self.on_call();
                 self.depth = self.depth.saturating_add(1);
             }
             Ty::RParen => {
@@ -447,7 +447,7 @@ impl<'s> Scan<'s> {
     }
 
     /// A `(`: the word before it, if any, is a function being called.
-    fn on_call(&mut self, _tok: Tok) {
+    fn on_call(&mut self) {
         let w = self.w;
         let Ty::Word(Word::Fun(f)) = w[0].ty else {
             return;
