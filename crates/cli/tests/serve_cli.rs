@@ -169,6 +169,85 @@ targets = [{{ address = "127.0.0.1:{redis_port}" }}]
     )
 }
 
+#[test]
+fn status_shows_bans_and_findings() {
+    let redis = Redis::start().expect("redis");
+    let dir = Dir::new("status-bans");
+    let (port, admin) = (free_port(), free_port());
+    let config = dir.path("sumun.toml");
+    // One refusal is a scan here, and scans ban.
+    let toml = redis_config(port, redis.port(), admin, "127.0.0.1/32")
+        + "[protection]\nexempt = []\n[protection.scan]\nthreshold = 1\naction = \"block\"\n";
+    std::fs::write(&config, toml).expect("write");
+    let served = Served::start(&config);
+    assert!(
+        wait_port(format!("127.0.0.1:{admin}").parse().expect("addr")),
+        "{}",
+        served.log()
+    );
+    let socket = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(5),
+    );
+    assert!(socket.is_ok(), "listener up");
+    // From another address the security group refuses: a scan, and a ban.
+    assert!(connect_from("127.0.0.2", port), "curl runs");
+    let status = || {
+        let out = Command::new(SUMUN)
+            .args(["status", "--admin", &format!("http://127.0.0.1:{admin}")])
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut text = String::new();
+    let shown = eventually(Duration::from_secs(10), || {
+        text = status();
+        text.contains("BANNED") && text.contains("127.0.0.2") && text.contains("scan")
+    });
+    assert!(shown, "{text}");
+    let finding = text
+        .lines()
+        .find(|l| l.starts_with("medium") && l.contains("scan"))
+        .unwrap_or_default();
+    assert!(
+        finding.contains("127.0.0.2") && finding.contains("block"),
+        "{text}"
+    );
+    let out = Command::new(SUMUN)
+        .args([
+            "status",
+            "--json",
+            "--admin",
+            &format!("http://127.0.0.1:{admin}"),
+        ])
+        .output()
+        .expect("status --json");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["bans"][0]["addr"], "127.0.0.2", "{json}");
+    assert_eq!(json["findings"][0]["technique"], "T1046", "{json}");
+}
+
+/// A TCP connection to 127.0.0.1:`port` from `source` (curl can bind a source address).
+fn connect_from(source: &str, port: u16) -> bool {
+    Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "2",
+            "--interface",
+            source,
+            &format!("telnet://127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok()
+}
+
 fn redis_cli(port: u16, args: &[&str]) -> (bool, String) {
     let out = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])

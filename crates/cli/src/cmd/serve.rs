@@ -403,8 +403,26 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (admin, token) = admin_endpoint(&args)?;
     let listeners = crate::cmd::http::get_json(&admin, "/api/listeners", token.as_ref())?;
     let targets = crate::cmd::http::get_json(&admin, "/api/targets", token.as_ref())?;
+    let findings = crate::cmd::http::get_json(&admin, "/api/findings", token.as_ref())?;
+    let bans = crate::cmd::http::get_json(&admin, "/api/bans", token.as_ref())?;
+    // Active findings: those whose last event is within the hour.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let active: Vec<&serde_json::Value> = findings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["last"].as_u64().unwrap_or(0) + 3600 >= now)
+        .collect();
     if args.json {
-        let both = serde_json::json!({ "listeners": listeners, "targets": targets });
+        let both = serde_json::json!({
+            "listeners": listeners,
+            "targets": targets,
+            "findings": active,
+            "bans": bans,
+        });
         println!("{}", serde_json::to_string_pretty(&both)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -469,6 +487,59 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     print_table(&rows);
+    println!();
+    let bans = bans.as_array().cloned().unwrap_or_default();
+    if bans.is_empty() {
+        println!("no banned sources");
+    } else {
+        let mut rows = vec![vec![
+            "BANNED".to_string(),
+            "FOR".into(),
+            "REASON".into(),
+            "BANS".into(),
+        ]];
+        for b in &bans {
+            rows.push(vec![
+                s(&b["addr"]),
+                format!("{}s", s(&b["remaining_s"])),
+                s(&b["reason"]),
+                s(&b["count"]),
+            ]);
+        }
+        print_table(&rows);
+    }
+    println!();
+    if active.is_empty() {
+        println!("no findings in the last hour");
+    } else {
+        let mut rows = vec![vec![
+            "SEVERITY".to_string(),
+            "DETECTION".into(),
+            "SOURCE".into(),
+            "USER".into(),
+            "LISTENER".into(),
+            "AGO".into(),
+            "ACTION".into(),
+            "DETAIL".into(),
+        ]];
+        for f in active.iter().take(20) {
+            let ago = now.saturating_sub(f["last"].as_u64().unwrap_or(now));
+            rows.push(vec![
+                s(&f["severity"]),
+                s(&f["detection"]),
+                s(&f["src"]),
+                s(&f["user"]),
+                s(&f["listener"]),
+                format!("{ago}s"),
+                s(&f["action"]),
+                s(&f["detail"]),
+            ]);
+        }
+        print_table(&rows);
+        if active.len() > 20 {
+            println!("... and {} more (sumun status --json)", active.len() - 20);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
