@@ -667,3 +667,55 @@ async fn two_replicas_share_bans_through_redis_and_keep_their_own_when_it_is_los
         "the ban made while Redis was away was never shared"
     );
 }
+
+/// `deploy/`: the Prometheus rules pass `promtool check rules` (Debian package `prometheus`,
+/// installed by scripts/test), the Grafana dashboard is JSON, and every `sumun_*` metric either
+/// names is one the gateway exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_rules_pass_promtool_and_name_only_exported_metrics() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let rules = deploy.join("prometheus/sumun-alerts.yml");
+    let (ok, out, err) = common::run(
+        "promtool",
+        &["check", "rules", &rules.display().to_string()],
+        &[],
+    )
+    .await;
+    assert!(ok && out.contains("SUCCESS"), "promtool: {out}{err}");
+    let dashboard =
+        std::fs::read_to_string(deploy.join("grafana/sumun-dashboard.json")).expect("dashboard");
+    let parsed: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() > 10));
+
+    let (_redis, gw) = redis_gateway(
+        1,
+        "127.0.0.0/8",
+        "[[alarms]]\nname = \"a\"\nmetric = \"sumun_active_flows\"\ncomparison = \">\"\nthreshold = 1\nwebhook = \"http://127.0.0.1:9/\"\n",
+    )
+    .await;
+    let metrics = gw.metrics();
+    let exported: std::collections::HashSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let text = std::fs::read_to_string(&rules).expect("rules") + &dashboard;
+    let mut named = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("sumun_") {
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = name.strip_suffix("_bucket").unwrap_or(&name).to_string();
+        named.insert(family);
+    }
+    let missing: Vec<&String> = named
+        .iter()
+        .filter(|n| !exported.contains(n.as_str()))
+        .collect();
+    assert!(named.len() > 10, "{named:?}");
+    assert!(
+        missing.is_empty(),
+        "deploy/ names metrics /metrics does not have: {missing:?}\n{metrics}"
+    );
+}
