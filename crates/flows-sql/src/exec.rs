@@ -109,7 +109,7 @@ type Rows = Vec<Vec<Value>>;
 /// tables of the threads can be merged partition by partition, in parallel.
 const PARTS: usize = 16;
 
-fn hash_key(key: &[Value]) -> u64 {
+fn hash_key(key: &[&Value]) -> u64 {
     let mut h = Fx::default();
     key.hash(&mut h);
     h.finish()
@@ -132,12 +132,12 @@ struct Part {
     groups: usize,
 }
 
-fn key_eq(cells: &[Cell], key: &[Value]) -> bool {
+fn key_eq(cells: &[Cell], key: &[&Value]) -> bool {
     cells.len() >= key.len()
         && key
             .iter()
             .zip(cells)
-            .all(|(k, c)| matches!(c, Cell::Key(v) if v == k))
+            .all(|(k, c)| matches!(c, Cell::Key(v) if v == *k))
 }
 
 impl Part {
@@ -146,7 +146,7 @@ impl Part {
     fn group(
         &mut self,
         h: u64,
-        key: &[Value],
+        key: &[&Value],
         w: usize,
         init: &mut dyn FnMut(&mut Vec<Cell>),
     ) -> usize {
@@ -161,7 +161,7 @@ impl Part {
             return id;
         }
         let id = *groups;
-        cells.extend(key.iter().cloned().map(Cell::Key));
+        cells.extend(key.iter().map(|&v| Cell::Key(v.clone())));
         init(cells);
         table.insert_unique(h, (h, id), |&(hh, _)| hh);
         *groups += 1;
@@ -188,6 +188,7 @@ impl Part {
                 .map(|c| std::mem::replace(c, Cell::Key(Value::Null)))
                 .collect();
             let mut fresh = false;
+            let key: Vec<&Value> = key.iter().collect();
             let id = self.group(h, &key, w, &mut |cells| {
                 fresh = true;
                 cells.append(&mut theirs);
@@ -256,17 +257,40 @@ impl AggTable {
         aggs: &[AggSpec],
         row: &[Value],
     ) -> Result<(), EvalError> {
+        // Column keys are lent, not cloned (a string shared by every row, such as `ACCEPT`,
+        // would have its reference count bumped by every thread on every row); computed keys
+        // are evaluated into `keybuf`.
         self.keybuf.clear();
         for k in keys {
-            self.keybuf.push(k.eval(row)?);
+            if !matches!(k, crate::expr::BExpr::Col(_)) {
+                self.keybuf.push(k.eval(row)?);
+            }
         }
-        let h = hash_key(&self.keybuf);
+        const NULL: Value = Value::Null;
+        let mut computed = self.keybuf.iter();
+        let mut lent = |k: &crate::expr::BExpr| match k {
+            crate::expr::BExpr::Col(c) => row.get(*c).unwrap_or(&NULL),
+            _ => computed.next().unwrap_or(&NULL),
+        };
+        // Up to eight keys on the stack (no allocation per row), more in a vector.
+        let mut few: [&Value; 8] = [&NULL; 8];
+        let many: Vec<&Value>;
+        let key: &[&Value] = if keys.len() <= few.len() {
+            for (slot, k) in few.iter_mut().zip(keys) {
+                *slot = lent(k);
+            }
+            &few[..keys.len()]
+        } else {
+            many = keys.iter().map(lent).collect();
+            &many
+        };
+        let h = hash_key(key);
         let Some(part) = self.parts.get_mut((h >> 60) as usize % PARTS) else {
             return Ok(());
         };
         let k = keys.len();
         let w = k + aggs.len();
-        let id = part.group(h, &self.keybuf, w, &mut |cells| {
+        let id = part.group(h, key, w, &mut |cells| {
             cells.extend(aggs.iter().map(|a| Cell::State(a.init())))
         });
         if let Some(states) = part.cells.get_mut(id * w + k..(id + 1) * w) {

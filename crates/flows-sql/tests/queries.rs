@@ -736,3 +736,38 @@ fn partition_pruning_reads_only_the_matching_days() {
     assert_eq!(parquet.stats.records, 30_000);
     assert_eq!(output::csv(&run(sql, &files(&path))), output::csv(&parquet));
 }
+
+/// An address column holding text that is not an address (a custom field, kept as text) makes
+/// a GROUP BY on it leave the typed tables for `Value` keys mid-query; the answer is complete.
+#[test]
+fn group_by_an_address_column_holding_text() {
+    let dir = Dir::new("untyped");
+    let mut text = String::from(
+        "version srcaddr dstaddr srcport dstport protocol pkt-srcaddr action log-status\n",
+    );
+    for i in 0..3000 {
+        let pkt = if i % 1000 == 999 {
+            "not-an-address".to_string()
+        } else {
+            format!("192.168.0.{}", i % 7)
+        };
+        text.push_str(&format!(
+            "5 10.0.0.{} 10.0.0.9 40000 5432 6 {pkt} ACCEPT OK\n",
+            i % 5
+        ));
+    }
+    let log = dir.write("text-in-address.log", &text);
+    for threads in [1, 2] {
+        let out = query(
+            "SELECT pkt_srcaddr, count(*), count(DISTINCT srcaddr) FROM flows GROUP BY pkt_srcaddr ORDER BY pkt_srcaddr",
+            std::slice::from_ref(&log),
+            &Options { threads, ..opts() },
+        )
+        .unwrap();
+        let csv = output::csv(&out);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + 8, "{csv}");
+        assert_eq!(lines[8], "not-an-address,3,1", "{csv}");
+        assert_eq!(out.stats.records, 3000);
+    }
+}
