@@ -11,6 +11,11 @@
 #   ROUNDS=6 DURATION=10 bench/postgres/audit.sh
 #   SUMUN_OLD=/tmp/old-target/release/sumun bench/postgres/audit.sh
 #       # also an older build, off and on, in the same rounds (before/after in one run)
+#   COMPARE=protection bench/postgres/audit.sh
+#       # inline protection instead (issue 21): both gateways audit; "off" has
+#       # `[protection] enabled = false`, "on" every protection at its defaults with nobody
+#       # exempt (rate limits, detections, SQL-injection inspection of every statement in log
+#       # mode). Results: bench/postgres/PROTECTION.md.
 #
 # Knobs: SUMUN=path (default target/release/sumun, built if missing), SUMUN_OLD=path, ROUNDS=4,
 # DURATION=8, CLIENTS=32, JOBS=2, POOL_SIZE=20, SCALE=10, MODE=transaction, OUT=file (markdown
@@ -31,6 +36,7 @@ JOBS=${JOBS:-2}
 POOL_SIZE=${POOL_SIZE:-20}
 SCALE=${SCALE:-10}
 MODE=${MODE:-transaction}
+COMPARE=${COMPARE:-audit}
 SUMUN=${SUMUN:-$ROOT/target/release/sumun}
 SUMUN_OLD=${SUMUN_OLD:-}
 OUT=${OUT:-}
@@ -142,7 +148,14 @@ name = "bench"
 auth = ["scram"]
 backend_credential = "pg/bench"
 TOML
-  if [ "$audit" = on ]; then
+  if [ "$COMPARE" = protection ]; then
+    printf '[audit]\npath = "%s/audit.jsonl"\n' "$d" >> "$d/sumun.toml"
+    if [ "$audit" = on ]; then
+      printf '[protection]\nexempt = []\n' >> "$d/sumun.toml"
+    else
+      printf '[protection]\nenabled = false\n' >> "$d/sumun.toml"
+    fi
+  elif [ "$audit" = on ]; then
     printf '[audit]\npath = "%s/audit.jsonl"\n' "$d" >> "$d/sumun.toml"
   fi
   "$bin" vault init --config "$d/sumun.toml" >"$d/setup.log" 2>&1
@@ -154,7 +167,7 @@ TOML
   wait_port "$port" "${GW_PID[$name]}" || { echo "gateway $name did not start:" >&2; tail -5 "$d/sumun.log" >&2; exit 1; }
   GW_PORT[$name]=$port; GW_ADMIN[$name]=$admin; GW_DIR[$name]=$d
   NAMES+=("$name")
-  echo "gateway $name: $bin, audit $audit, :$port (pid ${GW_PID[$name]})"
+  echo "gateway $name: $bin, $COMPARE $audit, :$port (pid ${GW_PID[$name]})"
   # Warm the pool.
   PGPASSWORD=$PGPASS PGSSLMODE=disable "$PGBENCH" -S -c "$CLIENTS" -j "$JOBS" -T 1 -h 127.0.0.1 -p "$port" -U bench bench >/dev/null 2>&1 || true
 }
@@ -164,6 +177,8 @@ if [ -n "$SUMUN_OLD" ]; then
   start_gateway old-off "$SUMUN_OLD" off
   start_gateway old-on "$SUMUN_OLD" on
 fi
+
+LOAD0=$(cut -d" " -f1-3 /proc/loadavg)
 
 # --- alternating runs ------------------------------------------------------------------------
 CMD="pgbench -S -c $CLIENTS -j $JOBS -T $DURATION -h 127.0.0.1 -p PORT -U bench bench"
@@ -196,7 +211,7 @@ done
 # --- results ---------------------------------------------------------------------------------
 declare -A MED_TPS MED_CPU
 report() {
-  echo "Command (each gateway, alternating, $ROUNDS rounds): \`PGSSLMODE=disable $CMD\`; pool mode $MODE, size $POOL_SIZE; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ)."
+  echo "Command (each gateway, alternating, $ROUNDS rounds): \`COMPARE=$COMPARE PGSSLMODE=disable $CMD\`; pool mode $MODE, size $POOL_SIZE; $(nproc) cores; load average before the run: $LOAD0; binary $SUMUN; $(date -u +%Y-%m-%dT%H:%MZ)."
   echo
   echo "| round | gateway | TPS | proxy CPU µs/txn |"
   echo "|---|---|---|---|"
@@ -220,7 +235,7 @@ report() {
   for pair in ":" "old-:"; do
     on=${pair%:}on; off=${pair%:}off
     [ -n "${MED_CPU[$on]:-}" ] && [ -n "${MED_CPU[$off]:-}" ] || continue
-    echo "- ${pair%:}on vs ${pair%:}off: TPS x$(div "${MED_TPS[$on]}" "${MED_TPS[$off]}"), CPU per transaction x$(div "${MED_CPU[$on]}" "${MED_CPU[$off]}"), audit cost $(sub "${MED_CPU[$on]}" "${MED_CPU[$off]}") µs per query (medians)."
+    echo "- ${pair%:}on vs ${pair%:}off: TPS x$(div "${MED_TPS[$on]}" "${MED_TPS[$off]}"), CPU per transaction x$(div "${MED_CPU[$on]}" "${MED_CPU[$off]}"), $COMPARE cost $(sub "${MED_CPU[$on]}" "${MED_CPU[$off]}") µs per query (medians)."
   done
 }
 report | tee "$W/results.md"

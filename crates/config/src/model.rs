@@ -543,6 +543,25 @@ pub struct GeoSettings {
     pub allow_countries: Vec<String>,
 }
 
+/// The `redis://` URL of `[protection] shared`. `Debug` hides a password in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SharedUrl(pub String);
+
+impl SharedUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SharedUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.rsplit_once('@') {
+            Some((_, host)) => write!(f, "\"redis://<redacted>@{host}\""),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 /// `[protection]`. Every default is documented in `docs/protection.md`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProtectionSettings {
@@ -552,8 +571,8 @@ pub struct ProtectionSettings {
     /// Sources never rate limited, banned or watched by detections. Default `127.0.0.1/32` and
     /// `::1/128` (fail2ban's `ignoreip` habit: the host's own tools and health checks).
     pub exempt: Vec<IpNet>,
-    /// `redis://host:port[/db]` shared by replicas for bans and rate-limit counters.
-    pub shared: Option<String>,
+    /// `redis://[user:password@]host:port[/db]` shared by replicas for bans.
+    pub shared: Option<SharedUrl>,
     /// The rate-limit window. Default `"5m"`.
     pub rate_window: Duration,
     /// New connections per source per window; `0` turns the limit off. Default 2000 (seed

@@ -1523,7 +1523,7 @@ impl Checker<'_> {
         let shared = raw.shared.as_ref().and_then(|u| {
             let url = u.get_ref();
             if url.starts_with("redis://") && url.len() > "redis://".len() {
-                Some(url.clone())
+                Some(SharedUrl(url.clone()))
             } else {
                 self.report(
                     u.span(),

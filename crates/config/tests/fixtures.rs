@@ -521,3 +521,46 @@ fn protocols_without_a_front_end_are_refused_at_the_protocol_value() {
         );
     }
 }
+
+#[test]
+fn protection_ip_sets_and_alarms_are_read() {
+    let c = good("protection.toml");
+    let p = &c.protection;
+    assert!(p.enabled && p.exempt.is_empty());
+    assert_eq!(
+        p.shared.as_ref().map(SharedUrl::as_str),
+        Some("redis://127.0.0.1:6379/1")
+    );
+    let secret = SharedUrl("redis://app:hunter2@cache:6379".into());
+    assert_eq!(format!("{secret:?}"), "\"redis://<redacted>@cache:6379\"");
+    assert_eq!((p.max_connections, p.max_auth_attempts), (100, 2000));
+    assert_eq!(p.rate_window, Duration::from_secs(60));
+    assert_eq!(p.allow_ip_sets, vec!["office".to_string()]);
+    assert_eq!(p.egress.threshold, 2 << 30);
+    assert_eq!(p.first_seen.window, Duration::ZERO);
+    // Untouched detections keep their documented defaults.
+    assert_eq!(
+        p.brute_force,
+        Detection::new(ProtectAction::Block, 5, Duration::from_secs(600))
+    );
+    assert_eq!(
+        p.scan,
+        Detection::new(ProtectAction::Log, 5, Duration::from_secs(300))
+    );
+    assert_eq!(p.ban_time, Duration::from_secs(600));
+    // An ingress rule naming a set admits the set's networks.
+    let sg = &c.security_groups[0];
+    let cidrs: Vec<String> = sg.ingress.iter().map(|r| r.cidr.to_string()).collect();
+    assert_eq!(cidrs, ["10.20.0.0/16", "192.0.2.10/32", "172.16.0.0/12"]);
+    assert_eq!(sg.ingress[0].description.as_deref(), Some("ip_set office"));
+    let a = &c.alarms[0];
+    assert_eq!(a.statistic, AlarmStatistic::Increase);
+    assert_eq!(a.comparison, AlarmComparison::GreaterOrEqual);
+    assert_eq!((a.threshold, a.evaluation_periods), (500.5, 3));
+    assert_eq!(a.labels.get("listener").map(String::as_str), Some("pg"));
+    assert_eq!(a.format, WebhookFormat::Slack);
+    // Without the section: everything on with its defaults, the host itself exempt.
+    let m = good("minimal.toml");
+    assert_eq!(m.protection, ProtectionSettings::default());
+    assert_eq!(m.protection.exempt.len(), 2);
+}

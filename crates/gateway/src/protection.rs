@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use sumun_config::{Config, ProtectionSettings};
+use sumun_config::{Config, ProtectionSettings, SharedUrl};
 use sumun_protect::{Admission, Ban, Engine, Finding, GeoDb, IpSet, Now, Place, RuleDenial, Rules};
 
 use crate::metrics::RejectReason;
@@ -198,7 +198,7 @@ impl Protection {
     /// Take a prepared config (an apply's commit phase; cannot fail).
     pub fn commit(self: &Arc<Self>, prepared: Prepared, listeners: HashMap<Arc<str>, SocketAddr>) {
         if let Some(s) = &prepared.settings {
-            self.share(s.shared.as_deref(), &prepared.key);
+            self.share(s.shared.as_ref().map(SharedUrl::as_str), &prepared.key);
         }
         if let Some(s) = prepared.settings {
             let mut watch = 0;
