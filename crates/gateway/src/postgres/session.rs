@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,6 +357,24 @@ async fn drive(mut s: Session) {
     }
 }
 
+/// The waker a session's relay polls its client's socket with: it notes that the client woke
+/// the task, then wakes the task.
+struct ClientWake {
+    woken: AtomicBool,
+    task: std::task::Waker,
+}
+
+impl std::task::Wake for ClientWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
 /// A parked client's session: its `Core`, and its TLS state when it has TLS.
 struct Asleep {
     core: Core,
@@ -598,6 +616,11 @@ impl Session {
         };
         let mut timer = crate::workers::Alarm::new();
         timer.set((self.core.last_activity + period(self.park_delay())).into_std());
+        // The client's socket is polled with a waker of its own that notes it woke the task:
+        // a wake-up by the server (the answer that ends a transaction) then skips a client
+        // poll that could only say "pending" again (its registration from the last one still
+        // stands). Only this loop reads the client, so nothing else replaces that waker.
+        let mut client_wake: Option<(Arc<ClientWake>, std::task::Waker)> = None;
         let mut events: u64 = 0;
         let mut seen: u64 = 0;
         loop {
@@ -619,8 +642,28 @@ impl Session {
                             return Poll::Ready(Event::Server(r));
                         }
                     }
-                    if let Poll::Ready(r) = poll_read_append(cx, client, cbuf, READ_LIMIT) {
-                        return Poll::Ready(Event::Client(r));
+                    let (wake, waker) = match &client_wake {
+                        Some((wake, waker)) if wake.task.will_wake(cx.waker()) => (wake, waker),
+                        // First poll, or another task's waker: a new one, and poll.
+                        _ => {
+                            let wake = Arc::new(ClientWake {
+                                woken: AtomicBool::new(true),
+                                task: cx.waker().clone(),
+                            });
+                            let waker = std::task::Waker::from(wake.clone());
+                            let (wake, waker) = client_wake.insert((wake, waker));
+                            (&*wake, &*waker)
+                        }
+                    };
+                    // Cleared before the poll: a wake-up from here on sets it again.
+                    if wake.woken.swap(false, Ordering::AcqRel) {
+                        let mut ccx = std::task::Context::from_waker(waker);
+                        if let Poll::Ready(r) = poll_read_append(&mut ccx, client, cbuf, READ_LIMIT)
+                        {
+                            // More may be there: polled again next time.
+                            wake.woken.store(true, Ordering::Release);
+                            return Poll::Ready(Event::Client(r));
+                        }
                     }
                     if timer.poll_rung(cx).is_ready() {
                         return Poll::Ready(Event::Timer);
