@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,6 +357,69 @@ async fn drive(mut s: Session) {
     }
 }
 
+/// A waker a session's relay polls one of its sources with (the client's socket; the timer
+/// and the stop): it notes that the source woke the task, then wakes the task. The relay polls
+/// the source only when it is noted (or never polled yet), which is correct as long as nothing
+/// else polls that source with another waker.
+struct SourceWake {
+    woken: AtomicBool,
+    task: std::task::Waker,
+}
+
+/// The relay's two source wakers (the client's socket; the timer and the stop), for one task.
+struct RelayWakers {
+    client: Arc<SourceWake>,
+    client_waker: std::task::Waker,
+    control: Arc<SourceWake>,
+    control_waker: std::task::Waker,
+}
+
+impl RelayWakers {
+    /// The wakers for the task polling now: made on the first poll, and made again (noted, so
+    /// every source is polled and registers them) if the task's waker changed.
+    #[inline]
+    fn for_task<'a>(
+        slot: &'a mut Option<RelayWakers>,
+        cx: &std::task::Context<'_>,
+    ) -> &'a RelayWakers {
+        if !slot
+            .as_ref()
+            .is_some_and(|w| w.client.task.will_wake(cx.waker()))
+        {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| {
+            let source = || {
+                let wake = Arc::new(SourceWake {
+                    woken: AtomicBool::new(true),
+                    task: cx.waker().clone(),
+                });
+                let waker = std::task::Waker::from(wake.clone());
+                (wake, waker)
+            };
+            let (client, client_waker) = source();
+            let (control, control_waker) = source();
+            RelayWakers {
+                client,
+                client_waker,
+                control,
+                control_waker,
+            }
+        })
+    }
+}
+
+impl std::task::Wake for SourceWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
 /// A parked client's session: its `Core`, and its TLS state when it has TLS.
 struct Asleep {
     core: Core,
@@ -598,6 +661,13 @@ impl Session {
         };
         let mut timer = crate::workers::Alarm::new();
         timer.set((self.core.last_activity + period(self.park_delay())).into_std());
+        // The client's socket is polled with a waker of its own that notes it woke the task:
+        // a wake-up by the server (the answer that ends a transaction) then skips a client
+        // poll that could only say "pending" again (its registration from the last one still
+        // stands). Only this loop reads the client, so nothing else replaces that waker. The
+        // timer and the stop share another such waker: they are looked at only when one of
+        // them woke the task (they too are polled nowhere else).
+        let mut wakers: Option<RelayWakers> = None;
         let mut events: u64 = 0;
         let mut seen: u64 = 0;
         loop {
@@ -619,14 +689,31 @@ impl Session {
                             return Poll::Ready(Event::Server(r));
                         }
                     }
-                    if let Poll::Ready(r) = poll_read_append(cx, client, cbuf, READ_LIMIT) {
-                        return Poll::Ready(Event::Client(r));
+                    let w = RelayWakers::for_task(&mut wakers, cx);
+                    let (wake, waker) = (&w.client, &w.client_waker);
+                    // Cleared before the poll: a wake-up from here on sets it again.
+                    if wake.woken.swap(false, Ordering::AcqRel) {
+                        let mut ccx = std::task::Context::from_waker(waker);
+                        if let Poll::Ready(r) = poll_read_append(&mut ccx, client, cbuf, READ_LIMIT)
+                        {
+                            // More may be there: polled again next time.
+                            wake.woken.store(true, Ordering::Release);
+                            return Poll::Ready(Event::Client(r));
+                        }
                     }
-                    if timer.poll_rung(cx).is_ready() {
-                        return Poll::Ready(Event::Timer);
-                    }
-                    if std::future::Future::poll(stopped.as_mut(), cx).is_ready() {
-                        return Poll::Ready(Event::Phase);
+                    let (wake, waker) = (&w.control, &w.control_waker);
+                    if wake.woken.swap(false, Ordering::AcqRel) {
+                        let mut ccx = std::task::Context::from_waker(waker);
+                        // Either being ready, both are looked at again next time (the timer
+                        // is set again meanwhile).
+                        if timer.poll_rung(&mut ccx).is_ready() {
+                            wake.woken.store(true, Ordering::Release);
+                            return Poll::Ready(Event::Timer);
+                        }
+                        if std::future::Future::poll(stopped.as_mut(), &mut ccx).is_ready() {
+                            wake.woken.store(true, Ordering::Release);
+                            return Poll::Ready(Event::Phase);
+                        }
                     }
                     Poll::Pending
                 })
