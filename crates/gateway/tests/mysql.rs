@@ -806,3 +806,441 @@ async fn a_token_for_one_database_logs_in_to_that_database_only() {
     assert!(!ok, "no database named");
     assert!(err.contains("ERROR 1045"), "{err}");
 }
+
+/// A sysbench script: each thread prepares one INSERT, binds its parameters once (libmariadb
+/// then sends their types with the first execute only) and executes it for every event. Odd
+/// threads bind `n` as a string, even ones as an integer: a server that executed a statement
+/// with another client's types would store wrong values.
+const PS_TYPES_LUA: &str = r#"
+function thread_init()
+  drv = sysbench.sql.driver()
+  con = drv:connect()
+  local as_text = sysbench.tid % 2 == 1
+  stmt = con:prepare("INSERT INTO ps_check (tid, n, s) VALUES (?, ?, ?)")
+  p_tid = stmt:bind_create(sysbench.sql.type.INT)
+  if as_text then
+    p_n = stmt:bind_create(sysbench.sql.type.VARCHAR, 20)
+  else
+    p_n = stmt:bind_create(sysbench.sql.type.BIGINT)
+  end
+  p_s = stmt:bind_create(sysbench.sql.type.VARCHAR, 40)
+  stmt:bind_param(p_tid, p_n, p_s)
+  count = 0
+  text = as_text
+end
+
+function event()
+  count = count + 1
+  p_tid:set(sysbench.tid)
+  if text then p_n:set(tostring(count * 1000 + 7)) else p_n:set(count * 1000 + 7) end
+  p_s:set("v" .. (count * 1000 + 7))
+  stmt:execute()
+end
+
+function thread_done()
+  stmt:close()
+  con:disconnect()
+end
+"#;
+
+/// Transaction mode: prepared statements do not pin. Eight sysbench threads (libmariadb's
+/// binary protocol, parameter types sent with the first execute only) share a pool of two
+/// server connections; every execute lands on whichever is free, the statement is prepared
+/// there on first use and the client's types are given to it, and every row is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_prepared_statements_are_shared_without_pinning() {
+    let s = setup_with(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 2, checkout_timeout = \"20s\" }",
+        "",
+    )
+    .await;
+    let (ok, _, err) = cli(
+        &s,
+        "carol",
+        CAROL_PASSWORD,
+        &["--skip-ssl", "-D", "appdb"],
+        "create table ps_check (id int auto_increment primary key, tid int, n bigint, s varchar(40))",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let script = s.gw.dir.path("ps_types.lua");
+    std::fs::write(&script, PS_TYPES_LUA).expect("write script");
+    let port = s.gw.addr("my").port().to_string();
+    let args = [
+        script.to_str().expect("utf8 path"),
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        "--mysql-ssl=off",
+        "--mysql-user=carol",
+        "--mysql-db=appdb",
+        "--db-ps-mode=auto",
+        "--threads=8",
+        "--events=800",
+        "--time=0",
+        "run",
+    ];
+    let mut all: Vec<&str> = vec![];
+    all.extend_from_slice(&args);
+    let port_arg = format!("--mysql-port={port}");
+    let pw_arg = format!("--mysql-password={CAROL_PASSWORD}");
+    all.push(&port_arg);
+    all.push(&pw_arg);
+    let (ok, out, err) = common::run("sysbench", &all, &[]).await;
+    assert!(ok, "sysbench failed:\n{out}\n{err}");
+    let (ok, out, err) = cli(
+        &s,
+        "carol",
+        CAROL_PASSWORD,
+        &["--skip-ssl", "-D", "appdb"],
+        "select count(*), sum(s = concat('v', n)), sum(n % 1000 = 7), count(distinct tid) from ps_check",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "800\t800\t800\t8",
+        "every row as its client bound it"
+    );
+    let metric = |m: &str| s.gw.metric(m);
+    assert_eq!(
+        metric("sumun_mysql_pinned_clients_total{reason=\"prepared_statement\"}"),
+        0.0,
+        "{}",
+        s.gw.metrics()
+    );
+    assert_eq!(
+        metric("sumun_mysql_pinned_clients_total{reason=\"session_state\"}"),
+        0.0,
+        "{}",
+        s.gw.metrics()
+    );
+    // The statement was prepared once per server connection, answered from there for the
+    // others, and the threads' types were put into executes that landed on another server.
+    let prepared = metric("sumun_mysql_prepared_statements_total{event=\"prepared\"}")
+        + metric("sumun_mysql_prepared_statements_total{event=\"reprepared\"}");
+    assert!((1.0..=2.0).contains(&prepared), "{}", s.gw.metrics());
+    assert!(
+        metric("sumun_mysql_prepared_statements_total{event=\"prepare_cached\"}") >= 6.0,
+        "{}",
+        s.gw.metrics()
+    );
+    assert!(
+        metric("sumun_mysql_prepared_statements_total{event=\"types_supplied\"}") >= 1.0,
+        "{}",
+        s.gw.metrics()
+    );
+    let pools = sumun_gateway::frontend::FrontEnd::pool_rows(
+        s.gw.gateway
+            .shared()
+            .front_ends
+            .of::<sumun_gateway::mysql::MysqlFrontEnd>()
+            .expect("mysql front end"),
+        s.gw.gateway.shared(),
+    );
+    // sysbench's pool (its capabilities differ from the mariadb client's): 800 executes and
+    // more on two server connections at most.
+    let pool = pools
+        .iter()
+        .max_by_key(|p| p["checkouts"].as_u64())
+        .expect("a pool");
+    assert!(pool["checkouts"].as_u64() >= Some(800), "{pools:?}");
+    assert!(pool["open"].as_u64() <= Some(2), "{pools:?}");
+}
+
+/// A client speaking the binary protocol byte by byte: for what no stock client does on
+/// demand (an execute without types on another server, a guessed statement id).
+struct RawClient {
+    s: tokio::net::TcpStream,
+    /// The type its parameters are sent as (a string type: VAR_STRING or STRING).
+    ty: u8,
+}
+
+impl RawClient {
+    /// Log in as carol (the gateway-held password, mysql_native_password) to appdb.
+    async fn login(port: u16) -> RawClient {
+        use sumun_wire::mysql::flags::*;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let (_, greeting) = raw_packet(&mut s).await.expect("greeting");
+        let hello = sumun_wire::mysql::handshake::HandshakeV10::parse(&greeting).expect("greeting");
+        let auth = sumun_vault::mysql::native_password_response(
+            CAROL_PASSWORD.as_bytes(),
+            &hello.scramble,
+        );
+        let caps = CLIENT_PROTOCOL_41
+            | CLIENT_SECURE_CONNECTION
+            | CLIENT_PLUGIN_AUTH
+            | CLIENT_TRANSACTIONS
+            | CLIENT_CONNECT_WITH_DB
+            | CLIENT_DEPRECATE_EOF
+            | CLIENT_MYSQL;
+        let mut out = Vec::new();
+        sumun_wire::mysql::handshake::HandshakeResponse {
+            capabilities: sumun_wire::mysql::Capabilities(caps),
+            max_packet: 1 << 24,
+            charset: 45,
+            user: b"carol",
+            auth_response: &auth,
+            database: Some(b"appdb"),
+            auth_plugin: Some(b"mysql_native_password"),
+            attributes: b"",
+            zstd_level: None,
+        }
+        .write(&mut out);
+        let mut c = RawClient { s, ty: 253 };
+        c.write(1, &out).await;
+        loop {
+            let (seq, p) = raw_packet(&mut c.s).await.expect("login answer");
+            match p.first() {
+                Some(0x00) => return c,
+                Some(0xFE) => {
+                    let switch =
+                        sumun_wire::mysql::handshake::AuthSwitchRequest::parse(&p).expect("switch");
+                    let nonce = switch.scramble20().expect("nonce");
+                    let auth = sumun_vault::mysql::native_password_response(
+                        CAROL_PASSWORD.as_bytes(),
+                        &nonce,
+                    );
+                    c.write(seq + 1, &auth).await;
+                }
+                _ => panic!("login refused: {p:?}"),
+            }
+        }
+    }
+
+    async fn write(&mut self, seq: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = Vec::new();
+        sumun_wire::mysql::packet::write_packet(&mut out, seq, payload);
+        self.s.write_all(&out).await.expect("write");
+    }
+
+    async fn read(&mut self) -> Vec<u8> {
+        raw_packet(&mut self.s).await.expect("a packet").1
+    }
+
+    async fn query(&mut self, sql: &str) -> Vec<u8> {
+        let mut p = vec![0x03];
+        p.extend_from_slice(sql.as_bytes());
+        self.write(0, &p).await;
+        // OK or ERR only (statements without rows).
+        self.read().await
+    }
+
+    /// COM_STMT_PREPARE: (id, columns, params), or the error code.
+    async fn prepare(&mut self, sql: &str) -> Result<(u32, u16, u16), u16> {
+        let mut p = vec![0x16];
+        p.extend_from_slice(sql.as_bytes());
+        self.write(0, &p).await;
+        let ok = self.read().await;
+        if let Some(code) = err_code(&ok) {
+            return Err(code);
+        }
+        let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+        let columns = u16::from_le_bytes([ok[5], ok[6]]);
+        let params = u16::from_le_bytes([ok[7], ok[8]]);
+        // Definitions; CLIENT_DEPRECATE_EOF: no EOF after them.
+        for _ in 0..(u32::from(columns) + u32::from(params)) {
+            self.read().await;
+        }
+        Ok((id, columns, params))
+    }
+
+    /// COM_STMT_EXECUTE with string parameters (types sent when `types`), `cursor` asking for
+    /// a read-only cursor. Rows of string columns, or the error code.
+    async fn execute(
+        &mut self,
+        id: u32,
+        params: &[&str],
+        types: bool,
+        cursor: bool,
+    ) -> Result<Vec<Vec<String>>, u16> {
+        let mut p = vec![0x17];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.push(u8::from(cursor));
+        p.extend_from_slice(&1u32.to_le_bytes());
+        if !params.is_empty() {
+            p.extend(std::iter::repeat_n(0, params.len().div_ceil(8)));
+            p.push(u8::from(types));
+            if types {
+                for _ in params {
+                    p.extend_from_slice(&[self.ty, 0]);
+                }
+            }
+            for v in params {
+                p.push(v.len() as u8);
+                p.extend_from_slice(v.as_bytes());
+            }
+        }
+        self.write(0, &p).await;
+        self.result(cursor).await
+    }
+
+    /// A binary result (or OK/ERR); with a cursor, only its columns come now.
+    async fn result(&mut self, cursor: bool) -> Result<Vec<Vec<String>>, u16> {
+        let first = self.read().await;
+        if let Some(code) = err_code(&first) {
+            return Err(code);
+        }
+        if first[0] == 0x00 {
+            return Ok(vec![]);
+        }
+        let columns = usize::from(first[0]);
+        for _ in 0..columns {
+            self.read().await;
+        }
+        if cursor {
+            // The EOF carrying SERVER_STATUS_CURSOR_EXISTS.
+            self.read().await;
+            return Ok(vec![]);
+        }
+        self.rows(columns).await
+    }
+
+    async fn rows(&mut self, columns: usize) -> Result<Vec<Vec<String>>, u16> {
+        let mut rows = Vec::new();
+        loop {
+            let p = self.read().await;
+            if let Some(code) = err_code(&p) {
+                return Err(code);
+            }
+            if p[0] == 0xFE && p.len() < 0xFF_FFFF {
+                return Ok(rows);
+            }
+            // 0x00, the NULL bitmap, then length-prefixed strings (short ones).
+            let mut at = 1 + (columns + 7 + 2) / 8;
+            let mut row = Vec::new();
+            for _ in 0..columns {
+                let n = usize::from(p[at]);
+                row.push(String::from_utf8_lossy(&p[at + 1..at + 1 + n]).into_owned());
+                at += 1 + n;
+            }
+            rows.push(row);
+        }
+    }
+
+    async fn fetch(&mut self, id: u32, n: u32, columns: usize) -> Result<Vec<Vec<String>>, u16> {
+        let mut p = vec![0x1C];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(&n.to_le_bytes());
+        self.write(0, &p).await;
+        self.rows(columns).await
+    }
+
+    async fn simple(&mut self, command: u8, id: u32, extra: &[u8]) {
+        let mut p = vec![command];
+        p.extend_from_slice(&id.to_le_bytes());
+        p.extend_from_slice(extra);
+        self.write(0, &p).await;
+    }
+}
+
+/// Transaction mode, byte by byte on a pool of one: a client's statement ids are its own (a
+/// second client on the same server cannot use them); an execute without types after another
+/// client's execute of the same statement gets the first client's types back; long data and
+/// a cursor keep the client on its server until executed or fetched; COM_STMT_RESET and
+/// COM_STMT_CLOSE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_mode_prepared_statements_are_each_clients_own() {
+    let s = setup_with(
+        "optional",
+        APP_PASSWORD,
+        "pool = { mode = \"transaction\", size = 1, checkout_timeout = \"3s\" }",
+        "",
+    )
+    .await;
+    let port = s.gw.addr("my").port();
+    let mut a = RawClient::login(port).await;
+    let mut b = RawClient::login(port).await;
+    assert_eq!(
+        a.query("create table kv (k varchar(10), v varchar(10))")
+            .await[0],
+        0
+    );
+    assert_eq!(
+        a.query("insert into kv values ('x', 'one'), ('y', 'two'), ('z', 'three')")
+            .await[0],
+        0
+    );
+    let sql = "select v, concat(?, '') from kv where k = ?";
+    let (ida, cols, params) = a.prepare(sql).await.expect("prepare");
+    assert_eq!((cols, params), (2, 2));
+    let rows = a
+        .execute(ida, &["a1", "x"], true, false)
+        .await
+        .expect("execute");
+    assert_eq!(rows, vec![vec!["one".to_string(), "a1".to_string()]]);
+    // B cannot use A's id: it has no statement of that id.
+    assert_eq!(b.execute(ida, &["b", "y"], true, false).await, Err(1243));
+    // B prepares the same text (answered from the server's statement) and executes it with
+    // other types (MYSQL_TYPE_STRING): the server now holds B's.
+    b.ty = 254;
+    let (idb, _, _) = b.prepare(sql).await.expect("prepare");
+    let rows = b
+        .execute(idb, &["b1", "y"], true, false)
+        .await
+        .expect("execute");
+    assert_eq!(rows, vec![vec!["two".to_string(), "b1".to_string()]]);
+    // A re-executes without types: its own types (VAR_STRING) go to the server with it.
+    let rows = a
+        .execute(ida, &["a2", "z"], false, false)
+        .await
+        .expect("re-execute");
+    assert_eq!(rows, vec![vec!["three".to_string(), "a2".to_string()]]);
+    // A client that never sent types gets the server's error, not another client's types.
+    let mut c = RawClient::login(port).await;
+    let (idc, _, _) = c.prepare(sql).await.expect("prepare");
+    assert_eq!(c.execute(idc, &["c", "x"], false, false).await, Err(1210));
+    // A cursor keeps A on its server (the pool's one): B waits, then runs after A's fetch.
+    let (cur, _, _) = a
+        .prepare("select v from kv order by k")
+        .await
+        .expect("prepare");
+    assert_eq!(a.execute(cur, &[], false, true).await, Ok(vec![]));
+    let b_waits = tokio::spawn(async move {
+        let r = b.execute(idb, &["b2", "x"], false, false).await;
+        (b, r)
+    });
+    let rows = a.fetch(cur, 2, 1).await.expect("fetch");
+    assert_eq!(rows, vec![vec!["one".to_string()], vec!["two".to_string()]]);
+    let rows = a.fetch(cur, 5, 1).await.expect("fetch");
+    assert_eq!(rows, vec![vec!["three".to_string()]]);
+    let (mut b, r) = b_waits.await.expect("b");
+    assert_eq!(r, Ok(vec![vec!["one".to_string(), "b2".to_string()]]));
+    // Fetching a statement without a cursor is refused.
+    assert_eq!(a.fetch(ida, 1, 2).await, Err(1421));
+    // Long data: sent in pieces, used by the next execute, on the same server.
+    let (ld, _, _) = a.prepare("select concat(?, '!')").await.expect("prepare");
+    a.simple(0x18, ld, &[0, 0, b'h', b'e']).await;
+    a.simple(0x18, ld, &[0, 0, b'l', b'l', b'o']).await;
+    let rows = a.execute(ld, &[""], true, false).await.expect("long data");
+    assert_eq!(rows, vec![vec!["hello!".to_string()]]);
+    // COM_STMT_RESET drops long data not yet used.
+    a.simple(0x18, ld, &[0, 0, b'z']).await;
+    a.simple(0x1A, ld, &[]).await;
+    assert_eq!(a.read().await[0], 0x00, "reset OK");
+    let rows = a
+        .execute(ld, &["plain"], false, false)
+        .await
+        .expect("after reset");
+    assert_eq!(rows, vec![vec!["plain!".to_string()]]);
+    // COM_STMT_CLOSE: the id is gone for its client; the other's same statement still works.
+    a.simple(0x19, ida, &[]).await;
+    assert_eq!(a.execute(ida, &["a", "x"], true, false).await, Err(1243));
+    let rows = b
+        .execute(idb, &["b3", "y"], true, false)
+        .await
+        .expect("still B's");
+    assert_eq!(rows, vec![vec!["two".to_string(), "b3".to_string()]]);
+    let metric = |m: &str| s.gw.metric(m);
+    assert_eq!(
+        metric("sumun_mysql_pinned_clients_total{reason=\"prepared_statement\"}"),
+        0.0
+    );
+    assert!(metric("sumun_mysql_prepared_statements_total{event=\"held_cursor\"}") >= 1.0);
+    assert!(metric("sumun_mysql_prepared_statements_total{event=\"held_long_data\"}") >= 1.0);
+    assert!(metric("sumun_mysql_prepared_statements_total{event=\"types_supplied\"}") >= 1.0);
+}

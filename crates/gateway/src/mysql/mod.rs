@@ -20,6 +20,7 @@ mod io;
 mod pool;
 mod server;
 mod session;
+mod stmt;
 mod txn;
 
 use std::collections::HashMap;
@@ -69,6 +70,8 @@ pub struct MysqlStats {
     pub backend_logins_refused: AtomicU64,
     /// Transaction-mode clients pinned to their server, by reason (`txn::PIN_REASONS`).
     pub pinned: [AtomicU64; 4],
+    /// Transaction-mode prepared statements, by event (`stmt::EVENTS`).
+    pub prepared: [AtomicU64; 8],
 }
 
 /// A logged-in client, as `/api/clients` shows it.
@@ -199,6 +202,19 @@ impl FrontEnd for MysqlFrontEnd {
             let _ = writeln!(
                 out,
                 "sumun_mysql_pinned_clients_total{{reason=\"{reason}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            out,
+            "sumun_mysql_prepared_statements_total",
+            "counter",
+            "Transaction-mode MySQL prepared statements: prepared on a server, answered from a server's statements, prepared again on another server, parameter types supplied, refused, clients kept on their server for a cursor or long data.",
+        );
+        for (event, n) in stmt::EVENTS.iter().zip(&s.prepared) {
+            let _ = writeln!(
+                out,
+                "sumun_mysql_prepared_statements_total{{event=\"{event}\"}} {}",
                 n.load(Ordering::Relaxed)
             );
         }

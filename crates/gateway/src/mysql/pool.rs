@@ -37,6 +37,8 @@ pub(super) struct ServerConn {
     /// Session settings applied on it since it was opened or last reset (`SET NAMES ...`),
     /// by key, as `txn::Settings` keeps them.
     pub settings: Vec<(String, Vec<u8>)>,
+    /// Statements prepared on it for transaction-mode clients (`stmt`).
+    pub stmts: super::stmt::ServerStmts,
     opened: Instant,
     /// Its place among the pool's `size` connections.
     _permit: OwnedSemaphorePermit,
@@ -71,7 +73,7 @@ pub(super) struct Pool {
 
 /// What a checkout got: a connection, or the right to open one.
 pub(super) enum Checkout {
-    Idle(ServerConn),
+    Idle(Box<ServerConn>),
     Open(OwnedSemaphorePermit),
 }
 
@@ -116,7 +118,7 @@ impl Pool {
             freed.as_mut().enable();
             while let Some(idle) = self.lock().pop() {
                 if still_open(&idle.conn) {
-                    return Some(Checkout::Idle(idle.conn));
+                    return Some(Checkout::Idle(Box::new(idle.conn)));
                 }
                 // Closed while idle (the server's wait_timeout, a restart): drop it.
             }
@@ -153,6 +155,7 @@ impl Pool {
             target: target.clone(),
             database,
             settings: Vec::new(),
+            stmts: Default::default(),
             opened: Instant::now(),
             _permit: permit,
             _active: TargetActive::new(target),

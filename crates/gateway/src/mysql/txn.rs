@@ -23,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::io::{ClientStream, Packets, ServerStream};
 use super::pool::{Checkout, Pool, PoolKey, ServerConn};
 use super::session::{Events, ServerScan};
+use super::stmt::{self, ClientStmts};
 use super::MysqlFrontEnd;
 use crate::listener::ListenerSnapshot;
 use crate::Shared;
@@ -72,6 +73,8 @@ struct InFlight {
     init_db: Option<String>,
     /// A session setting (key and statement), the client's once the server accepts it.
     setting: Option<(String, Vec<u8>)>,
+    /// The client's id of the prepared statement it is about.
+    stmt: Option<u32>,
 }
 
 enum End {
@@ -172,7 +175,7 @@ pub(super) async fn attach_for(
                     settings.checkout_timeout
                 ))
             }
-            Some(Checkout::Idle(conn)) => conn,
+            Some(Checkout::Idle(conn)) => *conn,
             Some(Checkout::Open(permit)) => {
                 match super::server::open_on(
                     ctx.fe,
@@ -259,10 +262,11 @@ pub(super) async fn run(
     if let Some(held) = s.held.take() {
         if s.inflight.is_none() && !matches!(end, End::ServerLost(_)) {
             let mut conn = held.conn;
-            if s.in_tx || s.pinned.is_some() {
+            if s.in_tx || s.pinned.is_some() || s.stmts.busy() {
                 match reset(&mut conn.packets).await {
                     Ok(()) => {
                         conn.settings.clear();
+                        conn.stmts.forget();
                         held.pool.release(conn, &ctx.snap.settings.pool)
                     }
                     Err(_) => held.pool.discard(conn),
@@ -320,6 +324,11 @@ struct State {
     /// Session settings the client made (`SET NAMES`, `SET autocommit`, `SET sql_mode`...):
     /// carried to whichever server it lands on instead of pinning it.
     settings: Vec<(String, Vec<u8>)>,
+    /// The client's prepared statements, by the ids the gateway gave it.
+    stmts: ClientStmts,
+    /// The client's statements pass through with the server's ids (it prepared one the
+    /// gateway could not look at): it is pinned.
+    raw_stmts: bool,
 }
 
 /// Client bytes held at most (a command being gathered, or sent while the previous one is
@@ -486,6 +495,8 @@ impl State {
                     if command == COM_RESET_CONNECTION {
                         self.settings.clear();
                         self.autocommit_off = false;
+                        self.stmts.clear();
+                        self.raw_stmts = false;
                     }
                     // In the client's autocommit state, as its server would say.
                     reply(client, 1, &ok_with(ctx.caps, self.status_idle())).await;
@@ -509,7 +520,19 @@ impl State {
                     cbuf.drain(..total);
                     continue;
                 }
-                COM_STMT_PREPARE => pin = Some("prepared_statement"),
+                COM_STMT_PREPARE if self.raw_stmts || (!whole && self.stmts.is_empty()) => {
+                    // Too large to look at: its ids are the server's from now on.
+                    self.raw_stmts = true;
+                    pin = Some("prepared_statement");
+                }
+                c if !self.raw_stmts
+                    && (c == COM_STMT_PREPARE || sumun_wire::mysql::stmt::has_statement_id(c)) =>
+                {
+                    if !self.statement(ctx, client, cbuf, total, whole).await? {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 COM_QUERY => {
                     let kept = &body[..body.len().min(SQL_KEEP)];
                     let analysis =
@@ -541,38 +564,12 @@ impl State {
                     continue;
                 }
             };
-            if self.held.is_none() {
-                match attach(ctx).await {
-                    Ok((pool, conn)) => {
-                        *ctx.flow.target.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(conn.target.addr);
-                        ctx.fe.client_on(
-                            ctx.connection_id,
-                            Some((conn.target.address.clone(), conn.thread_id)),
-                        );
-                        if ctx.events.target != conn.target.address {
-                            ctx.events.target = conn.target.address.clone();
-                        }
-                        self.held = Some(Held { pool, conn });
-                        if let Err(why) = self.sync_settings(ctx).await {
-                            tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "cannot carry the client's session settings to its server");
-                            if let Some(h) = self.held.take() {
-                                h.pool.discard(h.conn);
-                            }
-                            reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
-                            return Err(End::Refused);
-                        }
-                    }
-                    Err(why) => {
-                        tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "no backend connection for a statement");
-                        reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
-                        if !whole {
-                            return Err(End::Refused);
-                        }
-                        cbuf.drain(..total);
-                        continue;
-                    }
+            if !self.ensure_held(ctx, client).await? {
+                if !whole {
+                    return Err(End::Refused);
                 }
+                cbuf.drain(..total);
+                continue;
             }
             if command == COM_QUERY && whole {
                 if let Some(h) = &self.held {
@@ -601,11 +598,408 @@ impl State {
                     started: Instant::now(),
                     init_db,
                     setting,
+                    stmt: None,
                 });
             } else {
                 self.maybe_release(ctx);
             }
         }
+    }
+
+    /// A server for the client's next command: the one it holds, or one checked out now and
+    /// given the client's settings. `Ok(false)`: none could be had (the client was told).
+    async fn ensure_held(
+        &mut self,
+        ctx: &mut Context,
+        client: &mut ClientStream,
+    ) -> Result<bool, End> {
+        if self.held.is_some() {
+            return Ok(true);
+        }
+        match attach(ctx).await {
+            Ok((pool, conn)) => {
+                *ctx.flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.target.addr);
+                ctx.fe.client_on(
+                    ctx.connection_id,
+                    Some((conn.target.address.clone(), conn.thread_id)),
+                );
+                if ctx.events.target != conn.target.address {
+                    ctx.events.target = conn.target.address.clone();
+                }
+                self.held = Some(Held { pool, conn });
+                if let Err(why) = self.sync_settings(ctx).await {
+                    tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "cannot carry the client's session settings to its server");
+                    if let Some(h) = self.held.take() {
+                        h.pool.discard(h.conn);
+                    }
+                    reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
+                    return Err(End::Refused);
+                }
+                Ok(true)
+            }
+            Err(why) => {
+                tracing::warn!(listener = %ctx.snap.settings.name, client = %ctx.events.client, error = %why, "no backend connection for a statement");
+                reply(client, 1, &err_payload(1105, b"HY000", &why)).await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// A prepared-statement command (`COM_STMT_*`) of a client whose statements the gateway
+    /// keeps: its id mapped onto the held server's, the statement prepared there first when
+    /// it is not yet. `Ok(false)`: more of the packet is needed first.
+    async fn statement(
+        &mut self,
+        ctx: &mut Context,
+        client: &mut ClientStream,
+        cbuf: &mut Vec<u8>,
+        total: usize,
+        whole: bool,
+    ) -> Result<bool, End> {
+        let command = cbuf[4];
+        let fe = ctx.fe.clone();
+        let count = |name: &str| {
+            fe.stats.prepared[stmt::event(name)].fetch_add(1, Ordering::Relaxed);
+        };
+        // Commands the server does not answer (close, long data) get no answer here either.
+        let answered = sumun_wire::mysql::response::expects_response(command);
+        macro_rules! refuse {
+            ($event:expr, $code:expr, $state:expr, $msg:expr) => {{
+                count($event);
+                if answered {
+                    reply(client, 1, &err_payload($code, $state, &$msg)).await;
+                }
+                if !whole {
+                    return Err(End::Refused);
+                }
+                cbuf.drain(..total);
+                self.maybe_release(ctx);
+                return Ok(true);
+            }};
+        }
+        if command == COM_STMT_PREPARE {
+            // Whole here (a larger one made the client's ids the server's).
+            let sql: Arc<[u8]> = Arc::from(&cbuf[5..total]);
+            if !self.stmts.has_room(sql.len()) {
+                refuse!(
+                    "refused_limit",
+                    1461,
+                    b"42000",
+                    format!(
+                        "Can't create more than max_prepared_stmt_count statements (current value: {})",
+                        stmt::MAX_PER_CLIENT
+                    )
+                );
+            }
+            if !self.ensure_held(ctx, client).await? {
+                cbuf.drain(..total);
+                return Ok(true);
+            }
+            cbuf.drain(..total);
+            let keep = self.busy_server_ids();
+            let Some(h) = self.held.as_mut() else {
+                return Err(End::ServerLost("no server".into()));
+            };
+            let scope = stmt::scope(&h.conn.database, &h.conn.settings);
+            let answer = match h.conn.stmts.get_mut(scope, &sql) {
+                Some(s) => {
+                    count("prepare_cached");
+                    Ok((s.params, s.columns, s.answer.clone()))
+                }
+                None => match prepare_on(&mut h.conn, ctx.caps, &sql).await {
+                    Err(e) => return Err(End::ServerLost(e)),
+                    Ok(Err(err)) => Err(err),
+                    Ok(Ok((ok, answer))) => {
+                        count("prepared");
+                        let answer = Arc::new(answer);
+                        if let Some(old) = h.conn.stmts.insert(
+                            scope,
+                            sql.clone(),
+                            ok.statement_id,
+                            ok.params,
+                            ok.columns,
+                            answer.to_vec(),
+                            &keep,
+                        ) {
+                            close_on(&mut h.conn, old).await.map_err(End::ServerLost)?;
+                        }
+                        Ok((ok.params, ok.columns, answer))
+                    }
+                },
+            };
+            match answer {
+                Ok((params, columns, answer)) => {
+                    let id = self.stmts.add(sql, params, columns);
+                    let mut out = Vec::new();
+                    let mut seq = 1u8;
+                    for (i, payload) in answer.iter().enumerate() {
+                        if i == 0 && payload.len() >= 5 {
+                            let mut first = payload.clone();
+                            first[1..5].copy_from_slice(&id.to_le_bytes());
+                            seq = write_packet(&mut out, seq, &first);
+                        } else {
+                            seq = write_packet(&mut out, seq, payload);
+                        }
+                    }
+                    client.write_all(&out).await.map_err(|_| End::ClientError)?;
+                    client.flush().await.map_err(|_| End::ClientError)?;
+                }
+                Err(err) => reply(client, 1, &err).await,
+            }
+            self.maybe_release(ctx);
+            return Ok(true);
+        }
+        if cbuf.len() < 9 {
+            return Ok(false);
+        }
+        let asked = u32::from_le_bytes([cbuf[5], cbuf[6], cbuf[7], cbuf[8]]);
+        let id = self.stmts.resolve(asked);
+        let what = match command {
+            COM_STMT_EXECUTE => "mysqld_stmt_execute",
+            COM_STMT_FETCH => "mysqld_stmt_fetch",
+            COM_STMT_RESET => "mysqld_stmt_reset",
+            COM_STMT_SEND_LONG_DATA => "mysqld_stmt_send_long_data",
+            _ => "mysqld_stmt_close",
+        };
+        let Some(st) = self.stmts.get(id) else {
+            refuse!(
+                "refused_other",
+                1243,
+                b"HY000",
+                format!("Unknown prepared statement handler ({asked}) given to {what}")
+            );
+        };
+        let (sql, params, cursor, busy) = (
+            st.sql.clone(),
+            st.params,
+            st.cursor,
+            st.cursor || st.long_data,
+        );
+        // The statement as the held server knows it, if it does.
+        let prepared_here = self.held.as_mut().and_then(|h| {
+            let scope = stmt::scope(&h.conn.database, &h.conn.settings);
+            h.conn.stmts.get_mut(scope, &sql).map(|s| s.id)
+        });
+        match command {
+            COM_STMT_CLOSE => {
+                cbuf.drain(..total);
+                self.stmts.remove(id);
+                // The server statement stays for the next client; what this one left on it
+                // (long data, a cursor) goes.
+                if let (true, Some(sid), Some(h)) = (busy, prepared_here, self.held.as_mut()) {
+                    stmt_reset_on(&mut h.conn, ctx.caps, sid)
+                        .await
+                        .map_err(End::ServerLost)?;
+                }
+                self.maybe_release(ctx);
+                return Ok(true);
+            }
+            COM_STMT_RESET if prepared_here.is_none() => {
+                // Nothing of it is on any server (long data or a cursor keep the client on
+                // its server).
+                cbuf.drain(..total);
+                if let Some(st) = self.stmts.get_mut(id) {
+                    st.long_data = false;
+                    st.cursor = false;
+                }
+                let status = if self.held.is_some() && self.in_tx {
+                    self.status_idle() | SERVER_STATUS_IN_TRANS
+                } else {
+                    self.status_idle()
+                };
+                reply(client, 1, &ok_with(ctx.caps, status)).await;
+                return Ok(true);
+            }
+            COM_STMT_FETCH if !cursor || prepared_here.is_none() => {
+                refuse!(
+                    "refused_other",
+                    1421,
+                    b"HY000",
+                    format!("The statement ({asked}) has no open cursor.")
+                );
+            }
+            COM_STMT_BULK_EXECUTE => {
+                refuse!(
+                    "refused_other",
+                    1047,
+                    b"08S01",
+                    "Unknown command"
+                );
+            }
+            _ => {}
+        }
+        // Execute and long data need their head: the id, and the parameter types' flag.
+        let head = if command == COM_STMT_EXECUTE {
+            stmt::execute_head(params)
+        } else {
+            9
+        };
+        if !whole && cbuf.len() < 4 + head {
+            return Ok(false);
+        }
+        let exec = if command == COM_STMT_EXECUTE {
+            match stmt::parse_execute(&cbuf[4..total.min(cbuf.len())], params) {
+                Ok(e) => Some(e),
+                Err(why) => refuse!(
+                    "refused_other",
+                    1210,
+                    b"HY000",
+                    format!("Incorrect arguments to mysqld_stmt_execute: {why}")
+                ),
+            }
+        } else {
+            None
+        };
+        if !self.ensure_held(ctx, client).await? {
+            if !whole {
+                return Err(End::Refused);
+            }
+            cbuf.drain(..total);
+            return Ok(true);
+        }
+        let keep = self.busy_server_ids();
+        let Some(h) = self.held.as_mut() else {
+            return Err(End::ServerLost("no server".into()));
+        };
+        let scope = stmt::scope(&h.conn.database, &h.conn.settings);
+        if h.conn.stmts.get_mut(scope, &sql).is_none() {
+            match prepare_on(&mut h.conn, ctx.caps, &sql).await {
+                Err(e) => return Err(End::ServerLost(e)),
+                Ok(Err(err)) => {
+                    count("refused_other");
+                    if answered {
+                        reply(client, 1, &err).await;
+                    }
+                    if !whole {
+                        return Err(End::Refused);
+                    }
+                    cbuf.drain(..total);
+                    self.maybe_release(ctx);
+                    return Ok(true);
+                }
+                Ok(Ok((ok, answer))) => {
+                    let st = self.stmts.get(id);
+                    if st.is_some_and(|s| s.params != ok.params || s.columns != ok.columns) {
+                        // Not the statement the client prepared any more (its tables changed).
+                        close_on(&mut h.conn, ok.statement_id)
+                            .await
+                            .map_err(End::ServerLost)?;
+                        refuse!(
+                            "refused_other",
+                            1615,
+                            b"HY000",
+                            "Prepared statement needs to be re-prepared"
+                        );
+                    }
+                    count("reprepared");
+                    if let Some(old) = h.conn.stmts.insert(
+                        scope,
+                        sql.clone(),
+                        ok.statement_id,
+                        ok.params,
+                        ok.columns,
+                        answer,
+                        &keep,
+                    ) {
+                        close_on(&mut h.conn, old).await.map_err(End::ServerLost)?;
+                    }
+                }
+            }
+        }
+        let Some(server) = h.conn.stmts.get_mut(scope, &sql) else {
+            return Err(End::ServerLost("statement lost".into()));
+        };
+        let sid = server.id;
+        cbuf[5..9].copy_from_slice(&sid.to_le_bytes());
+        let len = usize::from(cbuf[0]) | usize::from(cbuf[1]) << 8 | usize::from(cbuf[2]) << 16;
+        let mut rewritten = None;
+        if let Some(exec) = &exec {
+            let payload = &cbuf[4..total.min(cbuf.len())];
+            let client_types = self.stmts.get(id).and_then(|s| s.types.clone());
+            match (&exec.types, exec.bound_at) {
+                (Some(range), _) => {
+                    // Sent now: the server's and the client's from now on.
+                    let types = payload[range.clone()].to_vec();
+                    server.types = Some(types.clone());
+                    if let Some(st) = self.stmts.get_mut(id) {
+                        st.types = Some(types);
+                    }
+                }
+                (None, Some(at)) if server.types != client_types => match client_types {
+                    Some(types) if whole && len + types.len() < MAX_CHUNK => {
+                        count("types_supplied");
+                        rewritten = Some(stmt::with_types(payload, at, &types));
+                        server.types = Some(types);
+                    }
+                    Some(_) => refuse!("refused_other", 1105, b"HY000", "This prepared statement's parameter types cannot be given to its new server (the packet is too large); send them with each execute"),
+                    // The server would answer with another client's types.
+                    None => refuse!("refused_other", 1210, b"HY000", "Incorrect arguments to mysqld_stmt_execute"),
+                },
+                _ => {}
+            }
+        }
+        if command == COM_STMT_SEND_LONG_DATA {
+            if let Some(st) = self.stmts.get_mut(id) {
+                if !st.long_data {
+                    count("held_long_data");
+                }
+                st.long_data = true;
+            }
+        }
+        match rewritten {
+            Some(payload) => {
+                let mut out = Vec::with_capacity(payload.len() + 4);
+                write_packet(&mut out, 0, &payload);
+                cbuf.drain(..total);
+                self.send_server(&out).await?;
+                self.c_remaining = 0;
+                self.c_continues = false;
+            }
+            None => {
+                let n = total.min(cbuf.len());
+                self.send_server(&cbuf[..n]).await?;
+                cbuf.drain(..n);
+                self.c_remaining = total - n;
+                self.c_continues = len == MAX_CHUNK;
+            }
+        }
+        if answered {
+            let tracker = ResponseTracker::new(command, ctx.caps)
+                .map_err(|e| End::ServerLost(e.to_string()))?;
+            let text = (command == COM_STMT_EXECUTE).then(|| {
+                ctx.fe.stats.queries.fetch_add(1, Ordering::Relaxed);
+                self.queries += 1;
+                sql[..sql.len().min(SQL_KEEP)].to_vec()
+            });
+            self.inflight = Some(InFlight {
+                command,
+                tracker,
+                text,
+                started: Instant::now(),
+                init_db: None,
+                setting: None,
+                stmt: Some(id),
+            });
+        } else {
+            self.maybe_release(ctx);
+        }
+        Ok(true)
+    }
+
+    /// Server ids of the client's statements with long data or a cursor on its held server.
+    fn busy_server_ids(&mut self) -> Vec<u32> {
+        let Some(h) = self.held.as_mut() else {
+            return Vec::new();
+        };
+        if !self.stmts.busy() {
+            return Vec::new();
+        }
+        let scope = stmt::scope(&h.conn.database, &h.conn.settings);
+        self.stmts
+            .busy_texts()
+            .into_iter()
+            .filter_map(|sql| h.conn.stmts.get_mut(scope, &sql).map(|s| s.id))
+            .collect()
     }
 
     /// Give the server just taken the client's session settings: nothing to do when it has
@@ -623,6 +1017,7 @@ impl State {
         if !conn.settings.is_empty() {
             reset(&mut conn.packets).await?;
             conn.settings.clear();
+            conn.stmts.forget();
             if !ctx.database.is_empty() {
                 init_db(&mut conn.packets, &ctx.database).await?;
                 conn.database = ctx.database.clone();
@@ -722,13 +1117,39 @@ impl State {
             if f.command == COM_RESET_CONNECTION {
                 self.pinned = None;
                 self.settings.clear();
+                self.stmts.clear();
+                self.raw_stmts = false;
                 if let Some(h) = self.held.as_mut() {
                     h.conn.settings.clear();
+                    h.conn.stmts.forget();
                 }
             }
             if let (Some((key, stmt)), Some(h)) = (f.setting, self.held.as_mut()) {
                 upsert(&mut self.settings, &key, &stmt);
                 upsert(&mut h.conn.settings, &key, &stmt);
+            }
+        }
+        if let Some(st) = f.stmt.and_then(|id| self.stmts.get_mut(id)) {
+            let status = outcome.status.unwrap_or(0);
+            match f.command {
+                COM_STMT_EXECUTE => {
+                    // The server used (and dropped) the long data; a cursor is open when it
+                    // says so.
+                    st.long_data = false;
+                    let cursor =
+                        outcome.error.is_none() && status & SERVER_STATUS_CURSOR_EXISTS != 0;
+                    if cursor && !st.cursor {
+                        ctx.fe.stats.prepared[stmt::event("held_cursor")]
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    st.cursor = cursor;
+                }
+                COM_STMT_FETCH if status & SERVER_STATUS_LAST_ROW_SENT != 0 => st.cursor = false,
+                COM_STMT_RESET if outcome.error.is_none() => {
+                    st.long_data = false;
+                    st.cursor = false;
+                }
+                _ => {}
             }
         }
         if let Some(status) = outcome.status {
@@ -755,6 +1176,7 @@ impl State {
             || self.in_tx
             || self.cursor
             || self.pinned.is_some()
+            || self.stmts.busy()
             || self.c_remaining > 0
             || !self.sscan.at_boundary()
         {
@@ -775,6 +1197,56 @@ impl State {
             return Err(End::ServerLost(e.to_string()));
         }
         s.flush().await.map_err(|e| End::ServerLost(e.to_string()))
+    }
+}
+
+/// `COM_STMT_PREPARE` on a server the gateway holds, its answer read here: the PREPARE_OK
+/// and the answer's payloads, or the server's ERR payload. `Err`: the server is lost.
+async fn prepare_on(
+    conn: &mut ServerConn,
+    caps: Capabilities,
+    sql: &[u8],
+) -> Result<Result<(sumun_wire::mysql::response::PrepareOk, Vec<Vec<u8>>), Vec<u8>>, String> {
+    conn.packets.seq = 0;
+    let mut cmd = Vec::with_capacity(sql.len() + 1);
+    cmd.push(COM_STMT_PREPARE);
+    cmd.extend_from_slice(sql);
+    conn.packets.write(&cmd).await.map_err(|e| e.to_string())?;
+    let mut tracker = ResponseTracker::new(COM_STMT_PREPARE, caps).map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    loop {
+        let payload = conn.packets.read().await.map_err(|e| e.to_string())?;
+        let step = tracker.feed_payload(&payload).map_err(|e| e.to_string())?;
+        answer.push(payload);
+        if let Step::Done(outcome) = step {
+            return Ok(match outcome.prepared {
+                Some(ok) => Ok((ok, answer)),
+                None => Err(answer.swap_remove(0)),
+            });
+        }
+    }
+}
+
+/// `COM_STMT_CLOSE` of a server statement (the server does not answer it).
+async fn close_on(conn: &mut ServerConn, id: u32) -> Result<(), String> {
+    conn.packets.seq = 0;
+    let mut cmd = vec![COM_STMT_CLOSE];
+    cmd.extend_from_slice(&id.to_le_bytes());
+    conn.packets.write(&cmd).await.map_err(|e| e.to_string())
+}
+
+/// `COM_STMT_RESET` of a server statement: its long data and cursor go.
+async fn stmt_reset_on(conn: &mut ServerConn, caps: Capabilities, id: u32) -> Result<(), String> {
+    conn.packets.seq = 0;
+    let mut cmd = vec![COM_STMT_RESET];
+    cmd.extend_from_slice(&id.to_le_bytes());
+    conn.packets.write(&cmd).await.map_err(|e| e.to_string())?;
+    let mut tracker = ResponseTracker::new(COM_STMT_RESET, caps).map_err(|e| e.to_string())?;
+    loop {
+        let payload = conn.packets.read().await.map_err(|e| e.to_string())?;
+        if let Step::Done(_) = tracker.feed_payload(&payload).map_err(|e| e.to_string())? {
+            return Ok(());
+        }
     }
 }
 
