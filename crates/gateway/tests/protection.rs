@@ -719,3 +719,77 @@ async fn deploy_rules_pass_promtool_and_name_only_exported_metrics() {
         "deploy/ names metrics /metrics does not have: {missing:?}\n{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn banned_mariadb_and_redis_cli_clients_are_told_in_their_protocols_words() {
+    let toml = r#"
+[[security_groups]]
+name = "local"
+ingress = [{ cidr = "127.0.0.0/8" }]
+[[listeners]]
+name = "my"
+bind = "127.0.0.1:0"
+protocol = "mysql"
+tls = "off"
+target_group = "nowhere"
+security_groups = ["local"]
+[[listeners]]
+name = "rd"
+bind = "127.0.0.1:0"
+protocol = "redis"
+tls = "off"
+target_group = "nowhere"
+security_groups = ["local"]
+[[target_groups]]
+name = "nowhere"
+health_check = { enabled = false }
+targets = [{ address = "127.0.0.1:9" }]
+[protection]
+exempt = []
+"#;
+    let gw = TestGateway::start(toml).await.expect("gateway");
+    let ban = gw
+        .gateway
+        .shared()
+        .protection()
+        .ban("127.0.0.1".parse().expect("ip"), "brute_force");
+    assert_eq!(ban.until - ban.since, 600);
+    let port = gw.addr("my").port().to_string();
+    let (ok, _, err) = common::run(
+        "mariadb",
+        &[
+            "--no-defaults",
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-u",
+            "bob",
+            "--skip-ssl",
+            "--connect-timeout=10",
+            "-e",
+            "SELECT 1",
+        ],
+        &[("MYSQL_PWD", "x")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("1129") && err.contains("too many failed attempts from this address"),
+        "{err}"
+    );
+    let port = gw.addr("rd").port().to_string();
+    let (_, out, err) =
+        common::run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "PING"], &[]).await;
+    assert!(
+        out.contains("ERR too many failed attempts from this address")
+            || err.contains("ERR too many failed attempts"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        gw.metric("sumun_rejected_flows_total{listener=\"my\",reason=\"banned\"}")
+            + gw.metric("sumun_rejected_flows_total{listener=\"rd\",reason=\"banned\"}"),
+        2.0
+    );
+}

@@ -5,38 +5,47 @@
 /// `GRANT`, `REVOKE`, `ALTER ROLE`, `ALTER USER`, `CREATE ROLE`, `CREATE USER`, `DROP ROLE`,
 /// `DROP USER`, `RENAME USER`, `SET PASSWORD`, `ALTER DEFAULT PRIVILEGES`.
 pub fn privilege_change(sql: &str) -> Option<&'static str> {
+    // Runs on every audited statement: no allocation, one pass over the first words.
     let mut words = Words { rest: sql };
-    let first = words.next_upper()?;
-    match first.as_str() {
-        "GRANT" => Some("GRANT"),
-        "REVOKE" => Some("REVOKE"),
-        "ALTER" | "CREATE" | "DROP" => {
-            let second = words.next_upper()?;
-            Some(match (first.as_str(), second.as_str()) {
-                ("ALTER", "ROLE") => "ALTER ROLE",
-                ("ALTER", "USER") => "ALTER USER",
-                ("ALTER", "DEFAULT") => "ALTER DEFAULT PRIVILEGES",
-                ("CREATE", "ROLE") => "CREATE ROLE",
-                ("CREATE", "USER") => "CREATE USER",
-                ("DROP", "ROLE") => "DROP ROLE",
-                ("DROP", "USER") => "DROP USER",
-                _ => return None,
-            })
-        }
-        "RENAME" => (words.next_upper()? == "USER").then_some("RENAME USER"),
-        "SET" => (words.next_upper()? == "PASSWORD").then_some("SET PASSWORD"),
-        _ => None,
+    let first = words.next()?;
+    let is = |w: &str, k: &str| w.eq_ignore_ascii_case(k);
+    if is(first, "GRANT") {
+        return Some("GRANT");
     }
+    if is(first, "REVOKE") {
+        return Some("REVOKE");
+    }
+    if !["ALTER", "CREATE", "DROP", "RENAME", "SET"]
+        .iter()
+        .any(|k| is(first, k))
+    {
+        return None;
+    }
+    let second = words.next()?;
+    const PAIRS: [(&str, &str, &str); 9] = [
+        ("ALTER", "ROLE", "ALTER ROLE"),
+        ("ALTER", "USER", "ALTER USER"),
+        ("ALTER", "DEFAULT", "ALTER DEFAULT PRIVILEGES"),
+        ("CREATE", "ROLE", "CREATE ROLE"),
+        ("CREATE", "USER", "CREATE USER"),
+        ("DROP", "ROLE", "DROP ROLE"),
+        ("DROP", "USER", "DROP USER"),
+        ("RENAME", "USER", "RENAME USER"),
+        ("SET", "PASSWORD", "SET PASSWORD"),
+    ];
+    PAIRS
+        .iter()
+        .find(|(a, b, _)| is(first, a) && is(second, b))
+        .map(|(_, _, name)| *name)
 }
 
 struct Words<'a> {
     rest: &'a str,
 }
 
-impl Words<'_> {
-    /// The next word, upper-cased, skipping blanks and `--`, `#` and `/* */` comments. Only the
-    /// first 16 characters are kept: keywords are short.
-    fn next_upper(&mut self) -> Option<String> {
+impl<'a> Words<'a> {
+    /// The next word, skipping blanks and `--`, `#` and `/* */` comments.
+    fn next(&mut self) -> Option<&'a str> {
         loop {
             self.rest = self.rest.trim_start();
             if let Some(r) = self
@@ -60,12 +69,7 @@ impl Words<'_> {
         }
         let word = &self.rest[..end];
         self.rest = &self.rest[end..];
-        Some(
-            word.chars()
-                .take(16)
-                .collect::<String>()
-                .to_ascii_uppercase(),
-        )
+        Some(word)
     }
 }
 
