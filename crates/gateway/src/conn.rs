@@ -145,8 +145,23 @@ pub(crate) async fn handle(
         }
     };
 
-    // 2. Protection at the door: bans, rate limits, IP set and geo rules, before any
-    //    protocol work. Refused clients are told in their protocol's words where it has some.
+    // 2. Security groups, before a single byte is read or sent: a source no rule admits is
+    //    closed without a word (it learns nothing, not even which protocol listens here).
+    let rule = match snap.policy.decide(client.ip()) {
+        Decision::Allowed(rule) => rule,
+        Decision::Denied(denied) => {
+            tracing::info!(listener = %listener.name, client = %client, reason = denied.reason.as_str(), "connection rejected by security groups");
+            let reason = match denied.reason {
+                sumun_policy::DenyReason::NoSecurityGroup => RejectReason::NoSecurityGroup,
+                sumun_policy::DenyReason::NoMatchingRule => RejectReason::SecurityGroup,
+            };
+            reject(client, local, reason);
+            return;
+        }
+    };
+
+    // 3. Protection at the door: bans, rate limits, IP set and geo rules, before any protocol
+    //    work. A source the security groups admit is told why in its protocol's words.
     if let Err(refusal) = shared.protection().admit(client, local, &listener.name) {
         let reason = refusal.reason();
         tracing::info!(listener = %listener.name, client = %client, reason = reason.as_str(), "connection refused by protection");
@@ -160,24 +175,11 @@ pub(crate) async fn handle(
         .await;
         return;
     }
-
-    // 3. Security groups, before a single byte is forwarded.
-    let admitted = match snap.policy.decide(client.ip()) {
-        Decision::Allowed(rule) => Admitted {
-            client,
-            local,
-            rule,
-            flow: shared.records.open(&listener, client, local),
-        },
-        Decision::Denied(denied) => {
-            tracing::info!(listener = %listener.name, client = %client, reason = denied.reason.as_str(), "connection rejected by security groups");
-            let reason = match denied.reason {
-                sumun_policy::DenyReason::NoSecurityGroup => RejectReason::NoSecurityGroup,
-                sumun_policy::DenyReason::NoMatchingRule => RejectReason::SecurityGroup,
-            };
-            reject(client, local, reason);
-            return;
-        }
+    let admitted = Admitted {
+        client,
+        local,
+        rule,
+        flow: shared.records.open(&listener, client, local),
     };
     if *shared.phase.borrow() != Phase::Running {
         reject_admitted(&listener, &shared, &admitted, RejectReason::ShuttingDown);
