@@ -479,10 +479,7 @@ impl Session<'_> {
                 if self.in_multi {
                     return match which {
                         // Queued by the server like any command.
-                        LocalCmd::Id
-                        | LocalCmd::Getname
-                        | LocalCmd::Setname
-                        | LocalCmd::Info
+                        LocalCmd::Id | LocalCmd::Getname | LocalCmd::Setname | LocalCmd::Info
                             if dedicated =>
                         {
                             Step::Forward { abort: None }
