@@ -55,6 +55,9 @@ pub fn classify(info: &CommandInfo, cmd: &Command<'_>) -> Class {
         "watch" => Class::Dedicate("watch"),
         "monitor" => Class::Dedicate("monitor"),
         "wait" | "waitaof" => Class::Dedicate("wait"),
+        // A replication stream (an RDB without a trailing CRLF, then commands unasked), and
+        // DEBUG's protocol tricks (`DEBUG PROTOCOL push`): never on a shared connection.
+        "sync" | "psync" | "replconf" | "debug" => Class::Dedicate("other"),
         "select" => Class::Select,
         "hello" => Class::Hello,
         "reset" => Class::Reset,
