@@ -12,7 +12,7 @@
 # small local tunnel (python3) that opens TLS to the listener and logs in with `AUTH root
 # $TOKEN` first on each connection; everything after that is the suite's own bytes. The
 # gateway user `root` has `redis_acl = "+@all ~* &*"` (the suite runs FLUSHALL, DEBUG, CONFIG
-# SET, scripts...). Getting the source: `apt-get source redis` with a deb-src line (an
+# SET, scripts...). LOGS=dir keeps every unit's log there. Getting the source: `apt-get source redis` with a deb-src line (an
 # apt-get run with its own source list and lists directory is enough; see the report).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,7 +26,11 @@ UNITS=${UNITS:-"unit/type/string unit/type/incr unit/type/list unit/type/hash un
 
 W=$(mktemp -d /tmp/sumun-tclsuite.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$W"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3
+  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$W"/*.log "$LOGS"/ 2>/dev/null || true; fi
+  rm -rf "$W"
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 300); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -88,7 +92,7 @@ redis_acl = "+@all ~* &*"
 TOML
 "$SUMUN" vault init --config "$W/sumun.toml" > /dev/null 2>&1
 "$SUMUN" secrets put redis/app --value-file "$W/rpass.txt" --kind redis --address "127.0.0.1:$R_PORT" --username app --config "$W/sumun.toml" > /dev/null 2>&1
-TOKEN=$("$SUMUN" token --user root --ttl 4h --config "$W/sumun.toml" 2>/dev/null)
+TOKEN=$("$SUMUN" token --user root --ttl 1h --config "$W/sumun.toml" 2>/dev/null)
 SUMUN_LOG=warn "$SUMUN" serve --config "$W/sumun.toml" > "$W/sumun.log" 2>&1 & pids+=($!)
 wait_port "$S_PORT"
 
@@ -153,6 +157,7 @@ run_units() { # LABEL PORT
   for u in $UNITS; do
     log="$W/$label-$(echo "$u" | tr / _).log"
     (cd "$REDIS_SRC" && timeout "$UNIT_TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --single "$u" --tags -needs:repl --clients 1 > "$log" 2>&1) || true
+    sed -i 's/\x1b\[[0-9;]*m//g' "$log"
     echo "$label $u: $(grep -c '^\[ok\]' "$log" || true) ok, $(grep -c '^\[err\]\|^\[exception\]' "$log" || true) err"
   done
 }

@@ -30,6 +30,9 @@ pub enum Class {
     Hello,
     /// `RESET`: the client's state back to a new connection's.
     Reset,
+    /// Server-wide and needed while the server is busy (`SCRIPT KILL`): sent on a connection
+    /// opened for it alone, not queued behind other clients' commands.
+    OneOff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,9 @@ pub fn classify(info: &CommandInfo, cmd: &Command<'_>) -> Class {
         // A replication stream (an RDB without a trailing CRLF, then commands unasked), and
         // DEBUG's protocol tricks (`DEBUG PROTOCOL push`): never on a shared connection.
         "sync" | "psync" | "replconf" | "debug" => Class::Dedicate("other"),
+        // A running script holds up everything behind it on its connection, a kill included:
+        // the kill goes on a connection of its own to reach the server while the script runs.
+        "script|kill" | "function|kill" => Class::OneOff,
         "select" => Class::Select,
         "hello" => Class::Hello,
         "reset" => Class::Reset,

@@ -57,7 +57,7 @@ pub fn reason_index(reason: &str) -> usize {
 pub const MAX_OUTPUT: usize = 256 << 20;
 /// Open another shared connection (up to the pool size) when the least busy one has this
 /// many replies in flight.
-const GROW_AT: usize = 32;
+const GROW_AT: usize = 256;
 /// The most bytes of gathered batches written at once.
 const MAX_WRITE: usize = 1 << 20;
 
@@ -307,8 +307,11 @@ impl MuxPool {
                     .min_by_key(|c| c.inflight.load(Ordering::Relaxed))
                     .cloned();
                 if let Some(best) = best {
+                    // One opening at a time: a burst of busy clients adds one connection, and
+                    // the next only if that one gets as busy.
                     if best.inflight.load(Ordering::Relaxed) >= GROW_AT
-                        && st.conns.len() as u32 + st.opening < size
+                        && st.opening == 0
+                        && (st.conns.len() as u32) < size
                     {
                         st.opening += 1;
                         let pool = self.clone();
@@ -526,13 +529,19 @@ async fn run(
                 Some(b) => {
                     let mut gathered = 1u64;
                     let mut commands = b.replies as u64;
-                    wbuf.extend_from_slice(&b.bytes);
+                    // One batch alone is written from its own buffer; more are gathered.
+                    let mut first = Some(b.bytes);
                     fifo.push_back(Owed { sink: b.sink, replies: b.replies });
-                    while wbuf.len() < MAX_WRITE {
+                    let mut size = first.as_ref().map_or(0, Vec::len);
+                    while size < MAX_WRITE {
                         match rx.try_recv() {
                             Ok(b) => {
+                                if let Some(f) = first.take() {
+                                    wbuf.extend_from_slice(&f);
+                                }
                                 gathered += 1;
                                 commands += b.replies as u64;
+                                size += b.bytes.len();
                                 wbuf.extend_from_slice(&b.bytes);
                                 fifo.push_back(Owed { sink: b.sink, replies: b.replies });
                             }
@@ -546,7 +555,8 @@ async fn run(
                         p.stats.batches.fetch_add(gathered, Ordering::Relaxed);
                         p.stats.commands.fetch_add(commands, Ordering::Relaxed);
                     }
-                    if stream.write_all(&wbuf).await.is_err() || stream.flush().await.is_err() {
+                    let bytes = first.as_deref().unwrap_or(&wbuf);
+                    if stream.write_all(bytes).await.is_err() || stream.flush().await.is_err() {
                         break Some("write to the server failed");
                     }
                     wbuf.clear();

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use sumun_policy::redis_acl::{RedisAcl, Verdict, Wording};
 use sumun_wire::resp::table::CommandTable;
-use sumun_wire::resp::{encode_command, FrameKind, Limits, ReplyFramer, Splitter, Value};
+use sumun_wire::resp::{
+    encode_command, CommandKind, FrameKind, Limits, ReplyFramer, Splitter, Value,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::classify::{classify, valid_client_name, Class, LocalCmd};
@@ -98,6 +100,26 @@ impl Owed {
         if complete {
             self.flush_locals(out);
         }
+    }
+
+    /// Whether replies from a shared connection (`ends` of them complete, and part of one
+    /// more when `partial`) are all the server's own, with no answer of the gateway's to slot in: then
+    /// they go to the client as they are, and their slots are taken here.
+    pub fn take_plain(&mut self, ends: usize, partial: bool) -> bool {
+        let need = ends + usize::from(partial);
+        let plain = self.pending.len() >= need
+            && self
+                .pending
+                .iter()
+                .take(need)
+                .all(|s| matches!(s, Slot::Server))
+            // Answers of the gateway's right behind the last complete reply go out with it.
+            && (partial || !matches!(self.pending.get(ends), Some(Slot::Local(_))));
+        if plain {
+            self.pending.drain(..ends);
+            self.server -= ends;
+        }
+        plain
     }
 
     /// Replies from a shared connection: `bytes`, each whole reply ending at an offset in
@@ -207,6 +229,7 @@ enum Switch {
     Select(i64),
     Hello,
     Reset,
+    OneOff,
 }
 
 impl Session<'_> {
@@ -264,11 +287,19 @@ impl Session<'_> {
                 }
                 Event::Sink => {
                     let status = sink.take(&mut sbytes, &mut sends);
-                    let mut out = Vec::with_capacity(sbytes.len());
-                    self.owed.deliver(&sbytes, &sends, &mut out);
-                    if !out.is_empty() {
-                        count(&self.flow.counters, false, out.len());
-                        if session::reply(client, &out).await.is_err() {
+                    let mut out = Vec::new();
+                    let partial = sends
+                        .last()
+                        .map_or(!sbytes.is_empty(), |&e| e < sbytes.len());
+                    let bytes = if self.owed.take_plain(sends.len(), partial) {
+                        &sbytes
+                    } else {
+                        self.owed.deliver(&sbytes, &sends, &mut out);
+                        &out
+                    };
+                    if !bytes.is_empty() {
+                        count(&self.flow.counters, false, bytes.len());
+                        if session::reply(client, bytes).await.is_err() {
                             return "client_error";
                         }
                     }
@@ -403,7 +434,16 @@ impl Session<'_> {
                             replies += 1;
                         }
                         None => {
-                            out.extend_from_slice(&cbuf[at..at + len]);
+                            if cmd.kind() == CommandKind::Inline {
+                                // Sent as RESP, the one form whose ends the gateway and the
+                                // server cannot read differently: on a shared connection one
+                                // command more or less than counted would hand a reply to the
+                                // wrong client.
+                                let args: Vec<&[u8]> = cmd.args().collect();
+                                encode_command(&mut out, &args);
+                            } else {
+                                out.extend_from_slice(&cbuf[at..at + len]);
+                            }
                             if !self.owed.passthrough {
                                 self.owed.push_server(Slot::Server);
                                 replies += 1;
@@ -569,6 +609,8 @@ impl Session<'_> {
                 Step::Barrier(Switch::Hello)
             }
             Class::Reset => Step::Barrier(Switch::Reset),
+            Class::OneOff if dedicated || self.in_multi => Step::Forward { abort: None },
+            Class::OneOff => Step::Barrier(Switch::OneOff),
         }
     }
 
@@ -800,6 +842,27 @@ impl Session<'_> {
                 Err(e) => Ok(Some(error_reply(&e))),
             },
             Switch::Hello => Ok(Some(self.hello(args).await)),
+            Switch::OneOff => {
+                let answer =
+                    match session::connect(self.fe, self.shared, self.snap, self.account).await {
+                        Ok(mut server) => {
+                            let mut cmd = Vec::new();
+                            encode_command(&mut cmd, args);
+                            let answer = session::request(&mut server.stream, &cmd).await;
+                            let _ = server.stream.shutdown().await;
+                            match answer {
+                                Ok(v) => {
+                                    let mut out = Vec::new();
+                                    v.encode(&mut out);
+                                    out
+                                }
+                                Err(e) => format!("-ERR {e}\r\n").into_bytes(),
+                            }
+                        }
+                        Err(e) => format!("-ERR {e}\r\n").into_bytes(),
+                    };
+                Ok(Some(answer))
+            }
             Switch::Reset => {
                 // The client's state as a new connection's; a dedicated connection is closed
                 // (its subscriptions, transaction, watches and tracking go with it).
