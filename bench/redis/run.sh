@@ -10,7 +10,7 @@
 #   SUMUN_BUILD=0 bench/redis/run.sh     # never run cargo; Sumun rows fail if the binary is missing
 #
 # Other knobs: N=200000 (requests per `-P 1` row), N_PIPE=2000000 (per `-P 16` row),
-# N_MANY=200000 (per `-c 1000` row), MANY=1000, ROUNDS=1 (run every row this many times, the
+# N_MANY=200000 (per many-clients row), MANY=500, ROUNDS=1 (run every row this many times, the
 # paths alternating, each time reported), SUMUN_WORKERS=1 (Sumun's `[gateway] workers`; HAProxy
 # runs `nbthread` the same), SUMUN=path, OUT=file, KEEP=1 (keep the work directory with all logs).
 #
@@ -26,7 +26,11 @@
 #   Sumun, TLS + token     a `redis` listener, `tls = "required"`, the password is a `sumun
 #                          token`; every command checked against the user's default rules
 #                          (`+@all -@dangerous ~* &*`); Sumun logs in to redis-server (plain) as
-#                          bench with the vault's password, one server connection per client.
+#                          bench with the vault's password. Multiplexed (`pool.mode =
+#                          "transaction"`, the default, size 20): clients share a few server
+#                          connections.
+#   Sumun session          the same with `pool = { mode = "session" }` on a second listener:
+#                          one server connection per client, as HAProxy.
 # There is no "Sumun, plain" row: the listener accepts tokens only over TLS, and gateway-held
 # passwords (`auth = ["password"]`) are not built for Redis yet.
 set -euo pipefail
@@ -41,7 +45,7 @@ if [ "$QUICK" = 1 ]; then
 else
   N=${N:-200000}; N_PIPE=${N_PIPE:-2000000}; N_MANY=${N_MANY:-200000}
 fi
-MANY=${MANY:-1000}
+MANY=${MANY:-500}
 ROUNDS=${ROUNDS:-1}
 SUMUN_WORKERS=${SUMUN_WORKERS:-1}
 SUMUN=${SUMUN:-$ROOT/target/release/sumun}
@@ -211,8 +215,8 @@ echo "HAProxy :$H_PORT, TLS-terminating :$H_SSL (pid $H_PID)"
 
 # --- Sumun ---------------------------------------------------------------------------------
 VAULT=$W/vault
-S_PORT=$(free_port)
-SUMUN_PID=""; TOKEN=""
+S_PORT=$(free_port); S2_PORT=$(free_port)
+SUMUN_PID=""; SUMUN2_PID=""; TOKEN=""
 setup_sumun() {
   local cfg=$W/sumun.toml err
   cat > "$cfg" <<TOML
@@ -237,6 +241,7 @@ tls_config = "default"
 target_group = "redis"
 security_groups = ["local"]
 max_connections = 12000
+pool = { mode = "transaction" }
 [[target_groups]]
 name = "redis"
 targets = [{ address = "127.0.0.1:$R_PORT" }]
@@ -252,13 +257,23 @@ TOML
   log_cmd "sumun vault init --config sumun.toml"
   log_cmd "sumun secrets put redis/bench --value-file rpass.txt --kind redis --address 127.0.0.1:$R_PORT --username bench --config sumun.toml"
   log_cmd "TOKEN=\$(sumun token --user bench --ttl 1h --config sumun.toml)"
+  # The session-mode listener runs in a second Sumun process (same vault and token audience),
+  # so each one's CPU and server connections are its own.
+  sed -e 's/^name = "cache"/name = "cache-session"/' -e "s/127.0.0.1:$S_PORT/127.0.0.1:$S2_PORT/" \
+    -e 's/^pool = { mode = "transaction" }/pool = { mode = "session" }/' "$cfg" > "$W/sumun-session.toml"
   SUMUN_LOG=warn "$SUMUN" serve --config "$cfg" >"$W/sumun.log" 2>&1 &
   SUMUN_PID=$!; pids+=("$SUMUN_PID")
+  SUMUN_LOG=warn "$SUMUN" serve --config "$W/sumun-session.toml" >"$W/sumun-session.log" 2>&1 &
+  SUMUN2_PID=$!; pids+=("$SUMUN2_PID")
+  if ! wait_port "$S2_PORT" "$SUMUN2_PID"; then
+    SUMUN_NOTE="sumun serve (session) did not start: $(grep -v '^\s*$' "$W/sumun-session.log" | tail -3 | tr '\n' ' ' | cut -c1-300 || true)"
+    return 1
+  fi
   if ! wait_port "$S_PORT" "$SUMUN_PID"; then
     SUMUN_NOTE="sumun serve did not start: $(grep -v '^\s*$' "$W/sumun.log" | tail -3 | tr '\n' ' ' | cut -c1-300 || true)"
     return 1
   fi
-  log_cmd "SUMUN_LOG=warn sumun serve --config sumun.toml   # [gateway] workers = $SUMUN_WORKERS; listener cache: protocol redis, bind 127.0.0.1:$S_PORT, tls required, max_connections 12000; target 127.0.0.1:$R_PORT; user bench: backend_credential redis/bench, no redis_acl (default +@all -@dangerous ~* &*)"
+  log_cmd "SUMUN_LOG=warn sumun serve --config sumun.toml   # [gateway] workers = $SUMUN_WORKERS; listener cache: protocol redis, bind 127.0.0.1:$S_PORT, tls required, max_connections 12000, pool = { mode = \"transaction\" } (size 20 by default); and SUMUN_LOG=warn sumun serve --config sumun-session.toml: listener cache-session, the same on 127.0.0.1:$S2_PORT with pool = { mode = \"session\" }; target 127.0.0.1:$R_PORT; user bench: backend_credential redis/bench, no redis_acl (default +@all -@dangerous ~* &*)"
   # One login first, so a login that does not work fails once here, with its words.
   err=$(REDISCLI_AUTH=$TOKEN timeout 20 "$RCLI" --no-auth-warning --tls --cacert "$CERTS/ca.pem" -h 127.0.0.1 -p "$S_PORT" --user bench ping 2>&1 || true)
   log_cmd "REDISCLI_AUTH=\$TOKEN redis-cli --tls --cacert ca.pem -h 127.0.0.1 -p $S_PORT --user bench ping   # $err"
@@ -275,12 +290,21 @@ TCK=$(getconf CLK_TCK)
 # utime + stime of all the process's threads (fields 14 and 15 of /proc/PID/stat).
 cpu_ticks() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] || return 0; sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 div() { awk -v a="$1" -v b="$2" -v f="${3:-%.2f}" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf f, a / b; else print "-" }'; }
-# Server connections: redis-server's connected_clients, sampled every 0.1 s during a row by a
-# redis-cli that is itself one of them (so 1 is taken off); the row reports the peak.
-connected() { rcli info clients 2>/dev/null | sed -n 's/^connected_clients:\([0-9]*\).*/\1/p'; }
-sampler() { # FILE: append connected_clients - 1 every 0.1 s until killed
-  local c
-  while :; do c=$(connected); [ -n "$c" ] && echo $((c - 1)) >> "$1"; sleep 0.1; done
+# Server connections: TCP connections established to redis-server's port PORT, sampled every
+# 0.1 s during a row with `ss -tnp`: for a proxy row those its process owns (HAProxy's or
+# Sumun's, whatever listener made them), for a direct row those owned by neither proxy. Pooled
+# connections a proxy keeps open between rows count in its own rows only.
+sampler() { # FILE PORT OWNER-PID|"" : append the count every 0.1 s until killed
+  local c out
+  while :; do
+    out=$(ss -Htnp state established "( dport = :$2 )" 2>/dev/null || true)
+    if [ -n "$3" ]; then
+      c=$(grep -c "pid=$3," <<<"$out" || true)
+    else
+      c=$(grep -v "pid=${SUMUN_PID:-none},\|pid=${SUMUN2_PID:-none},\|pid=$H_PID," <<<"$out" | grep -c . || true)
+    fi
+    echo "${c:-0}" >> "$1"; sleep 0.1
+  done
 }
 
 # TcpExtListenOverflows (/proc/net/netstat): connections dropped because a listener's accept
@@ -294,7 +318,7 @@ ROWS=(); KEYS=(); FAILURES=()
 # against HAProxy TLS in the same round. Rows are written with a placeholder (@@PROXY@KEY@@)
 # that is filled at the end, as the paths' order changes between rounds.
 ratio_cols() {
-  if [ "$1" = sumun ] && [ -n "${RPS[haproxy-tls/$2]:-}" ] && [ -n "$3" ]; then
+  if [ "${1%-session}" = sumun ] && [ -n "${RPS[haproxy-tls/$2]:-}" ] && [ -n "$3" ]; then
     echo "$(div "$3" "${RPS[haproxy-tls/$2]}") | $(div "$4" "${CPU[haproxy-tls/$2]:-}")"
   else echo " | "; fi
 }
@@ -307,7 +331,7 @@ bench() {
   local label="redis-benchmark $*" lo0 lo shown t0 t1 r0 r1 out rc n rps avg p50 p99 cpu="-" rcpu ccpu peak r load samples spid
   shown="redis-benchmark -h 127.0.0.1 -p $port${tlsargs[*]:+ --tls --cacert ca.pem} --user bench -a $([ "$pass" = "$TOKEN" ] && [ -n "$TOKEN" ] && echo '$TOKEN' || echo '$RPASS') $* --csv"
   load=$(cut -d' ' -f1 /proc/loadavg)
-  if [ "$proxy" = sumun ] && [ -n "$SUMUN_NOTE" ]; then
+  if [ "${proxy%-session}" = sumun ] && [ -n "$SUMUN_NOTE" ]; then
     ROWS+=("| $round | \`$label\` | $path | failed | | | | | | | | @@$proxy@$round/$key@@ | | $load |")
     FAILURES+=("- round $round, $path, \`$label\`: not run: $SUMUN_NOTE")
     echo "  $path: failed ($SUMUN_NOTE)"; return 0
@@ -319,7 +343,8 @@ bench() {
   log_cmd "$shown"
   n=$(echo " $* " | sed -n 's/.* -n \([0-9]*\) .*/\1/p')
   samples=$W/conn-$(echo "$path $key" | tr -c 'A-Za-z0-9' _).txt; : > "$samples"
-  sampler "$samples" & spid=$!
+  local sport=$R_PORT; [ "$proxy" = direct-tls ] && sport=$R_TLS
+  sampler "$samples" "$sport" "$pid" & spid=$!
   t0=$(cpu_ticks "$pid"); r0=$(cpu_ticks "$R_PID"); lo0=$(listen_overflows)
   # The subshell's cutime + cstime after redis-benchmark ends are redis-benchmark's CPU.
   out=$( { rc=0; REDISCLI_AUTH="" timeout -k 5 300 "$RB" "${args[@]}" -a "$pass" 2>&1 || rc=$?
@@ -366,15 +391,16 @@ for round in $(seq "$ROUNDS"); do
       k="$t-c$c-P$p"
       [ "$round" = 1 ] && KEYS+=("$k|${a[*]}")
       echo "[$(elapsed)] round $round: redis-benchmark ${a[*]} (load $(cut -d' ' -f1-3 /proc/loadavg))"
-      paths=(direct direct-tls haproxy haproxy-tls sumun)
-      [ $((round % 2)) = 0 ] && paths=(sumun haproxy-tls haproxy direct-tls direct)
+      paths=(direct direct-tls haproxy haproxy-tls sumun sumun-session)
+      [ $((round % 2)) = 0 ] && paths=(sumun-session sumun haproxy-tls haproxy direct-tls direct)
       for pth in "${paths[@]}"; do
         case $pth in
           direct) bench direct "direct" "$k" "" "$R_PORT" 0 "$RPASS" "${a[@]}" ;;
           direct-tls) bench direct-tls "direct, TLS" "$k" "" "$R_TLS" 1 "$RPASS" "${a[@]}" ;;
           haproxy) bench haproxy "HAProxy" "$k" "$H_PID" "$H_PORT" 0 "$RPASS" "${a[@]}" ;;
           haproxy-tls) bench haproxy-tls "HAProxy, TLS" "$k" "$H_PID" "$H_SSL" 1 "$RPASS" "${a[@]}" ;;
-          sumun) bench sumun "Sumun, TLS + token" "$k" "$SUMUN_PID" "$S_PORT" 1 "${TOKEN:-x}" "${a[@]}" ;;
+          sumun) bench sumun "Sumun, TLS + token, multiplexed" "$k" "$SUMUN_PID" "$S_PORT" 1 "${TOKEN:-x}" "${a[@]}" ;;
+          sumun-session) bench sumun-session "Sumun, TLS + token, session" "$k" "$SUMUN2_PID" "$S2_PORT" 1 "${TOKEN:-x}" "${a[@]}" ;;
         esac
       done
     done
@@ -387,9 +413,9 @@ for i in "${!ROWS[@]}"; do
   [ -z "$ph" ] && continue
   read -r proxy k <<<"$ph"
   ROWS[$i]=$(echo "${ROWS[$i]}" | sed "s#@@[^@]*@[^@]*@@#$(ratio_cols "$proxy" "$k" "${RPS[$proxy/$k]:-}" "${CPU[$proxy/$k]:-}")#")
-  if [ "$proxy" = sumun ] && [ -n "${RPS[$proxy/$k]:-}" ]; then
+  if [ "${proxy%-session}" = sumun ] && [ -n "${RPS[$proxy/$k]:-}" ]; then
     IFS='|' read -r r1 r2 <<<"$(ratio_cols "$proxy" "$k" "${RPS[$proxy/$k]:-}" "${CPU[$proxy/$k]:-}")"
-    echo "round ${k%%/*}, ${k#*/}: Sumun / HAProxy TLS: requests/s x$(echo $r1), proxy CPU x$(echo $r2)"
+    echo "round ${k%%/*}, ${k#*/}: $proxy / HAProxy TLS: requests/s x$(echo $r1), proxy CPU x$(echo $r2)"
   fi
 done
 
@@ -399,11 +425,11 @@ MEDIANS=()
 for ka in "${KEYS[@]}"; do
   k=${ka%%|*}; args=${ka#*|}
   line="| \`redis-benchmark $args\` |"
-  for proxy in direct direct-tls haproxy haproxy-tls sumun; do
+  for proxy in direct direct-tls haproxy haproxy-tls sumun sumun-session; do
     vals=""; for r in $(seq "$ROUNDS"); do vals="$vals ${RPS[$proxy/$r/$k]:-}"; done
     line="$line $(echo "$vals" | median | awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 }') |"
   done
-  for proxy in haproxy haproxy-tls sumun; do
+  for proxy in haproxy haproxy-tls sumun sumun-session; do
     vals=""; for r in $(seq "$ROUNDS"); do vals="$vals ${CPU[$proxy/$r/$k]:-}"; done
     line="$line $(echo "$vals" | median) |"
   done
@@ -412,7 +438,9 @@ for ka in "${KEYS[@]}"; do
     rr="$rr $(div "${RPS[sumun/$r/$k]:-}" "${RPS[haproxy-tls/$r/$k]:-}")"; cr="$cr $(div "${CPU[sumun/$r/$k]:-}" "${CPU[haproxy-tls/$r/$k]:-}")"
   done
   pk=""; for r in $(seq "$ROUNDS"); do pk="$pk ${PEAK[sumun/$r/$k]:-}"; done
-  line="$line $(echo "$rr" | median) ($(echo $rr | tr ' ' '/')) | $(echo "$cr" | median) ($(echo $cr | tr ' ' '/')) | $(echo $pk | tr ' ' '/') |"
+  hk=""; for r in $(seq "$ROUNDS"); do hk="$hk ${PEAK[haproxy-tls/$r/$k]:-}"; done
+  sk=""; for r in $(seq "$ROUNDS"); do sk="$sk ${PEAK[sumun-session/$r/$k]:-}"; done
+  line="$line $(echo "$rr" | median) ($(echo $rr | tr ' ' '/')) | $(echo "$cr" | median) ($(echo $cr | tr ' ' '/')) | $(echo $pk | tr ' ' '/') | $(echo $sk | tr ' ' '/') | $(echo $hk | tr ' ' '/') |"
   MEDIANS+=("$line")
 done
 
@@ -420,6 +448,7 @@ done
 SUMUN_LOG_TAIL=$(grep -v '^\s*$' "$W/sumun.log" 2>/dev/null | grep -v -i 'token\|password' | tail -15 || true)
 SUMUN_LOG_LINES=$(grep -c -v '^\s*$' "$W/sumun.log" 2>/dev/null || true)
 SUMUN_RSS=$( [ -n "$SUMUN_PID" ] && awk '/^VmHWM:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SUMUN_PID/status" 2>/dev/null || true)
+SUMUN2_RSS=$( [ -n "$SUMUN2_PID" ] && awk '/^VmHWM:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SUMUN2_PID/status" 2>/dev/null || true)
 HAP_RSS=$(awk '/^VmHWM:/ {printf "%.1f MiB", $2 / 1024}' "/proc/$H_PID/status" 2>/dev/null || true)
 
 # --- report --------------------------------------------------------------------------------
@@ -445,9 +474,12 @@ SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "by the requests) ranks the proxies as much as requests/s does. redis-server's and"
   echo "redis-benchmark's CPU per request are measured the same way. Ratios: Sumun / HAProxy"
   echo "ending TLS, same test (requests/s: higher is better; proxy CPU: lower is better)."
-  echo "**Server connections**: the peak of redis-server's \`connected_clients\` (INFO clients,"
-  echo "sampled every 0.1 s during the row, the sampler's own connection taken off); it includes"
-  echo "redis-benchmark's extra connection for \`CONFIG GET\` at the start. **Listen overflows**: the"
+  echo "**Server connections**: the peak number of TCP connections to redis-server's port during the row"
+  echo "(\`ss -tnp\`, sampled every 0.1 s): for a proxy row those its process owns, for a direct row"
+  echo "those of neither proxy (redis-benchmark's, including its extra connection for \`CONFIG GET\` at"
+  echo "the start). Sumun's multiplexed and session listeners run as two processes (same vault), so each"
+  echo "row's CPU and connections are its own; the multiplexed one keeps its pool open between rows"
+  echo "(at most its size, 20). **Listen overflows**: the"
   echo "machine's \`TcpExtListenOverflows\` over the row, connections dropped because an accept queue"
   echo "was full (the client resends its SYN after 1 s, which shows in p99). redis-server runs with"
   echo "\`tcp-backlog 4096\` (HAProxy and Sumun listen with 4096 too; \`net.core.somaxconn\` is"
@@ -463,7 +495,9 @@ SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "command is checked against the user's default rules (\`+@all -@dangerous ~* &*\`, so"
   echo "redis-benchmark's \`CONFIG GET\` at start is refused with NOPERM, which redis-benchmark"
   echo "reports as a warning), and Sumun logs in to redis-server (plain, loopback) with the vault's"
-  echo "password. Sumun opens one server connection per client (no multiplexing yet), as HAProxy does."
+  echo "password. \`Sumun ..., multiplexed\`: \`pool = { mode = \"transaction\" }\` (the default; size 20): clients share"
+  echo "a few server connections (another opens when the least busy one has 256 replies in flight). \`Sumun ..., session\`:"
+  echo "\`pool = { mode = \"session\" }\`, one server connection per client, as HAProxy."
   echo "No \`Sumun, plain\` row: tokens are accepted only over TLS, and gateway-held passwords are"
   echo "not built for Redis yet."
   if [ -n "$SUMUN_NOTE" ]; then echo; echo "**Sumun rows failed:** $SUMUN_NOTE"; fi
@@ -473,8 +507,8 @@ SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "Requests/s and proxy CPU µs per request, the median of the rounds' values; the ratio columns"
   echo "give the median of the per-round ratios and, in brackets, each round's."
   echo
-  echo "| test | direct req/s | direct TLS req/s | HAProxy req/s | HAProxy TLS req/s | Sumun TLS + token req/s | HAProxy CPU µs/req | HAProxy TLS CPU µs/req | Sumun CPU µs/req | Sumun/HAProxy-TLS req/s | Sumun/HAProxy-TLS CPU | Sumun server connections (peak, per round) |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| test | direct req/s | direct TLS req/s | HAProxy req/s | HAProxy TLS req/s | Sumun multiplexed req/s | Sumun session req/s | HAProxy CPU µs/req | HAProxy TLS CPU µs/req | Sumun multiplexed CPU µs/req | Sumun session CPU µs/req | multiplexed/HAProxy-TLS req/s | multiplexed/HAProxy-TLS CPU | server connections: multiplexed | server connections: session | server connections: HAProxy TLS |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${MEDIANS[@]}"
   echo
   echo "## redis-benchmark, every row"
@@ -483,7 +517,7 @@ SUMUN_VER="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "Peak memory (VmHWM) at the end: Sumun ${SUMUN_RSS:-?}, HAProxy ${HAP_RSS:-?}."
+  echo "Peak memory (VmHWM) at the end: Sumun multiplexed ${SUMUN_RSS:-?}, Sumun session ${SUMUN2_RSS:-?}, HAProxy ${HAP_RSS:-?}."
   if [ ${#FAILURES[@]} -gt 0 ]; then
     echo
     echo "## Failures"

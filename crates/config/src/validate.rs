@@ -1272,6 +1272,10 @@ impl Checker<'_> {
 
     fn pool(&mut self, raw: Option<&RawPool>, protocol: Protocol, s: &str) -> PoolSettings {
         let mut p = PoolSettings::default();
+        if protocol == Protocol::Redis {
+            // Redis clients are multiplexed unless they ask for session mode (docs/redis.md).
+            p.mode = PoolMode::Transaction;
+        }
         let Some(raw) = raw else { return p };
         if matches!(protocol, Protocol::Tcp | Protocol::Tls) {
             if let Some(span) = raw.mode.as_ref().map(Spanned::span) {

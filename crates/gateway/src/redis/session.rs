@@ -1,21 +1,22 @@
 //! A Redis client's connection: TLS, the login, its server, and the checked relay.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sumun_config::TlsMode;
-use sumun_policy::redis_acl::{AclRules, RedisAcl, Verdict, Wording};
+use sumun_policy::redis_acl::{AclRules, RedisAcl};
 use sumun_vault::SecretBytes;
 use sumun_wire::resp::table::CommandTable;
-use sumun_wire::resp::{encode_command, Decoder, FrameKind, Limits, ReplyFramer, Splitter};
+use sumun_wire::resp::{encode_command, Decoder, Limits, Splitter, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::pool::{DedicatedCount, Sink};
+use super::relay::{hello_reply, Backend, Dedicated, Owed, Session, Slot};
 use super::{ClientRow, RedisFrontEnd};
 use crate::backend_tls::TlsTo;
 use crate::conn::TargetActive;
-use crate::frontend::{count, Accepted};
+use crate::frontend::Accepted;
 use crate::listener::ListenerSnapshot;
 use crate::metrics::RejectReason;
 use crate::targets::Want;
@@ -24,15 +25,11 @@ use crate::Shared;
 /// The most a client's one argument may be: the gateway holds a command whole before it
 /// forwards it (to check its keys), so this bounds a client's buffer.
 const MAX_ARGUMENT: u64 = 64 << 20;
-/// Replies owed to a client (commands sent and not yet answered) before it is read no more.
-const MAX_PENDING: usize = 16 * 1024;
-/// The most bytes of a client's commands held (a command is held whole before it is checked).
-const MAX_QUERY_BUFFER: usize = 256 << 20;
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 
 /// A stream that is a plain socket or TLS, either side.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
@@ -114,9 +111,83 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
         account,
         hello,
     } = login;
-    // The server, logged in with the vault credential.
-    let server = match connect(&fe, &shared, &snap, &account).await {
-        Ok(s) => s,
+    // Transaction mode (the default for Redis) multiplexes; session mode gives every client a
+    // server connection of its own.
+    let session_mode =
+        account.pool_mode.unwrap_or(snap.settings.pool.mode) == sumun_config::PoolMode::Session;
+    // The protocol and name the client's HELLO asks for (`HELLO 3 AUTH u t SETNAME n`).
+    let mut proto = 2u8;
+    let mut name: Option<Vec<u8>> = None;
+    let mut hello_error: Option<&'static [u8]> = None;
+    if let Some(args) = &hello {
+        let mut i = 1;
+        if let Some(p) = args.get(1) {
+            match sumun_wire::resp::parse_integer(p) {
+                Some(p @ (2 | 3)) => proto = p as u8,
+                _ => hello_error = Some(b"-NOPROTO unsupported protocol version\r\n"),
+            }
+            i = 2;
+        }
+        while i + 1 < args.len() {
+            if args[i].eq_ignore_ascii_case(b"setname")
+                && super::classify::valid_client_name(&args[i + 1])
+            {
+                name = (!args[i + 1].is_empty()).then(|| args[i + 1].clone());
+            }
+            i += 2;
+        }
+    }
+    if hello_error.is_some() {
+        proto = 2;
+    }
+    let id = fe.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let sink = Arc::new(Sink::default());
+    let _sink_closed = SinkClosed(sink.clone());
+    // The server: a shared connection of the client's pool, or one of its own.
+    let backend = if session_mode {
+        match connect(&fe, &shared, &snap, &account).await {
+            Ok(server) => match fe.resolve_pool(&shared, &snap, &account, 0, proto) {
+                Ok((pool, _)) => Ok((server.table.clone(), server.target.address.clone(), {
+                    let Server {
+                        stream,
+                        target,
+                        _active,
+                        ..
+                    } = server;
+                    *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target.addr);
+                    Backend::Dedicated(Box::new(Dedicated::new(
+                        stream,
+                        _active,
+                        DedicatedCount::new(&pool, "session"),
+                    )))
+                })),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    } else {
+        match fe.checkout(&shared, &snap, &account, 0, proto).await {
+            Ok((pool, opener, conn)) => {
+                *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(pool.target.addr);
+                pool.target.flows_total.fetch_add(1, Ordering::Relaxed);
+                match fe.table(&snap.group.name) {
+                    Some(table) => Ok((
+                        table,
+                        pool.target.address.clone(),
+                        Backend::Mux {
+                            pool,
+                            opener,
+                            conn: Some(conn),
+                        },
+                    )),
+                    None => Err("the server's command table is not known".to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let (table, server_address, backend) = match backend {
+        Ok(b) => b,
         Err(why) => {
             tracing::warn!(listener = %listener.name, client = %admitted.client, user = %user, error = %why, "no Redis server for the client");
             let _ = reply(&mut client, format!("-ERR {why}\r\n").as_bytes()).await;
@@ -124,13 +195,6 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
             return;
         }
     };
-    let Server {
-        mut stream,
-        table,
-        target,
-        _active,
-    } = server;
-    *flow.target.lock().unwrap_or_else(|p| p.into_inner()) = Some(target.addr);
     let rules = account
         .redis_acl
         .as_deref()
@@ -149,28 +213,61 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
             return;
         }
     };
-    // The client's own HELLO (protocol version, name) goes to the server, which answers it.
-    let mut pending = VecDeque::new();
-    match hello {
-        Some(args) => {
+    let limits = Limits::default().with_max_bulk_len(MAX_ARGUMENT);
+    let mut s = Session {
+        fe: &fe,
+        shared: &shared,
+        snap: &snap,
+        account: &account,
+        listener: &listener.name,
+        laddr: listener.local_addr,
+        client_addr: admitted.client,
+        user: &user,
+        unrestricted: acl.is_unrestricted(),
+        acl,
+        table,
+        splitter: Splitter::new(limits),
+        limits,
+        owed: Owed::default(),
+        flow: &flow,
+        backend,
+        sink,
+        session_mode,
+        id,
+        started: std::time::Instant::now(),
+        name,
+        db: 0,
+        proto,
+        in_multi: false,
+        multi_dirty: false,
+        quitting: false,
+    };
+    // The answer to the login: the client's HELLO (protocol version, name) goes to a
+    // dedicated server, which answers it; a multiplexed client's is answered from its pool's
+    // HELLO reply with the client's own id.
+    let answer = match (&hello, &mut s.backend) {
+        (Some(_), _) if hello_error.is_some() => hello_error.map(<[u8]>::to_vec),
+        (Some(args), Backend::Dedicated(d)) => {
             let mut cmd = Vec::new();
-            encode_command(&mut cmd, &args);
-            if stream.write_all(&cmd).await.is_err() {
+            encode_command(&mut cmd, args);
+            if d.stream.write_all(&cmd).await.is_err() {
                 end_flow(&shared, &listener, &flow, "server_lost", Some(&user));
                 return;
             }
-            pending.push_back(Slot::Server);
+            s.owed.push_server(Slot::Server);
+            None
         }
-        None => {
-            if reply(&mut client, b"+OK\r\n").await.is_err() {
-                end_flow(&shared, &listener, &flow, "client_error", Some(&user));
-                return;
-            }
+        (Some(_), Backend::Mux { pool, .. }) => Some(hello_reply(pool.hello().as_deref(), id)),
+        (None, _) => Some(b"+OK\r\n".to_vec()),
+    };
+    if let Some(answer) = answer {
+        if reply(&mut client, &answer).await.is_err() {
+            end_flow(&shared, &listener, &flow, "client_error", Some(&user));
+            return;
         }
     }
     fe.stats.logins.fetch_add(1, Ordering::Relaxed);
     listener.metrics.new_flows.fetch_add(1, Ordering::Relaxed);
-    let id = fe.next_id.fetch_add(1, Ordering::Relaxed);
     let session_id = format!("{id:08x}{:08x}", fastrand::u32(..));
     fe.clients.lock().unwrap_or_else(|p| p.into_inner()).insert(
         id,
@@ -181,7 +278,13 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
             user: user.clone(),
             session_id: session_id.clone(),
             connected_at: flow.start,
-            server: target.address.clone(),
+            server: server_address.clone(),
+            pool_mode: if session_mode {
+                "session"
+            } else {
+                "transaction"
+            },
+            dedicated: session_mode.then_some("session"),
         },
     );
     let _registered = Registered(fe.clone(), id);
@@ -191,33 +294,24 @@ pub(super) async fn serve(fe: Arc<RedisFrontEnd>, conn: Accepted) {
             let mut extra = serde_json::Map::new();
             extra.insert("user".into(), user.clone().into());
             extra.insert("session_id".into(), session_id.clone().into());
-            extra.insert("target".into(), target.address.clone().into());
+            extra.insert("target".into(), server_address.clone().into());
             extra
         });
-    let mut s = Session {
-        fe: &fe,
-        shared: &shared,
-        listener: &listener.name,
-        client_addr: admitted.client,
-        user: &user,
-        unrestricted: acl.is_unrestricted(),
-        acl,
-        table,
-        splitter: Splitter::new(Limits::default().with_max_bulk_len(MAX_ARGUMENT)),
-        framer: ReplyFramer::new(Limits::default()),
-        pending,
-        passthrough: false,
-        flow: &flow,
-    };
     let end = s
-        .relay(
-            &mut client,
-            &mut stream,
-            &mut cbuf,
-            snap.settings.idle_limit(),
-        )
+        .relay(&mut client, &mut cbuf, snap.settings.idle_limit())
         .await;
+    drop(s);
     end_flow(&shared, &listener, &flow, end, Some(&user));
+}
+
+/// Tells the shared connections that the client is gone: replies still owed to it are read
+/// and dropped.
+struct SinkClosed(Arc<Sink>);
+
+impl Drop for SinkClosed {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Removes the client from `/api/clients` however the session ends.
@@ -233,7 +327,7 @@ impl Drop for Registered {
     }
 }
 
-async fn reply(client: &mut Box<dyn Io>, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) async fn reply(client: &mut Box<dyn Io>, bytes: &[u8]) -> std::io::Result<()> {
     client.write_all(bytes).await?;
     client.flush().await
 }
@@ -423,16 +517,16 @@ fn check(
     Ok((claims.user, account.clone()))
 }
 
-struct Server {
-    stream: Box<dyn Io>,
-    table: Arc<CommandTable>,
-    target: Arc<crate::targets::TargetRt>,
-    _active: TargetActive,
+pub(super) struct Server {
+    pub stream: Box<dyn Io>,
+    pub table: Arc<CommandTable>,
+    pub target: Arc<crate::targets::TargetRt>,
+    pub _active: TargetActive,
 }
 
 /// Connect to a writable target and log in with the account's vault credential; learn the
 /// group's command table at the first login.
-async fn connect(
+pub(super) async fn connect(
     fe: &RedisFrontEnd,
     shared: &Shared,
     snap: &ListenerSnapshot,
@@ -476,22 +570,7 @@ async fn connect(
             }
             Err(Failed::Login(why)) => return Err(why),
         };
-        let table = match fe.table(&group.name) {
-            Some(t) => t,
-            None => {
-                let mut cmd = Vec::new();
-                encode_command(&mut cmd, &[b"COMMAND".as_slice()]);
-                let reply = request(&mut stream, &cmd)
-                    .await
-                    .map_err(|e| format!("the server at {}: COMMAND: {e}", target.address))?;
-                let table = Arc::new(
-                    CommandTable::from_reply(&reply)
-                        .map_err(|e| format!("the server at {}: COMMAND: {e}", target.address))?,
-                );
-                fe.learn_table(&group.name, table.clone());
-                table
-            }
-        };
+        let table = learn_table(fe, &group.name, &mut stream, &target.address).await?;
         target.flows_total.fetch_add(1, Ordering::Relaxed);
         return Ok(Server {
             stream,
@@ -501,6 +580,115 @@ async fn connect(
         });
     }
     Err(last)
+}
+
+/// The group's command table: known, or learned from this server's `COMMAND` reply.
+async fn learn_table(
+    fe: &RedisFrontEnd,
+    group: &str,
+    stream: &mut Box<dyn Io>,
+    address: &str,
+) -> Result<Arc<CommandTable>, String> {
+    if let Some(t) = fe.table(group) {
+        return Ok(t);
+    }
+    let mut cmd = Vec::new();
+    encode_command(&mut cmd, &[b"COMMAND".as_slice()]);
+    let reply = request(stream, &cmd)
+        .await
+        .map_err(|e| format!("the server at {address}: COMMAND: {e}"))?;
+    let table = Arc::new(
+        CommandTable::from_reply(&reply)
+            .map_err(|e| format!("the server at {address}: COMMAND: {e}"))?,
+    );
+    fe.learn_table(group, table.clone());
+    Ok(table)
+}
+
+/// How a pool opens its shared connections to `target`: logged in with the vault secret,
+/// `HELLO proto` (its reply kept as the template of the gateway's HELLO answers) and `SELECT
+/// db`.
+pub(super) fn opener(
+    fe: Arc<RedisFrontEnd>,
+    shared: Arc<Shared>,
+    group: Arc<sumun_config::TargetGroup>,
+    target: Arc<crate::targets::TargetRt>,
+    credential: String,
+    db: i64,
+    proto: u8,
+) -> super::pool::Opener {
+    Arc::new(move || {
+        let (fe, shared, group, target, credential) = (
+            fe.clone(),
+            shared.clone(),
+            group.clone(),
+            target.clone(),
+            credential.clone(),
+        );
+        Box::pin(
+            async move { open_shared(&fe, &shared, &group, &target, &credential, db, proto).await },
+        )
+    })
+}
+
+async fn open_shared(
+    fe: &RedisFrontEnd,
+    shared: &Shared,
+    group: &sumun_config::TargetGroup,
+    target: &crate::targets::TargetRt,
+    credential: &str,
+    db: i64,
+    proto: u8,
+) -> Result<(Box<dyn Io>, Vec<u8>), String> {
+    let vault = shared.vault.load_full().ok_or("the gateway has no vault")?;
+    let cred = vault
+        .backend_credential(credential)
+        .map_err(|e| format!("vault secret '{credential}': {e}"))?;
+    let tcp =
+        match crate::workers::timeout(group.connect_timeout, TcpStream::connect(target.addr)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                target.connect_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(format!(
+                    "no backend server is available: cannot connect to {}",
+                    target.address
+                ));
+            }
+        };
+    let mut stream = login_on(tcp, group, &target.address, &cred)
+        .await
+        .map_err(|e| match e {
+            Failed::Target(w) | Failed::Login(w) => w,
+        })?;
+    learn_table(fe, &group.name, &mut stream, &target.address).await?;
+    let mut cmd = Vec::new();
+    encode_command(
+        &mut cmd,
+        &[b"HELLO".to_vec(), proto.to_string().into_bytes()],
+    );
+    let hello = request(&mut stream, &cmd)
+        .await
+        .map_err(|e| format!("the server at {}: HELLO: {e}", target.address))?;
+    if proto == 3 && matches!(hello, Value::Error(_) | Value::BlobError(_)) {
+        return Err(format!(
+            "the server at {} does not speak RESP3",
+            target.address
+        ));
+    }
+    let mut template = Vec::new();
+    hello.encode(&mut template);
+    if db != 0 {
+        let mut cmd = Vec::new();
+        encode_command(&mut cmd, &[b"SELECT".to_vec(), db.to_string().into_bytes()]);
+        match request(&mut stream, &cmd).await {
+            Ok(Value::Error(e)) | Ok(Value::BlobError(e)) => {
+                return Err(String::from_utf8_lossy(&e).into_owned())
+            }
+            Ok(_) => {}
+            Err(e) => return Err(format!("the server at {}: SELECT: {e}", target.address)),
+        }
+    }
+    Ok((stream, template))
 }
 
 /// Why a server login failed: the target (another may do), or the login itself.
@@ -632,7 +820,10 @@ pub(super) async fn probe(
 }
 
 /// Send one command the gateway makes and read its one reply.
-async fn request(stream: &mut Box<dyn Io>, cmd: &[u8]) -> Result<sumun_wire::resp::Value, String> {
+pub(super) async fn request(
+    stream: &mut Box<dyn Io>,
+    cmd: &[u8],
+) -> Result<sumun_wire::resp::Value, String> {
     stream.write_all(cmd).await.map_err(|e| e.to_string())?;
     stream.flush().await.map_err(|e| e.to_string())?;
     let mut decoder = Decoder::new(Limits::default());
@@ -657,38 +848,6 @@ async fn request(stream: &mut Box<dyn Io>, cmd: &[u8]) -> Result<sumun_wire::res
     }
 }
 
-/// A reply the client is owed, in order: the server's next one, or one the gateway made.
-enum Slot {
-    Server,
-    Local(Vec<u8>),
-}
-
-struct Session<'a> {
-    fe: &'a RedisFrontEnd,
-    shared: &'a Shared,
-    listener: &'a str,
-    client_addr: std::net::SocketAddr,
-    user: &'a str,
-    acl: RedisAcl,
-    /// The user's rules allow everything (no scripting restriction needed).
-    unrestricted: bool,
-    table: Arc<CommandTable>,
-    splitter: Splitter,
-    framer: ReplyFramer,
-    pending: VecDeque<Slot>,
-    /// The server may send without being asked (RESP2 pub/sub, `MONITOR`, `CLIENT REPLY
-    /// OFF`): its frames are passed on as they come and no longer matched to commands.
-    passthrough: bool,
-    flow: &'a crate::records::ActiveFlow,
-}
-
-enum Event {
-    Client(std::io::Result<usize>),
-    Server(std::io::Result<usize>),
-    Timer,
-    Stop,
-}
-
 /// Close the flow with a `session.end` event.
 fn end_flow(
     shared: &Shared,
@@ -710,7 +869,7 @@ fn end_flow(
 }
 
 /// A `command.denied` audit event: the command and why, never its keys.
-fn audit_denied(
+pub(super) fn audit_denied(
     shared: &Shared,
     listener: &str,
     client: std::net::SocketAddr,
@@ -727,250 +886,4 @@ fn audit_denied(
             extra.insert("reason".into(), reason.into());
             extra
         });
-}
-
-impl Session<'_> {
-    async fn relay(
-        &mut self,
-        client: &mut Box<dyn Io>,
-        server: &mut Box<dyn Io>,
-        cbuf: &mut Vec<u8>,
-        idle: std::time::Duration,
-    ) -> &'static str {
-        let stop = self.shared.stop.wait();
-        tokio::pin!(stop);
-        // The data plane's alarm (worker event loops have no tokio timers): it rings at the
-        // deadline as of its last setting; a client read only moves `deadline` on.
-        let mut deadline = std::time::Instant::now().checked_add(idle);
-        let mut timer = crate::workers::Alarm::new();
-        if let Some(at) = deadline {
-            timer.set(at);
-        }
-        let mut cchunk = vec![0u8; 16384];
-        let mut schunk = vec![0u8; 16384];
-        let mut sbuf: Vec<u8> = Vec::new();
-        loop {
-            match self.on_client(client, server, cbuf).await {
-                Ok(true) => {}
-                Ok(false) => return "closed",
-                Err(end) => return end,
-            }
-            let event = tokio::select! {
-                biased;
-                r = server.read(&mut schunk) => Event::Server(r),
-                // A client far ahead of its replies is not read until they catch up (as Redis
-                // stops reading a client whose output is backed up).
-                r = client.read(&mut cchunk), if self.pending.len() < MAX_PENDING => Event::Client(r),
-                () = timer.rung() => Event::Timer,
-                () = &mut stop => Event::Stop,
-            };
-            match event {
-                Event::Server(Ok(0)) | Event::Server(Err(_)) => return "server_lost",
-                Event::Server(Ok(n)) => {
-                    sbuf.extend_from_slice(&schunk[..n]);
-                    if let Err(end) = self.on_server(client, &mut sbuf).await {
-                        return end;
-                    }
-                }
-                Event::Client(Ok(0)) => return "closed",
-                Event::Client(Err(_)) => return "client_error",
-                Event::Client(Ok(n)) => {
-                    count(&self.flow.counters, true, n);
-                    cbuf.extend_from_slice(&cchunk[..n]);
-                    if cbuf.len() > MAX_QUERY_BUFFER {
-                        // Redis's client-query-buffer-limit (1 GiB there): the client is closed.
-                        tracing::info!(listener = %self.listener, client = %self.client_addr, "closing a client that reached the query buffer limit");
-                        return "query_buffer_limit";
-                    }
-                    deadline = std::time::Instant::now().checked_add(idle);
-                }
-                Event::Timer => {
-                    let now = std::time::Instant::now();
-                    match deadline {
-                        // Rang for an earlier deadline: a client read moved it on.
-                        Some(at) if now < at => timer.set(at),
-                        _ => {
-                            if self.pending.is_empty() {
-                                return "idle_timeout";
-                            }
-                            deadline = now.checked_add(idle);
-                            if let Some(at) = deadline {
-                                timer.set(at);
-                            }
-                        }
-                    }
-                }
-                Event::Stop => return "drained",
-            }
-        }
-    }
-
-    /// Split what the client sent into commands, check each, forward the allowed ones in one
-    /// write, and answer the refused ones in their place. `Ok(false)`: the client quit.
-    async fn on_client(
-        &mut self,
-        client: &mut Box<dyn Io>,
-        server: &mut Box<dyn Io>,
-        cbuf: &mut Vec<u8>,
-    ) -> Result<bool, &'static str> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        let mut quit = false;
-        loop {
-            let cmd = match self.splitter.split(&cbuf[at..]) {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = reply(client, format!("-{}\r\n", e.reply()).as_bytes()).await;
-                    return Err("protocol_error");
-                }
-            };
-            let len = cmd.len();
-            if cmd.is_empty() {
-                at += len;
-                continue;
-            }
-            let name = cmd.name().unwrap_or_default().to_ascii_lowercase();
-            let local = match name.as_slice() {
-                b"quit" => {
-                    quit = true;
-                    Some(b"+OK\r\n".to_vec())
-                }
-                b"auth" => Some(
-                    b"-ERR Sumun: AUTH on an open connection is not supported; open a new connection to log in as another user\r\n"
-                        .to_vec(),
-                ),
-                b"hello" if cmd.args().any(|a| a.eq_ignore_ascii_case(b"auth")) => Some(
-                    b"-ERR Sumun: HELLO with AUTH on an open connection is not supported; open a new connection to log in as another user\r\n"
-                        .to_vec(),
-                ),
-                _ => match self.acl.check(&self.table, &cmd) {
-                    // A script runs with the server-side user's rights, not the client's: a
-                    // user with rules could reach through it what the rules keep out
-                    // (`EVAL "return redis.call('FLUSHALL')" 0`). Only users without rules may
-                    // run scripts.
-                    Verdict::Allowed(info)
-                        if !self.unrestricted
-                            && info.categories.iter().any(|c| c == "scripting") =>
-                    {
-                        self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        audit_denied(
-                            self.shared,
-                            self.listener,
-                            self.client_addr,
-                            self.user,
-                            &info.name,
-                            "scripting",
-                        );
-                        Some(format!(
-                            "-NOPERM User {} has no permissions to run the '{}' command: scripts run with the gateway's server-side rights, so the gateway refuses them to users with redis_acl rules\r\n",
-                            self.user,
-                            info.name
-                        )
-                        .into_bytes())
-                    }
-                    Verdict::Allowed(_) => None,
-                    Verdict::Denied(denial) => {
-                        self.fe.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        audit_denied(
-                            self.shared,
-                            self.listener,
-                            self.client_addr,
-                            self.user,
-                            &denial.command,
-                            denial.kind.as_str(),
-                        );
-                        Some(format!("-{}\r\n", denial.reply(self.user, Wording::Redis70)).into_bytes())
-                    }
-                },
-            };
-            match local {
-                Some(bytes) => self.pending.push_back(Slot::Local(bytes)),
-                None => {
-                    // Commands after which the server speaks unasked (RESP2 pub/sub, MONITOR,
-                    // CLIENT REPLY OFF|SKIP): from then on its frames go through as they come.
-                    let sub = matches!(
-                        name.as_slice(),
-                        b"subscribe" | b"psubscribe" | b"ssubscribe" | b"monitor"
-                    ) || (name == b"client"
-                        && cmd.arg(1).is_some_and(|a| a.eq_ignore_ascii_case(b"reply")));
-                    out.extend_from_slice(&cbuf[at..at + len]);
-                    self.fe.stats.commands.fetch_add(1, Ordering::Relaxed);
-                    // A subscription's confirmations are not matched to it (in RESP3 they are
-                    // pushes): from here on frames go through as they come.
-                    if !self.passthrough && !sub {
-                        self.pending.push_back(Slot::Server);
-                    }
-                    if sub {
-                        self.passthrough = true;
-                    }
-                }
-            }
-            at += len;
-            if quit {
-                break;
-            }
-        }
-        cbuf.drain(..at);
-        if !out.is_empty() {
-            server.write_all(&out).await.map_err(|_| "server_lost")?;
-            server.flush().await.map_err(|_| "server_lost")?;
-        }
-        // The gateway's own answers that nothing of the server's is ahead of.
-        let mut local = Vec::new();
-        while let Some(Slot::Local(_)) = self.pending.front() {
-            if let Some(Slot::Local(bytes)) = self.pending.pop_front() {
-                local.extend_from_slice(&bytes);
-            }
-        }
-        if !local.is_empty() {
-            count(&self.flow.counters, false, local.len());
-            reply(client, &local).await.map_err(|_| "client_error")?;
-        }
-        Ok(!quit)
-    }
-
-    /// Pass the server's frames to the client, each reply followed by the gateway's own
-    /// answers queued behind it.
-    async fn on_server(
-        &mut self,
-        client: &mut Box<dyn Io>,
-        sbuf: &mut Vec<u8>,
-    ) -> Result<(), &'static str> {
-        let mut out = Vec::with_capacity(sbuf.len());
-        let mut pos = 0;
-        loop {
-            let adv = self
-                .framer
-                .advance(&sbuf[pos..])
-                .map_err(|_| "server_protocol_error")?;
-            out.extend_from_slice(&sbuf[pos..pos + adv.consumed]);
-            pos += adv.consumed;
-            match adv.complete {
-                None => break,
-                Some(FrameKind::Push) => {}
-                Some(FrameKind::Reply | FrameKind::Error) => {
-                    if !self.passthrough || matches!(self.pending.front(), Some(Slot::Server)) {
-                        if let Some(Slot::Server) = self.pending.front() {
-                            self.pending.pop_front();
-                        }
-                    }
-                    while let Some(Slot::Local(_)) = self.pending.front() {
-                        if let Some(Slot::Local(bytes)) = self.pending.pop_front() {
-                            out.extend_from_slice(&bytes);
-                        }
-                    }
-                }
-            }
-            if pos == sbuf.len() {
-                break;
-            }
-        }
-        sbuf.drain(..pos);
-        if !out.is_empty() {
-            count(&self.flow.counters, false, out.len());
-            reply(client, &out).await.map_err(|_| "client_error")?;
-        }
-        Ok(())
-    }
 }
