@@ -14,7 +14,8 @@
 //! - [`generic`]: OK, ERR and EOF packets; [`errors`]: the server's errors in its own words.
 //! - [`response`]: [`response::ResponseTracker`], which follows the server's packets for one
 //!   command and says when the answer is complete and in which status (transaction state).
-//! - [`stmt`]: reading and rewriting the statement id of the `COM_STMT_*` commands.
+//! - [`stmt`]: reading and rewriting the statement id of the `COM_STMT_*` commands, and the
+//!   head of a `COM_STMT_EXECUTE` (cursor flag, parameter types).
 //! - [`command`]: the client's commands typed ([`command::Command`]), `COM_STMT_EXECUTE`'s
 //!   parameters ([`command::StmtExecute`]), the session state changes an OK carries.
 //! - [`resultset`]: column definitions, text rows, and a writer for whole text result sets.
