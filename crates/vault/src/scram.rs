@@ -218,7 +218,8 @@ impl PasswordVerifiers {
 /// What the server's first message asked for.
 pub struct ServerFirst {
     message: String,
-    nonce_len: usize,
+    /// The combined nonce, checked to extend ours.
+    nonce: String,
     pub salt: Vec<u8>,
     pub iterations: u32,
 }
@@ -250,22 +251,11 @@ impl ScramClient {
     /// Reads `server-first-message`: the salt and iteration count to derive the salted
     /// password with (`salted_password`), checked against our nonce and the iteration cap.
     pub fn server_first(&self, server_first: &str) -> Result<ServerFirst, ScramError> {
-        let mut nonce = None;
-        let mut salt = None;
-        let mut iters = None;
-        for part in server_first.split(',') {
-            if let Some(v) = part.strip_prefix("r=") {
-                nonce = Some(v);
-            } else if let Some(v) = part.strip_prefix("s=") {
-                salt = crypto::unb64(v);
-            } else if let Some(v) = part.strip_prefix("i=") {
-                iters = v.parse::<u32>().ok();
-            }
-        }
-        let (nonce, salt, iterations) = match (nonce, salt, iters) {
-            (Some(n), Some(s), Some(i)) if i > 0 => (n, s, i),
-            _ => return Err(ScramError::Malformed),
-        };
+        let parsed = sumun_wire::postgres::scram::parse_server_first(server_first)
+            .map_err(|_| ScramError::Malformed)?;
+        let nonce = parsed.nonce;
+        let salt = crypto::unb64(parsed.salt).ok_or(ScramError::Malformed)?;
+        let iterations = parsed.iterations;
         if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
             return Err(ScramError::Nonce);
         }
@@ -274,7 +264,7 @@ impl ScramClient {
         }
         Ok(ServerFirst {
             message: server_first.to_string(),
-            nonce_len: nonce.len(),
+            nonce: nonce.to_string(),
             salt,
             iterations,
         })
@@ -282,13 +272,7 @@ impl ScramClient {
 
     /// `client-final-message` for `first`, from the salted password derived for it.
     pub fn client_final_salted(&mut self, first: &ServerFirst, salted: &SecretBytes) -> String {
-        let nonce = first
-            .message
-            .split(',')
-            .find_map(|p| p.strip_prefix("r="))
-            .unwrap_or_default();
-        debug_assert_eq!(nonce.len(), first.nonce_len);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={}", first.nonce);
         let auth_message = format!(
             "{},{},{}",
             self.client_first_bare, first.message, without_proof
@@ -323,11 +307,11 @@ impl ScramClient {
 
     /// Checks `server-final-message` (`v=...`).
     pub fn verify_server_final(&self, server_final: &str) -> Result<(), ScramError> {
-        let v = server_final
-            .split(',')
-            .find_map(|p| p.strip_prefix("v="))
-            .and_then(crypto::unb64)
-            .ok_or(ScramError::Malformed)?;
+        use sumun_wire::postgres::scram::{parse_server_final, ServerFinal};
+        let v = match parse_server_final(server_final) {
+            Ok(ServerFinal::Verifier(v)) => crypto::unb64(v).ok_or(ScramError::Malformed)?,
+            Ok(ServerFinal::Error(_)) | Err(_) => return Err(ScramError::Malformed),
+        };
         match self.expected_server_signature {
             Some(e) if aws_lc_rs::constant_time::verify_slices_are_equal(&e, &v).is_ok() => Ok(()),
             _ => Err(ScramError::ServerSignature),
@@ -391,6 +375,14 @@ mod tests {
         assert!(matches!(
             c.server_first("r=someoneelse,s=AAAA,i=4096"),
             Err(ScramError::Nonce)
+        ));
+        // Two nonces (ours extended twice, of different lengths): which one would be checked
+        // and which one echoed is left open, so the message is refused (a debug build used to
+        // panic on it in `client_final_salted`).
+        let twice = format!("r={cnonce}X,s=AAAA,i=4096,r={cnonce}XYZ");
+        assert!(matches!(
+            c.client_final(&twice, b"pw"),
+            Err(ScramError::Malformed)
         ));
     }
 

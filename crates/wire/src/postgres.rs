@@ -254,6 +254,8 @@ pub fn command_rows(body: &[u8]) -> Option<u64> {
     std::str::from_utf8(last).ok()?.parse().ok()
 }
 
+pub mod scram;
+
 /// Authentication request codes (`R` messages).
 pub mod auth {
     pub const OK: u32 = 0;
