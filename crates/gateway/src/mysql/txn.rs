@@ -819,12 +819,7 @@ impl State {
                 );
             }
             COM_STMT_BULK_EXECUTE => {
-                refuse!(
-                    "refused_other",
-                    1047,
-                    b"08S01",
-                    "Unknown command"
-                );
+                refuse!("refused_other", 1047, b"08S01", "Unknown command");
             }
             _ => {}
         }
