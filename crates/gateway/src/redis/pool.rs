@@ -338,7 +338,10 @@ impl MuxPool {
             if open_now {
                 return self.open_one(opener).await;
             }
-            if crate::workers::timeout_at(deadline, notified).await.is_err() {
+            if crate::workers::timeout_at(deadline, notified)
+                .await
+                .is_err()
+            {
                 return Err(
                     "no server connection became free in time (pool checkout_timeout)".into(),
                 );

@@ -644,17 +644,18 @@ async fn open_shared(
     let cred = vault
         .backend_credential(credential)
         .map_err(|e| format!("vault secret '{credential}': {e}"))?;
-    let tcp =
-        match crate::workers::timeout(group.connect_timeout, TcpStream::connect(target.addr)).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                target.connect_errors.fetch_add(1, Ordering::Relaxed);
-                return Err(format!(
-                    "no backend server is available: cannot connect to {}",
-                    target.address
-                ));
-            }
-        };
+    let tcp = match crate::workers::timeout(group.connect_timeout, TcpStream::connect(target.addr))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            target.connect_errors.fetch_add(1, Ordering::Relaxed);
+            return Err(format!(
+                "no backend server is available: cannot connect to {}",
+                target.address
+            ));
+        }
+    };
     let mut stream = login_on(tcp, group, &target.address, &cred)
         .await
         .map_err(|e| match e {
