@@ -362,6 +362,12 @@ impl Protection {
         records.write_findings(found, client);
     }
 
+    /// Whether a statement detection is on, so front ends hand statements over even when no
+    /// audit log is written.
+    pub(crate) fn watches_statements(&self) -> bool {
+        self.watch.load(std::sync::atomic::Ordering::Relaxed) != 0
+    }
+
     /// A statement (from `records.audit_query`): privilege changes and SQL injection
     /// (`sumun-sqli`, about a quarter of a microsecond for an ordinary statement). Locks
     /// nothing unless one of them fires.

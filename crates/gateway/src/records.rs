@@ -363,6 +363,12 @@ impl Records {
         self.audit_log.load().is_some()
     }
 
+    /// Whether front ends should hand statements to [`Records::audit_query`]: an audit log
+    /// is written, or a statement detection (SQL injection, privilege changes) is on.
+    pub fn wants_statements(&self) -> bool {
+        self.audits() || self.protect.watches_statements()
+    }
+
     /// Write `found` (detections' findings) as audit `finding` events, and warn in the log.
     pub(crate) fn write_findings(&self, found: Vec<sumun_protect::Finding>, client: SocketAddr) {
         for f in found {

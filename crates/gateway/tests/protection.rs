@@ -606,6 +606,56 @@ async fn injection_payloads_and_privilege_changes_through_psql_are_findings() {
     assert!(ok && out.trim() == "42");
 }
 
+/// Statement detections need no audit log: with none configured, an injection still becomes a
+/// finding at /api/findings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injections_are_found_without_an_audit_log() {
+    let pg = common::app_postgres(None, &[]).await;
+    let dir = TestDir::new("protect-noaudit");
+    let mut vault = common::backend_vault(&dir, common::APP_PASSWORD);
+    vault
+        .set_user_password("app", &SecretBytes::from_slice(DAVE_PASSWORD.as_bytes()))
+        .expect("set password");
+    drop(vault);
+    let rest = r#"
+[[users]]
+name = "app"
+auth = ["scram"]
+backend_credential = "pg/app"
+[admin]
+listen = "127.0.0.1:0"
+[protection]
+exempt = []
+"#;
+    let toml = common::pg_config("sumun-test", "", "", pg.addr(), "", rest);
+    assert!(!toml.contains("[audit]"), "{toml}");
+    let gw = TestGateway::start_in(dir, &toml).await.expect("gateway");
+    let env = [("PGPASSWORD", DAVE_PASSWORD), ("PGSSLMODE", "disable")];
+    let (ok, out, err) = common::psql_appdb(
+        gw.addr("pg").port(),
+        "app",
+        &["SELECT count(*) FROM pg_tables WHERE tablename = '' OR '1'='1'"],
+        &env,
+    )
+    .await;
+    assert!(ok, "{out}{err}");
+    let admin = gw.gateway.admin_addr().await.expect("admin");
+    let found = common::eventually_async(Duration::from_secs(10), || async {
+        let (status, body) = http(admin, "GET", "/api/findings").await;
+        status == 200 && body.contains("\"detection\":\"sql_injection\"")
+    })
+    .await;
+    let (_, body) = http(admin, "GET", "/api/findings").await;
+    assert!(
+        found,
+        "no sql_injection finding without an audit log: {body}"
+    );
+    assert!(
+        !body.contains("'1'='1"),
+        "the finding quotes no literal: {body}"
+    );
+}
+
 async fn refused_as_banned(gw: &TestGateway) -> bool {
     let (ok, _, err) = psql_dave(gw, DAVE_PASSWORD).await;
     !ok && err.contains("too many failed attempts from this address")

@@ -96,7 +96,7 @@ pub(super) async fn run(fe: &Arc<MysqlFrontEnd>, s: LoggedIn) {
     let events = Events {
         fe: fe.clone(),
         shared: shared.clone(),
-        mask: mask.filter(|_| shared.records.audits()),
+        mask: mask.filter(|_| shared.records.wants_statements()),
         listener: listener.name.clone(),
         client: admitted.client,
         user: user.clone(),

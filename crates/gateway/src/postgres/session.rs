@@ -257,7 +257,7 @@ pub(crate) fn run(
     let mode = super::pool_mode(&snap, Some(&identity.user));
     let audit = match snap.settings.audit_queries {
         QueryAudit::Off => None,
-        q if shared.records.audits() => Some(q),
+        q if shared.records.wants_statements() => Some(q),
         _ => None,
     };
     let flow = admitted.flow.clone();
