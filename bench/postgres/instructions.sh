@@ -5,6 +5,8 @@
 #   bench/postgres/instructions.sh              # Sumun (target/release/sumun), workers = 1
 #   PROXY=pgbouncer bench/postgres/instructions.sh
 #   CLIENTS=8 T1=1000 T2=4000 SUMUN=path KEEP=1 bench/postgres/instructions.sh
+#   PROTECTION=off bench/postgres/instructions.sh   # [protection] enabled = false (default: on,
+#                                                   # SQL-injection inspection of every statement)
 #
 # A private PostgreSQL 15 on a free port (as run.sh sets it up), one proxy under
 # `valgrind --tool=callgrind --separate-threads=yes`, transaction pooling (pool size 20), plain
@@ -28,6 +30,7 @@ T2=${T2:-4000}
 POOL_SIZE=${POOL_SIZE:-20}
 SUMUN=${SUMUN:-$ROOT/target/release/sumun}
 KEEP=${KEEP:-0}
+PROTECTION=${PROTECTION:-on}
 TOP=${TOP:-30}
 PGBIN=/usr/lib/postgresql/15/bin
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
@@ -89,6 +92,7 @@ name = "bench"
 auth = ["scram"]
 backend_credential = "pg/bench"
 TOML
+  if [ "$PROTECTION" = off ]; then printf '[protection]\nenabled = false\n' >> "$W/sumun.toml"; fi
   "$SUMUN" vault init --config "$W/sumun.toml" >"$W/setup.log" 2>&1
   "$SUMUN" secrets put pg/bench --value-file "$W/pgpass.txt" --kind postgres --address "127.0.0.1:$PG_PORT" --username bench --database bench --config "$W/sumun.toml" >>"$W/setup.log" 2>&1
   "$SUMUN" users set-password bench --value-file "$W/pgpass.txt" --config "$W/sumun.toml" >>"$W/setup.log" 2>&1
