@@ -25,22 +25,8 @@ async fn mariadb() -> Mariadb {
 
 /// A vault holding `maria/app` (username `app`) with `password`, and a token for bob.
 fn vault(dir: &TestDir, password: &str) -> String {
-    let key = sumun_vault::LocalMasterKey::generate().expect("key");
-    key.write_key_file(&dir.path("master.key"))
-        .expect("write key file");
     let mut vault =
-        sumun_vault::Vault::init(&dir.path("vault"), Box::new(key), None).expect("init vault");
-    vault
-        .put(
-            "maria/app",
-            &sumun_vault::SecretBytes::from_slice(password.as_bytes()),
-            sumun_vault::SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Mysql),
-                username: Some("app".into()),
-                ..sumun_vault::SecretMeta::default()
-            },
-        )
-        .expect("put backend secret");
+        common::vault_with_secret(dir, "maria/app", sumun_vault::SecretKind::Mysql, password);
     vault
         .set_user_password(
             "carol",

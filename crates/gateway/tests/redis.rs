@@ -59,22 +59,12 @@ async fn setup_with(
     .await
     .expect("task");
     let dir = TestDir::new("redis");
-    let key = sumun_vault::LocalMasterKey::generate().expect("key");
-    key.write_key_file(&dir.path("master.key"))
-        .expect("key file");
-    let mut vault =
-        sumun_vault::Vault::init(&dir.path("vault"), Box::new(key), None).expect("init vault");
-    vault
-        .put(
-            "redis/app",
-            &sumun_vault::SecretBytes::from_slice(APP_PASSWORD.as_bytes()),
-            sumun_vault::SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Redis),
-                username: Some("app".into()),
-                ..sumun_vault::SecretMeta::default()
-            },
-        )
-        .expect("put");
+    let vault = common::vault_with_secret(
+        &dir,
+        "redis/app",
+        sumun_vault::SecretKind::Redis,
+        APP_PASSWORD,
+    );
     let bob = common::token(&vault, "bob", AUDIENCE);
     let eve = common::token(&vault, "eve", AUDIENCE);
     let root = common::token(&vault, "root", AUDIENCE);

@@ -438,6 +438,17 @@ targets = [{{ address = "{target}" }}]
 /// A vault in `dir/vault` sealed by a key file `dir/master.key` (the paths the PostgreSQL test
 /// configs name), holding backend secret `pg/app` (kind postgres, username `app`).
 pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
+    vault_with_secret(dir, "pg/app", sumun_vault::SecretKind::Postgres, password)
+}
+
+/// A vault in `dir/vault` sealed by a key file `dir/master.key`, holding backend secret `name`
+/// of `kind` for username `app` with `password`.
+pub fn vault_with_secret(
+    dir: &TestDir,
+    name: &str,
+    kind: sumun_vault::SecretKind,
+    password: &str,
+) -> sumun_vault::Vault {
     let key = sumun_vault::LocalMasterKey::generate().expect("key");
     key.write_key_file(&dir.path("master.key"))
         .expect("write key file");
@@ -445,10 +456,10 @@ pub fn backend_vault(dir: &TestDir, password: &str) -> sumun_vault::Vault {
         sumun_vault::Vault::init(&dir.path("vault"), Box::new(key), None).expect("init vault");
     vault
         .put(
-            "pg/app",
+            name,
             &sumun_vault::SecretBytes::from_slice(password.as_bytes()),
             sumun_vault::SecretMeta {
-                kind: Some(sumun_vault::SecretKind::Postgres),
+                kind: Some(kind),
                 username: Some("app".into()),
                 ..sumun_vault::SecretMeta::default()
             },
