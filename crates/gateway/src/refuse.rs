@@ -74,13 +74,16 @@ async fn speak(
                 Refusal::RateLimited => 1040,
                 Refusal::Rule(_) => 1130,
             };
-            let mut body = vec![0xff];
-            body.extend_from_slice(&code.to_le_bytes());
-            body.extend_from_slice(text.as_bytes());
-            let len = body.len() as u32;
-            let mut packet = len.to_le_bytes()[..3].to_vec();
-            packet.push(0);
-            packet.extend_from_slice(&body);
+            // Before the handshake there are no capabilities: no SQL state marker.
+            let mut body = Vec::with_capacity(3 + text.len());
+            sumun_wire::mysql::ErrPacket {
+                code,
+                sql_state: None,
+                message: text.as_bytes(),
+            }
+            .write(&mut body, sumun_wire::mysql::Capabilities(0));
+            let mut packet = Vec::with_capacity(4 + body.len());
+            sumun_wire::mysql::write_packet(&mut packet, 0, &body);
             stream.write_all(&packet).await?;
         }
         Protocol::Redis => {
